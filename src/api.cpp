@@ -1,0 +1,414 @@
+// The extern "C" boundary: argument checks, struct_size checks, and the one place where pangu::Error and
+// every other exception are caught and turned into a status plus a message.
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "common.h"
+#include "model.h"
+#include "session.h"
+#include "vocab.h"
+
+struct pangu_model {
+    std::unique_ptr<pangu::Model> impl;
+};
+
+struct pangu_session {
+    std::unique_ptr<pangu::Session> impl;
+    pangu_model *model;
+};
+
+namespace {
+
+thread_local std::string t_last_error;
+
+// The first published size of each parameter struct: a caller compiled against any later header passes a
+// larger struct_size, which is accepted as long as this library knows it.
+constexpr size_t kModelParamsV1 = sizeof(pangu_model_params);
+constexpr size_t kSessionParamsV1 = sizeof(pangu_session_params);
+constexpr size_t kSamplingParamsV1 = sizeof(pangu_sampling_params);
+constexpr size_t kModelInfoV1 = sizeof(pangu_model_info);
+constexpr size_t kResultV1 = sizeof(pangu_generate_result);
+
+pangu_status record(pangu_status st, const std::string &msg, std::string *handle_error) {
+    try {
+        t_last_error = msg;
+        if (handle_error) *handle_error = msg;
+    } catch (...) {
+    }
+    return st;
+}
+
+// Runs `fn`, translating exceptions; `err` is the handle's message slot (may be null).
+template <typename Fn>
+pangu_status guarded(std::string *err, Fn &&fn) {
+    try {
+        return fn();
+    } catch (const pangu::Error &e) {
+        return record(e.status(), e.what(), err);
+    } catch (const std::bad_alloc &) {
+        return record(PANGU_ERR_OUT_OF_MEMORY, "out of memory", err);
+    } catch (const std::exception &e) {
+        return record(PANGU_ERR_INTERNAL, std::string("internal error: ") + e.what(), err);
+    } catch (...) {
+        return record(PANGU_ERR_INTERNAL, "internal error: unknown exception", err);
+    }
+}
+
+pangu_status bad_arg(std::string *err, const char *fn, const char *what) {
+    return record(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + what, err);
+}
+
+// Copies a caller's parameter struct over defaults, honouring its struct_size.
+template <typename T>
+pangu_status read_params(const T *in, T *out, size_t v1, const char *fn, std::string *err) {
+    if (!in) return PANGU_OK;
+    if (in->struct_size < v1 || in->struct_size > sizeof(T))
+        return record(PANGU_ERR_STRUCT_SIZE,
+                      std::string(fn) + ": struct_size " + std::to_string(in->struct_size) + " is not one this library (" +
+                          PANGU_VERSION_STRING + ") knows; expected " + std::to_string(sizeof(T)),
+                      err);
+    std::memcpy(out, in, in->struct_size);
+    out->struct_size = sizeof(T);
+    return PANGU_OK;
+}
+
+template <typename T>
+pangu_status check_out_struct(const T *s, size_t v1, const char *fn, std::string *err) {
+    if (s->struct_size < v1 || s->struct_size > sizeof(T))
+        return record(PANGU_ERR_STRUCT_SIZE,
+                      std::string(fn) + ": struct_size " + std::to_string(s->struct_size) + " is not one this library knows; expected " +
+                          std::to_string(sizeof(T)),
+                      err);
+    return PANGU_OK;
+}
+
+// A model is shared between threads, so its message slot is written under its lock.
+pangu_status model_guarded_finish(const pangu_model *m, pangu_status st) {
+    if (st != PANGU_OK && m) {
+        std::lock_guard<std::mutex> lk(m->impl->error_mu);
+        m->impl->last_error = t_last_error;
+    }
+    return st;
+}
+
+}  // namespace
+
+extern "C" {
+
+unsigned pangu_version_number(void) { return PANGU_VERSION_NUMBER; }
+const char *pangu_version_string(void) { return PANGU_VERSION_STRING; }
+
+const char *pangu_status_string(pangu_status s) {
+    switch (s) {
+        case PANGU_OK: return "success";
+        case PANGU_ERR_INVALID_ARGUMENT: return "invalid argument";
+        case PANGU_ERR_STRUCT_SIZE: return "unknown struct_size";
+        case PANGU_ERR_OUT_OF_MEMORY: return "out of memory";
+        case PANGU_ERR_FILE_NOT_FOUND: return "file not found";
+        case PANGU_ERR_IO: return "input/output error";
+        case PANGU_ERR_CONFIG: return "invalid model configuration";
+        case PANGU_ERR_SAFETENSORS_HEADER: return "invalid safetensors header";
+        case PANGU_ERR_TENSOR_BOUNDS: return "tensor data out of bounds";
+        case PANGU_ERR_DTYPE: return "unsupported tensor dtype";
+        case PANGU_ERR_SHAPE: return "tensor shape mismatch";
+        case PANGU_ERR_MISSING_TENSOR: return "missing tensor";
+        case PANGU_ERR_TOKENIZER: return "invalid tokenizer";
+        case PANGU_ERR_INVALID_UTF8: return "invalid UTF-8";
+        case PANGU_ERR_CONTEXT_FULL: return "context full";
+        case PANGU_ERR_BUFFER_TOO_SMALL: return "buffer too small";
+        case PANGU_ERR_CANCELLED: return "cancelled";
+        case PANGU_ERR_UNSUPPORTED: return "unsupported";
+        case PANGU_ERR_INVALID_TOKEN: return "invalid token id";
+        case PANGU_ERR_NUMERIC: return "numeric error (NaN or Inf)";
+        case PANGU_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+const char *pangu_last_error(void) { return t_last_error.c_str(); }
+
+/* ---- models ---- */
+
+void pangu_model_params_init(pangu_model_params *p) {
+    if (!p) return;
+    std::memset(p, 0, sizeof(*p));
+    p->struct_size = sizeof(*p);
+}
+
+pangu_status pangu_model_load(const char *dir, const pangu_model_params *params, pangu_model **out) {
+    if (out) *out = nullptr;
+    if (!dir || !out) return bad_arg(nullptr, "pangu_model_load", "dir and out must not be NULL");
+    pangu_model_params p;
+    pangu_model_params_init(&p);
+    if (pangu_status st = read_params(params, &p, kModelParamsV1, "pangu_model_load", nullptr)) return st;
+    return guarded(nullptr, [&] {
+        pangu::ModelLoadOptions opt;
+        opt.map.prefault = p.prefault != 0;
+        opt.map.lock = p.lock_memory != 0;
+        auto m = std::make_unique<pangu_model>();
+        m->impl = pangu::Model::load(dir, opt);
+        *out = m.release();
+        return PANGU_OK;
+    });
+}
+
+void pangu_model_free(pangu_model *model) { delete model; }
+
+const char *pangu_model_last_error(const pangu_model *model) {
+    if (!model) return "";
+    std::lock_guard<std::mutex> lk(model->impl->error_mu);
+    return model->impl->last_error.c_str();
+}
+
+pangu_status pangu_model_get_info(const pangu_model *model, pangu_model_info *info) {
+    if (!model || !info) return bad_arg(nullptr, "pangu_model_get_info", "model and info must not be NULL");
+    if (pangu_status st = check_out_struct(info, kModelInfoV1, "pangu_model_get_info", nullptr))
+        return model_guarded_finish(model, st);
+    const pangu::Model &m = *model->impl;
+    pangu_model_info r{};
+    r.struct_size = info->struct_size;
+    r.n_vocab = m.cfg.n_vocab;
+    r.n_layer = m.cfg.n_layer;
+    r.n_embd = m.cfg.n_embd;
+    r.n_head = m.cfg.n_head;
+    r.n_head_kv = m.cfg.n_head_kv;
+    r.head_dim = m.cfg.head_dim;
+    r.n_ctx_train = m.cfg.n_ctx_train;
+    r.bos_token = m.vocab.bos();
+    r.eos_token = m.cfg.eos >= 0 ? m.cfg.eos : m.vocab.eos();
+    r.add_bos = m.vocab.add_bos() ? 1 : 0;
+    r.has_chat_template = m.vocab.has_chat_tokens() ? 1 : 0;
+    r.n_params = m.n_params;
+    r.weight_bytes = m.weight_bytes;
+    std::memcpy(info, &r, info->struct_size);
+    return PANGU_OK;
+}
+
+/* ---- tokenizer ---- */
+
+pangu_status pangu_tokenize(const pangu_model *model, const char *text, size_t len, int32_t add_bos,
+                            int32_t parse_special, int32_t *ids, size_t capacity, size_t *n_tokens) {
+    if (!model || (!text && len) || !n_tokens || (!ids && capacity))
+        return bad_arg(nullptr, "pangu_tokenize", "model, n_tokens, and text/ids when their sizes are non-zero, must not be NULL");
+    const pangu::Model &m = *model->impl;
+    return model_guarded_finish(model, guarded(nullptr, [&] {
+        std::vector<int32_t> v;
+        const bool bos = add_bos < 0 ? m.vocab.add_bos() : add_bos != 0;
+        m.vocab.tokenize(std::string_view(text ? text : "", len), bos, parse_special != 0, v);
+        *n_tokens = v.size();
+        if (v.size() > capacity)
+            pangu::fail(PANGU_ERR_BUFFER_TOO_SMALL, "pangu_tokenize: " + std::to_string(v.size()) +
+                                                        " tokens do not fit in a buffer of " + std::to_string(capacity));
+        if (!v.empty()) std::memcpy(ids, v.data(), v.size() * sizeof(int32_t));
+        return PANGU_OK;
+    }));
+}
+
+namespace {
+pangu_status copy_text(const std::string &s, char *buf, size_t capacity, size_t *len, const char *fn) {
+    *len = s.size();
+    if (capacity < s.size() + 1)
+        pangu::fail(PANGU_ERR_BUFFER_TOO_SMALL, std::string(fn) + ": " + std::to_string(s.size() + 1) +
+                                                    " bytes needed, buffer holds " + std::to_string(capacity));
+    std::memcpy(buf, s.data(), s.size());
+    buf[s.size()] = '\0';
+    return PANGU_OK;
+}
+}  // namespace
+
+pangu_status pangu_detokenize(const pangu_model *model, const int32_t *ids, size_t n, char *buf, size_t capacity,
+                              size_t *len) {
+    if (!model || (!ids && n) || !len || (!buf && capacity))
+        return bad_arg(nullptr, "pangu_detokenize", "model, len, and ids/buf when their sizes are non-zero, must not be NULL");
+    const pangu::Model &m = *model->impl;
+    return model_guarded_finish(model, guarded(nullptr, [&] {
+        for (size_t i = 0; i < n; ++i)
+            if (ids[i] < 0 || ids[i] >= m.vocab.n_vocab())
+                pangu::fail(PANGU_ERR_INVALID_TOKEN, "pangu_detokenize: token id " + std::to_string(ids[i]) +
+                                                         " at index " + std::to_string(i) + " is outside the vocabulary");
+        return copy_text(m.vocab.decode(ids, n), buf, capacity, len, "pangu_detokenize");
+    }));
+}
+
+pangu_status pangu_token_to_bytes(const pangu_model *model, int32_t token, char *buf, size_t capacity, size_t *len) {
+    if (!model || !len || (!buf && capacity))
+        return bad_arg(nullptr, "pangu_token_to_bytes", "model, len, and buf when capacity is non-zero, must not be NULL");
+    const pangu::Model &m = *model->impl;
+    return model_guarded_finish(model, guarded(nullptr, [&] {
+        if (token < 0 || token >= m.vocab.n_vocab())
+            pangu::fail(PANGU_ERR_INVALID_TOKEN, "pangu_token_to_bytes: token id " + std::to_string(token) +
+                                                     " is outside the vocabulary");
+        return copy_text(std::string(m.vocab.token_bytes(token)), buf, capacity, len, "pangu_token_to_bytes");
+    }));
+}
+
+pangu_status pangu_apply_chat_template(const pangu_model *model, const pangu_chat_message *messages, size_t n_messages,
+                                       int32_t add_generation_prompt, char *buf, size_t capacity, size_t *len) {
+    if (!model || (!messages && n_messages) || !len || (!buf && capacity))
+        return bad_arg(nullptr, "pangu_apply_chat_template", "model, len, and messages/buf when their sizes are non-zero, must not be NULL");
+    const pangu::Model &m = *model->impl;
+    return model_guarded_finish(model, guarded(nullptr, [&] {
+        return copy_text(m.vocab.apply_chat_template(messages, n_messages, add_generation_prompt != 0), buf, capacity,
+                         len, "pangu_apply_chat_template");
+    }));
+}
+
+/* ---- sessions ---- */
+
+void pangu_session_params_init(pangu_session_params *p) {
+    if (!p) return;
+    std::memset(p, 0, sizeof(*p));
+    p->struct_size = sizeof(*p);
+    p->n_ctx = 0;  // resolved against the model at creation: min(2048, max_position_embeddings)
+    p->n_batch = 64;
+    p->n_threads = 1;
+}
+
+pangu_status pangu_session_create(pangu_model *model, const pangu_session_params *params, pangu_session **out) {
+    if (out) *out = nullptr;
+    if (!model || !out) return bad_arg(nullptr, "pangu_session_create", "model and out must not be NULL");
+    pangu_session_params p;
+    pangu_session_params_init(&p);
+    if (pangu_status st = read_params(params, &p, kSessionParamsV1, "pangu_session_create", nullptr))
+        return model_guarded_finish(model, st);
+    return model_guarded_finish(model, guarded(nullptr, [&] {
+        const pangu::Model &m = *model->impl;
+        if (p.n_ctx == 0) p.n_ctx = std::min(2048, m.cfg.n_ctx_train);
+        if (p.n_ctx < 1 || p.n_ctx > m.cfg.n_ctx_train)
+            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_session_create: n_ctx " + std::to_string(p.n_ctx) +
+                                                        " must be between 1 and the model's max_position_embeddings (" +
+                                                        std::to_string(m.cfg.n_ctx_train) + ")");
+        if (p.n_batch < 1 || p.n_batch > 4096)
+            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_session_create: n_batch " + std::to_string(p.n_batch) +
+                                                        " must be between 1 and 4096");
+        if (p.n_threads < 1 || p.n_threads > 256)
+            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_session_create: n_threads " + std::to_string(p.n_threads) +
+                                                        " must be between 1 and 256");
+        if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+        auto s = std::make_unique<pangu_session>();
+        s->model = model;
+        s->impl = std::make_unique<pangu::Session>(*model->impl, p);
+        *out = s.release();
+        return PANGU_OK;
+    }));
+}
+
+void pangu_session_free(pangu_session *session) { delete session; }
+
+const char *pangu_session_last_error(const pangu_session *session) {
+    return session ? session->impl->last_error.c_str() : "";
+}
+
+#define SESSION_CHECK(fn)                                                            \
+    if (!session) return bad_arg(nullptr, fn, "session must not be NULL");           \
+    pangu::Session &S = *session->impl
+
+pangu_status pangu_session_reset(pangu_session *session) {
+    SESSION_CHECK("pangu_session_reset");
+    S.reset();
+    return PANGU_OK;
+}
+
+size_t pangu_session_n_tokens(const pangu_session *session) { return session ? session->impl->n_tokens : 0; }
+
+pangu_status pangu_session_get_tokens(const pangu_session *session, int32_t *ids, size_t capacity, size_t *n) {
+    if (!session || !n || (!ids && capacity))
+        return bad_arg(nullptr, "pangu_session_get_tokens", "session, n, and ids when capacity is non-zero, must not be NULL");
+    const pangu::Session &S = *session->impl;
+    *n = S.n_tokens;
+    if (S.n_tokens > capacity)
+        return record(PANGU_ERR_BUFFER_TOO_SMALL,
+                      "pangu_session_get_tokens: " + std::to_string(S.n_tokens) + " tokens do not fit in " +
+                          std::to_string(capacity),
+                      &session->impl->last_error);
+    if (S.n_tokens) std::memcpy(ids, S.tokens, S.n_tokens * sizeof(int32_t));
+    return PANGU_OK;
+}
+
+pangu_status pangu_session_truncate(pangu_session *session, size_t n_keep) {
+    SESSION_CHECK("pangu_session_truncate");
+    return guarded(&S.last_error, [&] {
+        S.truncate(n_keep);
+        return PANGU_OK;
+    });
+}
+
+pangu_status pangu_session_eval(pangu_session *session, const int32_t *ids, size_t n, float *logits) {
+    SESSION_CHECK("pangu_session_eval");
+    if (!ids && n) return bad_arg(&S.last_error, "pangu_session_eval", "ids must not be NULL when n > 0");
+    return guarded(&S.last_error, [&] {
+        S.eval(ids, n, logits);
+        return PANGU_OK;
+    });
+}
+
+pangu_status pangu_session_get_logits(pangu_session *session, const float **logits, int32_t *n_vocab) {
+    SESSION_CHECK("pangu_session_get_logits");
+    if (!logits) return bad_arg(&S.last_error, "pangu_session_get_logits", "logits must not be NULL");
+    return guarded(&S.last_error, [&] {
+        S.sync();
+        if (!S.logits_valid)
+            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_session_get_logits: no token has been evaluated");
+        *logits = S.logits();
+        if (n_vocab) *n_vocab = S.model.cfg.n_vocab;
+        return PANGU_OK;
+    });
+}
+
+void pangu_session_set_abort_callback(pangu_session *session, pangu_abort_callback callback, void *user_data) {
+    if (!session) return;
+    session->impl->abort_cb = callback;
+    session->impl->abort_user = user_data;
+}
+
+/* ---- generation ---- */
+
+void pangu_sampling_params_init(pangu_sampling_params *p) {
+    if (!p) return;
+    std::memset(p, 0, sizeof(*p));
+    p->struct_size = sizeof(*p);
+    p->temperature = 0.0f;
+    p->top_k = 40;
+    p->top_p = 0.95f;
+    p->min_p = 0.0f;
+    p->repetition_penalty = 1.0f;
+    p->repeat_last_n = 64;
+    p->seed = 0;
+    p->max_new_tokens = 256;
+}
+
+pangu_status pangu_session_generate_tokens(pangu_session *session, const int32_t *ids, size_t n,
+                                           const pangu_sampling_params *params, pangu_token_callback callback,
+                                           void *user_data, pangu_generate_result *result) {
+    SESSION_CHECK("pangu_session_generate_tokens");
+    if (!ids && n) return bad_arg(&S.last_error, "pangu_session_generate_tokens", "ids must not be NULL when n > 0");
+    pangu_sampling_params sp;
+    pangu_sampling_params_init(&sp);
+    if (pangu_status st = read_params(params, &sp, kSamplingParamsV1, "pangu_session_generate", &S.last_error)) return st;
+    if (result)
+        if (pangu_status st = check_out_struct(result, kResultV1, "pangu_session_generate", &S.last_error)) return st;
+    return guarded(&S.last_error, [&] {
+        pangu_status st = S.generate(ids, n, sp, callback, user_data, result);
+        if (st == PANGU_ERR_CANCELLED) pangu::fail(st, "generation cancelled");
+        if (st == PANGU_ERR_CONTEXT_FULL)
+            pangu::fail(st, "generation stopped: the context of " + std::to_string(S.layout.n_ctx) + " tokens is full");
+        return st;
+    });
+}
+
+pangu_status pangu_session_generate(pangu_session *session, const char *prompt, const pangu_sampling_params *params,
+                                    pangu_token_callback callback, void *user_data, pangu_generate_result *result) {
+    SESSION_CHECK("pangu_session_generate");
+    if (!prompt) return bad_arg(&S.last_error, "pangu_session_generate", "prompt must not be NULL");
+    std::vector<int32_t> ids;
+    pangu_status st = guarded(&S.last_error, [&] {
+        const bool bos = S.n_tokens == 0 && S.model.vocab.add_bos();
+        S.model.vocab.tokenize(prompt, bos, true, ids);
+        return PANGU_OK;
+    });
+    if (st != PANGU_OK) return st;
+    return pangu_session_generate_tokens(session, ids.data(), ids.size(), params, callback, user_data, result);
+}
+
+}  // extern "C"

@@ -1,0 +1,102 @@
+#include "config.h"
+
+#include <json/json.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "common.h"
+
+namespace pangu {
+
+namespace {
+
+bool file_exists(const std::string &path) {
+    std::ifstream f(path);
+    return f.good();
+}
+
+int get_int(const Json::Value &root, const std::string &path, const char *key, int def, bool required, int min_v,
+            int max_v) {
+    const Json::Value &v = root[key];
+    if (v.isNull()) {
+        if (required) fail(PANGU_ERR_CONFIG, path + ": missing required field \"" + key + "\"");
+        return def;
+    }
+    if (!v.isIntegral() && !(v.isDouble() && v.asDouble() == static_cast<double>(static_cast<int64_t>(v.asDouble()))))
+        fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" must be an integer");
+    const int64_t x = v.asInt64();
+    if (x < min_v || x > max_v)
+        fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" = " + std::to_string(x) + " is out of range [" +
+                                   std::to_string(min_v) + ", " + std::to_string(max_v) + "]");
+    return static_cast<int>(x);
+}
+
+double get_num(const Json::Value &root, const std::string &path, const char *key, double def) {
+    const Json::Value &v = root[key];
+    if (v.isNull()) return def;
+    if (!v.isNumeric()) fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" must be a number");
+    return v.asDouble();
+}
+
+bool get_bool(const Json::Value &root, const std::string &path, const char *key, bool def) {
+    const Json::Value &v = root[key];
+    if (v.isNull()) return def;
+    if (!v.isBool()) fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" must be true or false");
+    return v.asBool();
+}
+
+}  // namespace
+
+ModelConfig load_config(const std::string &dir) {
+    const std::string path = dir + "/config.json";
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        if (!file_exists(path)) fail(PANGU_ERR_FILE_NOT_FOUND, path + ": not found");
+        fail(PANGU_ERR_IO, path + ": cannot be opened");
+    }
+    Json::CharReaderBuilder builder;
+    builder["collectComments"] = false;
+    builder["rejectDupKeys"] = true;
+    Json::Value root;
+    std::string errs;
+    if (!Json::parseFromStream(builder, in, &root, &errs))
+        fail(PANGU_ERR_CONFIG, path + ": invalid JSON: " + errs);
+    if (!root.isObject()) fail(PANGU_ERR_CONFIG, path + ": top level must be a JSON object");
+
+    const Json::Value &mt = root["model_type"];
+    if (!mt.isNull() && !mt.isString()) fail(PANGU_ERR_CONFIG, path + ": model_type must be a string");
+    const Json::Value &act = root["hidden_act"];
+    if (!act.isNull() && (!act.isString() || act.asString() != "silu"))
+        fail(PANGU_ERR_CONFIG, path + ": hidden_act must be \"silu\" (openPangu-Embedded uses SwiGLU)");
+
+    constexpr int kBig = 1 << 24;
+    ModelConfig c;
+    c.n_vocab = get_int(root, path, "vocab_size", 0, true, 1, kBig);
+    c.n_embd = get_int(root, path, "hidden_size", 0, true, 1, 1 << 16);
+    c.n_ff = get_int(root, path, "intermediate_size", 0, true, 1, 1 << 20);
+    c.n_layer = get_int(root, path, "num_hidden_layers", 0, true, 1, 1024);
+    c.n_head = get_int(root, path, "num_attention_heads", 0, true, 1, 1024);
+    c.n_head_kv = get_int(root, path, "num_key_value_heads", c.n_head, false, 1, 1024);
+    c.head_dim = get_int(root, path, "head_dim", c.n_embd / c.n_head, false, 2, 4096);
+    c.n_ctx_train = get_int(root, path, "max_position_embeddings", 2048, false, 1, kBig);
+    c.rms_eps = static_cast<float>(get_num(root, path, "rms_norm_eps", 1e-5));
+    c.rope_theta = get_num(root, path, "rope_theta", 10000.0);
+    c.bias = get_bool(root, path, "bias", true);
+    c.tie_embeddings = get_bool(root, path, "tie_word_embeddings", false);
+    c.bos = get_int(root, path, "bos_token_id", -1, false, -1, kBig);
+    c.eos = get_int(root, path, "eos_token_id", -1, false, -1, kBig);
+    c.pad = get_int(root, path, "pad_token_id", -1, false, -1, kBig);
+
+    if (c.n_head % c.n_head_kv != 0)
+        fail(PANGU_ERR_CONFIG, path + ": num_attention_heads (" + std::to_string(c.n_head) +
+                                   ") is not a multiple of num_key_value_heads (" + std::to_string(c.n_head_kv) + ")");
+    if (c.head_dim % 2 != 0) fail(PANGU_ERR_CONFIG, path + ": head_dim must be even for rotary embeddings");
+    if (!(c.rms_eps > 0.0f) || !(c.rope_theta > 1.0))
+        fail(PANGU_ERR_CONFIG, path + ": rms_norm_eps must be > 0 and rope_theta > 1");
+    if (c.bos >= c.n_vocab || c.eos >= c.n_vocab)
+        fail(PANGU_ERR_CONFIG, path + ": bos/eos token id outside the vocabulary");
+    return c;
+}
+
+}  // namespace pangu

@@ -1,0 +1,105 @@
+// The device interface: every computation of the forward pass goes through this table of function
+// pointers, shaped after AscendCL so that a real CANN backend can implement it slot by slot
+// (docs/porting-310p.md maps each slot to its acl/aclnn call). Backends: device_cpu.cpp (and, later,
+// the emulated 310P). Plain C types only, so a backend can be written in C.
+//
+// Conventions
+//  - Every slot returns 0 on success or a pangu_status on failure, and never throws.
+//  - Operators are two-phase, like aclnnXxxGetWorkspaceSize + aclnnXxx: `*_workspace` reports the scratch
+//    bytes an operator needs for the given shapes (the session sums the maxima into its static arena), the
+//    operator itself then runs on a stream with that workspace. A NULL `*_workspace` slot means "needs none".
+//  - Tensors are 2-D row-major views (`pgd_tensor`). Activations are F32 on the CPU backend.
+//  - Batch invariance: a row's result must not depend on how many rows are in the call (fixed reduction
+//    order per row). Speculative decoding relies on it to reproduce plain decoding bit for bit.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PGD_API_VERSION 1
+
+typedef enum pgd_dtype { PGD_F32 = 0, PGD_F16 = 1, PGD_BF16 = 2, PGD_I8 = 3 } pgd_dtype;
+
+typedef struct pgd_tensor {
+    void *data;          /* device memory */
+    int32_t dtype;       /* pgd_dtype */
+    int64_t rows;
+    int64_t cols;
+    int64_t stride;      /* elements between consecutive rows (>= cols) */
+    const float *scale;  /* PGD_I8 weights: dequantization scales, one per row (or per group) */
+    int32_t group_size;  /* 0 = one scale per row; else one per group of this many columns */
+} pgd_tensor;
+
+typedef enum pgd_memcpy_kind {
+    PGD_HOST_TO_DEVICE = 0,
+    PGD_DEVICE_TO_HOST = 1,
+    PGD_DEVICE_TO_DEVICE = 2,
+    PGD_HOST_TO_HOST = 3
+} pgd_memcpy_kind;
+
+typedef struct pgd_stream pgd_stream; /* an in-order execution queue owned by the backend */
+
+typedef struct pgd_device pgd_device;
+struct pgd_device {
+    uint32_t api_version; /* PGD_API_VERSION the backend was written against */
+    const char *name;     /* "cpu", "npu-sim", ... */
+    void *ctx;            /* backend state, passed back to every slot */
+
+    void (*destroy)(pgd_device *dev);
+
+    /* ---- memory (aclrtMalloc / aclrtFree / aclrtGetMemInfo / aclrtMemcpy) ---- */
+    int (*mem_alloc)(void *ctx, void **ptr, size_t size);
+    void (*mem_free)(void *ctx, void *ptr);
+    int (*mem_info)(void *ctx, size_t *free_bytes, size_t *total_bytes);
+    int (*memcpy)(void *ctx, void *dst, size_t dst_max, const void *src, size_t count, int kind);
+    size_t mem_alignment; /* alignment of device buffers, bytes */
+
+    /* Makes a host weight usable by operators. NULL slot: host memory is device memory (unified), the
+     * operators read the memory-mapped weight in place. Otherwise `*dev_w` receives a device copy in the
+     * backend's preferred layout, released with weight_release. */
+    int (*weight_upload)(void *ctx, const pgd_tensor *host_w, pgd_tensor *dev_w);
+    void (*weight_release)(void *ctx, pgd_tensor *dev_w);
+
+    /* ---- streams (aclrtCreateStream / aclrtSynchronizeStream) ---- */
+    /* n_threads: host threads the stream may use (CPU backends). */
+    int (*stream_create)(void *ctx, int n_threads, pgd_stream **out);
+    void (*stream_destroy)(void *ctx, pgd_stream *stream);
+    int (*stream_sync)(void *ctx, pgd_stream *stream);
+
+    /* ---- operators ---- */
+    /* out[m,:] = table[ids[m],:] (dequantized to F32). */
+    int (*embed)(void *ctx, pgd_stream *s, const int32_t *ids, int64_t n, const pgd_tensor *table,
+                 pgd_tensor *out);
+    /* out = x * rsqrt(mean(x^2) + eps) * w, per row; w is F32 [cols]. out may alias x. */
+    int (*rms_norm)(void *ctx, pgd_stream *s, const pgd_tensor *x, const float *w, float eps, pgd_tensor *out);
+    /* y[M,N] = x[M,K] . W[N,K]^T (+ bias[N]). W may be F32, F16, BF16 or I8 with scales (the
+     * aclnnWeightQuantBatchMatmulV2 semantics: y = x @ (W * scale)^T + bias). */
+    size_t (*matmul_workspace)(void *ctx, const pgd_tensor *x, const pgd_tensor *w);
+    int (*matmul)(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const float *bias,
+                  pgd_tensor *y, void *ws, size_t ws_size);
+    /* NeoX rotary embedding in place on x[M, n_heads*head_dim]: row m has position pos[m]; cos_sin is a
+     * table of [n_ctx, head_dim] floats: head_dim/2 cosines then head_dim/2 sines per position. */
+    int (*rope)(void *ctx, pgd_stream *s, pgd_tensor *x, const int32_t *pos, int32_t n_heads, int32_t head_dim,
+                const float *cos_sin);
+    /* Causal GQA attention. q[M, n_head*hd]; row m sits at position pos0+m and attends to cache rows
+     * 0..pos0+m of k_cache/v_cache [n_ctx, n_head_kv*hd]; out[M, n_head*hd]. */
+    size_t (*attention_workspace)(void *ctx, int64_t n_rows, int32_t n_head, int64_t n_ctx, int n_threads);
+    int (*attention)(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tensor *k_cache,
+                     const pgd_tensor *v_cache, int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t head_dim,
+                     float scale, pgd_tensor *out, void *ws, size_t ws_size);
+    /* gate = silu(gate) * up, elementwise. */
+    int (*swiglu)(void *ctx, pgd_stream *s, pgd_tensor *gate, const pgd_tensor *up);
+    /* x += y, elementwise. */
+    int (*add)(void *ctx, pgd_stream *s, pgd_tensor *x, const pgd_tensor *y);
+};
+
+/* The CPU backend (always available). Returns NULL only on allocation failure. */
+pgd_device *pgd_cpu_device_create(void);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,297 @@
+// The CPU backend of the device interface: host memory is device memory, weights are read in place from
+// the memory-mapped checkpoint, and operators split their rows or output channels over the stream's threads.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include <unistd.h>
+
+#include "common.h"
+#include "device.h"
+#include "kernels.h"
+#include "tensor.h"
+#include "threadpool.h"
+
+struct pgd_stream {
+    pangu::ThreadPool pool;
+    explicit pgd_stream(int n) : pool(n) {}
+};
+
+namespace pangu {
+namespace {
+
+constexpr size_t kAlign = 64;
+
+struct CpuCtx {
+    const kernels::Table *k;
+};
+
+int cpu_mem_alloc(void *, void **ptr, size_t size) {
+    if (!ptr) return PANGU_ERR_INVALID_ARGUMENT;
+    void *p = std::aligned_alloc(kAlign, align_up(size ? size : 1, kAlign));
+    if (!p) return PANGU_ERR_OUT_OF_MEMORY;
+    *ptr = p;
+    return 0;
+}
+
+void cpu_mem_free(void *, void *ptr) { std::free(ptr); }
+
+int cpu_mem_info(void *, size_t *free_bytes, size_t *total_bytes) {
+    // Host memory: report what the kernel says is available.
+    long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    if (total_bytes) *total_bytes = static_cast<size_t>(pages) * static_cast<size_t>(psize);
+    if (free_bytes) *free_bytes = static_cast<size_t>(avail) * static_cast<size_t>(psize);
+    return 0;
+}
+
+int cpu_memcpy(void *, void *dst, size_t dst_max, const void *src, size_t count, int) {
+    if (count > dst_max) return PANGU_ERR_BUFFER_TOO_SMALL;
+    if (count) std::memcpy(dst, src, count);
+    return 0;
+}
+
+int cpu_stream_create(void *, int n_threads, pgd_stream **out) {
+    try {
+        *out = new pgd_stream(n_threads);
+        return 0;
+    } catch (const std::bad_alloc &) {
+        return PANGU_ERR_OUT_OF_MEMORY;
+    } catch (...) {
+        return PANGU_ERR_INTERNAL;  // thread creation failed
+    }
+}
+
+void cpu_stream_destroy(void *, pgd_stream *s) { delete s; }
+int cpu_stream_sync(void *, pgd_stream *) { return 0; }  // operators complete before returning
+
+float *rowf(const pgd_tensor *t, int64_t r) { return static_cast<float *>(t->data) + r * t->stride; }
+
+// ---- embed ----
+int cpu_embed(void *, pgd_stream *, const int32_t *ids, int64_t n, const pgd_tensor *table, pgd_tensor *out) {
+    const int64_t d = table->cols;
+    for (int64_t m = 0; m < n; ++m) {
+        float *o = rowf(out, m);
+        const int64_t id = ids[m];
+        const uint8_t *src = static_cast<const uint8_t *>(table->data);
+        switch (table->dtype) {
+            case PGD_F32: std::memcpy(o, reinterpret_cast<const float *>(src) + id * table->stride, d * 4); break;
+            case PGD_BF16: {
+                const uint16_t *r = reinterpret_cast<const uint16_t *>(src) + id * table->stride;
+                for (int64_t i = 0; i < d; ++i) o[i] = bf16_to_f32(r[i]);
+                break;
+            }
+            case PGD_F16: {
+                const uint16_t *r = reinterpret_cast<const uint16_t *>(src) + id * table->stride;
+                for (int64_t i = 0; i < d; ++i) o[i] = f16_to_f32(r[i]);
+                break;
+            }
+            case PGD_I8: {
+                const int8_t *r = reinterpret_cast<const int8_t *>(src) + id * table->stride;
+                const float s = table->scale[id];
+                for (int64_t i = 0; i < d; ++i) o[i] = r[i] * s;
+                break;
+            }
+            default: return PANGU_ERR_DTYPE;
+        }
+    }
+    return 0;
+}
+
+// ---- rms_norm ----
+int cpu_rms_norm(void *ctx, pgd_stream *, const pgd_tensor *x, const float *w, float eps, pgd_tensor *out) {
+    const kernels::Table *k = static_cast<CpuCtx *>(ctx)->k;
+    const int64_t d = x->cols;
+    for (int64_t m = 0; m < x->rows; ++m) {
+        const float *xi = rowf(x, m);
+        float *o = rowf(out, m);
+        const float ss = k->dot(xi, xi, d);
+        const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + eps);
+        for (int64_t i = 0; i < d; ++i) o[i] = xi[i] * inv * w[i];
+    }
+    return 0;
+}
+
+// ---- matmul ----
+struct MatmulJob {
+    const kernels::Table *k;
+    const pgd_tensor *x, *w;
+    const float *bias;
+    pgd_tensor *y;
+    kernels::DotRowsFn dot;
+};
+
+void matmul_worker(void *p, int ti, int nt) {
+    const MatmulJob &j = *static_cast<MatmulJob *>(p);
+    int64_t n0, n1;
+    split_range(j.w->rows, nt, ti, 4, &n0, &n1);
+    const int64_t K = j.w->cols, M = j.x->rows;
+    const size_t esz = j.w->dtype == PGD_F32 ? 4 : 2;
+    const uint8_t *wbase = static_cast<const uint8_t *>(j.w->data);
+    // Four output channels at a time, every input row against them: the weight rows are read from memory
+    // once per call and stay in cache while the rows of x stream past (prefill and draft verification).
+    for (int64_t n = n0; n < n1; n += 4) {
+        const int nr = static_cast<int>(n1 - n < 4 ? n1 - n : 4);
+        const void *wr = wbase + static_cast<size_t>(n * j.w->stride) * esz;
+        for (int64_t m = 0; m < M; ++m) {
+            float *yr = rowf(j.y, m) + n;
+            j.dot(rowf(j.x, m), wr, j.w->stride, K, nr, yr);
+            if (j.bias)
+                for (int r = 0; r < nr; ++r) yr[r] += j.bias[n + r];
+        }
+    }
+}
+
+int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const float *bias, pgd_tensor *y,
+               void *, size_t) {
+    MatmulJob j{static_cast<CpuCtx *>(ctx)->k, x, w, bias, y, nullptr};
+    switch (w->dtype) {
+        case PGD_F32: j.dot = j.k->dot_f32; break;
+        case PGD_BF16: j.dot = j.k->dot_bf16; break;
+        case PGD_F16: j.dot = j.k->dot_f16; break;
+        default: return PANGU_ERR_DTYPE;
+    }
+    if (x->cols != w->cols || y->cols < w->rows || y->rows < x->rows) return PANGU_ERR_SHAPE;
+    s->pool.run(matmul_worker, &j);
+    return 0;
+}
+
+// ---- rope ----
+int cpu_rope(void *, pgd_stream *, pgd_tensor *x, const int32_t *pos, int32_t n_heads, int32_t hd,
+             const float *cos_sin) {
+    const int32_t half = hd / 2;
+    for (int64_t m = 0; m < x->rows; ++m) {
+        const float *cs = cos_sin + static_cast<int64_t>(pos[m]) * hd;
+        const float *sn = cs + half;
+        float *row = rowf(x, m);
+        for (int32_t h = 0; h < n_heads; ++h) {
+            float *v = row + h * hd;
+            for (int32_t i = 0; i < half; ++i) {
+                const float a = v[i], b = v[i + half];
+                v[i] = a * cs[i] - b * sn[i];
+                v[i + half] = b * cs[i] + a * sn[i];
+            }
+        }
+    }
+    return 0;
+}
+
+// ---- attention ----
+struct AttnJob {
+    const kernels::Table *k;
+    const pgd_tensor *q, *kc, *vc;
+    pgd_tensor *out;
+    int64_t pos0;
+    int32_t n_head, n_head_kv, hd;
+    float scale;
+    float *ws;       // per thread: n_ctx scores
+    int64_t n_ctx;
+};
+
+void attn_worker(void *p, int ti, int nt) {
+    const AttnJob &j = *static_cast<AttnJob *>(p);
+    const int64_t tasks = j.q->rows * j.n_head;
+    int64_t t0, t1;
+    split_range(tasks, nt, ti, 1, &t0, &t1);
+    float *sc = j.ws + ti * j.n_ctx;
+    const int32_t group = j.n_head / j.n_head_kv;
+    for (int64_t t = t0; t < t1; ++t) {
+        const int64_t m = t / j.n_head;
+        const int32_t h = static_cast<int32_t>(t % j.n_head), hk = h / group;
+        const float *qv = rowf(j.q, m) + h * j.hd;
+        const int64_t last = j.pos0 + m;  // causal: attend to 0..last
+        float mx = -INFINITY;
+        for (int64_t s = 0; s <= last; ++s) {
+            const float v = j.k->dot(qv, rowf(j.kc, s) + hk * j.hd, j.hd) * j.scale;
+            sc[s] = v;
+            if (v > mx) mx = v;
+        }
+        float sum = 0.0f;
+        for (int64_t s = 0; s <= last; ++s) {
+            sc[s] = std::exp(sc[s] - mx);
+            sum += sc[s];
+        }
+        const float inv = 1.0f / sum;
+        float *o = rowf(j.out, m) + h * j.hd;
+        std::memset(o, 0, sizeof(float) * j.hd);
+        for (int64_t s = 0; s <= last; ++s) j.k->axpy(sc[s] * inv, rowf(j.vc, s) + hk * j.hd, o, j.hd);
+    }
+}
+
+size_t cpu_attention_workspace(void *, int64_t, int32_t, int64_t n_ctx, int n_threads) {
+    return sizeof(float) * static_cast<size_t>(n_ctx) * static_cast<size_t>(n_threads);
+}
+
+int cpu_attention(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
+                  int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t hd, float scale, pgd_tensor *out,
+                  void *ws, size_t ws_size) {
+    const int64_t n_ctx = kc->rows;
+    if (pos0 + q->rows > n_ctx) return PANGU_ERR_CONTEXT_FULL;
+    if (ws_size < cpu_attention_workspace(ctx, q->rows, n_head, n_ctx, s->pool.size())) return PANGU_ERR_BUFFER_TOO_SMALL;
+    AttnJob j{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale,
+              static_cast<float *>(ws), n_ctx};
+    s->pool.run(attn_worker, &j);
+    return 0;
+}
+
+// ---- elementwise ----
+int cpu_swiglu(void *, pgd_stream *, pgd_tensor *g, const pgd_tensor *u) {
+    for (int64_t m = 0; m < g->rows; ++m) {
+        float *gr = rowf(g, m);
+        const float *ur = rowf(u, m);
+        for (int64_t i = 0; i < g->cols; ++i) gr[i] = gr[i] / (1.0f + std::exp(-gr[i])) * ur[i];
+    }
+    return 0;
+}
+
+int cpu_add(void *, pgd_stream *, pgd_tensor *x, const pgd_tensor *y) {
+    for (int64_t m = 0; m < x->rows; ++m) {
+        float *xr = rowf(x, m);
+        const float *yr = rowf(y, m);
+        for (int64_t i = 0; i < x->cols; ++i) xr[i] += yr[i];
+    }
+    return 0;
+}
+
+void cpu_destroy(pgd_device *dev) {
+    delete static_cast<CpuCtx *>(dev->ctx);
+    delete dev;
+}
+
+}  // namespace
+}  // namespace pangu
+
+extern "C" pgd_device *pgd_cpu_device_create(void) {
+    using namespace pangu;
+    CpuCtx *ctx = new (std::nothrow) CpuCtx{&kernels::best()};
+    pgd_device *d = new (std::nothrow) pgd_device();
+    if (!ctx || !d) {
+        delete ctx;
+        delete d;
+        return nullptr;
+    }
+    d->api_version = PGD_API_VERSION;
+    d->name = "cpu";
+    d->ctx = ctx;
+    d->destroy = cpu_destroy;
+    d->mem_alloc = cpu_mem_alloc;
+    d->mem_free = cpu_mem_free;
+    d->mem_info = cpu_mem_info;
+    d->memcpy = cpu_memcpy;
+    d->mem_alignment = kAlign;
+    d->weight_upload = nullptr;  // unified memory: weights are used where they are mapped
+    d->weight_release = nullptr;
+    d->stream_create = cpu_stream_create;
+    d->stream_destroy = cpu_stream_destroy;
+    d->stream_sync = cpu_stream_sync;
+    d->embed = cpu_embed;
+    d->rms_norm = cpu_rms_norm;
+    d->matmul_workspace = nullptr;
+    d->matmul = cpu_matmul;
+    d->rope = cpu_rope;
+    d->attention_workspace = cpu_attention_workspace;
+    d->attention = cpu_attention;
+    d->swiglu = cpu_swiglu;
+    d->add = cpu_add;
+    return d;
+}

@@ -1,0 +1,123 @@
+// The forward pass: one readable path from token ids to logits. Every operator goes through the device
+// interface; every buffer was carved from the session block by plan_session().
+//
+// Shapes (M = tokens in this call, H = n_embd, D = head_dim, QD = n_head*D, KVD = n_head_kv*D, F = layer's
+// MLP width, V = n_vocab):
+//   x   [M, H]    residual stream            q   [M, QD]   k, v [M, KVD]
+//   xb  [M, H]    normalized input           att [M, QD]   attention output (heads concatenated)
+//   xb2 [M, H]    projection output          hb, hb2 [M, F] gate and up projections
+//   k_cache, v_cache [n_layer][n_ctx, KVD]   logits [n_logit_rows, V]
+#include <cmath>
+#include <cstring>
+
+#include "common.h"
+#include "session.h"
+
+namespace pangu {
+
+namespace {
+
+pgd_tensor act(float *data, int64_t rows, int64_t cols) {
+    pgd_tensor t{};
+    t.data = data;
+    t.dtype = PGD_F32;
+    t.rows = rows;
+    t.cols = cols;
+    t.stride = cols;
+    return t;
+}
+
+pgd_tensor weight(const Tensor &w) {
+    pgd_tensor t{};
+    t.data = const_cast<void *>(w.data);
+    t.dtype = static_cast<int32_t>(w.dtype);
+    t.rows = w.rows;
+    t.cols = w.cols;
+    t.stride = w.cols;
+    t.scale = w.scale;
+    return t;
+}
+
+void check(int rc, const char *op) {
+    if (rc != 0) fail(static_cast<pangu_status>(rc), std::string("device operator ") + op + " failed");
+}
+
+}  // namespace
+
+void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
+    const ModelConfig &c = model.cfg;
+    const SessionLayout &L = layout;
+    const int64_t H = c.n_embd, D = c.head_dim, QD = int64_t(c.n_head) * D, KVD = int64_t(c.n_head_kv) * D;
+    const int64_t pos0 = static_cast<int64_t>(n_past);
+    void *ctx = dev_->ctx;
+    pgd_stream *s = stream_;
+
+    int32_t *pos = reinterpret_cast<int32_t *>(block_ + L.pos);
+    for (int i = 0; i < M; ++i) pos[i] = static_cast<int32_t>(pos0 + i);
+
+    pgd_tensor x = act(buf(L.x), M, H), xb = act(buf(L.xb), M, H), xb2 = act(buf(L.xb2), M, H);
+    pgd_tensor q = act(buf(L.q), M, QD), k = act(buf(L.k), M, KVD), v = act(buf(L.v), M, KVD);
+    pgd_tensor att = act(buf(L.att), M, QD);
+    const float *rope = buf(L.rope);
+    void *attn_ws = block_ + L.attn_ws;
+    void *mm_ws = block_ + L.mm_ws;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+
+    pgd_tensor emb = weight(model.tok_embd);
+    check(dev_->embed(ctx, s, ids, M, &emb, &x), "embed");
+
+    for (int l = 0; l < c.n_layer; ++l) {
+        const LayerWeights &W = model.layers[l];
+        const int64_t F = W.n_ff;
+        pgd_tensor hb = act(buf(L.hb), M, F), hb2 = act(buf(L.hb2), M, F);
+        pgd_tensor wq = weight(W.wq), wk = weight(W.wk), wv = weight(W.wv), wo = weight(W.wo);
+        pgd_tensor wg = weight(W.w_gate), wu = weight(W.w_up), wd = weight(W.w_down);
+        float *kc_data = buf(L.k_cache) + static_cast<size_t>(l) * L.n_ctx * KVD;
+        float *vc_data = buf(L.v_cache) + static_cast<size_t>(l) * L.n_ctx * KVD;
+        pgd_tensor kc = act(kc_data, L.n_ctx, KVD), vc = act(vc_data, L.n_ctx, KVD);
+
+        // attention block: x += o_proj(attention(rope(q), rope(k), v))
+        check(dev_->rms_norm(ctx, s, &x, W.attn_norm, c.rms_eps, &xb), "rms_norm");
+        check(dev_->matmul(ctx, s, &xb, &wq, W.bq, &q, mm_ws, L.mm_ws_bytes), "matmul q");
+        check(dev_->matmul(ctx, s, &xb, &wk, W.bk, &k, mm_ws, L.mm_ws_bytes), "matmul k");
+        check(dev_->matmul(ctx, s, &xb, &wv, W.bv, &v, mm_ws, L.mm_ws_bytes), "matmul v");
+        check(dev_->rope(ctx, s, &q, pos, c.n_head, c.head_dim, rope), "rope q");
+        check(dev_->rope(ctx, s, &k, pos, c.n_head_kv, c.head_dim, rope), "rope k");
+        // The new keys and values join the cache at their positions; rows are contiguous, so one copy each.
+        const size_t row_bytes = sizeof(float) * KVD, off = static_cast<size_t>(pos0) * KVD;
+        const size_t room = (static_cast<size_t>(L.n_ctx) - pos0) * row_bytes;
+        check(dev_->memcpy(ctx, kc_data + off, room, k.data, M * row_bytes, PGD_DEVICE_TO_DEVICE), "kv store");
+        check(dev_->memcpy(ctx, vc_data + off, room, v.data, M * row_bytes, PGD_DEVICE_TO_DEVICE), "kv store");
+        check(dev_->attention(ctx, s, &q, &kc, &vc, pos0, c.n_head, c.n_head_kv, c.head_dim, scale, &att, attn_ws,
+                              L.attn_ws_bytes),
+              "attention");
+        check(dev_->matmul(ctx, s, &att, &wo, W.bo, &xb2, mm_ws, L.mm_ws_bytes), "matmul o");
+        check(dev_->add(ctx, s, &x, &xb2), "add");
+
+        // MLP block: x += down(silu(gate(x)) * up(x))
+        check(dev_->rms_norm(ctx, s, &x, W.ffn_norm, c.rms_eps, &xb), "rms_norm");
+        check(dev_->matmul(ctx, s, &xb, &wg, nullptr, &hb, mm_ws, L.mm_ws_bytes), "matmul gate");
+        check(dev_->matmul(ctx, s, &xb, &wu, nullptr, &hb2, mm_ws, L.mm_ws_bytes), "matmul up");
+        check(dev_->swiglu(ctx, s, &hb, &hb2), "swiglu");
+        check(dev_->matmul(ctx, s, &hb, &wd, nullptr, &xb2, mm_ws, L.mm_ws_bytes), "matmul down");
+        check(dev_->add(ctx, s, &x, &xb2), "add");
+    }
+
+    // Head: only the rows whose logits are wanted, n_logit_rows at a time.
+    pgd_tensor head = weight(model.output);
+    const int64_t V = c.n_vocab;
+    for (int r0 = M - n_out; r0 < M; r0 += L.n_logit_rows) {
+        const int rows = std::min(L.n_logit_rows, M - r0);
+        pgd_tensor xr = act(buf(L.x) + r0 * H, rows, H), xn = act(buf(L.xb), rows, H);
+        pgd_tensor lg = act(buf(L.logits), rows, V);
+        check(dev_->rms_norm(ctx, s, &xr, model.out_norm, c.rms_eps, &xn), "rms_norm");
+        check(dev_->matmul(ctx, s, &xn, &head, nullptr, &lg, mm_ws, L.mm_ws_bytes), "matmul head");
+        const size_t bytes = sizeof(float) * rows * V;
+        check(dev_->memcpy(ctx, out + static_cast<size_t>(r0 - (M - n_out)) * V, bytes, lg.data, bytes,
+                           PGD_DEVICE_TO_HOST),
+              "logits copy");
+    }
+    check(dev_->stream_sync(ctx, s), "stream sync");
+}
+
+}  // namespace pangu

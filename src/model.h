@@ -1,0 +1,61 @@
+// A loaded model: configuration, tokenizer, and every weight as a view into the memory-mapped checkpoint.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "device.h"
+#include "safetensors.h"
+#include "tensor.h"
+#include "vocab.h"
+
+namespace pangu {
+
+struct LayerWeights {
+    const float *attn_norm = nullptr;  // [n_embd]
+    Tensor wq, wk, wv, wo;             // [n_head*hd, n_embd], [n_kv*hd, n_embd] x2, [n_embd, n_head*hd]
+    const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;  // null when config.bias is false
+    const float *ffn_norm = nullptr;   // [n_embd]
+    Tensor w_gate, w_up, w_down;       // [n_ff, n_embd] x2, [n_embd, n_ff]
+    int n_ff = 0;                      // this layer's MLP width (pruned models differ per layer)
+};
+
+struct ModelLoadOptions {
+    MapOptions map;
+};
+
+class Model {
+public:
+    // Throws pangu::Error with the file and tensor named.
+    static std::unique_ptr<Model> load(const std::string &dir, const ModelLoadOptions &opt);
+    ~Model();
+
+    std::string dir;
+    ModelConfig cfg;
+    Vocab vocab;
+    TensorStore store;
+    Tensor tok_embd;                 // [n_vocab, n_embd]
+    const float *out_norm = nullptr; // [n_embd]
+    Tensor output;                   // [n_vocab, n_embd]; the embedding table when tied
+    std::vector<LayerWeights> layers;
+    int max_ff = 0;                  // widest MLP over layers (sizes the activation buffers)
+    int64_t n_params = 0;
+    int64_t weight_bytes = 0;
+
+    pgd_device *device = nullptr;    // owned
+
+    // Per-handle last error, guarded because a model is used from many threads.
+    mutable std::mutex error_mu;
+    mutable std::string last_error;
+
+private:
+    Model() = default;
+    std::vector<std::vector<float>> owned_;  // small tensors widened to F32 at load (norms, biases)
+    const float *widen(const TensorInfo &t);
+    friend struct ModelBuilder;
+};
+
+}  // namespace pangu

@@ -1,0 +1,226 @@
+// Turns a checkpoint directory into a Model: config.json, tokenizer, and weights checked against the
+// configuration one by one, so that a bad file fails here with a message instead of later with garbage.
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "common.h"
+#include "model.h"
+
+namespace pangu {
+
+float f16_to_f32(uint16_t h) {
+    const uint32_t sign = (h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else {  // subnormal: renormalize
+            exp = 127 - 15 + 1;
+            while ((mant & 0x400u) == 0) {
+                mant <<= 1;
+                --exp;
+            }
+            mant &= 0x3ffu;
+            u = sign | (exp << 23) | (mant << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    const uint32_t absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
+    if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504: inf
+    if (absx < 0x38800000u) {                                               // subnormal or zero in f16
+        if (absx < 0x33000000u) return static_cast<uint16_t>(sign);
+        const uint32_t e = absx >> 23;
+        const uint32_t m = (absx & 0x7fffffu) | 0x800000u;
+        const uint32_t shift = 126 - e;  // value * 2^24 = m * 2^(e - 126): the f16 subnormal grid
+        uint32_t r = m >> shift;
+        const uint32_t rem = m & ((1u << shift) - 1);
+        const uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1u))) ++r;
+        return static_cast<uint16_t>(sign | r);
+    }
+    uint32_t r = absx - 0x38000000u;  // rebias exponent 127 -> 15
+    r = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
+    return static_cast<uint16_t>(sign | r);
+}
+
+struct ModelBuilder {
+    Model &m;
+    const std::string &dir;
+    std::set<std::string> used;
+
+    const TensorInfo &need(const std::string &name) {
+        const TensorInfo *t = m.store.find(name);
+        if (!t) fail(PANGU_ERR_MISSING_TENSOR, dir + ": required tensor " + name + " is missing");
+        used.insert(name);
+        return *t;
+    }
+    const TensorInfo *maybe(const std::string &name) {
+        const TensorInfo *t = m.store.find(name);
+        if (t) used.insert(name);
+        return t;
+    }
+    static std::string shape_str(const std::vector<int64_t> &s) {
+        std::string r = "[";
+        for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+        return r + "]";
+    }
+    void check_shape(const TensorInfo &t, std::vector<int64_t> want) {
+        if (t.shape != want)
+            fail(PANGU_ERR_SHAPE, t.file->path() + ": tensor " + t.name + " has shape " + shape_str(t.shape) +
+                                      " but config.json implies " + shape_str(want));
+    }
+    void check_float(const TensorInfo &t) {
+        if (t.dtype == DType::I8)
+            fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name +
+                                      " is I8 but no quantization scale accompanies it");
+    }
+    Tensor matrix(const std::string &name, int64_t rows, int64_t cols) {
+        const TensorInfo &t = need(name);
+        check_float(t);
+        check_shape(t, {rows, cols});
+        return view(t);
+    }
+    Tensor view(const TensorInfo &t) {
+        Tensor w;
+        w.dtype = t.dtype;
+        w.rows = t.shape.size() > 0 ? t.shape[0] : 1;
+        w.cols = t.shape.size() > 1 ? t.shape[1] : 1;
+        w.data = t.data;
+        w.name = t.name;
+        // Kernels load elements with unaligned vector loads, but scalar paths dereference them: a tensor
+        // that is not aligned to its element size (possible only in hand-made files) is copied once.
+        if (reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
+            m.owned_.emplace_back((t.nbytes + 3) / 4);
+            std::memcpy(m.owned_.back().data(), t.data, t.nbytes);
+            w.data = m.owned_.back().data();
+        }
+        m.n_params += w.rows * w.cols;
+        m.weight_bytes += static_cast<int64_t>(t.nbytes);
+        return w;
+    }
+    const float *vec(const std::string &name, int64_t n) {
+        const TensorInfo &t = need(name);
+        check_float(t);
+        check_shape(t, {n});
+        m.n_params += n;
+        m.weight_bytes += static_cast<int64_t>(t.nbytes);
+        return m.widen(t);
+    }
+};
+
+const float *Model::widen(const TensorInfo &t) {
+    const size_t n = t.nbytes / dtype_size(t.dtype);
+    std::vector<float> v(n);
+    const uint8_t *p = static_cast<const uint8_t *>(t.data);
+    for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        switch (t.dtype) {
+            case DType::F32: std::memcpy(&v[i], p + 4 * i, 4); break;
+            case DType::BF16: std::memcpy(&h, p + 2 * i, 2); v[i] = bf16_to_f32(h); break;
+            case DType::F16: std::memcpy(&h, p + 2 * i, 2); v[i] = f16_to_f32(h); break;
+            case DType::I8: v[i] = 0; break;
+        }
+        if (!std::isfinite(v[i]))
+            fail(PANGU_ERR_NUMERIC, t.file->path() + ": tensor " + t.name + " holds NaN or Inf at element " +
+                                        std::to_string(i));
+    }
+    owned_.push_back(std::move(v));
+    return owned_.back().data();
+}
+
+Model::~Model() {
+    if (device) device->destroy(device);
+}
+
+std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOptions &opt) {
+    std::unique_ptr<Model> m(new Model());
+    m->dir = dir;
+    m->cfg = load_config(dir);
+    const ModelConfig &c = m->cfg;
+    m->vocab.load(dir);
+    if (m->vocab.n_vocab() > c.n_vocab)
+        fail(PANGU_ERR_TOKENIZER, dir + "/tokenizer.model: has " + std::to_string(m->vocab.n_vocab()) +
+                                      " pieces but config.json vocab_size is " + std::to_string(c.n_vocab));
+    m->store.open_dir(dir, opt.map);
+
+    ModelBuilder b{*m, dir, {}};
+    const int64_t H = c.n_embd, qd = int64_t(c.n_head) * c.head_dim, kvd = int64_t(c.n_head_kv) * c.head_dim;
+    m->tok_embd = b.matrix("model.embed_tokens.weight", c.n_vocab, H);
+    m->out_norm = b.vec("model.norm.weight", H);
+    if (b.maybe("lm_head.weight")) {
+        m->output = b.matrix("lm_head.weight", c.n_vocab, H);
+    } else if (c.tie_embeddings) {
+        m->output = m->tok_embd;
+    } else {
+        fail(PANGU_ERR_MISSING_TENSOR, dir + ": lm_head.weight is missing and tie_word_embeddings is false");
+    }
+
+    m->layers.resize(c.n_layer);
+    for (int l = 0; l < c.n_layer; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        LayerWeights &L = m->layers[l];
+        L.attn_norm = b.vec(p + "input_layernorm.weight", H);
+        L.ffn_norm = b.vec(p + "post_attention_layernorm.weight", H);
+        L.wq = b.matrix(p + "self_attn.q_proj.weight", qd, H);
+        L.wk = b.matrix(p + "self_attn.k_proj.weight", kvd, H);
+        L.wv = b.matrix(p + "self_attn.v_proj.weight", kvd, H);
+        L.wo = b.matrix(p + "self_attn.o_proj.weight", H, qd);
+        if (c.bias) {
+            L.bq = b.vec(p + "self_attn.q_proj.bias", qd);
+            L.bk = b.vec(p + "self_attn.k_proj.bias", kvd);
+            L.bv = b.vec(p + "self_attn.v_proj.bias", kvd);
+            L.bo = b.vec(p + "self_attn.o_proj.bias", H);
+        }
+        // The MLP width comes from the tensors: pruned checkpoints carry a different width per layer.
+        const TensorInfo &gate = b.need(p + "mlp.gate_proj.weight");
+        if (gate.shape.size() != 2 || gate.shape[1] != H || gate.shape[0] <= 0)
+            fail(PANGU_ERR_SHAPE, gate.file->path() + ": tensor " + gate.name + " has shape " +
+                                      ModelBuilder::shape_str(gate.shape) + ", expected [n_ff, " + std::to_string(H) + "]");
+        const int64_t ff = gate.shape[0];
+        L.n_ff = static_cast<int>(ff);
+        L.w_gate = b.matrix(p + "mlp.gate_proj.weight", ff, H);
+        L.w_up = b.matrix(p + "mlp.up_proj.weight", ff, H);
+        L.w_down = b.matrix(p + "mlp.down_proj.weight", H, ff);
+        if (L.n_ff > m->max_ff) m->max_ff = L.n_ff;
+    }
+
+    // Anything left over is either harmless (rotary caches) or a sign that config.json and the weights
+    // disagree, which must not be silently ignored.
+    for (const auto &kv : m->store.tensors()) {
+        const std::string &name = kv.first;
+        if (b.used.count(name)) continue;
+        if (name.size() >= 24 && name.compare(name.size() - 24, 24, "rotary_emb.inv_freq") == 0) continue;
+        if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+        if (name.rfind("model.layers.", 0) == 0) {
+            const int l = std::atoi(name.c_str() + 13);
+            if (l >= c.n_layer)
+                fail(PANGU_ERR_SHAPE, kv.second.file->path() + ": tensor " + name + " belongs to layer " +
+                                          std::to_string(l) + " but config.json has num_hidden_layers " +
+                                          std::to_string(c.n_layer));
+        }
+        if (name == "lm_head.weight") continue;
+        fail(PANGU_ERR_SHAPE, kv.second.file->path() + ": unexpected tensor " + name);
+    }
+
+    m->device = pgd_cpu_device_create();
+    if (!m->device) fail(PANGU_ERR_OUT_OF_MEMORY, "cannot create the CPU device");
+    return m;
+}
+
+}  // namespace pangu

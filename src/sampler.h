@@ -1,0 +1,43 @@
+// Token selection from logits: greedy, or temperature sampling with top-k, top-p, min-p and a
+// repetition penalty. Works in buffers handed to it at construction; sampling allocates nothing.
+#pragma once
+
+#include <cstdint>
+
+#include "pangu/pangu.h"
+
+namespace pangu {
+
+// xoshiro256**: small, fast, and the same sequence on every platform for a given seed.
+class Rng {
+public:
+    void seed(uint64_t s);
+    uint64_t next();
+    double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+
+private:
+    uint64_t s_[4] = {0, 0, 0, 0};
+};
+
+struct SamplerBuffers {
+    int32_t *idx = nullptr;    // [n_vocab]
+    float *val = nullptr;      // [n_vocab]
+    uint32_t *stamp = nullptr; // [n_vocab] marks tokens already penalized this step
+};
+
+class Sampler {
+public:
+    static size_t buffer_bytes(int32_t n_vocab);  // what SamplerBuffers needs, in bytes
+    void init(int32_t n_vocab, void *buffer);     // carve SamplerBuffers from `buffer`
+
+    // Picks the next token. `history` (n_history tokens) feeds the repetition penalty.
+    int32_t sample(const float *logits, const pangu_sampling_params &p, const int32_t *history, size_t n_history,
+                   Rng &rng);
+
+private:
+    int32_t n_vocab_ = 0;
+    SamplerBuffers b_;
+    uint32_t step_ = 0;
+};
+
+}  // namespace pangu

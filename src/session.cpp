@@ -1,0 +1,316 @@
+#include "session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "common.h"
+
+namespace pangu {
+
+SessionLayout plan_session(const Model &m, const pangu_session_params &p, int n_threads) {
+    const ModelConfig &c = m.cfg;
+    SessionLayout L;
+    L.n_ctx = p.n_ctx;
+    L.n_batch = p.n_batch;
+    L.n_threads = n_threads;
+    L.n_logit_rows = std::max(1, std::min(p.n_batch, 16));
+    L.alignment = std::max<size_t>(64, m.device->mem_alignment);
+    const size_t H = c.n_embd, D = c.head_dim, QD = size_t(c.n_head) * D, KVD = size_t(c.n_head_kv) * D;
+    const size_t B = p.n_batch, F = m.max_ff, V = c.n_vocab, C = p.n_ctx;
+    size_t off = 0;
+    auto take = [&](size_t bytes) {
+        const size_t o = off;
+        off = align_up(off + bytes, L.alignment);
+        return o;
+    };
+    L.kv_bytes = sizeof(float) * c.n_layer * C * KVD;
+    L.k_cache = take(L.kv_bytes);
+    L.v_cache = take(L.kv_bytes);
+    L.x = take(sizeof(float) * B * H);
+    L.xb = take(sizeof(float) * B * H);
+    L.xb2 = take(sizeof(float) * B * H);
+    L.q = take(sizeof(float) * B * QD);
+    L.k = take(sizeof(float) * B * KVD);
+    L.v = take(sizeof(float) * B * KVD);
+    L.att = take(sizeof(float) * B * QD);
+    L.hb = take(sizeof(float) * B * F);
+    L.hb2 = take(sizeof(float) * B * F);
+    L.logits = take(sizeof(float) * L.n_logit_rows * V);
+    L.rope = take(sizeof(float) * C * D);
+    L.pos = take(sizeof(int32_t) * B);
+    L.attn_ws_bytes = m.device->attention_workspace
+                          ? m.device->attention_workspace(m.device->ctx, B, c.n_head, C, n_threads)
+                          : 0;
+    L.attn_ws = take(L.attn_ws_bytes);
+    L.mm_ws_bytes = 0;
+    if (m.device->matmul_workspace) {
+        // The largest matmul of any layer or the head, at the largest batch.
+        pgd_tensor x{}, w{};
+        x.dtype = PGD_F32;
+        x.rows = B;
+        auto ws = [&](const Tensor &t) {
+            x.cols = t.cols;
+            w.dtype = static_cast<int32_t>(t.dtype);
+            w.rows = t.rows;
+            w.cols = t.cols;
+            return m.device->matmul_workspace(m.device->ctx, &x, &w);
+        };
+        L.mm_ws_bytes = ws(m.output);
+        for (const auto &lw : m.layers)
+            for (const Tensor *t : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down})
+                L.mm_ws_bytes = std::max(L.mm_ws_bytes, ws(*t));
+    }
+    L.mm_ws = take(L.mm_ws_bytes);
+    L.last_logits = take(sizeof(float) * V);
+    L.sampler = take(Sampler::buffer_bytes(c.n_vocab));
+    L.tokens = take(sizeof(int32_t) * C);
+    L.text = take(kTextBuffer);
+    L.total = off;
+    return L;
+}
+
+Session::Session(Model &m, const pangu_session_params &p) : model(m), params(p), dev_(m.device) {
+    layout = plan_session(m, p, p.n_threads);
+    void *block = nullptr;
+    const int rc = dev_->mem_alloc(dev_->ctx, &block, layout.total);
+    if (rc != 0)
+        fail(static_cast<pangu_status>(rc), "cannot allocate the session's " + std::to_string(layout.total) +
+                                                " bytes (context " + std::to_string(p.n_ctx) + ")");
+    block_ = static_cast<uint8_t *>(block);
+    if (dev_->stream_create(dev_->ctx, p.n_threads, &stream_) != 0) {
+        dev_->mem_free(dev_->ctx, block_);
+        fail(PANGU_ERR_OUT_OF_MEMORY, "cannot start " + std::to_string(p.n_threads) + " compute threads");
+    }
+    // RoPE table in double precision: cos/sin of pos * theta^(-2i/D). Precomputing it keeps the angle
+    // exact to float rounding even at long positions, where computing pos * inv_freq in float would drift.
+    const int D = m.cfg.head_dim, half = D / 2;
+    float *rope = buf(layout.rope);
+    for (int64_t pos = 0; pos < p.n_ctx; ++pos)
+        for (int i = 0; i < half; ++i) {
+            const double inv_freq = std::pow(m.cfg.rope_theta, -2.0 * i / D);
+            const double a = static_cast<double>(pos) * inv_freq;
+            rope[pos * D + i] = static_cast<float>(std::cos(a));
+            rope[pos * D + half + i] = static_cast<float>(std::sin(a));
+        }
+    tokens = reinterpret_cast<int32_t *>(block_ + layout.tokens);
+    last_logits_ = buf(layout.last_logits);
+    sampler_.init(m.cfg.n_vocab, block_ + layout.sampler);
+    reset();
+}
+
+Session::~Session() {
+    if (stream_) dev_->stream_destroy(dev_->ctx, stream_);
+    if (block_) dev_->mem_free(dev_->ctx, block_);
+}
+
+void Session::reset() {
+    n_tokens = 0;
+    n_past = 0;
+    logits_valid = false;
+}
+
+void Session::truncate(size_t n_keep) {
+    if (n_keep > n_tokens)
+        fail(PANGU_ERR_INVALID_ARGUMENT, "truncate: n_keep " + std::to_string(n_keep) + " exceeds the " +
+                                             std::to_string(n_tokens) + " tokens in the context");
+    if (n_keep == n_tokens) return;
+    n_tokens = n_keep;
+    // Cache rows past n_keep are simply overwritten later; the logits no longer describe the context.
+    if (n_past > n_keep) n_past = n_keep;
+    logits_valid = false;
+}
+
+void Session::eval_pending(float *logits_out, size_t out_row0) {
+    const size_t V = model.cfg.n_vocab;
+    while (n_past < n_tokens) {
+        if (abort_cb && abort_cb(abort_user)) fail(PANGU_ERR_CANCELLED, "evaluation cancelled by the abort callback");
+        const int M = static_cast<int>(std::min<size_t>(layout.n_batch, n_tokens - n_past));
+        float *out = last_logits_;
+        int n_out = 1;
+        if (logits_out && n_past + M > out_row0) {
+            // Rows before out_row0 belong to tokens evaluated for an earlier call: skip their logits.
+            const size_t first = std::max(n_past, out_row0);
+            n_out = static_cast<int>(n_past + M - first);
+            out = logits_out + (first - out_row0) * V;
+        }
+        logits_valid = false;
+        forward(tokens + n_past, M, n_out, out);
+        n_past += M;
+        if (out != last_logits_ && n_past == n_tokens)
+            std::memcpy(last_logits_, out + static_cast<size_t>(n_out - 1) * V, sizeof(float) * V);
+        if (n_past == n_tokens) logits_valid = true;
+    }
+}
+
+void Session::sync() { eval_pending(nullptr, 0); }
+
+void Session::eval(const int32_t *ids, size_t n, float *logits_out) {
+    const size_t V = model.cfg.n_vocab;
+    if (n > static_cast<size_t>(layout.n_ctx) - n_tokens)
+        fail(PANGU_ERR_CONTEXT_FULL, std::to_string(n) + " tokens do not fit: the context holds " +
+                                         std::to_string(n_tokens) + " of " + std::to_string(layout.n_ctx));
+    for (size_t i = 0; i < n; ++i)
+        if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= V)
+            fail(PANGU_ERR_INVALID_TOKEN, "token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                                              " is outside the vocabulary of " + std::to_string(V));
+    // A generated token not yet run is evaluated together with the new ones.
+    const size_t row0 = n_tokens;
+    std::memcpy(tokens + n_tokens, ids, sizeof(int32_t) * n);
+    n_tokens += n;
+    try {
+        eval_pending(logits_out, row0);
+    } catch (...) {
+        // Keep what was evaluated; drop what was not, so the context stays consistent with the cache.
+        n_tokens = n_past;
+        throw;
+    }
+}
+
+namespace {
+
+bool ends_with(const char *s, size_t n, const char *suffix, size_t m) {
+    return m <= n && std::memcmp(s + n - m, suffix, m) == 0;
+}
+
+// Length of the longest suffix of s[0..n) that is a proper prefix of some stop string: that text may still
+// become a stop string, so it is held back.
+size_t held_suffix(const char *s, size_t n, const pangu_sampling_params &p) {
+    size_t best = 0;
+    for (size_t k = 0; k < p.n_stop_strings; ++k) {
+        const char *stop = p.stop_strings[k];
+        const size_t m = std::strlen(stop);
+        for (size_t len = std::min(n, m - 1); len > best; --len)
+            if (std::memcmp(s + n - len, stop, len) == 0) {
+                best = len;
+                break;
+            }
+    }
+    return best;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_sampling_params &sp, pangu_token_callback cb,
+                               void *user, pangu_generate_result *res) {
+    for (size_t k = 0; k < sp.n_stop_strings; ++k) {
+        if (!sp.stop_strings[k]) fail(PANGU_ERR_INVALID_ARGUMENT, "stop_strings[" + std::to_string(k) + "] is NULL");
+        const size_t m = std::strlen(sp.stop_strings[k]);
+        if (m == 0 || m > kMaxStopString)
+            fail(PANGU_ERR_INVALID_ARGUMENT, "stop_strings[" + std::to_string(k) + "] must be 1 to " +
+                                                 std::to_string(kMaxStopString) + " bytes");
+    }
+    if (sp.n_stop_tokens && !sp.stop_tokens) fail(PANGU_ERR_INVALID_ARGUMENT, "stop_tokens is NULL");
+    if (sp.temperature < 0 || !std::isfinite(sp.temperature) || sp.top_p <= 0 || sp.top_p > 1 || sp.min_p < 0 ||
+        sp.min_p > 1 || sp.top_k < 0 || !(sp.repetition_penalty > 0) || sp.max_new_tokens < 0 || sp.repeat_last_n < 0)
+        fail(PANGU_ERR_INVALID_ARGUMENT, "sampling parameters out of range");
+
+    const auto t_start = std::chrono::steady_clock::now();
+    const size_t n_prompt = n;
+    eval(ids, n, nullptr);
+    if (n_tokens == 0) fail(PANGU_ERR_INVALID_ARGUMENT, "nothing to continue: the context and the prompt are empty");
+    sync();
+    pangu_generate_result r{};
+    r.n_prompt_tokens = static_cast<int32_t>(n_prompt);
+    r.prompt_ms = ms_since(t_start);
+    const auto t_gen = std::chrono::steady_clock::now();
+
+    rng_.seed(sp.seed);
+    Utf8Assembler utf8;
+    char *text = reinterpret_cast<char *>(block_ + layout.text);  // held-back text, then the piece to emit
+    size_t n_text = 0;
+    const Vocab &vocab = model.vocab;
+    // The decoder drops the space that starts a text; streaming does the same when nothing precedes.
+    bool at_text_start = true;
+    for (size_t i = 0; i < n_tokens && at_text_start; ++i)
+        if (!vocab.token_bytes(tokens[i]).empty()) at_text_start = false;
+
+    pangu_status status = PANGU_OK;
+    r.stop_reason = PANGU_STOP_NONE;
+    while (r.stop_reason == PANGU_STOP_NONE) {
+        if (r.n_generated >= sp.max_new_tokens) {
+            r.stop_reason = PANGU_STOP_MAX_TOKENS;
+            break;
+        }
+        if (n_tokens >= static_cast<size_t>(layout.n_ctx)) {
+            r.stop_reason = PANGU_STOP_CONTEXT_FULL;
+            status = PANGU_ERR_CONTEXT_FULL;
+            break;
+        }
+        if (abort_cb && abort_cb(abort_user)) {
+            r.stop_reason = PANGU_STOP_CANCELLED;
+            status = PANGU_ERR_CANCELLED;
+            break;
+        }
+        sync();
+        const int32_t tok = sampler_.sample(last_logits_, sp, tokens, n_tokens, rng_);
+        tokens[n_tokens++] = tok;  // its K/V are computed by the next forward (or the next call's)
+        logits_valid = false;
+        ++r.n_generated;
+
+        // What text does this token complete? Held-back text + new whole characters.
+        std::string_view bytes = vocab.token_bytes(tok);
+        if (at_text_start && !bytes.empty()) {
+            if (vocab.strips_leading_space() && bytes[0] == ' ') bytes.remove_prefix(1);
+            at_text_start = false;
+        }
+        n_text += utf8.push(bytes, text + n_text, kTextBuffer - n_text);
+
+        bool stop_now = false;
+        size_t emit = n_text;
+        if (tok == model.vocab.eos() || tok == model.cfg.eos) {
+            r.stop_reason = PANGU_STOP_EOS;
+            stop_now = true;
+        }
+        for (size_t k = 0; !stop_now && k < sp.n_stop_tokens; ++k)
+            if (sp.stop_tokens[k] == tok) {
+                r.stop_reason = PANGU_STOP_TOKEN;
+                stop_now = true;
+            }
+        if (!stop_now) {
+            for (size_t k = 0; k < sp.n_stop_strings; ++k) {
+                const size_t m = std::strlen(sp.stop_strings[k]);
+                // The stop string may have ended inside the text added by this token only.
+                const char *hit = nullptr;
+                for (size_t end = n_text; end >= m && !hit; --end)
+                    if (ends_with(text, end, sp.stop_strings[k], m)) hit = text + end - m;
+                if (hit) {
+                    r.stop_reason = PANGU_STOP_STRING;
+                    stop_now = true;
+                    emit = static_cast<size_t>(hit - text);
+                    break;
+                }
+            }
+        }
+        if (!stop_now && r.n_generated >= sp.max_new_tokens) {
+            r.stop_reason = PANGU_STOP_MAX_TOKENS;
+            stop_now = true;
+        }
+        if (stop_now && r.stop_reason != PANGU_STOP_STRING) emit = n_text + utf8.flush(text + n_text, kTextBuffer - n_text);
+        if (!stop_now) emit = n_text - held_suffix(text, n_text, sp);
+
+        const int cancel = cb ? cb(user, tok, text, emit) : 0;
+        std::memmove(text, text + emit, n_text - std::min(emit, n_text));
+        n_text -= std::min(emit, n_text);
+        if (stop_now) break;
+        if (cancel) {
+            r.stop_reason = PANGU_STOP_CANCELLED;
+            status = PANGU_ERR_CANCELLED;
+            break;
+        }
+    }
+    r.generate_ms = ms_since(t_gen);
+    if (res) {
+        const size_t sz = res->struct_size;
+        std::memcpy(res, &r, std::min(sz, sizeof(r)));
+        res->struct_size = sz;
+    }
+    return status;
+}
+
+}  // namespace pangu

@@ -1,0 +1,93 @@
+// Tokenizer: SentencePiece model + tokenizer_config.json, special tokens, chat template, and the
+// allocation-free streaming UTF-8 assembler used while generating.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common.h"
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace pangu {
+
+class Vocab {
+public:
+    Vocab();
+    ~Vocab();
+    Vocab(const Vocab &) = delete;
+    Vocab &operator=(const Vocab &) = delete;
+
+    // Loads <dir>/tokenizer.model (required: PANGU_ERR_FILE_NOT_FOUND if absent, PANGU_ERR_TOKENIZER if it
+    // does not parse) and <dir>/tokenizer_config.json (optional; malformed JSON is PANGU_ERR_CONFIG).
+    // Messages name the file.
+    void load(const std::string &dir);
+
+    int32_t n_vocab() const;
+    int32_t bos() const;          // -1 if the model has none
+    int32_t eos() const;          // -1 if the model has none
+    bool add_bos() const;         // tokenizer_config.json add_bos_token (default true)
+    bool add_eos() const;         // tokenizer_config.json add_eos_token (default false); tokenize() ignores it
+
+    // Appends token ids for `text` to `out`. Throws PANGU_ERR_INVALID_UTF8 on invalid UTF-8.
+    // parse_special: spelled-out control/user-defined pieces such as "</s>" or "[unused9]" become their ids.
+    void tokenize(std::string_view text, bool add_bos, bool parse_special, std::vector<int32_t> &out) const;
+
+    // The bytes a token stands for: U+2581 rendered as ' ', <0xNN> as the single byte NN, control tokens
+    // (BOS/EOS/...) as "", unknown as the decoder renders it (" \u2047 " by default). Precomputed at load:
+    // no allocation, safe in the generation loop. Throws PANGU_ERR_INVALID_TOKEN for an id out of range.
+    std::string_view token_bytes(int32_t id) const;
+    bool is_control(int32_t id) const;
+
+    // Full decode identical to SentencePieceProcessor::Decode for valid ids; invalid UTF-8 -> U+FFFD.
+    std::string decode(const int32_t *ids, size_t n) const;
+
+    // Id of an exact piece (e.g. "[unused9]"), or -1.
+    int32_t piece_id(std::string_view piece) const;
+
+    // True if the vocabulary holds [unused9] and [unused10] as single tokens.
+    bool has_chat_tokens() const;
+    // openPangu chat template; throws PANGU_ERR_UNSUPPORTED without chat tokens, PANGU_ERR_INVALID_ARGUMENT
+    // for an unknown role or NULL content.
+    std::string apply_chat_template(const pangu_chat_message *messages, size_t n, bool add_generation_prompt) const;
+
+    // True when the decoder drops the leading space of the first piece (SentencePiece add_dummy_prefix or
+    // remove_extra_whitespaces); streaming must do the same so that streamed text equals decode().
+    bool strips_leading_space() const;
+    // token_bytes() with decode()'s leading-space rule applied, for streaming. Set `at_start` to true before
+    // the first token of a sequence; the call clears it once the rule no longer applies. No allocation.
+    std::string_view stream_bytes(int32_t id, bool &at_start) const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// Assembles streamed token bytes into whole UTF-8 characters without allocating: bytes of an incomplete
+// character are held until it completes; a byte sequence that can never be valid is emitted as U+FFFD.
+class Utf8Assembler {
+public:
+    // Feeds `bytes`; writes the complete characters to `out` (capacity at least 3 * bytes.size() + 9: each
+    // byte, and each of up to 3 held bytes, may become a 3-byte U+FFFD) and returns how many bytes were
+    // written. Like SentencePiece's decoder, every byte that cannot be part of a character becomes one U+FFFD.
+    size_t push(std::string_view bytes, char *out, size_t out_capacity);
+    // Emits whatever is held (one U+FFFD per held byte of the incomplete character, as SentencePiece's
+    // decoder does; capacity at least 9) and resets. Returns bytes written.
+    size_t flush(char *out, size_t out_capacity);
+    void reset() { n_pending_ = 0; }
+    size_t pending() const { return n_pending_; }
+
+private:
+    unsigned char pending_[4] = {0, 0, 0, 0};
+    size_t n_pending_ = 0;
+};
+
+// True if `s` is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
+bool utf8_valid(std::string_view s);
+
+}  // namespace pangu
