@@ -12,9 +12,9 @@
 namespace pangu {
 
 namespace {
-// About 50-100 microseconds of spinning: longer than the gap between two operators of one token, shorter
+// Some tens of microseconds of spinning: longer than the gap between two operators of one token, shorter
 // than anything a user would notice as a busy core.
-constexpr int kSpinIterations = 20000;
+constexpr int kSpinIterations = 4000;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
@@ -46,10 +46,16 @@ void ThreadPool::run(Fn fn, void *ctx) {
     }
     cv_.notify_all();
     fn(ctx, 0, n_threads_);
-    for (int spin = 0; remaining_.load(std::memory_order_acquire) != 0; ++spin) {
-        if (spin < kSpinIterations) PANGU_CPU_RELAX();
-        else std::this_thread::yield();  // a worker was asleep or descheduled: give it the core
+    for (int spin = 0; spin < kSpinIterations; ++spin) {
+        if (remaining_.load(std::memory_order_acquire) == 0) return;
+        PANGU_CPU_RELAX();
     }
+    // A worker was asleep or descheduled (the cores are shared with other work): sleep instead of burning
+    // the core that the late worker needs.
+    std::unique_lock<std::mutex> lk(mu_);
+    caller_waiting_ = true;
+    done_cv_.wait(lk, [&] { return remaining_.load(std::memory_order_acquire) == 0; });
+    caller_waiting_ = false;
 }
 
 void ThreadPool::worker(int index) {
@@ -75,7 +81,10 @@ void ThreadPool::worker(int index) {
             ctx = ctx_;
         }
         fn(ctx, index, n_threads_);
-        remaining_.fetch_sub(1, std::memory_order_acq_rel);
+        if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            std::lock_guard<std::mutex> lk(mu_);
+            if (caller_waiting_) done_cv_.notify_one();
+        }
     }
 }
 

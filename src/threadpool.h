@@ -30,7 +30,9 @@ private:
     int n_threads_;
     std::vector<std::thread> workers_;
     std::mutex mu_;
-    std::condition_variable cv_;
+    std::condition_variable cv_;       // workers sleep here between runs
+    std::condition_variable done_cv_;  // the caller sleeps here when workers are slow to finish
+    bool caller_waiting_ = false;
     std::atomic<uint64_t> generation_{0};
     std::atomic<int> remaining_{0};
     std::atomic<bool> stop_{false};

@@ -1,0 +1,231 @@
+// Kernels: every vector path against the scalar reference on awkward sizes, and the invariances that
+// speculative decoding depends on (a row's result is the same whatever the batch size or thread count).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "device.h"
+#include "kernels.h"
+#include "tensor.h"
+
+using namespace pangu;
+
+namespace {
+
+std::vector<const kernels::Table *> vector_tables() {
+    std::vector<const kernels::Table *> v;
+    if (kernels::avx2()) v.push_back(kernels::avx2());
+    return v;
+}
+
+std::vector<float> randv(size_t n, std::mt19937 &g, float scale = 1.0f) {
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto &x : v) x = d(g);
+    return v;
+}
+
+}  // namespace
+
+TEST(Kernels, VectorPathsMatchScalarOnAwkwardSizes) {
+    const auto tables = vector_tables();
+    if (tables.empty()) GTEST_SKIP() << "no vector kernels on this CPU/build";
+    std::mt19937 g(42);
+    for (int64_t n : {1, 7, 15, 16, 17, 31, 33, 64, 100, 192, 255, 1000, 1536}) {
+        for (int nr = 1; nr <= 4; ++nr) {
+            auto x = randv(n, g);
+            auto w = randv(n * nr, g, 0.05f);
+            std::vector<uint16_t> wb(w.size()), wh(w.size());
+            for (size_t i = 0; i < w.size(); ++i) {
+                wb[i] = f32_to_bf16(w[i]);
+                wh[i] = f32_to_f16(w[i]);
+            }
+            for (const auto *t : tables) {
+                float ref[4], got[4];
+                const float tol = 1e-5f * std::sqrt(static_cast<float>(n)) + 1e-6f;
+                kernels::scalar().dot_f32(x.data(), w.data(), n, n, nr, ref);
+                t->dot_f32(x.data(), w.data(), n, n, nr, got);
+                for (int r = 0; r < nr; ++r) EXPECT_NEAR(got[r], ref[r], tol) << t->name << " f32 n=" << n;
+                kernels::scalar().dot_bf16(x.data(), wb.data(), n, n, nr, ref);
+                t->dot_bf16(x.data(), wb.data(), n, n, nr, got);
+                for (int r = 0; r < nr; ++r) EXPECT_NEAR(got[r], ref[r], tol) << t->name << " bf16 n=" << n;
+                kernels::scalar().dot_f16(x.data(), wh.data(), n, n, nr, ref);
+                t->dot_f16(x.data(), wh.data(), n, n, nr, got);
+                for (int r = 0; r < nr; ++r) EXPECT_NEAR(got[r], ref[r], tol) << t->name << " f16 n=" << n;
+            }
+        }
+    }
+}
+
+TEST(Kernels, AxpyAndDotMatchScalar) {
+    std::mt19937 g(7);
+    for (const auto *t : vector_tables()) {
+        for (int64_t n : {1, 5, 8, 9, 32, 33, 128, 129}) {
+            auto a = randv(n, g), b = randv(n, g);
+            EXPECT_NEAR(t->dot(a.data(), b.data(), n), kernels::scalar().dot(a.data(), b.data(), n), 1e-4f);
+            auto y1 = b, y2 = b;
+            t->axpy(0.37f, a.data(), y1.data(), n);
+            kernels::scalar().axpy(0.37f, a.data(), y2.data(), n);
+            for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(y1[i], y2[i], 1e-6f);
+        }
+    }
+}
+
+TEST(Kernels, RowResultsDoNotDependOnRowsPerCallOrGrouping) {
+    // dot_rows with nr = 4 must give exactly what nr = 1 gives for each row: the matmul groups output
+    // channels differently depending on how the range is split between threads.
+    std::mt19937 g(3);
+    for (const kernels::Table *t : {&kernels::scalar(), kernels::avx2()}) {
+        if (!t) continue;
+        const int64_t n = 203;
+        auto x = randv(n, g);
+        std::vector<uint16_t> w(4 * n);
+        for (auto &v : w) v = f32_to_bf16(randv(1, g)[0]);
+        float four[4];
+        t->dot_bf16(x.data(), w.data(), n, n, 4, four);
+        for (int r = 0; r < 4; ++r) {
+            float one;
+            t->dot_bf16(x.data(), w.data() + r * n, n, n, 1, &one);
+            EXPECT_EQ(std::memcmp(&one, &four[r], 4), 0) << t->name << " row " << r;
+        }
+    }
+}
+
+namespace {
+
+struct Dev {
+    pgd_device *d = pgd_cpu_device_create();
+    ~Dev() { d->destroy(d); }
+};
+
+pgd_tensor view(float *p, int64_t rows, int64_t cols) {
+    pgd_tensor t{};
+    t.data = p;
+    t.dtype = PGD_F32;
+    t.rows = rows;
+    t.cols = cols;
+    t.stride = cols;
+    return t;
+}
+
+}  // namespace
+
+TEST(CpuDevice, MatmulIsBatchAndThreadInvariant) {
+    Dev dev;
+    std::mt19937 g(11);
+    const int64_t K = 333, N = 77;
+    auto wf = randv(N * K, g, 0.1f);
+    std::vector<uint16_t> wb(wf.size());
+    for (size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+    pgd_tensor w{};
+    w.data = wb.data();
+    w.dtype = PGD_BF16;
+    w.rows = N;
+    w.cols = K;
+    w.stride = K;
+    auto bias = randv(N, g);
+    auto x = randv(9 * K, g);
+
+    std::vector<float> ref(9 * N);
+    for (int threads : {1, 2, 3}) {
+        pgd_stream *s = nullptr;
+        ASSERT_EQ(dev.d->stream_create(dev.d->ctx, threads, &s), 0);
+        for (int64_t M : {1, 2, 5, 9}) {
+            // each batch covers rows [0, M) of x; compare every row with the M = 1 result of that row
+            std::vector<float> y(M * N);
+            pgd_tensor xt = view(x.data(), M, K), yt = view(y.data(), M, N);
+            ASSERT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, bias.data(), &yt, nullptr, 0), 0);
+            for (int64_t m = 0; m < M; ++m) {
+                std::vector<float> one(N);
+                pgd_tensor x1 = view(x.data() + m * K, 1, K), y1 = view(one.data(), 1, N);
+                ASSERT_EQ(dev.d->matmul(dev.d->ctx, s, &x1, &w, bias.data(), &y1, nullptr, 0), 0);
+                ASSERT_EQ(std::memcmp(one.data(), y.data() + m * N, N * sizeof(float)), 0)
+                    << "row " << m << " of a batch of " << M << " with " << threads << " threads";
+                if (threads == 1 && M == 9) std::memcpy(ref.data() + m * N, one.data(), N * sizeof(float));
+            }
+            if (threads > 1 && M == 9) {
+                EXPECT_EQ(std::memcmp(ref.data(), y.data(), ref.size() * 4), 0);
+            }
+        }
+        dev.d->stream_destroy(dev.d->ctx, s);
+    }
+}
+
+TEST(CpuDevice, MatmulMatchesDoubleReference) {
+    Dev dev;
+    std::mt19937 g(5);
+    const int64_t M = 3, K = 130, N = 19;
+    auto x = randv(M * K, g), w = randv(N * K, g);
+    pgd_tensor xt = view(x.data(), M, K), wt = view(w.data(), N, K);
+    std::vector<float> y(M * N);
+    pgd_tensor yt = view(y.data(), M, N);
+    pgd_stream *s = nullptr;
+    ASSERT_EQ(dev.d->stream_create(dev.d->ctx, 2, &s), 0);
+    ASSERT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &wt, nullptr, &yt, nullptr, 0), 0);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            double r = 0;
+            for (int64_t k = 0; k < K; ++k) r += double(x[m * K + k]) * w[n * K + k];
+            EXPECT_NEAR(y[m * N + n], r, 1e-4);
+        }
+    dev.d->stream_destroy(dev.d->ctx, s);
+}
+
+TEST(CpuDevice, AttentionIsCausalAndBatchInvariant) {
+    Dev dev;
+    std::mt19937 g(9);
+    const int32_t H = 4, HKV = 2, D = 16;
+    const int64_t C = 12, QD = H * D, KVD = HKV * D;
+    auto kc = randv(C * KVD, g), vc = randv(C * KVD, g), q = randv(6 * QD, g);
+    pgd_tensor kt = view(kc.data(), C, KVD), vt = view(vc.data(), C, KVD);
+    pgd_stream *s = nullptr;
+    ASSERT_EQ(dev.d->stream_create(dev.d->ctx, 2, &s), 0);
+    std::vector<float> ws(dev.d->attention_workspace(dev.d->ctx, 6, H, C, 2) / 4);
+    const int64_t pos0 = 3;
+    std::vector<float> all(6 * QD);
+    pgd_tensor qt = view(q.data(), 6, QD), ot = view(all.data(), 6, QD);
+    ASSERT_EQ(dev.d->attention(dev.d->ctx, s, &qt, &kt, &vt, pos0, H, HKV, D, 0.25f, &ot, ws.data(), ws.size() * 4), 0);
+    for (int64_t m = 0; m < 6; ++m) {
+        std::vector<float> one(QD);
+        pgd_tensor q1 = view(q.data() + m * QD, 1, QD), o1 = view(one.data(), 1, QD);
+        ASSERT_EQ(dev.d->attention(dev.d->ctx, s, &q1, &kt, &vt, pos0 + m, H, HKV, D, 0.25f, &o1, ws.data(), ws.size() * 4), 0);
+        EXPECT_EQ(std::memcmp(one.data(), all.data() + m * QD, QD * 4), 0) << "row " << m;
+        // Reference in double: row m attends to cache rows 0..pos0+m only.
+        for (int32_t h = 0; h < H; ++h) {
+            const int32_t hk = h / (H / HKV);
+            std::vector<double> p(pos0 + m + 1);
+            double mx = -1e30, sum = 0;
+            for (int64_t t = 0; t <= pos0 + m; ++t) {
+                double dot = 0;
+                for (int32_t i = 0; i < D; ++i) dot += double(q[m * QD + h * D + i]) * kc[t * KVD + hk * D + i];
+                p[t] = dot * 0.25;
+                mx = std::max(mx, p[t]);
+            }
+            for (auto &v : p) sum += (v = std::exp(v - mx));
+            for (int32_t i = 0; i < D; ++i) {
+                double o = 0;
+                for (int64_t t = 0; t <= pos0 + m; ++t) o += p[t] / sum * vc[t * KVD + hk * D + i];
+                EXPECT_NEAR(all[m * QD + h * D + i], o, 1e-5);
+            }
+        }
+    }
+    // too small a workspace is refused, not overrun
+    EXPECT_NE(dev.d->attention(dev.d->ctx, s, &qt, &kt, &vt, pos0, H, HKV, D, 0.25f, &ot, ws.data(), 4), 0);
+    dev.d->stream_destroy(dev.d->ctx, s);
+}
+
+TEST(Half, F16RoundTripAndRounding) {
+    for (uint32_t h = 0; h < 0x10000; ++h) {
+        const float f = f16_to_f32(static_cast<uint16_t>(h));
+        if (std::isnan(f)) continue;
+        EXPECT_EQ(f32_to_f16(f), h) << std::hex << h;
+    }
+    EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+    EXPECT_EQ(f32_to_f16(70000.0f), 0x7c00);   // overflow to inf
+    EXPECT_EQ(f32_to_f16(1e-8f), 0x0000);      // underflow to zero
+    EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+    EXPECT_EQ(bf16_to_f32(0x3f80), 1.0f);
+}
