@@ -225,10 +225,10 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
     char *text = reinterpret_cast<char *>(block_ + layout.text);  // held-back text, then the piece to emit
     size_t n_text = 0;
     const Vocab &vocab = model.vocab;
-    // The decoder drops the space that starts a text; streaming does the same when nothing precedes.
+    // The decoder may drop the space that starts a text; replay the context so streaming knows whether the
+    // generated text is still at that start.
     bool at_text_start = true;
-    for (size_t i = 0; i < n_tokens && at_text_start; ++i)
-        if (!vocab.token_bytes(tokens[i]).empty()) at_text_start = false;
+    for (size_t i = 0; i < n_tokens && at_text_start; ++i) vocab.stream_bytes(tokens[i], at_text_start);
 
     pangu_status status = PANGU_OK;
     r.stop_reason = PANGU_STOP_NONE;
@@ -254,12 +254,8 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
         ++r.n_generated;
 
         // What text does this token complete? Held-back text + new whole characters.
-        std::string_view bytes = vocab.token_bytes(tok);
-        if (at_text_start && !bytes.empty()) {
-            if (vocab.strips_leading_space() && bytes[0] == ' ') bytes.remove_prefix(1);
-            at_text_start = false;
-        }
-        n_text += utf8.push(bytes, text + n_text, kTextBuffer - n_text);
+        // Control tokens push nothing but still end a pending byte run, as in the decoder.
+        n_text += utf8.push(vocab.stream_bytes(tok, at_text_start), text + n_text, kTextBuffer - n_text);
 
         bool stop_now = false;
         size_t emit = n_text;

@@ -24,8 +24,8 @@ public:
     Vocab &operator=(const Vocab &) = delete;
 
     // Loads <dir>/tokenizer.model (required: PANGU_ERR_FILE_NOT_FOUND if absent, PANGU_ERR_TOKENIZER if it
-    // does not parse) and <dir>/tokenizer_config.json (optional; malformed JSON is PANGU_ERR_CONFIG).
-    // Messages name the file.
+    // does not parse, PANGU_ERR_IO if unreadable) and <dir>/tokenizer_config.json (optional; malformed JSON
+    // is PANGU_ERR_CONFIG). Messages name the file. On failure the previous state is kept.
     void load(const std::string &dir);
 
     int32_t n_vocab() const;
@@ -35,7 +35,9 @@ public:
     bool add_eos() const;         // tokenizer_config.json add_eos_token (default false); tokenize() ignores it
 
     // Appends token ids for `text` to `out`. Throws PANGU_ERR_INVALID_UTF8 on invalid UTF-8.
-    // parse_special: spelled-out control/user-defined pieces such as "</s>" or "[unused9]" become their ids.
+    // parse_special: spelled-out control/user-defined pieces such as "</s>" or "[unused9]" become their ids
+    // (longest first) and the text between them is encoded on its own. Without it no special id is produced:
+    // user-defined pieces, which SentencePiece itself would match, are spelled out character by character.
     void tokenize(std::string_view text, bool add_bos, bool parse_special, std::vector<int32_t> &out) const;
 
     // The bytes a token stands for: U+2581 rendered as ' ', <0xNN> as the single byte NN, control tokens
@@ -72,9 +74,13 @@ private:
 // character are held until it completes; a byte sequence that can never be valid is emitted as U+FFFD.
 class Utf8Assembler {
 public:
-    // Feeds `bytes`; writes the complete characters to `out` (capacity at least 3 * bytes.size() + 9: each
-    // byte, and each of up to 3 held bytes, may become a 3-byte U+FFFD) and returns how many bytes were
-    // written. Like SentencePiece's decoder, every byte that cannot be part of a character becomes one U+FFFD.
+    // Feeds `bytes`; writes the complete characters to `out` and returns how many bytes were written.
+    // Capacity: 3 * bytes.size() + 9 for arbitrary bytes (each byte, and each of up to 3 held bytes, may
+    // become a 3-byte U+FFFD); bytes.size() + 11 for one token's token_bytes(), which are valid UTF-8 or a
+    // single byte. Too small a buffer throws PANGU_ERR_INTERNAL.
+    // Like SentencePiece's decoder, every byte that cannot be part of a character becomes one U+FFFD, and an
+    // empty `bytes` (a control token, which ends a byte run in the decoder) releases a held partial character
+    // as U+FFFD too: feed every token's bytes, control tokens included, to match decode().
     size_t push(std::string_view bytes, char *out, size_t out_capacity);
     // Emits whatever is held (one U+FFFD per held byte of the incomplete character, as SentencePiece's
     // decoder does; capacity at least 9) and resets. Returns bytes written.
