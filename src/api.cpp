@@ -13,14 +13,10 @@ struct pangu_model {
     std::unique_ptr<pangu::Model> impl;
 };
 
-struct pangu_session {
-    std::unique_ptr<pangu::Session> impl;
-    pangu_model *model;
-};
 
 namespace {
 
-thread_local std::string t_last_error;
+thread_local pangu::ErrorSlot t_last_error;
 
 // The first published size of each parameter struct: a caller compiled against any later header passes a
 // larger struct_size, which is accepted as long as this library knows it.
@@ -30,18 +26,19 @@ constexpr size_t kSamplingParamsV1 = sizeof(pangu_sampling_params);
 constexpr size_t kModelInfoV1 = sizeof(pangu_model_info);
 constexpr size_t kResultV1 = sizeof(pangu_generate_result);
 
-pangu_status record(pangu_status st, const std::string &msg, std::string *handle_error) {
-    try {
-        t_last_error = msg;
-        if (handle_error) *handle_error = msg;
-    } catch (...) {
-    }
+pangu_status record(pangu_status st, const char *msg, pangu::ErrorSlot *handle_error) {
+    t_last_error.set(msg);
+    if (handle_error) handle_error->set(msg);
     return st;
+}
+
+pangu_status record(pangu_status st, const std::string &msg, pangu::ErrorSlot *handle_error) {
+    return record(st, msg.c_str(), handle_error);
 }
 
 // Runs `fn`, translating exceptions; `err` is the handle's message slot (may be null).
 template <typename Fn>
-pangu_status guarded(std::string *err, Fn &&fn) {
+pangu_status guarded(pangu::ErrorSlot *err, Fn &&fn) {
     try {
         return fn();
     } catch (const pangu::Error &e) {
@@ -55,13 +52,13 @@ pangu_status guarded(std::string *err, Fn &&fn) {
     }
 }
 
-pangu_status bad_arg(std::string *err, const char *fn, const char *what) {
+pangu_status bad_arg(pangu::ErrorSlot *err, const char *fn, const char *what) {
     return record(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + what, err);
 }
 
 // Copies a caller's parameter struct over defaults, honouring its struct_size.
 template <typename T>
-pangu_status read_params(const T *in, T *out, size_t v1, const char *fn, std::string *err) {
+pangu_status read_params(const T *in, T *out, size_t v1, const char *fn, pangu::ErrorSlot *err) {
     if (!in) return PANGU_OK;
     if (in->struct_size < v1 || in->struct_size > sizeof(T))
         return record(PANGU_ERR_STRUCT_SIZE,
@@ -74,7 +71,7 @@ pangu_status read_params(const T *in, T *out, size_t v1, const char *fn, std::st
 }
 
 template <typename T>
-pangu_status check_out_struct(const T *s, size_t v1, const char *fn, std::string *err) {
+pangu_status check_out_struct(const T *s, size_t v1, const char *fn, pangu::ErrorSlot *err) {
     if (s->struct_size < v1 || s->struct_size > sizeof(T))
         return record(PANGU_ERR_STRUCT_SIZE,
                       std::string(fn) + ": struct_size " + std::to_string(s->struct_size) + " is not one this library knows; expected " +
@@ -87,7 +84,7 @@ pangu_status check_out_struct(const T *s, size_t v1, const char *fn, std::string
 pangu_status model_guarded_finish(const pangu_model *m, pangu_status st) {
     if (st != PANGU_OK && m) {
         std::lock_guard<std::mutex> lk(m->impl->error_mu);
-        m->impl->last_error = t_last_error;
+        m->impl->last_error.set(t_last_error.c_str());
     }
     return st;
 }
@@ -265,6 +262,61 @@ void pangu_session_params_init(pangu_session_params *p) {
     p->n_threads = 1;
 }
 
+namespace {
+
+// Resolves defaults against the model and checks every field; throws pangu::Error.
+void resolve_session_params(const pangu::Model &m, pangu_session_params &p, const char *fn) {
+    if (p.n_ctx == 0) p.n_ctx = std::min(2048, m.cfg.n_ctx_train);
+    if (p.n_ctx < 1 || p.n_ctx > m.cfg.n_ctx_train)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": n_ctx " + std::to_string(p.n_ctx) +
+                                                    " must be between 1 and the model's max_position_embeddings (" +
+                                                    std::to_string(m.cfg.n_ctx_train) + ")");
+    if (p.n_batch < 1 || p.n_batch > 4096)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT,
+                    std::string(fn) + ": n_batch " + std::to_string(p.n_batch) + " must be between 1 and 4096");
+    if (p.n_threads < 1 || p.n_threads > 256)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT,
+                    std::string(fn) + ": n_threads " + std::to_string(p.n_threads) + " must be between 1 and 256");
+    if (p.context_policy != PANGU_CONTEXT_ERROR && p.context_policy != PANGU_CONTEXT_SLIDE)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT,
+                    std::string(fn) + ": unknown context_policy " + std::to_string(p.context_policy));
+    if (p.n_keep < 0 || p.n_keep >= p.n_ctx / 2)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": n_keep " + std::to_string(p.n_keep) +
+                                                    " must be at least 0 and less than n_ctx / 2");
+    if (!p.arena && p.arena_size)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": arena_size is set but arena is NULL");
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+}
+
+}  // namespace
+
+pangu_status pangu_session_estimate(const pangu_model *model, const pangu_session_params *params,
+                                    pangu_session_memory *out) {
+    if (!model || !out) return bad_arg(nullptr, "pangu_session_estimate", "model and out must not be NULL");
+    if (pangu_status st = check_out_struct(out, sizeof(pangu_session_memory), "pangu_session_estimate", nullptr))
+        return model_guarded_finish(model, st);
+    pangu_session_params p;
+    pangu_session_params_init(&p);
+    if (pangu_status st = read_params(params, &p, kSessionParamsV1, "pangu_session_estimate", nullptr))
+        return model_guarded_finish(model, st);
+    return model_guarded_finish(model, guarded(nullptr, [&] {
+        p.arena = nullptr;
+        p.arena_size = 0;
+        resolve_session_params(*model->impl, p, "pangu_session_estimate");
+        const pangu::SessionLayout L = pangu::plan_session(*model->impl, p);
+        pangu_session_memory r{};
+        r.struct_size = out->struct_size;
+        r.arena_bytes = L.total;
+        r.alignment = L.alignment;
+        r.kv_cache_bytes = L.kv_bytes;
+        r.activation_bytes = L.activation_bytes;
+        r.logits_bytes = L.logits_bytes;
+        r.other_bytes = L.total - L.kv_bytes - L.activation_bytes - L.logits_bytes;
+        std::memcpy(out, &r, out->struct_size);
+        return PANGU_OK;
+    }));
+}
+
 pangu_status pangu_session_create(pangu_model *model, const pangu_session_params *params, pangu_session **out) {
     if (out) *out = nullptr;
     if (!model || !out) return bad_arg(nullptr, "pangu_session_create", "model and out must not be NULL");
@@ -273,36 +325,21 @@ pangu_status pangu_session_create(pangu_model *model, const pangu_session_params
     if (pangu_status st = read_params(params, &p, kSessionParamsV1, "pangu_session_create", nullptr))
         return model_guarded_finish(model, st);
     return model_guarded_finish(model, guarded(nullptr, [&] {
-        const pangu::Model &m = *model->impl;
-        if (p.n_ctx == 0) p.n_ctx = std::min(2048, m.cfg.n_ctx_train);
-        if (p.n_ctx < 1 || p.n_ctx > m.cfg.n_ctx_train)
-            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_session_create: n_ctx " + std::to_string(p.n_ctx) +
-                                                        " must be between 1 and the model's max_position_embeddings (" +
-                                                        std::to_string(m.cfg.n_ctx_train) + ")");
-        if (p.n_batch < 1 || p.n_batch > 4096)
-            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_session_create: n_batch " + std::to_string(p.n_batch) +
-                                                        " must be between 1 and 4096");
-        if (p.n_threads < 1 || p.n_threads > 256)
-            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_session_create: n_threads " + std::to_string(p.n_threads) +
-                                                        " must be between 1 and 256");
-        if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
-        auto s = std::make_unique<pangu_session>();
-        s->model = model;
-        s->impl = std::make_unique<pangu::Session>(*model->impl, p);
-        *out = s.release();
+        resolve_session_params(*model->impl, p, "pangu_session_create");
+        *out = pangu::create_session(*model->impl, p);
         return PANGU_OK;
     }));
 }
 
-void pangu_session_free(pangu_session *session) { delete session; }
+void pangu_session_free(pangu_session *session) { pangu::destroy_session(session); }
 
 const char *pangu_session_last_error(const pangu_session *session) {
-    return session ? session->impl->last_error.c_str() : "";
+    return session ? session->last_error.c_str() : "";
 }
 
 #define SESSION_CHECK(fn)                                                            \
     if (!session) return bad_arg(nullptr, fn, "session must not be NULL");           \
-    pangu::Session &S = *session->impl
+    pangu::Session &S = *session
 
 pangu_status pangu_session_reset(pangu_session *session) {
     SESSION_CHECK("pangu_session_reset");
@@ -310,18 +347,18 @@ pangu_status pangu_session_reset(pangu_session *session) {
     return PANGU_OK;
 }
 
-size_t pangu_session_n_tokens(const pangu_session *session) { return session ? session->impl->n_tokens : 0; }
+size_t pangu_session_n_tokens(const pangu_session *session) { return session ? session->n_tokens : 0; }
 
 pangu_status pangu_session_get_tokens(const pangu_session *session, int32_t *ids, size_t capacity, size_t *n) {
     if (!session || !n || (!ids && capacity))
         return bad_arg(nullptr, "pangu_session_get_tokens", "session, n, and ids when capacity is non-zero, must not be NULL");
-    const pangu::Session &S = *session->impl;
+    const pangu::Session &S = *session;
     *n = S.n_tokens;
     if (S.n_tokens > capacity)
         return record(PANGU_ERR_BUFFER_TOO_SMALL,
                       "pangu_session_get_tokens: " + std::to_string(S.n_tokens) + " tokens do not fit in " +
                           std::to_string(capacity),
-                      &session->impl->last_error);
+                      &session->last_error);
     if (S.n_tokens) std::memcpy(ids, S.tokens, S.n_tokens * sizeof(int32_t));
     return PANGU_OK;
 }
@@ -356,10 +393,31 @@ pangu_status pangu_session_get_logits(pangu_session *session, const float **logi
     });
 }
 
+pangu_status pangu_session_get_stats(const pangu_session *session, pangu_session_stats *stats) {
+    if (!session || !stats) return bad_arg(nullptr, "pangu_session_get_stats", "session and stats must not be NULL");
+    if (pangu_status st = check_out_struct(stats, sizeof(pangu_session_stats), "pangu_session_get_stats", nullptr))
+        return st;
+    const pangu::Session &S = *session;
+    pangu_session_stats r{};
+    r.struct_size = stats->struct_size;
+    r.arena_bytes = S.layout.total;
+    r.arena_high_water = S.high_water();
+    r.kv_cache_bytes = S.layout.kv_bytes;
+    r.caller_arena = S.caller_arena ? 1 : 0;
+    r.n_ctx = S.layout.n_ctx;
+    r.n_tokens = static_cast<int32_t>(S.n_tokens);
+    r.n_threads = S.layout.n_threads;
+    r.n_forward = S.n_forward;
+    r.n_evaluated = S.n_evaluated;
+    r.n_context_shifts = S.n_context_shifts;
+    std::memcpy(stats, &r, stats->struct_size);
+    return PANGU_OK;
+}
+
 void pangu_session_set_abort_callback(pangu_session *session, pangu_abort_callback callback, void *user_data) {
     if (!session) return;
-    session->impl->abort_cb = callback;
-    session->impl->abort_user = user_data;
+    session->abort_cb = callback;
+    session->abort_user = user_data;
 }
 
 /* ---- generation ---- */
@@ -389,10 +447,12 @@ pangu_status pangu_session_generate_tokens(pangu_session *session, const int32_t
     if (result)
         if (pangu_status st = check_out_struct(result, kResultV1, "pangu_session_generate", &S.last_error)) return st;
     return guarded(&S.last_error, [&] {
-        pangu_status st = S.generate(ids, n, sp, callback, user_data, result);
-        if (st == PANGU_ERR_CANCELLED) pangu::fail(st, "generation cancelled");
+        // Expected stops are recorded without exceptions or allocation.
+        const pangu_status st = S.generate(ids, n, sp, callback, user_data, result);
+        if (st == PANGU_ERR_CANCELLED) return record(st, "generation cancelled", &S.last_error);
         if (st == PANGU_ERR_CONTEXT_FULL)
-            pangu::fail(st, "generation stopped: the context of " + std::to_string(S.layout.n_ctx) + " tokens is full");
+            return record(st, "generation stopped: the context is full (context_policy PANGU_CONTEXT_SLIDE would slide it)",
+                          &S.last_error);
         return st;
     });
 }

@@ -28,4 +28,16 @@ private:
 
 inline size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
+// A fixed-size error message: recording an error never allocates, so the expected stops of a generation
+// loop (cancelled, context full) stay allocation-free.
+struct ErrorSlot {
+    char msg[512] = {0};
+    void set(const char *s) {
+        size_t i = 0;
+        for (; s && s[i] && i + 1 < sizeof msg; ++i) msg[i] = s[i];
+        msg[i] = '\0';
+    }
+    const char *c_str() const { return msg; }
+};
+
 }  // namespace pangu

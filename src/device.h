@@ -56,6 +56,10 @@ struct pgd_device {
     void (*mem_free)(void *ctx, void *ptr);
     int (*mem_info)(void *ctx, size_t *free_bytes, size_t *total_bytes);
     int (*memcpy)(void *ctx, void *dst, size_t dst_max, const void *src, size_t count, int kind);
+    /* 2-D copy (aclrtMemcpy2d): `height` rows of `width` bytes, rows `spitch` apart in src and `dpitch`
+     * apart in dst. */
+    int (*memcpy2d)(void *ctx, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                    size_t height, int kind);
     size_t mem_alignment; /* alignment of device buffers, bytes */
 
     /* Makes a host weight usable by operators. NULL slot: host memory is device memory (unified), the

@@ -51,6 +51,14 @@ int cpu_memcpy(void *, void *dst, size_t dst_max, const void *src, size_t count,
     return 0;
 }
 
+int cpu_memcpy2d(void *, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                 int) {
+    if (width > dpitch || width > spitch) return PANGU_ERR_INVALID_ARGUMENT;
+    for (size_t r = 0; r < height; ++r)
+        std::memcpy(static_cast<char *>(dst) + r * dpitch, static_cast<const char *>(src) + r * spitch, width);
+    return 0;
+}
+
 int cpu_stream_create(void *, int n_threads, pgd_stream **out) {
     try {
         *out = new pgd_stream(n_threads);
@@ -278,6 +286,7 @@ extern "C" pgd_device *pgd_cpu_device_create(void) {
     d->mem_free = cpu_mem_free;
     d->mem_info = cpu_mem_info;
     d->memcpy = cpu_memcpy;
+    d->memcpy2d = cpu_memcpy2d;
     d->mem_alignment = kAlign;
     d->weight_upload = nullptr;  // unified memory: weights are used where they are mapped
     d->weight_release = nullptr;

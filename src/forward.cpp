@@ -6,7 +6,8 @@
 //   x   [M, H]    residual stream            q   [M, QD]   k, v [M, KVD]
 //   xb  [M, H]    normalized input           att [M, QD]   attention output (heads concatenated)
 //   xb2 [M, H]    projection output          hb, hb2 [M, F] gate and up projections
-//   k_cache, v_cache [n_layer][n_ctx, KVD]   logits [n_logit_rows, V]
+//   kv cache [n_ctx][n_layer][K: KVD | V: KVD] logits [n_logit_rows, V]
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -72,9 +73,11 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
         pgd_tensor hb = act(buf(L.hb), M, F), hb2 = act(buf(L.hb2), M, F);
         pgd_tensor wq = weight(W.wq), wk = weight(W.wk), wv = weight(W.wv), wo = weight(W.wo);
         pgd_tensor wg = weight(W.w_gate), wu = weight(W.w_up), wd = weight(W.w_down);
-        float *kc_data = buf(L.k_cache) + static_cast<size_t>(l) * L.n_ctx * KVD;
-        float *vc_data = buf(L.v_cache) + static_cast<size_t>(l) * L.n_ctx * KVD;
+        // This layer's keys and values inside the position-major cache: rows kv_stride floats apart.
+        const int64_t kv_stride = static_cast<int64_t>(L.kv_pos_bytes / sizeof(float));
+        float *kc_data = buf(L.kv) + 2 * l * KVD, *vc_data = kc_data + KVD;
         pgd_tensor kc = act(kc_data, L.n_ctx, KVD), vc = act(vc_data, L.n_ctx, KVD);
+        kc.stride = vc.stride = kv_stride;
 
         // attention block: x += o_proj(attention(rope(q), rope(k), v))
         check(dev_->rms_norm(ctx, s, &x, W.attn_norm, c.rms_eps, &xb), "rms_norm");
@@ -83,11 +86,14 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
         check(dev_->matmul(ctx, s, &xb, &wv, W.bv, &v, mm_ws, L.mm_ws_bytes), "matmul v");
         check(dev_->rope(ctx, s, &q, pos, c.n_head, c.head_dim, rope), "rope q");
         check(dev_->rope(ctx, s, &k, pos, c.n_head_kv, c.head_dim, rope), "rope k");
-        // The new keys and values join the cache at their positions; rows are contiguous, so one copy each.
-        const size_t row_bytes = sizeof(float) * KVD, off = static_cast<size_t>(pos0) * KVD;
-        const size_t room = (static_cast<size_t>(L.n_ctx) - pos0) * row_bytes;
-        check(dev_->memcpy(ctx, kc_data + off, room, k.data, M * row_bytes, PGD_DEVICE_TO_DEVICE), "kv store");
-        check(dev_->memcpy(ctx, vc_data + off, room, v.data, M * row_bytes, PGD_DEVICE_TO_DEVICE), "kv store");
+        // The new keys and values join the cache at their positions.
+        const size_t row_bytes = sizeof(float) * KVD, pitch = L.kv_pos_bytes;
+        check(dev_->memcpy2d(ctx, kc_data + pos0 * kv_stride, pitch, k.data, row_bytes, row_bytes, M,
+                             PGD_DEVICE_TO_DEVICE),
+              "kv store");
+        check(dev_->memcpy2d(ctx, vc_data + pos0 * kv_stride, pitch, v.data, row_bytes, row_bytes, M,
+                             PGD_DEVICE_TO_DEVICE),
+              "kv store");
         check(dev_->attention(ctx, s, &q, &kc, &vc, pos0, c.n_head, c.n_head_kv, c.head_dim, scale, &att, attn_ws,
                               L.attn_ws_bytes),
               "attention");
@@ -118,6 +124,8 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
               "logits copy");
     }
     check(dev_->stream_sync(ctx, s), "stream sync");
+    ++n_forward;
+    n_evaluated += M;
 }
 
 }  // namespace pangu

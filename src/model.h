@@ -49,7 +49,7 @@ public:
 
     // Per-handle last error, guarded because a model is used from many threads.
     mutable std::mutex error_mu;
-    mutable std::string last_error;
+    mutable ErrorSlot last_error;
 
 private:
     Model() = default;

@@ -9,12 +9,12 @@
 
 namespace pangu {
 
-SessionLayout plan_session(const Model &m, const pangu_session_params &p, int n_threads) {
+SessionLayout plan_session(const Model &m, const pangu_session_params &p) {
     const ModelConfig &c = m.cfg;
     SessionLayout L;
     L.n_ctx = p.n_ctx;
     L.n_batch = p.n_batch;
-    L.n_threads = n_threads;
+    L.n_threads = p.n_threads;
     L.n_logit_rows = std::max(1, std::min(p.n_batch, 16));
     L.alignment = std::max<size_t>(64, m.device->mem_alignment);
     const size_t H = c.n_embd, D = c.head_dim, QD = size_t(c.n_head) * D, KVD = size_t(c.n_head_kv) * D;
@@ -25,9 +25,14 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, int n_
         off = align_up(off + bytes, L.alignment);
         return o;
     };
-    L.kv_bytes = sizeof(float) * c.n_layer * C * KVD;
-    L.k_cache = take(L.kv_bytes);
-    L.v_cache = take(L.kv_bytes);
+    L.object = take(sizeof(pangu_session));
+    L.rope = take(sizeof(float) * C * D);
+    L.tokens = take(sizeof(int32_t) * C);
+    L.sampler = take(Sampler::buffer_bytes(c.n_vocab));
+    L.text = take(kTextBuffer);
+    L.last_logits = take(sizeof(float) * V);
+    L.pos = take(sizeof(int32_t) * B);
+    const size_t act0 = off;
     L.x = take(sizeof(float) * B * H);
     L.xb = take(sizeof(float) * B * H);
     L.xb2 = take(sizeof(float) * B * H);
@@ -37,11 +42,12 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, int n_
     L.att = take(sizeof(float) * B * QD);
     L.hb = take(sizeof(float) * B * F);
     L.hb2 = take(sizeof(float) * B * F);
+    L.activation_bytes = off - act0;
+    const size_t lg0 = off;
     L.logits = take(sizeof(float) * L.n_logit_rows * V);
-    L.rope = take(sizeof(float) * C * D);
-    L.pos = take(sizeof(int32_t) * B);
+    L.logits_bytes = off - lg0;
     L.attn_ws_bytes = m.device->attention_workspace
-                          ? m.device->attention_workspace(m.device->ctx, B, c.n_head, C, n_threads)
+                          ? m.device->attention_workspace(m.device->ctx, B, c.n_head, C, p.n_threads)
                           : 0;
     L.attn_ws = take(L.attn_ws_bytes);
     L.mm_ws_bytes = 0;
@@ -63,26 +69,55 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, int n_
                 L.mm_ws_bytes = std::max(L.mm_ws_bytes, ws(*t));
     }
     L.mm_ws = take(L.mm_ws_bytes);
-    L.last_logits = take(sizeof(float) * V);
-    L.sampler = take(Sampler::buffer_bytes(c.n_vocab));
-    L.tokens = take(sizeof(int32_t) * C);
-    L.text = take(kTextBuffer);
+    L.kv_pos_bytes = sizeof(float) * 2 * KVD * c.n_layer;
+    L.kv_bytes = L.kv_pos_bytes * C;
+    L.kv = take(L.kv_bytes);
     L.total = off;
     return L;
 }
 
-Session::Session(Model &m, const pangu_session_params &p) : model(m), params(p), dev_(m.device) {
-    layout = plan_session(m, p, p.n_threads);
-    void *block = nullptr;
-    const int rc = dev_->mem_alloc(dev_->ctx, &block, layout.total);
-    if (rc != 0)
-        fail(static_cast<pangu_status>(rc), "cannot allocate the session's " + std::to_string(layout.total) +
-                                                " bytes (context " + std::to_string(p.n_ctx) + ")");
-    block_ = static_cast<uint8_t *>(block);
-    if (dev_->stream_create(dev_->ctx, p.n_threads, &stream_) != 0) {
-        dev_->mem_free(dev_->ctx, block_);
-        fail(PANGU_ERR_OUT_OF_MEMORY, "cannot start " + std::to_string(p.n_threads) + " compute threads");
+pangu_session *create_session(Model &m, const pangu_session_params &p) {
+    const SessionLayout L = plan_session(m, p);
+    uint8_t *block = nullptr;
+    const bool caller = p.arena != nullptr;
+    if (caller) {
+        if (p.arena_size < L.total)
+            fail(PANGU_ERR_BUFFER_TOO_SMALL, "pangu_session_create: the arena holds " + std::to_string(p.arena_size) +
+                                                 " bytes; this session needs " + std::to_string(L.total) +
+                                                 " (see pangu_session_estimate)");
+        if (reinterpret_cast<uintptr_t>(p.arena) % L.alignment != 0)
+            fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_session_create: the arena must be aligned to " +
+                                                 std::to_string(L.alignment) + " bytes");
+        block = static_cast<uint8_t *>(p.arena);
+    } else {
+        void *b = nullptr;
+        const int rc = m.device->mem_alloc(m.device->ctx, &b, L.total);
+        if (rc != 0)
+            fail(static_cast<pangu_status>(rc), "cannot allocate the session's " + std::to_string(L.total) +
+                                                    " bytes (context " + std::to_string(p.n_ctx) + ")");
+        block = static_cast<uint8_t *>(b);
     }
+    try {
+        return new (block + L.object) pangu_session(m, p, L, block, caller);
+    } catch (...) {
+        if (!caller) m.device->mem_free(m.device->ctx, block);
+        throw;
+    }
+}
+
+void destroy_session(pangu_session *s) {
+    if (!s) return;
+    pgd_device *dev = s->model.device;
+    uint8_t *block = s->block();
+    const bool caller = s->caller_arena;
+    s->~pangu_session();
+    if (!caller) dev->mem_free(dev->ctx, block);
+}
+
+Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller)
+    : model(m), params(p), layout(L), caller_arena(caller), dev_(m.device), block_(block) {
+    if (dev_->stream_create(dev_->ctx, p.n_threads, &stream_) != 0)
+        fail(PANGU_ERR_OUT_OF_MEMORY, "cannot start " + std::to_string(p.n_threads) + " compute threads");
     // RoPE table in double precision: cos/sin of pos * theta^(-2i/D). Precomputing it keeps the angle
     // exact to float rounding even at long positions, where computing pos * inv_freq in float would drift.
     const int D = m.cfg.head_dim, half = D / 2;
@@ -102,7 +137,12 @@ Session::Session(Model &m, const pangu_session_params &p) : model(m), params(p),
 
 Session::~Session() {
     if (stream_) dev_->stream_destroy(dev_->ctx, stream_);
-    if (block_) dev_->mem_free(dev_->ctx, block_);
+}
+
+size_t Session::high_water() const {
+    // Everything before the KV cache is written at creation or by the first forward; the cache is written
+    // position by position.
+    return layout.kv + max_pos * layout.kv_pos_bytes;
 }
 
 void Session::reset() {
@@ -138,6 +178,7 @@ void Session::eval_pending(float *logits_out, size_t out_row0) {
         logits_valid = false;
         forward(tokens + n_past, M, n_out, out);
         n_past += M;
+        if (n_past > max_pos) max_pos = n_past;
         if (out != last_logits_ && n_past == n_tokens)
             std::memcpy(last_logits_, out + static_cast<size_t>(n_out - 1) * V, sizeof(float) * V);
         if (n_past == n_tokens) logits_valid = true;
@@ -145,6 +186,24 @@ void Session::eval_pending(float *logits_out, size_t out_row0) {
 }
 
 void Session::sync() { eval_pending(nullptr, 0); }
+
+bool Session::slide(size_t need) {
+    const size_t keep = static_cast<size_t>(params.n_keep), C = static_cast<size_t>(layout.n_ctx);
+    if (params.context_policy != PANGU_CONTEXT_SLIDE || need > C - keep) return false;
+    // Drop half of what follows the kept prefix (more if `need` requires it): sliding by a large step keeps
+    // the re-evaluation cost per generated token small.
+    const size_t movable = n_tokens - keep;
+    size_t drop = std::max(movable / 2, n_tokens + need > C ? n_tokens + need - C : 0);
+    drop = std::min(drop, movable);
+    std::memmove(tokens + keep, tokens + keep + drop, sizeof(int32_t) * (n_tokens - keep - drop));
+    n_tokens -= drop;
+    // Positions after `keep` changed, so their keys (rotated by position) must be computed again; this
+    // happens in the next evaluation, inside the same cache rows.
+    n_past = std::min(n_past, keep);
+    logits_valid = false;
+    ++n_context_shifts;
+    return true;
+}
 
 void Session::eval(const int32_t *ids, size_t n, float *logits_out) {
     const size_t V = model.cfg.n_vocab;
@@ -198,6 +257,7 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_sampling_params &sp, pangu_token_callback cb,
                                void *user, pangu_generate_result *res) {
+    if (sp.n_stop_strings && !sp.stop_strings) fail(PANGU_ERR_INVALID_ARGUMENT, "stop_strings is NULL");
     for (size_t k = 0; k < sp.n_stop_strings; ++k) {
         if (!sp.stop_strings[k]) fail(PANGU_ERR_INVALID_ARGUMENT, "stop_strings[" + std::to_string(k) + "] is NULL");
         const size_t m = std::strlen(sp.stop_strings[k]);
@@ -212,6 +272,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
 
     const auto t_start = std::chrono::steady_clock::now();
     const size_t n_prompt = n;
+    if (n > static_cast<size_t>(layout.n_ctx) - n_tokens) slide(n);
     eval(ids, n, nullptr);
     if (n_tokens == 0) fail(PANGU_ERR_INVALID_ARGUMENT, "nothing to continue: the context and the prompt are empty");
     sync();
@@ -237,7 +298,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
             r.stop_reason = PANGU_STOP_MAX_TOKENS;
             break;
         }
-        if (n_tokens >= static_cast<size_t>(layout.n_ctx)) {
+        if (n_tokens >= static_cast<size_t>(layout.n_ctx) && !slide(1)) {
             r.stop_reason = PANGU_STOP_CONTEXT_FULL;
             status = PANGU_ERR_CONTEXT_FULL;
             break;

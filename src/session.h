@@ -1,5 +1,6 @@
-// One conversation on a model: its KV cache, working buffers and generation state, all carved from a
-// single block sized from the configuration when the session is created.
+// One conversation on a model: its KV cache, working buffers and generation state, all in a single block
+// (the caller's arena or one allocation) whose layout is computed from the configuration before anything is
+// allocated.
 #pragma once
 
 #include <string>
@@ -11,14 +12,17 @@
 
 namespace pangu {
 
-// Every buffer of a session, in bytes, computed from the model and parameters before anything is allocated.
+// Every region of a session's block, as offsets, computed from the model and parameters alone.
+// The KV cache comes last and is position-major ([pos][layer][K | V]), so the part of the block a session
+// touches grows with its context: pages past the longest context used are never written.
 struct SessionLayout {
     int32_t n_ctx = 0, n_batch = 0, n_threads = 1, n_logit_rows = 1;
-    // offsets into the block
-    size_t k_cache = 0, v_cache = 0, kv_bytes = 0;  // each cache: n_layer * n_ctx * kv_dim floats
+    size_t object = 0;  // the session object itself
+    size_t rope = 0, tokens = 0, sampler = 0, text = 0, last_logits = 0, pos = 0;
     size_t x = 0, xb = 0, xb2 = 0, q = 0, k = 0, v = 0, att = 0, hb = 0, hb2 = 0;
-    size_t logits = 0, rope = 0, pos = 0, attn_ws = 0, attn_ws_bytes = 0, mm_ws = 0, mm_ws_bytes = 0;
-    size_t last_logits = 0, sampler = 0, tokens = 0, text = 0;
+    size_t logits = 0, attn_ws = 0, attn_ws_bytes = 0, mm_ws = 0, mm_ws_bytes = 0;
+    size_t kv = 0, kv_bytes = 0, kv_pos_bytes = 0;  // kv_pos_bytes: one position of every layer, K and V
+    size_t activation_bytes = 0, logits_bytes = 0;
     size_t total = 0;
     size_t alignment = 64;
 };
@@ -27,13 +31,10 @@ struct SessionLayout {
 constexpr size_t kMaxStopString = 256;
 constexpr size_t kTextBuffer = 2 * kMaxStopString + 64;
 
-SessionLayout plan_session(const Model &m, const pangu_session_params &p, int n_threads_effective);
+SessionLayout plan_session(const Model &m, const pangu_session_params &p);
 
 class Session {
 public:
-    Session(Model &m, const pangu_session_params &p);  // throws
-    ~Session();
-
     void reset();
     void truncate(size_t n_keep);
     // Appends and evaluates tokens; `logits_out` (optional) receives n rows of n_vocab.
@@ -41,6 +42,8 @@ public:
     // Evaluates tokens appended by generation but not yet run, so that logits() is current.
     void sync();
     const float *logits() const { return last_logits_; }
+    size_t high_water() const;
+    uint8_t *block() const { return block_; }
 
     pangu_status generate(const int32_t *ids, size_t n, const pangu_sampling_params &sp, pangu_token_callback cb,
                           void *user, pangu_generate_result *res);
@@ -48,20 +51,31 @@ public:
     Model &model;
     pangu_session_params params;
     SessionLayout layout;
-    std::string last_error;
+    mutable ErrorSlot last_error;
     int32_t *tokens = nullptr;  // [n_ctx] the context
     size_t n_tokens = 0;        // tokens in the context
     size_t n_past = 0;          // tokens whose K/V are in the cache (n_past <= n_tokens)
     bool logits_valid = false;
+    bool caller_arena = false;
 
     int (*abort_cb)(void *) = nullptr;
     void *abort_user = nullptr;
+
+    int64_t n_forward = 0, n_evaluated = 0, n_context_shifts = 0;
+    size_t max_pos = 0;  // largest n_past reached: the KV high-water mark
+
+    Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller_arena);
+    ~Session();
+    Session(const Session &) = delete;
+    Session &operator=(const Session &) = delete;
 
 private:
     // Runs the model over ids[0..n) at positions n_past.. (n <= n_batch) and writes the logits of the last
     // `n_out` rows to out (n_out rows of n_vocab, in host memory).
     void forward(const int32_t *ids, int n, int n_out, float *out);
     void eval_pending(float *logits_out, size_t out_row0);
+    // PANGU_CONTEXT_SLIDE: drop tokens after n_keep so that `need` more fit; false if they cannot.
+    bool slide(size_t need);
     float *buf(size_t off) { return reinterpret_cast<float *>(block_ + off); }
 
     pgd_device *dev_;
@@ -72,4 +86,13 @@ private:
     Rng rng_;
 };
 
+// Builds a session in the caller's arena or in a block of its own; throws pangu::Error.
+pangu_session *create_session(Model &m, const pangu_session_params &p);
+void destroy_session(pangu_session *s);
+
 }  // namespace pangu
+
+// The C handle is the session itself, placed at the start of its block.
+struct pangu_session final : pangu::Session {
+    using pangu::Session::Session;
+};

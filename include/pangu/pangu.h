@@ -215,13 +215,51 @@ typedef struct pangu_session_params {
     int32_t n_batch;
     /* Compute threads for this session, including the calling thread. Default 1. */
     int32_t n_threads;
+    /* What generation does when the context is full: PANGU_CONTEXT_ERROR (default) stops with
+     * PANGU_ERR_CONTEXT_FULL; PANGU_CONTEXT_SLIDE keeps the first n_keep tokens and the most recent half of
+     * the rest, re-evaluates them (inside the same memory) and goes on. */
+    int32_t context_policy;
+    /* PANGU_CONTEXT_SLIDE: tokens at the start of the context that are always kept (e.g. a system prompt).
+     * Must be less than n_ctx / 2. Default 0. */
+    int32_t n_keep;
+    /* Caller-provided memory for the whole session, or NULL to let the library allocate it. Size and
+     * alignment come from pangu_session_estimate() with the same parameters. The caller keeps ownership and
+     * must keep it valid, and untouched, until pangu_session_free(). Default NULL. */
+    void *arena;
+    size_t arena_size;
 } pangu_session_params;
+
+/* context_policy values */
+#define PANGU_CONTEXT_ERROR 0
+#define PANGU_CONTEXT_SLIDE 1
 
 /* Fill `params` with defaults. NULL is a no-op. */
 PANGU_API void pangu_session_params_init(pangu_session_params *params);
 
-/* Create a session on `model`. All of the session's memory (KV cache, activations, logits, sampler and
- * detokenizer buffers) is allocated here, in one block; generating allocates nothing more.
+/* The memory a session needs, from pangu_session_estimate(). */
+typedef struct pangu_session_memory {
+    size_t struct_size;      /* sizeof(pangu_session_memory), set by the caller */
+    size_t arena_bytes;      /* exactly what pangu_session_create() uses: pass at least this as arena_size */
+    size_t alignment;        /* required alignment of the arena's address */
+    size_t kv_cache_bytes;   /* of which: keys and values of n_ctx positions of every layer */
+    size_t activation_bytes; /* of which: per-layer activations for n_batch tokens */
+    size_t logits_bytes;     /* of which: logits rows */
+    size_t other_bytes;      /* of which: session state, RoPE table, workspaces, sampler, tokens, text */
+} pangu_session_memory;
+
+/* Compute, without allocating anything, the memory pangu_session_create() will need for `model` and
+ * `params` (NULL = defaults; the arena fields are ignored): in the style of ZSTD_estimateCCtxSize. The same
+ * model and parameters always give the same figures. Thread-safe. */
+PANGU_API pangu_status pangu_session_estimate(const pangu_model *model, const pangu_session_params *params,
+                                              pangu_session_memory *out);
+
+/* Create a session on `model`. All of the session's memory (session state, KV cache, activations, logits,
+ * sampler and detokenizer buffers) is one block: the caller's `params->arena` if given (at least
+ * pangu_session_estimate().arena_bytes, aligned as it says; PANGU_ERR_BUFFER_TOO_SMALL or
+ * PANGU_ERR_INVALID_ARGUMENT otherwise, and nothing is written to the arena), else one allocation.
+ * Apart from that block, creation allocates only the worker threads (n_threads - 1) and their bookkeeping.
+ * Afterwards, evaluation and generation allocate nothing (pangu_session_generate() from text tokenizes the
+ * prompt first, which allocates; pangu_session_generate_tokens() does not).
  * `params` may be NULL for defaults. On success `*out` receives a session the caller owns and frees with
  * pangu_session_free(); on failure `*out` is NULL. Thread-safe with respect to the model. */
 PANGU_API pangu_status pangu_session_create(pangu_model *model, const pangu_session_params *params,
@@ -270,6 +308,25 @@ typedef int (*pangu_abort_callback)(void *user_data);
  * also the way to cancel from another thread: have it read a flag that thread sets. */
 PANGU_API void pangu_session_set_abort_callback(pangu_session *session, pangu_abort_callback callback,
                                                 void *user_data);
+
+/* Counters and memory figures of a session. */
+typedef struct pangu_session_stats {
+    size_t struct_size;          /* sizeof(pangu_session_stats), set by the caller */
+    size_t arena_bytes;          /* the session's block (caller's or allocated) */
+    size_t arena_high_water;     /* furthest byte of the block written so far (grows with the context) */
+    size_t kv_cache_bytes;       /* capacity of the KV cache */
+    int32_t caller_arena;        /* 1 if the block is the caller's */
+    int32_t n_ctx;
+    int32_t n_tokens;            /* tokens in the context now */
+    int32_t n_threads;
+    int64_t n_forward;           /* forward passes run */
+    int64_t n_evaluated;         /* token positions run through the model (prompt, generated, re-evaluated) */
+    int64_t n_context_shifts;    /* PANGU_CONTEXT_SLIDE shifts */
+} pangu_session_stats;
+
+/* Fill `stats` (whose struct_size the caller sets). Counters run from session creation (reset does not
+ * clear them). Same thread rules as the session. */
+PANGU_API pangu_status pangu_session_get_stats(const pangu_session *session, pangu_session_stats *stats);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Generation                                                                                       */
