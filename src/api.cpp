@@ -280,7 +280,7 @@ void resolve_session_params(const pangu::Model &m, pangu_session_params &p, cons
     if (p.context_policy != PANGU_CONTEXT_ERROR && p.context_policy != PANGU_CONTEXT_SLIDE)
         pangu::fail(PANGU_ERR_INVALID_ARGUMENT,
                     std::string(fn) + ": unknown context_policy " + std::to_string(p.context_policy));
-    if (p.n_keep < 0 || p.n_keep >= p.n_ctx / 2)
+    if (p.n_keep < 0 || (p.n_keep > 0 && p.n_keep >= p.n_ctx / 2))
         pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": n_keep " + std::to_string(p.n_keep) +
                                                     " must be at least 0 and less than n_ctx / 2");
     if (!p.arena && p.arena_size)
