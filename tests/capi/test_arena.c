@@ -296,6 +296,41 @@ static void test_slide_keeps_prefix(void **state) {
     assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_ERR_INVALID_ARGUMENT);
 }
 
+/* Weights can be pre-faulted and locked for devices that must not page; locking either works or fails
+ * with a clear I/O error (RLIMIT_MEMLOCK), never silently. Both give the same results as plain mapping. */
+static void test_prefault_and_lock_weights(void **state) {
+    (void)state;
+    const int32_t ids[] = {1, 651, 681, 13};
+    const float *ref = NULL, *got = NULL;
+    int32_t nv = 0;
+    pangu_session *s0 = NULL, *s1 = NULL;
+    assert_int_equal(pangu_session_create(g_model, NULL, &s0), PANGU_OK);
+    assert_int_equal(pangu_session_eval(s0, ids, 4, NULL), PANGU_OK);
+    assert_int_equal(pangu_session_get_logits(s0, &ref, &nv), PANGU_OK);
+    for (int lock = 0; lock <= 1; ++lock) {
+        pangu_model_params mp;
+        pangu_model_params_init(&mp);
+        mp.prefault = 1;
+        mp.lock_memory = lock;
+        pangu_model *m = NULL;
+        pangu_status st = pangu_model_load(PANGU_MODEL_DIR, &mp, &m);
+        if (lock && st != PANGU_OK) {
+            assert_int_equal(st, PANGU_ERR_IO);
+            assert_non_null(strstr(pangu_last_error(), "mlock"));
+            assert_null(m);
+            continue;
+        }
+        assert_int_equal(st, PANGU_OK);
+        assert_int_equal(pangu_session_create(m, NULL, &s1), PANGU_OK);
+        assert_int_equal(pangu_session_eval(s1, ids, 4, NULL), PANGU_OK);
+        assert_int_equal(pangu_session_get_logits(s1, &got, &nv), PANGU_OK);
+        assert_memory_equal(got, ref, sizeof(float) * (size_t)nv);
+        pangu_session_free(s1);
+        pangu_model_free(m);
+    }
+    pangu_session_free(s0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_estimate_is_exact_and_stable),
@@ -306,6 +341,7 @@ int main(void) {
         cmocka_unit_test(test_full_context_stops_by_default),
         cmocka_unit_test(test_sliding_context_stays_in_arena),
         cmocka_unit_test(test_slide_keeps_prefix),
+        cmocka_unit_test(test_prefault_and_lock_weights),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
