@@ -221,10 +221,15 @@ pangu_status pangu_detokenize(const pangu_model *model, const int32_t *ids, size
     const pangu::Model &m = *model->impl;
     return model_guarded_finish(model, guarded(nullptr, [&] {
         for (size_t i = 0; i < n; ++i)
-            if (ids[i] < 0 || ids[i] >= m.vocab.n_vocab())
+            if (ids[i] < 0 || ids[i] >= m.cfg.n_vocab)
                 pangu::fail(PANGU_ERR_INVALID_TOKEN, "pangu_detokenize: token id " + std::to_string(ids[i]) +
                                                          " at index " + std::to_string(i) + " is outside the vocabulary");
-        return copy_text(m.vocab.decode(ids, n), buf, capacity, len, "pangu_detokenize");
+        // Ids past the tokenizer's pieces (a model's vocab_size padded beyond them) stand for no text.
+        std::vector<int32_t> known;
+        known.reserve(n);
+        for (size_t i = 0; i < n; ++i)
+            if (ids[i] < m.vocab.n_vocab()) known.push_back(ids[i]);
+        return copy_text(m.vocab.decode(known.data(), known.size()), buf, capacity, len, "pangu_detokenize");
     }));
 }
 
@@ -233,10 +238,11 @@ pangu_status pangu_token_to_bytes(const pangu_model *model, int32_t token, char 
         return bad_arg(nullptr, "pangu_token_to_bytes", "model, len, and buf when capacity is non-zero, must not be NULL");
     const pangu::Model &m = *model->impl;
     return model_guarded_finish(model, guarded(nullptr, [&] {
-        if (token < 0 || token >= m.vocab.n_vocab())
+        if (token < 0 || token >= m.cfg.n_vocab)
             pangu::fail(PANGU_ERR_INVALID_TOKEN, "pangu_token_to_bytes: token id " + std::to_string(token) +
                                                      " is outside the vocabulary");
-        return copy_text(std::string(m.vocab.token_bytes(token)), buf, capacity, len, "pangu_token_to_bytes");
+        const std::string bytes = token < m.vocab.n_vocab() ? std::string(m.vocab.token_bytes(token)) : std::string();
+        return copy_text(bytes, buf, capacity, len, "pangu_token_to_bytes");
     }));
 }
 

@@ -157,8 +157,9 @@ void Session::truncate(size_t n_keep) {
                                              std::to_string(n_tokens) + " tokens in the context");
     if (n_keep == n_tokens) return;
     n_tokens = n_keep;
-    // Cache rows past n_keep are simply overwritten later; the logits no longer describe the context.
-    if (n_past > n_keep) n_past = n_keep;
+    // Cache rows past n_keep are simply overwritten later. The logits no longer describe the context, so the
+    // last kept token is run again (same token, same position: same cache row) to make them current.
+    if (n_past >= n_keep) n_past = n_keep ? n_keep - 1 : 0;
     logits_valid = false;
 }
 
@@ -289,7 +290,10 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
     // The decoder may drop the space that starts a text; replay the context so streaming knows whether the
     // generated text is still at that start.
     bool at_text_start = true;
-    for (size_t i = 0; i < n_tokens && at_text_start; ++i) vocab.stream_bytes(tokens[i], at_text_start);
+    // Ids past the tokenizer's pieces (vocab_size padded beyond them) stand for no text.
+    const int32_t n_pieces = vocab.n_vocab();
+    for (size_t i = 0; i < n_tokens && at_text_start; ++i)
+        if (tokens[i] < n_pieces) vocab.stream_bytes(tokens[i], at_text_start);
 
     pangu_status status = PANGU_OK;
     r.stop_reason = PANGU_STOP_NONE;
@@ -316,7 +320,8 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
 
         // What text does this token complete? Held-back text + new whole characters.
         // Control tokens push nothing but still end a pending byte run, as in the decoder.
-        n_text += utf8.push(vocab.stream_bytes(tok, at_text_start), text + n_text, kTextBuffer - n_text);
+        const std::string_view bytes = tok < n_pieces ? vocab.stream_bytes(tok, at_text_start) : std::string_view();
+        n_text += utf8.push(bytes, text + n_text, kTextBuffer - n_text);
 
         bool stop_now = false;
         size_t emit = n_text;
@@ -334,7 +339,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
                 const size_t m = std::strlen(sp.stop_strings[k]);
                 // The stop string may have ended inside the text added by this token only.
                 const char *hit = nullptr;
-                for (size_t end = n_text; end >= m && !hit; --end)
+                for (size_t end = m; end <= n_text && !hit; ++end)
                     if (ends_with(text, end, sp.stop_strings[k], m)) hit = text + end - m;
                 if (hit) {
                     r.stop_reason = PANGU_STOP_STRING;
