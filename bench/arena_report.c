@@ -1,0 +1,61 @@
+/* Session memory per context length, from pangu_session_estimate():
+ *
+ *   arena_report -m DIR [-c CTX]... [-b BATCH] [-t THREADS]
+ *
+ * Prints one line per context length (default 512, 2048, 4096) with the arena and its parts. Nothing is
+ * allocated for the session: the figures come from the model's shapes alone. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pangu/pangu.h"
+
+int main(int argc, char **argv) {
+    const char *dir = NULL;
+    int ctx[16], n_ctx = 0, batch = 64, threads = 1;
+    for (int i = 1; i < argc; ++i) {
+        if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc && n_ctx < 16) ctx[n_ctx++] = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-b") && i + 1 < argc) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: arena_report -m DIR [-c CTX]... [-b BATCH] [-t THREADS]\n");
+            return 2;
+        }
+    }
+    if (!dir) {
+        fprintf(stderr, "arena_report: -m DIR is required\n");
+        return 2;
+    }
+    if (n_ctx == 0) {
+        ctx[0] = 512;
+        ctx[1] = 2048;
+        ctx[2] = 4096;
+        n_ctx = 3;
+    }
+    pangu_model *m = NULL;
+    if (pangu_model_load(dir, NULL, &m) != PANGU_OK) {
+        fprintf(stderr, "arena_report: %s\n", pangu_last_error());
+        return 1;
+    }
+    printf("%-8s %14s %14s %14s %12s %12s\n", "n_ctx", "arena_bytes", "kv_cache", "activations", "logits", "other");
+    for (int i = 0; i < n_ctx; ++i) {
+        pangu_session_params p;
+        pangu_session_params_init(&p);
+        p.n_ctx = ctx[i];
+        p.n_batch = batch;
+        p.n_threads = threads;
+        pangu_session_memory mem;
+        memset(&mem, 0, sizeof mem);
+        mem.struct_size = sizeof mem;
+        if (pangu_session_estimate(m, &p, &mem) != PANGU_OK) {
+            fprintf(stderr, "arena_report: n_ctx %d: %s\n", ctx[i], pangu_last_error());
+            pangu_model_free(m);
+            return 1;
+        }
+        printf("%-8d %14zu %14zu %14zu %12zu %12zu\n", ctx[i], mem.arena_bytes, mem.kv_cache_bytes,
+               mem.activation_bytes, mem.logits_bytes, mem.other_bytes);
+    }
+    pangu_model_free(m);
+    return 0;
+}
