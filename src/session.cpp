@@ -222,8 +222,9 @@ void Session::eval(const int32_t *ids, size_t n, float *logits_out) {
     try {
         eval_pending(logits_out, row0);
     } catch (...) {
-        // Keep what was evaluated; drop what was not, so the context stays consistent with the cache.
-        n_tokens = n_past;
+        // Keep what was evaluated, and what the context held before this call (a generated token that was
+        // delivered but not yet run stays); drop the new tokens that were not evaluated.
+        n_tokens = std::max(n_past, row0);
         throw;
     }
 }

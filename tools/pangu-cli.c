@@ -1,0 +1,849 @@
+/*
+ * pangu-cli -- run an openPangu-Embedded model from the command line.
+ *
+ * Completion mode streams the continuation of a prompt to stdout; chat mode (-i / --chat) holds a multi-turn
+ * conversation on stdin/stdout. Diagnostics and timings go to stderr, so stdout carries only text.
+ * Flags follow llama-cli where they overlap. C99 + POSIX against the public header only.
+ *
+ * Exit status: 0 success, 1 runtime failure (message on stderr), 2 usage error, 130 interrupted by Ctrl-C.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <pangu/pangu.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROG "pangu-cli"
+#define EXIT_USAGE 2
+#define EXIT_INTERRUPTED 130
+#define MAX_STOP_STRINGS 16
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Options                                                                                          */
+/* ------------------------------------------------------------------------------------------------ */
+
+typedef struct options {
+    const char *model_dir;
+    const char *prompt;      /* -p */
+    const char *prompt_file; /* -f */
+    long n_predict;          /* -1 = until EOS or the context is full */
+    double temp, top_p, min_p, repeat_penalty;
+    long top_k, repeat_last_n;
+    int seed_given;
+    unsigned long long seed;
+    long threads, ctx, batch, keep;
+    int context_shift;
+    const char *stops[MAX_STOP_STRINGS];
+    size_t n_stops;
+    int no_bos, chat, verbose_prompt, display_prompt, mlock, prefault;
+} options;
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: " PROG " -m MODEL_DIR [-p PROMPT | -f FILE] [options]\n"
+            "       " PROG " -m MODEL_DIR --chat [-p SYSTEM_PROMPT] [options]\n"
+            "\n"
+            "Generate text with an openPangu-Embedded model (Hugging Face directory: config.json,\n"
+            "*.safetensors, tokenizer.model). The completion streams to stdout; diagnostics and timings\n"
+            "go to stderr.\n"
+            "\n"
+            "model and prompt:\n"
+            "  -m, --model DIR          model directory (required)\n"
+            "  -p, --prompt TEXT        prompt to complete (in chat mode: the system prompt)\n"
+            "  -f, --file FILE          read the prompt from FILE (used verbatim)\n"
+            "      --no-bos             do not prepend the BOS token to the prompt\n"
+            "      --no-display-prompt  do not echo the prompt before the completion\n"
+            "      --verbose-prompt     print the prompt's tokens to stderr before generating\n"
+            "  -i, --interactive, --chat\n"
+            "                           chat: read user turns from stdin, one per line, until EOF\n"
+            "\n"
+            "generation:\n"
+            "  -n, --n-predict N        new tokens to generate (default 256; -1 = until EOS or context full)\n"
+            "      --temp T             temperature; 0 = greedy (default 0.8)\n"
+            "      --top-k N            keep the N most likely tokens; 0 = all (default 40)\n"
+            "      --top-p P            nucleus sampling threshold, 0 < P <= 1; 1 = off (default 0.95)\n"
+            "      --min-p P            drop tokens below P * p(best), 0 <= P <= 1; 0 = off (default 0)\n"
+            "      --repeat-penalty F   penalty > 1 for recently seen tokens; 1 = off (default 1)\n"
+            "      --repeat-last-n N    window of the repeat penalty; 0 or -1 = whole context (default 64)\n"
+            "  -s, --seed N             sampling seed (default: from the clock, printed to stderr; -1 = same)\n"
+            "      --stop STR           stop when the text reaches STR (not printed); repeatable\n"
+            "\n"
+            "resources:\n"
+            "  -t, --threads N          compute threads (default: online CPUs, at most 4)\n"
+            "  -c, --ctx-size N         context length in tokens (default: min(2048, model maximum))\n"
+            "      --context-shift      when the context is full, drop the older half (after --keep tokens)\n"
+            "                           and go on, instead of stopping (completion mode)\n"
+            "      --keep N             with --context-shift: tokens at the start that are always kept (default 0)\n"
+            "  -b, --batch-size N       prompt tokens per forward pass (default 64)\n"
+            "      --mlock              lock the weights in RAM\n"
+            "      --prefault           pre-fault the weight mapping at load\n"
+            "\n"
+            "      --version            print the version and exit\n"
+            "  -h, --help               print this help and exit\n"
+            "\n"
+            "Ctrl-C stops the reply being generated; in chat mode, Ctrl-C at the prompt or EOF ends the chat.\n"
+            "Exit status: 0 success, 1 error, 2 usage error, 130 interrupted.\n");
+}
+
+#if defined(__GNUC__)
+#define NORETURN __attribute__((noreturn))
+#else
+#define NORETURN
+#endif
+
+static NORETURN void usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs(PROG ": ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry '" PROG " --help' for more information.\n", stderr);
+    exit(EXIT_USAGE);
+}
+
+static long parse_long(const char *flag, const char *s, long lo, long hi) {
+    char *end = NULL;
+    errno = 0;
+    const long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+        usage_error("%s expects an integer from %ld to %ld, not '%s'", flag, lo, hi, s);
+    return v;
+}
+
+/* A finite number in [lo, hi]; with lo_open, lo itself is excluded. */
+static double parse_double(const char *flag, const char *s, double lo, int lo_open, double hi) {
+    char *end = NULL;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v) || v < lo || (lo_open && v == lo) || v > hi) {
+        if (hi == HUGE_VAL)
+            usage_error("%s expects a number %s %g, not '%s'", flag, lo_open ? ">" : ">=", lo, s);
+        usage_error("%s expects a number %s %g and <= %g, not '%s'", flag, lo_open ? ">" : ">=", lo, hi, s);
+    }
+    return v;
+}
+
+/* a equals the short or the long spelling of an option (either may be NULL). */
+static int is_option(const char *a, const char *short_name, const char *long_name) {
+    return (short_name && strcmp(a, short_name) == 0) || (long_name && strcmp(a, long_name) == 0);
+}
+
+static NORETURN char *missing_value(const char *option) {
+    usage_error("option %s needs a value", option);
+}
+
+static long default_threads(void) {
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) return 1;
+    return n > 4 ? 4 : n;
+}
+
+static void parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = 256;
+    o->temp = 0.8;
+    o->top_k = 40;
+    o->top_p = 0.95;
+    o->min_p = 0.0;
+    o->repeat_penalty = 1.0;
+    o->repeat_last_n = 64;
+    o->threads = default_threads();
+    o->ctx = 0;
+    o->batch = 64;
+    o->display_prompt = 1;
+
+    for (int i = 1; i < argc; ++i) {
+        const char *a = argv[i];
+#define IS(short_, long_) is_option(a, short_, long_)
+#define VALUE() (i + 1 < argc ? argv[++i] : missing_value(a))
+        if (IS("-h", "--help")) {
+            usage(stdout);
+            exit(0);
+        } else if (IS(NULL, "--version")) {
+            printf(PROG " %s (libpangu_c %s)\n", PANGU_VERSION_STRING, pangu_version_string());
+            exit(0);
+        } else if (IS("-m", "--model")) {
+            o->model_dir = VALUE();
+        } else if (IS("-p", "--prompt")) {
+            o->prompt = VALUE();
+        } else if (IS("-f", "--file")) {
+            o->prompt_file = VALUE();
+        } else if (IS("-n", "--n-predict")) {
+            o->n_predict = parse_long(a, VALUE(), -1, INT32_MAX);
+        } else if (IS(NULL, "--temp")) {
+            o->temp = parse_double(a, VALUE(), 0.0, 0, HUGE_VAL);
+        } else if (IS(NULL, "--top-k")) {
+            o->top_k = parse_long(a, VALUE(), 0, INT32_MAX);
+        } else if (IS(NULL, "--top-p")) {
+            o->top_p = parse_double(a, VALUE(), 0.0, 1, 1.0);
+        } else if (IS(NULL, "--min-p")) {
+            o->min_p = parse_double(a, VALUE(), 0.0, 0, 1.0);
+        } else if (IS(NULL, "--repeat-penalty")) {
+            o->repeat_penalty = parse_double(a, VALUE(), 0.0, 1, HUGE_VAL);
+        } else if (IS(NULL, "--repeat-last-n")) {
+            o->repeat_last_n = parse_long(a, VALUE(), -1, INT32_MAX);
+            if (o->repeat_last_n < 0) o->repeat_last_n = 0; /* the library's "whole context" */
+        } else if (IS("-s", "--seed")) {
+            const char *s = VALUE();
+            if (strcmp(s, "-1") == 0) {
+                o->seed_given = 0;
+            } else {
+                char *end = NULL;
+                errno = 0;
+                const unsigned long long v = strtoull(s, &end, 10);
+                if (end == s || *end != '\0' || errno == ERANGE || s[strspn(s, " \t")] == '-')
+                    usage_error("%s expects an integer from 0 to %llu (or -1 for a clock seed), not '%s'", a,
+                                (unsigned long long)UINT64_MAX, s);
+                o->seed = v;
+                o->seed_given = 1;
+            }
+        } else if (IS("-t", "--threads")) {
+            o->threads = parse_long(a, VALUE(), 1, 256);
+        } else if (IS("-c", "--ctx-size")) {
+            o->ctx = parse_long(a, VALUE(), 0, INT32_MAX);
+        } else if (IS(NULL, "--context-shift")) {
+            o->context_shift = 1;
+        } else if (IS(NULL, "--keep")) {
+            o->keep = parse_long(a, VALUE(), 0, INT32_MAX);
+        } else if (IS("-b", "--batch-size")) {
+            o->batch = parse_long(a, VALUE(), 1, 4096);
+        } else if (IS(NULL, "--stop")) {
+            const char *s = VALUE();
+            if (*s == '\0') usage_error("--stop needs a non-empty string");
+            if (o->n_stops == MAX_STOP_STRINGS) usage_error("at most %d --stop strings", MAX_STOP_STRINGS);
+            o->stops[o->n_stops++] = s;
+        } else if (IS(NULL, "--no-bos")) {
+            o->no_bos = 1;
+        } else if (IS("-i", "--interactive") || IS(NULL, "--chat")) {
+            o->chat = 1;
+        } else if (IS(NULL, "--verbose-prompt")) {
+            o->verbose_prompt = 1;
+        } else if (IS(NULL, "--no-display-prompt")) {
+            o->display_prompt = 0;
+        } else if (IS(NULL, "--mlock")) {
+            o->mlock = 1;
+        } else if (IS(NULL, "--prefault")) {
+            o->prefault = 1;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            usage_error("unknown option '%s'", a);
+        } else {
+            usage_error("unexpected argument '%s' (the prompt goes after -p)", a);
+        }
+#undef IS
+#undef VALUE
+    }
+    if (!o->model_dir) usage_error("a model directory is required (-m DIR)");
+    if (o->prompt && o->prompt_file) usage_error("use either -p or -f, not both");
+    if (o->keep && !o->context_shift) usage_error("--keep applies only with --context-shift");
+    if (o->context_shift && o->chat)
+        usage_error("--context-shift is for completion mode; chat starts a new conversation when the context is full");
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Helpers                                                                                          */
+/* ------------------------------------------------------------------------------------------------ */
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Print the failed call and the library's detailed message; returns 1 for `return fail(...)`. */
+static int fail(const char *what, pangu_status st) {
+    const char *detail = pangu_last_error();
+    fprintf(stderr, PROG ": error: %s: %s%s%s\n", what, pangu_status_string(st), *detail ? ": " : "", detail);
+    return 1;
+}
+
+static void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fputs(PROG ": error: out of memory\n", stderr);
+        exit(1);
+    }
+    return q;
+}
+
+static char *xstrndup(const char *s, size_t n) {
+    char *d = xrealloc(NULL, n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+/* Growable byte string. */
+typedef struct sbuf {
+    char *data;
+    size_t len, cap;
+} sbuf;
+
+static void sbuf_append(sbuf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        b->data = xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    if (n) memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void sbuf_reserve(sbuf *b, size_t cap) {
+    if (b->cap >= cap) return;
+    b->data = xrealloc(b->data, cap);
+    if (b->cap == 0) b->data[0] = '\0';
+    b->cap = cap;
+}
+
+static void sbuf_set(sbuf *b, const char *s, size_t n) {
+    b->len = 0;
+    sbuf_append(b, s, n);
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, PROG ": error: cannot open prompt file '%s': %s\n", path, strerror(errno));
+        return NULL;
+    }
+    sbuf b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) sbuf_append(&b, chunk, n);
+    const int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, PROG ": error: cannot read prompt file '%s'\n", path);
+        free(b.data);
+        return NULL;
+    }
+    sbuf_append(&b, "", 0);
+    *len = b.len;
+    return b.data;
+}
+
+/* The raw bytes of one token (may be part of a UTF-8 character); returns its length, or -1 on error. */
+static long token_bytes(const pangu_model *model, int32_t token, sbuf *out) {
+    size_t len = 0;
+    sbuf_reserve(out, 64);
+    pangu_status st = pangu_token_to_bytes(model, token, out->data, out->cap, &len);
+    if (st == PANGU_ERR_BUFFER_TOO_SMALL) {
+        sbuf_reserve(out, len + 1);
+        st = pangu_token_to_bytes(model, token, out->data, out->cap, &len);
+    }
+    if (st != PANGU_OK) return -1;
+    out->len = len;
+    return (long)len;
+}
+
+/* Write bytes to stderr with control characters escaped, for --verbose-prompt. */
+static void print_escaped(const char *s, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+        const unsigned char c = (unsigned char)s[i];
+        if (c == '\n') fputs("\\n", stderr);
+        else if (c == '\t') fputs("\\t", stderr);
+        else if (c == '\\') fputs("\\\\", stderr);
+        else if (c < 0x20 || c == 0x7f) fprintf(stderr, "\\x%02x", c);
+        else fputc(c, stderr);
+    }
+}
+
+static const char *stop_reason_string(int32_t reason) {
+    switch (reason) {
+    case PANGU_STOP_EOS: return "end of text";
+    case PANGU_STOP_TOKEN: return "stop token";
+    case PANGU_STOP_STRING: return "stop string";
+    case PANGU_STOP_MAX_TOKENS: return "token limit (-n)";
+    case PANGU_STOP_CONTEXT_FULL: return "context full";
+    case PANGU_STOP_CANCELLED: return "interrupted";
+    default: return "none";
+    }
+}
+
+static void print_rate(const char *what, long n, double ms) {
+    fprintf(stderr, PROG ": %-8s %6ld tokens in %9.2f ms", what, n, ms);
+    if (n > 0 && ms > 0) fprintf(stderr, " (%8.2f ms/token, %8.2f tokens/s)", ms / n, 1e3 * n / ms);
+    fputc('\n', stderr);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Ctrl-C                                                                                           */
+/* ------------------------------------------------------------------------------------------------ */
+
+static volatile sig_atomic_t g_interrupted = 0;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (g_interrupted) _exit(EXIT_INTERRUPTED); /* a second Ctrl-C while the first is pending: leave now */
+    g_interrupted = 1;
+}
+
+static void install_sigint(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: a read at the chat prompt returns EINTR, so Ctrl-C there exits */
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* Abort callback: stops prefill between chunks and generation between tokens. */
+static int abort_requested(void *user_data) {
+    (void)user_data;
+    return g_interrupted != 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Streaming                                                                                        */
+/* ------------------------------------------------------------------------------------------------ */
+
+typedef struct stream_state {
+    long n_generated; /* tokens delivered to the callback (all are in the session's context) */
+    sbuf text;        /* text emitted so far (chat mode keeps the reply) */
+    int keep_text;
+} stream_state;
+
+static int on_token(void *user_data, int32_t token, const char *piece, size_t piece_len) {
+    stream_state *s = user_data;
+    (void)token;
+    ++s->n_generated;
+    if (piece_len) {
+        fwrite(piece, 1, piece_len, stdout);
+        fflush(stdout);
+        if (s->keep_text) sbuf_append(&s->text, piece, piece_len);
+    }
+    return g_interrupted != 0;
+}
+
+static void fill_sampling(const options *o, pangu_sampling_params *sp) {
+    pangu_sampling_params_init(sp);
+    sp->temperature = (float)o->temp;
+    sp->top_k = (int32_t)o->top_k;
+    sp->top_p = (float)o->top_p;
+    sp->min_p = (float)o->min_p;
+    sp->repetition_penalty = (float)o->repeat_penalty;
+    sp->repeat_last_n = (int32_t)o->repeat_last_n;
+    sp->seed = (uint64_t)o->seed;
+    sp->max_new_tokens = o->n_predict < 0 ? INT32_MAX : (int32_t)o->n_predict;
+    sp->stop_strings = o->stops;
+    sp->n_stop_strings = o->n_stops;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Completion mode                                                                                  */
+/* ------------------------------------------------------------------------------------------------ */
+
+static int run_completion(const options *o, pangu_model *model, pangu_session *session, const char *prompt,
+                          size_t prompt_len) {
+    /* Tokenize here rather than in pangu_session_generate so that --no-bos and --verbose-prompt work. */
+    size_t n_ids = 0;
+    const int32_t add_bos = o->no_bos ? 0 : -1;
+    pangu_status st = pangu_tokenize(model, prompt, prompt_len, add_bos, 1, NULL, 0, &n_ids);
+    int32_t *ids = NULL;
+    if (st == PANGU_ERR_BUFFER_TOO_SMALL) {
+        ids = xrealloc(NULL, n_ids * sizeof *ids);
+        st = pangu_tokenize(model, prompt, prompt_len, add_bos, 1, ids, n_ids, &n_ids);
+    }
+    if (st != PANGU_OK) {
+        free(ids);
+        return fail("tokenizing the prompt", st);
+    }
+    if (n_ids == 0) {
+        fprintf(stderr, PROG ": error: the prompt is empty and --no-bos was given: nothing to continue from\n");
+        return 1;
+    }
+    if (o->verbose_prompt) {
+        sbuf piece = {0};
+        fprintf(stderr, PROG ": prompt: %zu tokens\n", n_ids);
+        for (size_t i = 0; i < n_ids; ++i) {
+            fprintf(stderr, "%8d -> '", (int)ids[i]);
+            if (token_bytes(model, ids[i], &piece) >= 0) print_escaped(piece.data, piece.len);
+            fputs("'\n", stderr);
+        }
+        free(piece.data);
+    }
+
+    pangu_sampling_params sp;
+    fill_sampling(o, &sp);
+    stream_state ss = {0};
+    pangu_generate_result res;
+    memset(&res, 0, sizeof res);
+    res.struct_size = sizeof res;
+
+    if (o->display_prompt) {
+        fwrite(prompt, 1, prompt_len, stdout);
+        fflush(stdout);
+    }
+    st = pangu_session_generate_tokens(session, ids, n_ids, &sp, on_token, &ss, &res);
+    free(ids);
+    fputc('\n', stdout);
+    fflush(stdout);
+
+    if (st != PANGU_OK && st != PANGU_ERR_CANCELLED && st != PANGU_ERR_CONTEXT_FULL) return fail("generating", st);
+    if (st == PANGU_ERR_CONTEXT_FULL && ss.n_generated == 0 && res.stop_reason == PANGU_STOP_NONE)
+        return fail("evaluating the prompt", st); /* the prompt itself does not fit */
+
+    if (res.stop_reason != PANGU_STOP_NONE) {
+        print_rate("prompt", res.n_prompt_tokens, res.prompt_ms);
+        print_rate("generate", res.n_generated, res.generate_ms);
+        pangu_session_stats stats;
+        memset(&stats, 0, sizeof stats);
+        stats.struct_size = sizeof stats;
+        if (o->context_shift && pangu_session_get_stats(session, &stats) == PANGU_OK)
+            fprintf(stderr, PROG ": context shifts: %lld\n", (long long)stats.n_context_shifts);
+        fprintf(stderr, PROG ": stopped: %s\n", stop_reason_string(res.stop_reason));
+    }
+    if (st == PANGU_ERR_CANCELLED) {
+        fprintf(stderr, PROG ": interrupted\n");
+        return EXIT_INTERRUPTED;
+    }
+    if (st == PANGU_ERR_CONTEXT_FULL) {
+        if (o->n_predict < 0) return 0; /* -n -1: a full context is the expected end */
+        return fail("generating", st);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Chat mode                                                                                        */
+/* ------------------------------------------------------------------------------------------------ */
+
+typedef struct chat {
+    pangu_model *model;
+    pangu_session *session;
+    int template_mode;            /* 1: the model's chat template; 0: plain "用户：/助手：" text */
+    pangu_chat_message *messages; /* the conversation; contents are owned (malloc) */
+    size_t n_messages, cap_messages;
+    size_t n_system;              /* 1 if messages[0] is the system prompt */
+    sbuf fed;                     /* the rendered text the session's context stands for */
+    sbuf rendered;
+    int32_t *tokens;
+    size_t cap_tokens;
+} chat;
+
+static void chat_push(chat *c, const char *role, const char *content, size_t len) {
+    if (c->n_messages == c->cap_messages) {
+        c->cap_messages = c->cap_messages ? 2 * c->cap_messages : 16;
+        c->messages = xrealloc(c->messages, c->cap_messages * sizeof *c->messages);
+    }
+    c->messages[c->n_messages].role = role;
+    c->messages[c->n_messages].content = xstrndup(content, len);
+    ++c->n_messages;
+}
+
+static void chat_pop(chat *c) {
+    if (c->n_messages == 0) return;
+    --c->n_messages;
+    free((char *)c->messages[c->n_messages].content);
+}
+
+/* Start over: keep the system prompt, forget the rest and empty the context. */
+static void chat_restart(chat *c) {
+    while (c->n_messages > c->n_system) chat_pop(c);
+    pangu_session_reset(c->session);
+    sbuf_set(&c->fed, "", 0);
+}
+
+/* Render the whole conversation, ending with the assistant's opening, into c->rendered. */
+static pangu_status chat_render(chat *c) {
+    if (!c->template_mode) {
+        sbuf_set(&c->rendered, "", 0);
+        for (size_t i = 0; i < c->n_messages; ++i) {
+            const char *role = c->messages[i].role;
+            const char *label = strcmp(role, "system") == 0 ? "系统：" : strcmp(role, "user") == 0 ? "用户：" : "助手：";
+            sbuf_append(&c->rendered, label, strlen(label));
+            sbuf_append(&c->rendered, c->messages[i].content, strlen(c->messages[i].content));
+            sbuf_append(&c->rendered, "\n", 1);
+        }
+        sbuf_append(&c->rendered, "助手：", strlen("助手："));
+        return PANGU_OK;
+    }
+    size_t len = 0;
+    sbuf_reserve(&c->rendered, 1024);
+    pangu_status st =
+        pangu_apply_chat_template(c->model, c->messages, c->n_messages, 1, c->rendered.data, c->rendered.cap, &len);
+    if (st == PANGU_ERR_BUFFER_TOO_SMALL) {
+        sbuf_reserve(&c->rendered, len + 1);
+        st = pangu_apply_chat_template(c->model, c->messages, c->n_messages, 1, c->rendered.data, c->rendered.cap,
+                                       &len);
+    }
+    if (st == PANGU_OK) c->rendered.len = len;
+    return st;
+}
+
+/*
+ * After a reply, make the context stand for exactly `fed` = rendered prompt + a prefix of the reply text:
+ * keep the generated tokens whose bytes spell the reply's beginning (ending on a character boundary), drop
+ * the rest (an EOS or stop token, the tokens of a stop string, a partial character). The next turn then
+ * feeds the rendered conversation from where `fed` ends, so the context always equals the rendered history.
+ */
+static int chat_settle(chat *c, long n_generated, const char *reply, size_t reply_len, int32_t eos) {
+    const size_t n_now = pangu_session_n_tokens(c->session);
+    if ((size_t)n_generated > n_now) return -1;
+    if (c->cap_tokens < n_now) {
+        c->cap_tokens = n_now;
+        c->tokens = xrealloc(c->tokens, n_now * sizeof *c->tokens);
+    }
+    size_t n = 0;
+    if (pangu_session_get_tokens(c->session, c->tokens, c->cap_tokens, &n) != PANGU_OK || n != n_now) return -1;
+    const size_t first = n_now - (size_t)n_generated;
+    size_t keep = 0, kept_bytes = 0, bytes = 0;
+    sbuf piece = {0};
+    for (size_t j = first; j < n_now; ++j) {
+        if (c->tokens[j] == eos) break;
+        const long len = token_bytes(c->model, c->tokens[j], &piece);
+        if (len <= 0 || bytes + (size_t)len > reply_len || memcmp(reply + bytes, piece.data, (size_t)len) != 0) break;
+        bytes += (size_t)len;
+        if (bytes == reply_len || ((unsigned char)reply[bytes] & 0xC0) != 0x80) { /* a character boundary */
+            keep = j + 1 - first;
+            kept_bytes = bytes;
+        }
+    }
+    free(piece.data);
+    if (pangu_session_truncate(c->session, first + keep) != PANGU_OK) return -1;
+    sbuf_append(&c->fed, reply, kept_bytes);
+    return 0;
+}
+
+static int run_chat(const options *o, pangu_model *model, pangu_session *session, const char *system_prompt,
+                    size_t system_len) {
+    pangu_model_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    pangu_status st = pangu_model_get_info(model, &info);
+    if (st != PANGU_OK) return fail("reading the model info", st);
+
+    chat c;
+    memset(&c, 0, sizeof c);
+    c.model = model;
+    c.session = session;
+    c.template_mode = info.has_chat_template != 0;
+
+    pangu_sampling_params sp;
+    fill_sampling(o, &sp);
+    const char *stops[MAX_STOP_STRINGS + 1];
+    size_t n_stops = 0;
+    for (size_t i = 0; i < o->n_stops; ++i) stops[n_stops++] = o->stops[i];
+    int32_t stop_tokens[2];
+    size_t n_stop_tokens = 0;
+    if (c.template_mode) {
+        /* A message ends with [unused10]; a new one would open with [unused9]. Either ends the reply. */
+        const char *marks[2] = {"[unused10]", "[unused9]"};
+        for (int k = 0; k < 2; ++k) {
+            int32_t id = -1;
+            size_t n = 0;
+            if (pangu_tokenize(model, marks[k], strlen(marks[k]), 0, 1, &id, 1, &n) == PANGU_OK && n == 1)
+                stop_tokens[n_stop_tokens++] = id;
+        }
+        fprintf(stderr, PROG ": chat mode with the model's chat template\n");
+    } else {
+        stops[n_stops++] = "\n用户：";
+        fprintf(stderr, PROG ": this model has no chat template tokens; chat uses plain text turns "
+                        "(\"用户：...\\n助手：\") and stops at \"\\n用户：\"\n");
+    }
+    sp.stop_strings = stops;
+    sp.n_stop_strings = n_stops;
+    sp.stop_tokens = n_stop_tokens ? stop_tokens : NULL;
+    sp.n_stop_tokens = n_stop_tokens;
+
+    if (system_prompt && system_len) {
+        chat_push(&c, "system", system_prompt, system_len);
+        c.n_system = 1;
+    }
+    const int tty = isatty(STDIN_FILENO);
+    if (tty) fprintf(stderr, PROG ": type a message and press Enter; Ctrl-C stops a reply; Ctrl-D or Ctrl-C here quits\n");
+
+    long total_prompt = 0, total_gen = 0, turn = 0;
+    double total_prompt_ms = 0, total_gen_ms = 0;
+    int rc = 0;
+    char *line = NULL;
+    size_t line_cap = 0;
+    stream_state ss = {0};
+    ss.keep_text = 1;
+
+    for (;;) {
+        g_interrupted = 0;
+        if (tty) {
+            fputs("> ", stderr);
+            fflush(stderr);
+        }
+        errno = 0;
+        const ssize_t got = getline(&line, &line_cap, stdin);
+        if (got < 0) {
+            if (tty || g_interrupted) fputc('\n', stderr);
+            break; /* EOF, or Ctrl-C at the prompt */
+        }
+        size_t len = (size_t)got;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) --len;
+        if (len == 0) continue;
+        if (memchr(line, '\0', len)) {
+            fprintf(stderr, PROG ": the message contains a NUL byte; skipped\n");
+            continue;
+        }
+
+        chat_push(&c, "user", line, len);
+        st = chat_render(&c);
+        if (st != PANGU_OK) {
+            fail("rendering the conversation", st);
+            chat_pop(&c);
+            if (st == PANGU_ERR_INVALID_UTF8 || st == PANGU_ERR_INVALID_ARGUMENT) continue;
+            rc = 1;
+            break;
+        }
+        /* The context stands for `fed`; feed only what the rendered conversation adds to it. */
+        if (c.rendered.len < c.fed.len || memcmp(c.rendered.data, c.fed.data, c.fed.len) != 0) {
+            pangu_session_reset(session); /* cannot happen with a prefix-stable format; stay correct anyway */
+            sbuf_set(&c.fed, "", 0);
+        }
+        const size_t n_before = pangu_session_n_tokens(session);
+        ss.n_generated = 0;
+        sbuf_set(&ss.text, "", 0);
+        pangu_generate_result res;
+        memset(&res, 0, sizeof res);
+        res.struct_size = sizeof res;
+        sp.seed = (uint64_t)o->seed + (uint64_t)turn++; /* reproducible, yet not the same draw every turn */
+        st = pangu_session_generate(session, c.rendered.data + c.fed.len, &sp, on_token, &ss, &res);
+        if (ss.n_generated > 0 || st == PANGU_OK) fputc('\n', stdout);
+        fflush(stdout);
+        if (res.stop_reason != PANGU_STOP_NONE) {
+            total_prompt += res.n_prompt_tokens;
+            total_prompt_ms += res.prompt_ms;
+            total_gen += res.n_generated;
+            total_gen_ms += res.generate_ms;
+        }
+
+        if (st == PANGU_ERR_CONTEXT_FULL) {
+            fprintf(stderr, PROG ": the context is full (%zu tokens); starting a new conversation\n",
+                    pangu_session_n_tokens(session));
+            chat_restart(&c);
+            continue;
+        }
+        if (st != PANGU_OK && st != PANGU_ERR_CANCELLED) {
+            fail("generating", st);
+            if (st == PANGU_ERR_INVALID_UTF8) { /* bad input: drop the turn, the context is unchanged */
+                chat_pop(&c);
+                continue;
+            }
+            rc = 1;
+            break;
+        }
+        if (st == PANGU_ERR_CANCELLED) fprintf(stderr, PROG ": reply interrupted\n");
+        if (ss.n_generated == 0) {
+            /* Interrupted before the reply began: forget the turn and restore the context. */
+            chat_pop(&c);
+            if (pangu_session_n_tokens(session) < n_before || pangu_session_truncate(session, n_before) != PANGU_OK) {
+                pangu_session_reset(session); /* the next turn re-feeds the whole conversation */
+                sbuf_set(&c.fed, "", 0);
+            }
+            continue;
+        }
+        sbuf_set(&c.fed, c.rendered.data, c.rendered.len);
+        chat_push(&c, "assistant", ss.text.len ? ss.text.data : "", ss.text.len);
+        if (chat_settle(&c, ss.n_generated, ss.text.data ? ss.text.data : "", ss.text.len, info.eos_token) != 0) {
+            pangu_session_reset(session);
+            sbuf_set(&c.fed, "", 0);
+        }
+    }
+
+    if (total_prompt + total_gen > 0) {
+        print_rate("prompt", total_prompt, total_prompt_ms);
+        print_rate("generate", total_gen, total_gen_ms);
+    }
+    free(line);
+    free(ss.text.data);
+    while (c.n_messages) chat_pop(&c);
+    free(c.messages);
+    free(c.fed.data);
+    free(c.rendered.data);
+    free(c.tokens);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* main                                                                                             */
+/* ------------------------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv) {
+    options o;
+    parse_args(argc, argv, &o);
+
+    if (pangu_version_number() / 10000 != PANGU_VERSION_MAJOR)
+        fprintf(stderr, PROG ": warning: built for libpangu_c %s but running with %s\n", PANGU_VERSION_STRING,
+                pangu_version_string());
+
+    const char *prompt = o.prompt ? o.prompt : "";
+    size_t prompt_len = strlen(prompt);
+    char *file_text = NULL;
+    if (o.prompt_file) {
+        file_text = read_file(o.prompt_file, &prompt_len);
+        if (!file_text) return 1;
+        prompt = file_text;
+    }
+
+    if (!o.seed_given) o.seed = (unsigned long long)time(NULL);
+    fprintf(stderr, PROG ": seed %llu\n", o.seed);
+
+    pangu_model_params mp;
+    pangu_model_params_init(&mp);
+    mp.prefault = o.prefault;
+    mp.lock_memory = o.mlock;
+    pangu_model *model = NULL;
+    double t0 = now_ms();
+    pangu_status st = pangu_model_load(o.model_dir, &mp, &model);
+    if (st != PANGU_OK) {
+        free(file_text);
+        return fail("loading the model", st);
+    }
+    const double load_ms = now_ms() - t0;
+
+    pangu_model_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    if (pangu_model_get_info(model, &info) == PANGU_OK)
+        fprintf(stderr,
+                PROG ": loaded %s in %.1f ms: %d layers, hidden %d, %d/%d heads, vocab %d, %.2f M parameters, "
+                     "%.1f MiB of weights\n",
+                o.model_dir, load_ms, info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.n_vocab,
+                info.n_params / 1e6, info.weight_bytes / (1024.0 * 1024.0));
+
+    pangu_session_params sparams;
+    pangu_session_params_init(&sparams);
+    if (o.ctx > 0) sparams.n_ctx = (int32_t)o.ctx;
+    sparams.n_batch = (int32_t)o.batch;
+    sparams.n_threads = (int32_t)o.threads;
+    sparams.context_policy = o.context_shift ? PANGU_CONTEXT_SLIDE : PANGU_CONTEXT_ERROR;
+    sparams.n_keep = (int32_t)o.keep;
+    pangu_session *session = NULL;
+    st = pangu_session_create(model, &sparams, &session);
+    if (st != PANGU_OK) {
+        const int rc = fail("creating the session", st);
+        pangu_model_free(model);
+        free(file_text);
+        return rc;
+    }
+    fprintf(stderr, PROG ": %ld threads, batch %ld, temp %g, top-k %ld, top-p %g, min-p %g, repeat-penalty %g\n",
+            o.threads, o.batch, o.temp, o.top_k, o.top_p, o.min_p, o.repeat_penalty);
+
+    install_sigint();
+    pangu_session_set_abort_callback(session, abort_requested, NULL);
+
+    const int rc = o.chat ? run_chat(&o, model, session, prompt, prompt_len)
+                          : run_completion(&o, model, session, prompt, prompt_len);
+
+    pangu_session_free(session);
+    pangu_model_free(model);
+    free(file_text);
+    return rc;
+}
