@@ -88,6 +88,24 @@ ModelConfig load_config(const std::string &dir) {
     c.eos = get_int(root, path, "eos_token_id", -1, false, -1, kBig);
     c.pad = get_int(root, path, "pad_token_id", -1, false, -1, kBig);
 
+    const Json::Value &q = root["quantization_config"];
+    if (!q.isNull()) {
+        if (!q.isObject() || !q["quant_method"].isString())
+            fail(PANGU_ERR_CONFIG, path + ": quantization_config must be an object with a quant_method string");
+        c.quant_method = q["quant_method"].asString();
+        if (c.quant_method != "w8a16")
+            fail(PANGU_ERR_UNSUPPORTED, path + ": quantization method \"" + c.quant_method +
+                                            "\" is not supported (pangu-quantize writes \"w8a16\")");
+        if (q.isMember("bits") && (!q["bits"].isIntegral() || q["bits"].asInt() != 8))
+            fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.bits must be 8 for w8a16");
+        if (q.isMember("group_size") && (!q["group_size"].isIntegral() || q["group_size"].asInt() > 0))
+            fail(PANGU_ERR_UNSUPPORTED, path + ": only per-channel scales (group_size 0 or -1) are supported");
+        c.quant_activation = q.get("activation_dtype", "bfloat16").asString();
+        if (c.quant_activation != "bfloat16" && c.quant_activation != "float16" && c.quant_activation != "float32")
+            fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype \"" + c.quant_activation +
+                                       "\" is not one of bfloat16, float16, float32");
+    }
+
     if (c.n_head % c.n_head_kv != 0)
         fail(PANGU_ERR_CONFIG, path + ": num_attention_heads (" + std::to_string(c.n_head) +
                                    ") is not a multiple of num_key_value_heads (" + std::to_string(c.n_head_kv) + ")");

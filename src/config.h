@@ -19,6 +19,9 @@ struct ModelConfig {
     bool bias = true;         // biases on q/k/v/o
     bool tie_embeddings = false;
     int bos = -1, eos = -1, pad = -1;
+    // quantization_config (written by pangu-quantize): empty when the checkpoint is not quantized.
+    std::string quant_method;        // "w8a16"
+    std::string quant_activation;    // activation dtype it was calibrated for: "bfloat16", "float16", "float32"
 };
 
 // Parses and checks <dir>/config.json. Throws PANGU_ERR_FILE_NOT_FOUND or PANGU_ERR_CONFIG naming the

@@ -97,6 +97,10 @@ struct pgd_device {
                      float scale, pgd_tensor *out, void *ws, size_t ws_size);
     /* gate = silu(gate) * up, elementwise. */
     int (*swiglu)(void *ctx, pgd_stream *s, pgd_tensor *gate, const pgd_tensor *up);
+    /* Rounds x in place to the precision of `dtype` (PGD_BF16 or PGD_F16), keeping F32 storage: how
+     * 16-bit activations enter the matmuls on a backend that computes in F32. Optional (NULL: not needed,
+     * the backend's activations are 16-bit already). */
+    int (*round)(void *ctx, pgd_stream *s, pgd_tensor *x, int32_t dtype);
     /* x += y, elementwise. */
     int (*add)(void *ctx, pgd_stream *s, pgd_tensor *x, const pgd_tensor *y);
 };

@@ -134,7 +134,8 @@ void matmul_worker(void *p, int ti, int nt) {
     int64_t n0, n1;
     split_range(j.w->rows, nt, ti, 4, &n0, &n1);
     const int64_t K = j.w->cols, M = j.x->rows;
-    const size_t esz = j.w->dtype == PGD_F32 ? 4 : 2;
+    const size_t esz = j.w->dtype == PGD_F32 ? 4 : j.w->dtype == PGD_I8 ? 1 : 2;
+    const float *scale = j.w->dtype == PGD_I8 ? j.w->scale : nullptr;
     const uint8_t *wbase = static_cast<const uint8_t *>(j.w->data);
     // Four output channels at a time, every input row against them: the weight rows are read from memory
     // once per call and stay in cache while the rows of x stream past (prefill and draft verification).
@@ -144,6 +145,9 @@ void matmul_worker(void *p, int ti, int nt) {
         for (int64_t m = 0; m < M; ++m) {
             float *yr = rowf(j.y, m) + n;
             j.dot(rowf(j.x, m), wr, j.w->stride, K, nr, yr);
+            // W8A16: y = (x . q) * s, the per-channel scale applied once to the finished sum.
+            if (scale)
+                for (int r = 0; r < nr; ++r) yr[r] *= scale[n + r];
             if (j.bias)
                 for (int r = 0; r < nr; ++r) yr[r] += j.bias[n + r];
         }
@@ -157,6 +161,10 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
         case PGD_F32: j.dot = j.k->dot_f32; break;
         case PGD_BF16: j.dot = j.k->dot_bf16; break;
         case PGD_F16: j.dot = j.k->dot_f16; break;
+        case PGD_I8:
+            if (!w->scale || w->group_size != 0) return PANGU_ERR_UNSUPPORTED;
+            j.dot = j.k->dot_i8;
+            break;
         default: return PANGU_ERR_DTYPE;
     }
     if (x->cols != w->cols || y->cols < w->rows || y->rows < x->rows) return PANGU_ERR_SHAPE;
@@ -252,6 +260,18 @@ int cpu_swiglu(void *, pgd_stream *, pgd_tensor *g, const pgd_tensor *u) {
     return 0;
 }
 
+int cpu_round(void *, pgd_stream *, pgd_tensor *x, int32_t dtype) {
+    if (dtype != PGD_BF16 && dtype != PGD_F16) return PANGU_ERR_UNSUPPORTED;
+    for (int64_t m = 0; m < x->rows; ++m) {
+        float *r = rowf(x, m);
+        if (dtype == PGD_BF16)
+            for (int64_t i = 0; i < x->cols; ++i) r[i] = bf16_to_f32(f32_to_bf16(r[i]));
+        else
+            for (int64_t i = 0; i < x->cols; ++i) r[i] = f16_to_f32(f32_to_f16(r[i]));
+    }
+    return 0;
+}
+
 int cpu_add(void *, pgd_stream *, pgd_tensor *x, const pgd_tensor *y) {
     for (int64_t m = 0; m < x->rows; ++m) {
         float *xr = rowf(x, m);
@@ -301,6 +321,7 @@ extern "C" pgd_device *pgd_cpu_device_create(void) {
     d->attention_workspace = cpu_attention_workspace;
     d->attention = cpu_attention;
     d->swiglu = cpu_swiglu;
+    d->round = cpu_round;
     d->add = cpu_add;
     return d;
 }

@@ -63,6 +63,12 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
     void *attn_ws = block_ + L.attn_ws;
     void *mm_ws = block_ + L.mm_ws;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    // W8A16 and other 16-bit-activation modes: matmul inputs are rounded to 16 bits where they are made.
+    const bool a16 = model.activation_dtype != DType::F32 && dev_->round;
+    const int32_t a16_type = static_cast<int32_t>(model.activation_dtype);
+    auto to_a16 = [&](pgd_tensor *t) {
+        if (a16) check(dev_->round(ctx, s, t, a16_type), "round");
+    };
 
     pgd_tensor emb = weight(model.tok_embd);
     check(dev_->embed(ctx, s, ids, M, &emb, &x), "embed");
@@ -81,6 +87,7 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
 
         // attention block: x += o_proj(attention(rope(q), rope(k), v))
         check(dev_->rms_norm(ctx, s, &x, W.attn_norm, c.rms_eps, &xb), "rms_norm");
+        to_a16(&xb);
         check(dev_->matmul(ctx, s, &xb, &wq, W.bq, &q, mm_ws, L.mm_ws_bytes), "matmul q");
         check(dev_->matmul(ctx, s, &xb, &wk, W.bk, &k, mm_ws, L.mm_ws_bytes), "matmul k");
         check(dev_->matmul(ctx, s, &xb, &wv, W.bv, &v, mm_ws, L.mm_ws_bytes), "matmul v");
@@ -97,14 +104,17 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
         check(dev_->attention(ctx, s, &q, &kc, &vc, pos0, c.n_head, c.n_head_kv, c.head_dim, scale, &att, attn_ws,
                               L.attn_ws_bytes),
               "attention");
+        to_a16(&att);
         check(dev_->matmul(ctx, s, &att, &wo, W.bo, &xb2, mm_ws, L.mm_ws_bytes), "matmul o");
         check(dev_->add(ctx, s, &x, &xb2), "add");
 
         // MLP block: x += down(silu(gate(x)) * up(x))
         check(dev_->rms_norm(ctx, s, &x, W.ffn_norm, c.rms_eps, &xb), "rms_norm");
+        to_a16(&xb);
         check(dev_->matmul(ctx, s, &xb, &wg, nullptr, &hb, mm_ws, L.mm_ws_bytes), "matmul gate");
         check(dev_->matmul(ctx, s, &xb, &wu, nullptr, &hb2, mm_ws, L.mm_ws_bytes), "matmul up");
         check(dev_->swiglu(ctx, s, &hb, &hb2), "swiglu");
+        to_a16(&hb);
         check(dev_->matmul(ctx, s, &hb, &wd, nullptr, &xb2, mm_ws, L.mm_ws_bytes), "matmul down");
         check(dev_->add(ctx, s, &x, &xb2), "add");
     }
@@ -117,6 +127,7 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
         pgd_tensor xr = act(buf(L.x) + r0 * H, rows, H), xn = act(buf(L.xb), rows, H);
         pgd_tensor lg = act(buf(L.logits), rows, V);
         check(dev_->rms_norm(ctx, s, &xr, model.out_norm, c.rms_eps, &xn), "rms_norm");
+        to_a16(&xn);
         check(dev_->matmul(ctx, s, &xn, &head, nullptr, &lg, mm_ws, L.mm_ws_bytes), "matmul head");
         const size_t bytes = sizeof(float) * rows * V;
         check(dev_->memcpy(ctx, out + static_cast<size_t>(r0 - (M - n_out)) * V, bytes, lg.data, bytes,

@@ -43,6 +43,13 @@ void dot_f16_scalar(const float *x, const void *w, int64_t ldw, int64_t n, int n
     }
 }
 
+void dot_i8_scalar(const float *x, const void *w, int64_t ldw, int64_t n, int nr, float *y) {
+    for (int r = 0; r < nr; ++r) {
+        const int8_t *row = static_cast<const int8_t *>(w) + r * ldw;
+        y[r] = dot_canonical(x, n, [row](int64_t i) { return static_cast<float>(row[i]); });
+    }
+}
+
 float dot_scalar(const float *a, const float *b, int64_t n) {
     return dot_canonical(a, n, [b](int64_t i) { return b[i]; });
 }
@@ -51,7 +58,8 @@ void axpy_scalar(float a, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-const Table kScalar = {"scalar", dot_f32_scalar, dot_bf16_scalar, dot_f16_scalar, dot_scalar, axpy_scalar};
+const Table kScalar = {"scalar",       dot_f32_scalar, dot_bf16_scalar, dot_f16_scalar,
+                       dot_i8_scalar,  dot_scalar,     axpy_scalar};
 
 const Table *choose() {
     const char *env = std::getenv("PANGU_KERNELS");

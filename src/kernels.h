@@ -24,6 +24,7 @@ struct Table {
     DotRowsFn dot_f32;
     DotRowsFn dot_bf16;
     DotRowsFn dot_f16;
+    DotRowsFn dot_i8;            // int8 weights: the raw sum of x * q; the caller applies the row's scale
     float (*dot)(const float *a, const float *b, int64_t n);          // f32 . f32
     void (*axpy)(float a, const float *x, float *y, int64_t n);       // y += a * x
 };

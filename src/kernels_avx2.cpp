@@ -14,6 +14,10 @@ inline __m256 load8_bf16(const uint16_t *p) {
     __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
+inline __m256 load8_i8(const int8_t *p) {
+    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
 inline __m256 load8_f16(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
 }
@@ -69,6 +73,7 @@ inline float conv_bf16(uint16_t h) {
     return f;
 }
 inline float conv_f16(uint16_t h) { return _cvtsh_ss(h); }
+inline float conv_i8(int8_t v) { return static_cast<float>(v); }
 
 float dot_avx2(const float *a, const float *b, int64_t n) {
     float y;
@@ -87,6 +92,7 @@ const Table kAvx2 = {"avx2",
                      dot_rows<float, load8_f32, conv_f32>,
                      dot_rows<uint16_t, load8_bf16, conv_bf16>,
                      dot_rows<uint16_t, load8_f16, conv_f16>,
+                     dot_rows<int8_t, load8_i8, conv_i8>,
                      dot_avx2,
                      axpy_avx2};
 

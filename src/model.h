@@ -25,6 +25,7 @@ struct LayerWeights {
 
 struct ModelLoadOptions {
     MapOptions map;
+    int activation_precision = 0;  // pangu_model_params.activation_precision
 };
 
 class Model {
@@ -44,6 +45,10 @@ public:
     int max_ff = 0;                  // widest MLP over layers (sizes the activation buffers)
     int64_t n_params = 0;
     int64_t weight_bytes = 0;
+    int n_quantized = 0;             // I8 weight matrices
+    // Precision of the activations fed to matrix multiplications: F32, or BF16 ("A16" of W8A16: inputs are
+    // rounded to bf16, products accumulate in f32).
+    DType activation_dtype = DType::F32;
 
     pgd_device *device = nullptr;    // owned
 

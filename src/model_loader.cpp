@@ -87,14 +87,34 @@ struct ModelBuilder {
     }
     void check_float(const TensorInfo &t) {
         if (t.dtype == DType::I8)
-            fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name +
-                                      " is I8 but no quantization scale accompanies it");
+            fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name + " is I8, which only weight matrices may be");
     }
+    // A weight matrix: floating point as stored, or I8 with one scale per row in "<name>_scale"
+    // (e.g. q_proj.weight + q_proj.weight_scale, the layout pangu-quantize writes).
     Tensor matrix(const std::string &name, int64_t rows, int64_t cols) {
         const TensorInfo &t = need(name);
-        check_float(t);
         check_shape(t, {rows, cols});
-        return view(t);
+        Tensor w = view(t);
+        if (t.dtype == DType::I8) {
+            const std::string sname = name + "_scale";
+            const TensorInfo *s = maybe(sname);
+            if (!s)
+                fail(PANGU_ERR_MISSING_TENSOR, t.file->path() + ": tensor " + name + " is I8 but its scale tensor " +
+                                                   sname + " is missing");
+            check_float(*s);
+            if (!(s->shape == std::vector<int64_t>{rows} || s->shape == std::vector<int64_t>{rows, 1}))
+                fail(PANGU_ERR_SHAPE, s->file->path() + ": tensor " + sname + " has shape " + shape_str(s->shape) +
+                                          ", expected [" + std::to_string(rows) + "] (one scale per output channel)");
+            const float *sc = m.widen(*s);
+            for (int64_t r = 0; r < rows; ++r)
+                if (!(sc[r] >= 0.0f))
+                    fail(PANGU_ERR_NUMERIC, s->file->path() + ": tensor " + sname + " has a negative scale at row " +
+                                                std::to_string(r));
+            w.scale = sc;
+            m.weight_bytes += static_cast<int64_t>(s->nbytes);
+            m.n_quantized += 1;
+        }
+        return w;
     }
     Tensor view(const TensorInfo &t) {
         Tensor w;
@@ -216,6 +236,13 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
         }
         if (name == "lm_head.weight") continue;
         fail(PANGU_ERR_SHAPE, kv.second.file->path() + ": unexpected tensor " + name);
+    }
+
+    switch (opt.activation_precision) {
+        case PANGU_PRECISION_F32: m->activation_dtype = DType::F32; break;
+        case PANGU_PRECISION_BF16: m->activation_dtype = DType::BF16; break;
+        default:  // AUTO: what the quantizer calibrated for; fp32 for plain checkpoints
+            m->activation_dtype = c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32 : DType::BF16;
     }
 
     m->device = pgd_cpu_device_create();

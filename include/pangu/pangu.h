@@ -112,7 +112,16 @@ typedef struct pangu_model_params {
     /* Lock the weights in RAM (mlock) for devices that must not page; failure to lock is an error
      * (PANGU_ERR_IO with the reason) rather than a silent downgrade. Default 0. */
     int32_t lock_memory;
+    /* Precision of the activations that enter matrix multiplications (products always accumulate in
+     * fp32): PANGU_PRECISION_AUTO (default: fp32 for floating-point checkpoints, and what a quantized
+     * checkpoint's quantization_config names, bf16 for W8A16), PANGU_PRECISION_F32 or PANGU_PRECISION_BF16. */
+    int32_t activation_precision;
 } pangu_model_params;
+
+/* activation_precision values */
+#define PANGU_PRECISION_AUTO 0
+#define PANGU_PRECISION_F32 1
+#define PANGU_PRECISION_BF16 2
 
 /* Fill `params` with defaults. NULL is a no-op. */
 PANGU_API void pangu_model_params_init(pangu_model_params *params);
@@ -150,6 +159,8 @@ typedef struct pangu_model_info {
     int32_t has_chat_template; /* 1 if the vocabulary holds the openPangu chat tokens */
     int64_t n_params;          /* number of weight elements */
     int64_t weight_bytes;      /* bytes of weight data mapped */
+    int32_t n_quantized;       /* weight matrices stored as int8 with per-channel scales (W8A16) */
+    int32_t activation_precision; /* PANGU_PRECISION_F32 or PANGU_PRECISION_BF16, as resolved at load */
 } pangu_model_info;
 
 /* Fill `info` (whose struct_size the caller sets). Thread-safe. */

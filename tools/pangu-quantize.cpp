@@ -1,0 +1,220 @@
+// pangu-quantize: turns an openPangu-Embedded checkpoint (F32, F16 or BF16 safetensors, HF layout) into a
+// W8A16 checkpoint that libpangu_c loads memory-mapped and standard safetensors readers can open.
+//
+//   pangu-quantize -i IN_DIR -o OUT_DIR [--quantize-embeddings] [--force] [--quiet]
+//
+// Every linear layer (q/k/v/o, gate/up/down) becomes an I8 tensor "<name>.weight" plus an F32 tensor
+// "<name>.weight_scale" with one scale per output channel, scale = max|W_row| / 127. Norms and biases stay
+// 16-bit (BF16, or F16 when the input is F16). The embedding table and the head stay 16-bit unless
+// --quantize-embeddings, which quantizes them per row too. config.json gains a quantization_config; the
+// tokenizer files are copied. The output is written under a temporary name and renamed into place only
+// when complete, so an interrupted run never leaves a checkpoint that looks valid.
+#include <json/json.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common.h"
+#include "model.h"
+#include "quantize.h"
+#include "safetensors_writer.h"
+
+namespace fs = std::filesystem;
+using namespace pangu;
+
+namespace {
+
+bool ends_with(const std::string &s, const std::string &suf) {
+    return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+bool is_linear(const std::string &name) {
+    for (const char *p : {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
+                          "up_proj.weight", "down_proj.weight"})
+        if (ends_with(name, std::string(".") + p)) return true;
+    return false;
+}
+
+bool is_embedding(const std::string &name) {
+    return name == "model.embed_tokens.weight" || name == "lm_head.weight";
+}
+
+int usage() {
+    std::cerr << "usage: pangu-quantize -i IN_DIR -o OUT_DIR [--quantize-embeddings] [--force] [--quiet]\n"
+                 "  Writes a W8A16 checkpoint: int8 linear weights with per-channel scales, 16-bit norms/biases.\n"
+                 "  --quantize-embeddings  also quantize the embedding table and head per row\n"
+                 "  --force                replace OUT_DIR if it exists\n"
+                 "  --quiet                no progress output\n";
+    return 2;
+}
+
+std::string human(double bytes) {
+    char b[32];
+    if (bytes >= 1e9) std::snprintf(b, sizeof b, "%.2f GB", bytes / 1e9);
+    else if (bytes >= 1e6) std::snprintf(b, sizeof b, "%.2f MB", bytes / 1e6);
+    else std::snprintf(b, sizeof b, "%.0f B", bytes);
+    return b;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    std::string in, out;
+    bool quant_embed = false, force = false, quiet = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "-i" && i + 1 < argc) in = argv[++i];
+        else if (a == "-o" && i + 1 < argc) out = argv[++i];
+        else if (a == "--quantize-embeddings") quant_embed = true;
+        else if (a == "--force") force = true;
+        else if (a == "--quiet") quiet = true;
+        else if (a == "-h" || a == "--help") return usage(), 0;
+        else return usage();
+    }
+    if (in.empty() || out.empty()) return usage();
+    while (out.size() > 1 && out.back() == '/') out.pop_back();
+    const bool progress = !quiet && isatty(fileno(stderr));
+    const std::string tmp = out + ".partial-" + std::to_string(getpid());
+    try {
+        if (fs::exists(out) && !force)
+            fail(PANGU_ERR_INVALID_ARGUMENT, out + " exists; use --force to replace it");
+        // Loading validates the whole input (config, tokenizer, every tensor's shape and dtype) first.
+        std::unique_ptr<Model> model = Model::load(in, ModelLoadOptions{});
+        if (model->n_quantized > 0 || !model->cfg.quant_method.empty())
+            fail(PANGU_ERR_UNSUPPORTED, in + " is already quantized");
+        const TensorStore &store = model->store;
+
+        fs::remove_all(tmp);
+        fs::create_directories(tmp);
+        SafetensorsWriter w;
+        uint64_t bytes_in = 0;
+        QuantError total;
+        std::mutex err_mu;
+        for (const auto &kv : store.tensors()) {
+            const TensorInfo *t = &kv.second;
+            const std::string &name = kv.first;
+            if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+            bytes_in += t->nbytes;
+            const bool quantize = is_linear(name) || (quant_embed && is_embedding(name));
+            if (quantize) {
+                const int64_t rows = t->shape[0], cols = t->shape[1];
+                // Quantize once, when the writer asks for the weights; the scales are produced alongside and
+                // written right after (the writer calls fills in layout order, so keep both in one closure).
+                auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(rows));
+                auto done = std::make_shared<bool>(false);
+                auto q = std::make_shared<std::vector<int8_t>>();
+                auto run = [=, &total, &err_mu]() {
+                    if (*done) return;
+                    q->resize(static_cast<size_t>(rows * cols));
+                    QuantError e = quantize_rows(*t, q->data(), scales->data());
+                    std::lock_guard<std::mutex> lk(err_mu);
+                    total.merge(e);
+                    *done = true;
+                };
+                w.add(name, DType::I8, {rows, cols}, [=](uint8_t *dst) {
+                    run();
+                    std::memcpy(dst, q->data(), q->size());
+                    q->clear();
+                    q->shrink_to_fit();
+                });
+                w.add(name + "_scale", DType::F32, {rows}, [=](uint8_t *dst) {
+                    run();
+                    std::memcpy(dst, scales->data(), scales->size() * sizeof(float));
+                });
+            } else {
+                // 16-bit stays as it is; F32 norms, biases and embeddings become BF16.
+                const DType dt = t->dtype == DType::F32 ? DType::BF16 : t->dtype;
+                size_t n = t->nbytes / dtype_size(t->dtype);
+                w.add(name, dt, t->shape, [t, dt, n](uint8_t *dst) {
+                    if (dt == t->dtype) {
+                        std::memcpy(dst, t->data, t->nbytes);
+                        return;
+                    }
+                    for (size_t i = 0; i < n; ++i) {
+                        const float v = load_element(*t, i);
+                        if (!std::isfinite(v))
+                            fail(PANGU_ERR_NUMERIC, t->name + ": NaN or Inf at element " + std::to_string(i));
+                        const uint16_t h = f32_to_bf16(v);
+                        std::memcpy(dst + 2 * i, &h, 2);
+                    }
+                });
+            }
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        size_t n_done = 0;
+        const size_t n_total = store.tensors().size();
+        w.set_metadata("format", "pt");
+        w.set_metadata("producer", std::string("pangu-quantize ") + PANGU_VERSION_STRING);
+        w.write(tmp + "/model.safetensors", [&](const std::string &name, uint64_t done, uint64_t all) {
+            ++n_done;
+            if (progress)
+                std::fprintf(stderr, "\r\033[K[%3zu%%] %s / %s  %s", static_cast<size_t>(100.0 * done / all),
+                             human(done).c_str(), human(all).c_str(), name.c_str());
+        });
+        if (progress) std::fprintf(stderr, "\n");
+        (void)n_total;
+
+        Json::Value cfg;
+        {
+            std::ifstream cf(in + "/config.json");
+            Json::CharReaderBuilder rb;
+            std::string errs;
+            if (!Json::parseFromStream(rb, cf, &cfg, &errs)) fail(PANGU_ERR_CONFIG, in + "/config.json: " + errs);
+        }
+        Json::Value qc;
+        qc["quant_method"] = "w8a16";
+        qc["bits"] = 8;
+        qc["group_size"] = 0;
+        qc["symmetric"] = true;
+        qc["scale_formula"] = "max(abs(W_row)) / 127";
+        qc["scale_dtype"] = "float32";
+        qc["activation_dtype"] = "bfloat16";
+        qc["quantize_embeddings"] = quant_embed;
+        Json::Value mods(Json::arrayValue);
+        for (const char *m : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}) mods.append(m);
+        if (quant_embed) {
+            mods.append("embed_tokens");
+            mods.append("lm_head");
+        }
+        qc["modules"] = mods;
+        qc["producer"] = std::string("pangu-quantize ") + PANGU_VERSION_STRING;
+        cfg["quantization_config"] = qc;
+        std::ofstream(tmp + "/config.json") << cfg << "\n";
+        for (const char *f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                              "generation_config.json"})
+            if (fs::exists(fs::path(in) / f)) fs::copy_file(fs::path(in) / f, fs::path(tmp) / f);
+
+        // Check the result loads before it takes the final name.
+        Model::load(tmp, ModelLoadOptions{});
+        if (fs::exists(out)) fs::remove_all(out);
+        fs::rename(tmp, out);
+
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const uint64_t bytes_out = w.data_bytes();
+        if (!quiet) {
+            std::fprintf(stderr, "pangu-quantize: wrote %s in %.1f s\n", out.c_str(), secs);
+            std::fprintf(stderr, "  weights: %s -> %s (%.1f %%)\n", human(static_cast<double>(bytes_in)).c_str(),
+                         human(static_cast<double>(bytes_out)).c_str(), 100.0 * bytes_out / bytes_in);
+            std::fprintf(stderr, "  largest per-channel error: %.3g absolute, %.4f %% of the channel's max |W| (%s)\n",
+                         total.max_abs, 100.0 * total.max_rel, total.worst.c_str());
+        }
+    } catch (const Error &e) {
+        fs::remove_all(tmp);
+        std::fprintf(stderr, "pangu-quantize: %s (%s)\n", e.what(), pangu_status_string(e.status()));
+        return 1;
+    } catch (const std::exception &e) {
+        fs::remove_all(tmp);
+        std::fprintf(stderr, "pangu-quantize: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
