@@ -272,6 +272,9 @@ void pangu_session_params_init(pangu_session_params *p) {
     p->n_ctx = 0;  // resolved against the model at creation: min(2048, max_position_embeddings)
     p->n_batch = 64;
     p->n_threads = 1;
+    p->spec_mode = PANGU_SPEC_PLD;
+    p->spec_ngram = 3;
+    p->spec_draft_len = 4;
 }
 
 namespace {
@@ -295,6 +298,14 @@ void resolve_session_params(const pangu::Model &m, pangu_session_params &p, cons
     if (p.n_keep < 0 || (p.n_keep > 0 && p.n_keep >= p.n_ctx / 2))
         pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": n_keep " + std::to_string(p.n_keep) +
                                                     " must be at least 0 and less than n_ctx / 2");
+    if (p.spec_mode < PANGU_SPEC_OFF || p.spec_mode > PANGU_SPEC_SELF)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": unknown spec_mode " + std::to_string(p.spec_mode));
+    if (p.spec_ngram < 1 || p.spec_ngram > 8)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT,
+                    std::string(fn) + ": spec_ngram " + std::to_string(p.spec_ngram) + " must be between 1 and 8");
+    if (p.spec_draft_len < 1 || p.spec_draft_len > 15)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": spec_draft_len " +
+                                                    std::to_string(p.spec_draft_len) + " must be between 1 and 15");
     if (!p.arena && p.arena_size)
         pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": arena_size is set but arena is NULL");
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
@@ -422,6 +433,12 @@ pangu_status pangu_session_get_stats(const pangu_session *session, pangu_session
     r.n_forward = S.n_forward;
     r.n_evaluated = S.n_evaluated;
     r.n_context_shifts = S.n_context_shifts;
+    r.n_generated = S.n_generated_total;
+    r.generate_ms = S.generate_ms_total;
+    r.n_verify = S.n_verify;
+    r.n_drafted = S.n_drafted;
+    r.n_accepted = S.n_accepted;
+    for (int i = 0; i < 16; ++i) r.accepted_hist[i] = S.accepted_hist[i];
     std::memcpy(stats, &r, stats->struct_size);
     return PANGU_OK;
 }

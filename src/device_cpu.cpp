@@ -122,11 +122,10 @@ int cpu_rms_norm(void *ctx, pgd_stream *, const pgd_tensor *x, const float *w, f
 
 // ---- matmul ----
 struct MatmulJob {
-    const kernels::Table *k;
     const pgd_tensor *x, *w;
     const float *bias;
     pgd_tensor *y;
-    kernels::DotRowsFn dot;
+    kernels::MatmulBlockFn mm;
 };
 
 void matmul_worker(void *p, int ti, int nt) {
@@ -137,14 +136,15 @@ void matmul_worker(void *p, int ti, int nt) {
     const size_t esz = j.w->dtype == PGD_F32 ? 4 : j.w->dtype == PGD_I8 ? 1 : 2;
     const float *scale = j.w->dtype == PGD_I8 ? j.w->scale : nullptr;
     const uint8_t *wbase = static_cast<const uint8_t *>(j.w->data);
-    // Four output channels at a time, every input row against them: the weight rows are read from memory
-    // once per call and stay in cache while the rows of x stream past (prefill and draft verification).
+    // Four output channels at a time against every input row: the weight rows are read from memory once per
+    // call and reused from registers and cache by all rows (prefill, draft verification).
     for (int64_t n = n0; n < n1; n += 4) {
         const int nr = static_cast<int>(n1 - n < 4 ? n1 - n : 4);
         const void *wr = wbase + static_cast<size_t>(n * j.w->stride) * esz;
+        float *y0 = static_cast<float *>(j.y->data) + n;
+        j.mm(static_cast<const float *>(j.x->data), j.x->stride, M, wr, j.w->stride, K, nr, y0, j.y->stride);
         for (int64_t m = 0; m < M; ++m) {
-            float *yr = rowf(j.y, m) + n;
-            j.dot(rowf(j.x, m), wr, j.w->stride, K, nr, yr);
+            float *yr = y0 + m * j.y->stride;
             // W8A16: y = (x . q) * s, the per-channel scale applied once to the finished sum.
             if (scale)
                 for (int r = 0; r < nr; ++r) yr[r] *= scale[n + r];
@@ -156,14 +156,15 @@ void matmul_worker(void *p, int ti, int nt) {
 
 int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const float *bias, pgd_tensor *y,
                void *, size_t) {
-    MatmulJob j{static_cast<CpuCtx *>(ctx)->k, x, w, bias, y, nullptr};
+    const kernels::Table *k = static_cast<CpuCtx *>(ctx)->k;
+    MatmulJob j{x, w, bias, y, nullptr};
     switch (w->dtype) {
-        case PGD_F32: j.dot = j.k->dot_f32; break;
-        case PGD_BF16: j.dot = j.k->dot_bf16; break;
-        case PGD_F16: j.dot = j.k->dot_f16; break;
+        case PGD_F32: j.mm = k->mm_f32; break;
+        case PGD_BF16: j.mm = k->mm_bf16; break;
+        case PGD_F16: j.mm = k->mm_f16; break;
         case PGD_I8:
             if (!w->scale || w->group_size != 0) return PANGU_ERR_UNSUPPORTED;
-            j.dot = j.k->dot_i8;
+            j.mm = k->mm_i8;
             break;
         default: return PANGU_ERR_DTYPE;
     }
@@ -215,22 +216,18 @@ void attn_worker(void *p, int ti, int nt) {
         const int64_t m = t / j.n_head;
         const int32_t h = static_cast<int32_t>(t % j.n_head), hk = h / group;
         const float *qv = rowf(j.q, m) + h * j.hd;
-        const int64_t last = j.pos0 + m;  // causal: attend to 0..last
+        const int64_t n_pos = j.pos0 + m + 1;  // causal: positions 0..pos0+m
+        j.k->attn_scores(qv, rowf(j.kc, 0) + hk * j.hd, j.kc->stride, n_pos, j.hd, j.scale, sc);
         float mx = -INFINITY;
-        for (int64_t s = 0; s <= last; ++s) {
-            const float v = j.k->dot(qv, rowf(j.kc, s) + hk * j.hd, j.hd) * j.scale;
-            sc[s] = v;
-            if (v > mx) mx = v;
-        }
+        for (int64_t s = 0; s < n_pos; ++s) mx = sc[s] > mx ? sc[s] : mx;
         float sum = 0.0f;
-        for (int64_t s = 0; s <= last; ++s) {
+        for (int64_t s = 0; s < n_pos; ++s) {
             sc[s] = std::exp(sc[s] - mx);
             sum += sc[s];
         }
         const float inv = 1.0f / sum;
-        float *o = rowf(j.out, m) + h * j.hd;
-        std::memset(o, 0, sizeof(float) * j.hd);
-        for (int64_t s = 0; s <= last; ++s) j.k->axpy(sc[s] * inv, rowf(j.vc, s) + hk * j.hd, o, j.hd);
+        for (int64_t s = 0; s < n_pos; ++s) sc[s] *= inv;
+        j.k->attn_values(sc, rowf(j.vc, 0) + hk * j.hd, j.vc->stride, n_pos, j.hd, rowf(j.out, m) + h * j.hd);
     }
 }
 

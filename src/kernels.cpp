@@ -12,54 +12,54 @@ namespace {
 
 template <typename Load>
 inline float dot_canonical(const float *x, int64_t n, Load load) {
-    float s[16] = {0};
-    const int64_t n16 = n - n % 16;
-    for (int64_t i = 0; i < n16; i += 16)
-        for (int j = 0; j < 16; ++j) s[j] += x[i + j] * load(i + j);
-    float r = (((s[0] + s[8]) + (s[4] + s[12])) + ((s[2] + s[10]) + (s[6] + s[14]))) +
-              (((s[1] + s[9]) + (s[5] + s[13])) + ((s[3] + s[11]) + (s[7] + s[15])));
-    for (int64_t i = n16; i < n; ++i) r += x[i] * load(i);
+    float s[8] = {0};
+    const int64_t n8 = n - n % 8;
+    for (int64_t i = 0; i < n8; i += 8)
+        for (int j = 0; j < 8; ++j) s[j] += x[i + j] * load(i + j);
+    float r = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    for (int64_t i = n8; i < n; ++i) r += x[i] * load(i);
     return r;
 }
 
-void dot_f32_scalar(const float *x, const void *w, int64_t ldw, int64_t n, int nr, float *y) {
-    for (int r = 0; r < nr; ++r) {
-        const float *row = static_cast<const float *>(w) + r * ldw;
-        y[r] = dot_canonical(x, n, [row](int64_t i) { return row[i]; });
-    }
+template <typename T, float (*CONV)(T)>
+void mm_scalar(const float *x, int64_t ldx, int64_t M, const void *wv, int64_t ldw, int64_t n, int nr, float *y,
+               int64_t ldy) {
+    const T *w = static_cast<const T *>(wv);
+    for (int64_t m = 0; m < M; ++m)
+        for (int r = 0; r < nr; ++r) {
+            const T *row = w + r * ldw;
+            y[m * ldy + r] = dot_canonical(x + m * ldx, n, [row](int64_t i) { return CONV(row[i]); });
+        }
 }
 
-void dot_bf16_scalar(const float *x, const void *w, int64_t ldw, int64_t n, int nr, float *y) {
-    for (int r = 0; r < nr; ++r) {
-        const uint16_t *row = static_cast<const uint16_t *>(w) + r * ldw;
-        y[r] = dot_canonical(x, n, [row](int64_t i) { return bf16_to_f32(row[i]); });
-    }
-}
-
-void dot_f16_scalar(const float *x, const void *w, int64_t ldw, int64_t n, int nr, float *y) {
-    for (int r = 0; r < nr; ++r) {
-        const uint16_t *row = static_cast<const uint16_t *>(w) + r * ldw;
-        y[r] = dot_canonical(x, n, [row](int64_t i) { return f16_to_f32(row[i]); });
-    }
-}
-
-void dot_i8_scalar(const float *x, const void *w, int64_t ldw, int64_t n, int nr, float *y) {
-    for (int r = 0; r < nr; ++r) {
-        const int8_t *row = static_cast<const int8_t *>(w) + r * ldw;
-        y[r] = dot_canonical(x, n, [row](int64_t i) { return static_cast<float>(row[i]); });
-    }
-}
+inline float conv_f32(float v) { return v; }
+inline float conv_bf16(uint16_t h) { return bf16_to_f32(h); }
+inline float conv_f16(uint16_t h) { return f16_to_f32(h); }
+inline float conv_i8(int8_t v) { return static_cast<float>(v); }
 
 float dot_scalar(const float *a, const float *b, int64_t n) {
     return dot_canonical(a, n, [b](int64_t i) { return b[i]; });
 }
 
-void axpy_scalar(float a, const float *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+void attn_scores_scalar(const float *q, const float *k, int64_t ldk, int64_t n_pos, int32_t d, float scale,
+                        float *scores) {
+    for (int64_t s = 0; s < n_pos; ++s) scores[s] = dot_scalar(q, k + s * ldk, d) * scale;
 }
 
-const Table kScalar = {"scalar",       dot_f32_scalar, dot_bf16_scalar, dot_f16_scalar,
-                       dot_i8_scalar,  dot_scalar,     axpy_scalar};
+void attn_values_scalar(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out) {
+    for (int32_t i = 0; i < d; ++i) out[i] = 0.0f;
+    for (int64_t s = 0; s < n_pos; ++s)
+        for (int32_t i = 0; i < d; ++i) out[i] += p[s] * v[s * ldv + i];
+}
+
+const Table kScalar = {"scalar",
+                       mm_scalar<float, conv_f32>,
+                       mm_scalar<uint16_t, conv_bf16>,
+                       mm_scalar<uint16_t, conv_f16>,
+                       mm_scalar<int8_t, conv_i8>,
+                       dot_scalar,
+                       attn_scores_scalar,
+                       attn_values_scalar};
 
 const Table *choose() {
     const char *env = std::getenv("PANGU_KERNELS");

@@ -3,11 +3,11 @@
 //
 // Reduction order is fixed per output element and independent of how many rows or threads a call uses, so
 // results are batch-invariant and thread-count-invariant. The canonical order of a dot product of length n:
-// 16 partial sums s[j] (j = i mod 16) over the first n - n%16 elements, combined as
-// ((s0+s8)+(s4+s12)) + ((s2+s10)+(s6+s14)) + ((s1+s9)+(s5+s13)) + ((s3+s11)+(s7+s15)) via a fixed tree,
-// then the tail added element by element. Vector kernels follow the same tree so they agree with each other
-// bit for bit on one machine; the scalar reference follows it too, with separate multiply and add where the
-// vector kernels use FMA, so tests compare them with a tolerance.
+// 8 partial sums s[j] (j = i mod 8) over the first n - n%8 elements, combined as
+// ((s0+s4)+(s2+s6)) + ((s1+s5)+(s3+s7)), then the tail added element by element. Vector kernels keep one
+// 8-lane accumulator per output element and reduce it with that tree, so they agree with each other bit for
+// bit on one machine whatever the blocking; the scalar reference follows the same order with separate
+// multiply and add where the vector kernels use FMA, so tests compare the two with a tolerance.
 #pragma once
 
 #include <cstddef>
@@ -16,17 +16,24 @@
 namespace pangu {
 namespace kernels {
 
-// y[r] = dot(x, W[r]) for `nr` consecutive weight rows starting at w (row stride `ldw` elements), r < nr <= 4.
-using DotRowsFn = void (*)(const float *x, const void *w, int64_t ldw, int64_t n, int nr, float *y);
+// Y[m][r] = dot(X[m], W[r]) for m < M and r < nr <= 4 consecutive weight rows: X rows are ldx floats apart,
+// W rows ldw elements apart, Y rows ldy floats apart. The weight rows are loaded once for all M rows.
+// For int8 weights the result is the raw sum of x * q; the caller applies the row's scale.
+using MatmulBlockFn = void (*)(const float *x, int64_t ldx, int64_t M, const void *w, int64_t ldw, int64_t n,
+                               int nr, float *y, int64_t ldy);
 
 struct Table {
-    const char *name;            // "scalar", "avx2", "neon"
-    DotRowsFn dot_f32;
-    DotRowsFn dot_bf16;
-    DotRowsFn dot_f16;
-    DotRowsFn dot_i8;            // int8 weights: the raw sum of x * q; the caller applies the row's scale
-    float (*dot)(const float *a, const float *b, int64_t n);          // f32 . f32
-    void (*axpy)(float a, const float *x, float *y, int64_t n);       // y += a * x
+    const char *name;  // "scalar", "avx2", "neon"
+    MatmulBlockFn mm_f32;
+    MatmulBlockFn mm_bf16;
+    MatmulBlockFn mm_f16;
+    MatmulBlockFn mm_i8;
+    float (*dot)(const float *a, const float *b, int64_t n);  // f32 . f32, canonical order
+    // Attention for one query row and head: scores[s] = dot(q, K[s]) * scale for s < n_pos (K rows ldk floats
+    // apart, head_dim d), and out[0..d) = sum_s p[s] * V[s] (V rows ldv apart), each in a fixed order.
+    void (*attn_scores)(const float *q, const float *k, int64_t ldk, int64_t n_pos, int32_t d, float scale,
+                        float *scores);
+    void (*attn_values)(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out);
 };
 
 // The best table for this CPU (decided once). PANGU_KERNELS=scalar forces the reference.

@@ -2,6 +2,8 @@
 // runs unless the CPU reports those features.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "kernels.h"
 
 namespace pangu {
@@ -9,92 +11,135 @@ namespace kernels {
 
 namespace {
 
-inline __m256 load8_f32(const float *p) { return _mm256_loadu_ps(p); }
-inline __m256 load8_bf16(const uint16_t *p) {
-    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-inline __m256 load8_i8(const int8_t *p) {
-    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p));
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-}
-inline __m256 load8_f16(const uint16_t *p) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
-}
+struct F32 {
+    using T = float;
+    static __m256 load(const float *p) { return _mm256_loadu_ps(p); }
+    static float conv(float v) { return v; }
+};
+struct BF16 {
+    using T = uint16_t;
+    static __m256 load(const uint16_t *p) {
+        __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    static float conv(uint16_t h) {
+        uint32_t u = static_cast<uint32_t>(h) << 16;
+        float f;
+        std::memcpy(&f, &u, 4);
+        return f;
+    }
+};
+struct F16 {
+    using T = uint16_t;
+    static __m256 load(const uint16_t *p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+    }
+    static float conv(uint16_t h) { return _cvtsh_ss(h); }
+};
+struct I8 {
+    using T = int8_t;
+    static __m256 load(const int8_t *p) {
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))));
+    }
+    static float conv(int8_t v) { return static_cast<float>(v); }
+};
 
-// The fixed tree of kernels.h: (lo+hi halves) then pairwise.
+// The fixed tree of kernels.h: lanes (0+4, 1+5, 2+6, 3+7), then (0+2, 1+3), then the last pair.
 inline float hsum(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v);
-    __m128 hi = _mm256_extractf128_ps(v, 1);
-    __m128 s = _mm_add_ps(lo, hi);             // t_j = v_j + v_{j+4}
-    __m128 sh = _mm_movehl_ps(s, s);           // t2, t3
-    __m128 u = _mm_add_ps(s, sh);              // u0 = t0+t2, u1 = t1+t3
-    __m128 u1 = _mm_shuffle_ps(u, u, 0x55);
-    return _mm_cvtss_f32(_mm_add_ss(u, u1));
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 u = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 0x55)));
 }
 
-template <typename T, __m256 (*LOAD)(const T *), float (*CONV)(T)>
-void dot_rows(const float *x, const void *wv, int64_t ldw, int64_t n, int nr, float *y) {
-    const T *w = static_cast<const T *>(wv);
-    const int64_t n16 = n - n % 16;
-    __m256 a0[4], a1[4];
-    for (int r = 0; r < 4; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
-    if (nr == 4) {
-        for (int64_t i = 0; i < n16; i += 16) {
-            const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
-            for (int r = 0; r < 4; ++r) {
-                a0[r] = _mm256_fmadd_ps(x0, LOAD(w + r * ldw + i), a0[r]);
-                a1[r] = _mm256_fmadd_ps(x1, LOAD(w + r * ldw + i + 8), a1[r]);
-            }
-        }
-    } else {
-        for (int64_t i = 0; i < n16; i += 16) {
-            const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
-            for (int r = 0; r < nr; ++r) {
-                a0[r] = _mm256_fmadd_ps(x0, LOAD(w + r * ldw + i), a0[r]);
-                a1[r] = _mm256_fmadd_ps(x1, LOAD(w + r * ldw + i + 8), a1[r]);
-            }
+// RM rows of x against NR weight rows: RM * NR accumulators, each weight vector converted once and used
+// for all RM rows. Every output element sees the same sequence of FMAs whatever RM and NR are.
+template <typename W, int RM, int NR>
+inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, float *y,
+                  int64_t ldy) {
+    __m256 acc[RM][NR];
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    const int64_t n8 = n - n % 8;
+    for (int64_t i = 0; i < n8; i += 8) {
+        __m256 wv[NR];
+        for (int c = 0; c < NR; ++c) wv[c] = W::load(w + c * ldw + i);
+        for (int r = 0; r < RM; ++r) {
+            const __m256 xv = _mm256_loadu_ps(x + r * ldx + i);
+            for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
         }
     }
-    for (int r = 0; r < nr; ++r) {
-        // acc0 holds partial sums s0..s7, acc1 s8..s15: their sum is the first level of the tree.
-        float s = hsum(_mm256_add_ps(a0[r], a1[r]));
-        const T *row = w + r * ldw;
-        for (int64_t i = n16; i < n; ++i) s += x[i] * CONV(row[i]);
-        y[r] = s;
-    }
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) {
+            float s = hsum(acc[r][c]);
+            for (int64_t i = n8; i < n; ++i) s = __builtin_fmaf(x[r * ldx + i], W::conv(w[c * ldw + i]), s);
+            y[r * ldy + c] = s;
+        }
 }
 
-inline float conv_f32(float v) { return v; }
-inline float conv_bf16(uint16_t h) {
-    uint32_t u = static_cast<uint32_t>(h) << 16;
-    float f;
-    __builtin_memcpy(&f, &u, 4);
-    return f;
+template <typename W, int NR>
+inline void rows(const float *x, int64_t ldx, int64_t M, const typename W::T *w, int64_t ldw, int64_t n, float *y,
+                 int64_t ldy) {
+    int64_t m = 0;
+    for (; m + 2 <= M; m += 2) micro<W, 2, NR>(x + m * ldx, ldx, w, ldw, n, y + m * ldy, ldy);
+    if (m < M) micro<W, 1, NR>(x + m * ldx, ldx, w, ldw, n, y + m * ldy, ldy);
 }
-inline float conv_f16(uint16_t h) { return _cvtsh_ss(h); }
-inline float conv_i8(int8_t v) { return static_cast<float>(v); }
+
+template <typename W>
+void mm(const float *x, int64_t ldx, int64_t M, const void *wv, int64_t ldw, int64_t n, int nr, float *y,
+        int64_t ldy) {
+    const typename W::T *w = static_cast<const typename W::T *>(wv);
+    switch (nr) {
+        case 4: rows<W, 4>(x, ldx, M, w, ldw, n, y, ldy); break;
+        case 3: rows<W, 3>(x, ldx, M, w, ldw, n, y, ldy); break;
+        case 2: rows<W, 2>(x, ldx, M, w, ldw, n, y, ldy); break;
+        default: rows<W, 1>(x, ldx, M, w, ldw, n, y, ldy); break;
+    }
+}
 
 float dot_avx2(const float *a, const float *b, int64_t n) {
     float y;
-    dot_rows<float, load8_f32, conv_f32>(a, b, 0, n, 1, &y);
+    micro<F32, 1, 1>(a, 0, b, 0, n, &y, 0);
     return y;
 }
 
-void axpy_avx2(float a, const float *x, float *y, int64_t n) {
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; ++i) y[i] = __builtin_fmaf(a, x[i], y[i]);
+// Scores for one head: head_dim is small (32-128), so the whole query stays in registers and each position
+// costs its loads, its FMAs and one reduction.
+void attn_scores_avx2(const float *q, const float *k, int64_t ldk, int64_t n_pos, int32_t d, float scale,
+                      float *scores) {
+    if (d % 8 != 0 || d > 256) {
+        for (int64_t s = 0; s < n_pos; ++s) scores[s] = dot_avx2(q, k + s * ldk, d) * scale;
+        return;
+    }
+    __m256 qv[32];
+    const int nv = d / 8;
+    for (int j = 0; j < nv; ++j) qv[j] = _mm256_loadu_ps(q + 8 * j);
+    for (int64_t s = 0; s < n_pos; ++s) {
+        const float *kr = k + s * ldk;
+        __m256 acc = _mm256_setzero_ps();
+        for (int j = 0; j < nv; ++j) acc = _mm256_fmadd_ps(qv[j], _mm256_loadu_ps(kr + 8 * j), acc);
+        scores[s] = hsum(acc) * scale;
+    }
 }
 
-const Table kAvx2 = {"avx2",
-                     dot_rows<float, load8_f32, conv_f32>,
-                     dot_rows<uint16_t, load8_bf16, conv_bf16>,
-                     dot_rows<uint16_t, load8_f16, conv_f16>,
-                     dot_rows<int8_t, load8_i8, conv_i8>,
-                     dot_avx2,
-                     axpy_avx2};
+void attn_values_avx2(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out) {
+    if (d % 8 != 0 || d > 128) {
+        for (int32_t i = 0; i < d; ++i) out[i] = 0.0f;
+        for (int64_t s = 0; s < n_pos; ++s)
+            for (int32_t i = 0; i < d; ++i) out[i] = __builtin_fmaf(p[s], v[s * ldv + i], out[i]);
+        return;
+    }
+    __m256 acc[16];
+    const int nv = d / 8;
+    for (int j = 0; j < nv; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < n_pos; ++s) {
+        const __m256 ps = _mm256_set1_ps(p[s]);
+        const float *vr = v + s * ldv;
+        for (int j = 0; j < nv; ++j) acc[j] = _mm256_fmadd_ps(ps, _mm256_loadu_ps(vr + 8 * j), acc[j]);
+    }
+    for (int j = 0; j < nv; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
+}
+
+const Table kAvx2 = {"avx2", mm<F32>, mm<BF16>, mm<F16>, mm<I8>, dot_avx2, attn_scores_avx2, attn_values_avx2};
 
 }  // namespace
 

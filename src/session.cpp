@@ -15,7 +15,9 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p) {
     L.n_ctx = p.n_ctx;
     L.n_batch = p.n_batch;
     L.n_threads = p.n_threads;
-    L.n_logit_rows = std::max(1, std::min(p.n_batch, 16));
+    L.spec_k = p.spec_mode == PANGU_SPEC_OFF ? 0 : p.spec_draft_len;
+    // The head runs over up to n_logit_rows rows at once: enough for a whole verification batch.
+    L.n_logit_rows = std::max({1, std::min(p.n_batch, 16), L.spec_k + 1});
     L.alignment = std::max<size_t>(64, m.device->mem_alignment);
     const size_t H = c.n_embd, D = c.head_dim, QD = size_t(c.n_head) * D, KVD = size_t(c.n_head_kv) * D;
     const size_t B = p.n_batch, F = m.max_ff, V = c.n_vocab, C = p.n_ctx;
@@ -69,6 +71,10 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p) {
                 L.mm_ws_bytes = std::max(L.mm_ws_bytes, ws(*t));
     }
     L.mm_ws = take(L.mm_ws_bytes);
+    L.spec_ids = take(sizeof(int32_t) * (L.spec_k + 1));
+    L.spec_logits = take(sizeof(float) * (L.spec_k + 1) * V);
+    L.ngram_bytes = p.spec_mode == PANGU_SPEC_PLD ? NgramIndex::bytes(p.n_ctx, p.spec_ngram) : 0;
+    L.ngram = take(L.ngram_bytes);
     L.kv_pos_bytes = sizeof(float) * 2 * KVD * c.n_layer;
     L.kv_bytes = L.kv_pos_bytes * C;
     L.kv = take(L.kv_bytes);
@@ -132,7 +138,17 @@ Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L
     tokens = reinterpret_cast<int32_t *>(block_ + layout.tokens);
     last_logits_ = buf(layout.last_logits);
     sampler_.init(m.cfg.n_vocab, block_ + layout.sampler);
+    if (layout.ngram_bytes) ngram_.init(block_ + layout.ngram, p.n_ctx, p.spec_ngram);
     reset();
+}
+
+int Session::propose_drafts(int room, int32_t *out) {
+    if (room <= 0) return 0;
+    if (params.spec_mode == PANGU_SPEC_PLD) {
+        ngram_.update(tokens, n_tokens);
+        return ngram_.propose(tokens, n_tokens, room, out);
+    }
+    return 0;
 }
 
 Session::~Session() {
@@ -149,6 +165,8 @@ void Session::reset() {
     n_tokens = 0;
     n_past = 0;
     logits_valid = false;
+    if (layout.ngram_bytes) ngram_.clear();
+    spec_ctrl_.reset(layout.spec_k);
 }
 
 void Session::truncate(size_t n_keep) {
@@ -163,11 +181,12 @@ void Session::truncate(size_t n_keep) {
     logits_valid = false;
 }
 
-void Session::eval_pending(float *logits_out, size_t out_row0) {
+void Session::eval_pending(float *logits_out, size_t out_row0, size_t upto) {
     const size_t V = model.cfg.n_vocab;
-    while (n_past < n_tokens) {
+    upto = std::min(upto, n_tokens);
+    while (n_past < upto) {
         if (abort_cb && abort_cb(abort_user)) fail(PANGU_ERR_CANCELLED, "evaluation cancelled by the abort callback");
-        const int M = static_cast<int>(std::min<size_t>(layout.n_batch, n_tokens - n_past));
+        const int M = static_cast<int>(std::min<size_t>(layout.n_batch, upto - n_past));
         float *out = last_logits_;
         int n_out = 1;
         if (logits_out && n_past + M > out_row0) {
@@ -202,6 +221,7 @@ bool Session::slide(size_t need) {
     // happens in the next evaluation, inside the same cache rows.
     n_past = std::min(n_past, keep);
     logits_valid = false;
+    if (layout.ngram_bytes) ngram_.clear();
     ++n_context_shifts;
     return true;
 }
@@ -298,27 +318,11 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
 
     pangu_status status = PANGU_OK;
     r.stop_reason = PANGU_STOP_NONE;
-    while (r.stop_reason == PANGU_STOP_NONE) {
-        if (r.n_generated >= sp.max_new_tokens) {
-            r.stop_reason = PANGU_STOP_MAX_TOKENS;
-            break;
-        }
-        if (n_tokens >= static_cast<size_t>(layout.n_ctx) && !slide(1)) {
-            r.stop_reason = PANGU_STOP_CONTEXT_FULL;
-            status = PANGU_ERR_CONTEXT_FULL;
-            break;
-        }
-        if (abort_cb && abort_cb(abort_user)) {
-            r.stop_reason = PANGU_STOP_CANCELLED;
-            status = PANGU_ERR_CANCELLED;
-            break;
-        }
-        sync();
-        const int32_t tok = sampler_.sample(last_logits_, sp, tokens, n_tokens, rng_);
-        tokens[n_tokens++] = tok;  // its K/V are computed by the next forward (or the next call's)
-        logits_valid = false;
-        ++r.n_generated;
 
+    // Appends one generated token to the streamed text and decides whether generation ends with it.
+    // Returns true to stop (r.stop_reason and status say why).
+    auto emit_token = [&](int32_t tok) -> bool {
+        ++r.n_generated;
         // What text does this token complete? Held-back text + new whole characters.
         // Control tokens push nothing but still end a pending byte run, as in the decoder.
         const std::string_view bytes = tok < n_pieces ? vocab.stream_bytes(tok, at_text_start) : std::string_view();
@@ -336,18 +340,20 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
                 stop_now = true;
             }
         if (!stop_now) {
+            // The match that starts earliest, over all stop strings, wins: the text before it is emitted.
+            const char *hit = nullptr;
             for (size_t k = 0; k < sp.n_stop_strings; ++k) {
                 const size_t m = std::strlen(sp.stop_strings[k]);
-                // The stop string may have ended inside the text added by this token only.
-                const char *hit = nullptr;
-                for (size_t end = m; end <= n_text && !hit; ++end)
-                    if (ends_with(text, end, sp.stop_strings[k], m)) hit = text + end - m;
-                if (hit) {
-                    r.stop_reason = PANGU_STOP_STRING;
-                    stop_now = true;
-                    emit = static_cast<size_t>(hit - text);
-                    break;
-                }
+                for (size_t end = m; end <= n_text; ++end)
+                    if (ends_with(text, end, sp.stop_strings[k], m)) {
+                        if (!hit || text + end - m < hit) hit = text + end - m;
+                        break;
+                    }
+            }
+            if (hit) {
+                r.stop_reason = PANGU_STOP_STRING;
+                stop_now = true;
+                emit = static_cast<size_t>(hit - text);
             }
         }
         if (!stop_now && r.n_generated >= sp.max_new_tokens) {
@@ -360,14 +366,86 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
         const int cancel = cb ? cb(user, tok, text, emit) : 0;
         std::memmove(text, text + emit, n_text - std::min(emit, n_text));
         n_text -= std::min(emit, n_text);
-        if (stop_now) break;
+        if (stop_now) return true;
         if (cancel) {
+            r.stop_reason = PANGU_STOP_CANCELLED;
+            status = PANGU_ERR_CANCELLED;
+            return true;
+        }
+        return false;
+    };
+
+    const int32_t V = model.cfg.n_vocab;
+    int32_t *batch = reinterpret_cast<int32_t *>(block_ + layout.spec_ids);
+    float *rows = buf(layout.spec_logits);
+    const size_t C = static_cast<size_t>(layout.n_ctx);
+    while (r.stop_reason == PANGU_STOP_NONE) {
+        if (r.n_generated >= sp.max_new_tokens) {
+            r.stop_reason = PANGU_STOP_MAX_TOKENS;
+            break;
+        }
+        if (n_tokens >= C && !slide(1)) {
+            r.stop_reason = PANGU_STOP_CONTEXT_FULL;
+            status = PANGU_ERR_CONTEXT_FULL;
+            break;
+        }
+        if (abort_cb && abort_cb(abort_user)) {
             r.stop_reason = PANGU_STOP_CANCELLED;
             status = PANGU_ERR_CANCELLED;
             break;
         }
+        if (logits_valid) {
+            // The prompt's evaluation left the next token's logits: sample the first token from them.
+            const int32_t tok = sampler_.sample(last_logits_, sp, tokens, n_tokens, rng_);
+            tokens[n_tokens++] = tok;  // its K/V are computed by the next forward (or the next call's)
+            logits_valid = false;
+            if (emit_token(tok)) break;
+            continue;
+        }
+        // After a slide, the kept tokens are evaluated again, all but the last, which the step runs.
+        eval_pending(nullptr, 0, n_tokens - 1);
+
+        // One step: run the pending token, plus k drafted tokens when drafting is expected to pay, in one
+        // batched forward; then accept drafts while they agree with what the model samples.
+        int k = 0;
+        batch[0] = tokens[n_tokens - 1];
+        if (layout.spec_k > 0) {
+            const size_t left = static_cast<size_t>(sp.max_new_tokens - r.n_generated);
+            const size_t room = std::min<size_t>({static_cast<size_t>(layout.spec_k), left - 1, C - n_tokens});
+            const int avail = propose_drafts(static_cast<int>(room), batch + 1);
+            k = spec_ctrl_.choose(avail);
+        }
+        const auto t_step = std::chrono::steady_clock::now();
+        n_past = n_tokens - 1;
+        forward(batch, k + 1, k + 1, rows);
+        max_pos = std::max(max_pos, n_past + k + 1);
+        const double step_ms = ms_since(t_step);
+
+        int accepted = 0;
+        bool stop = false;
+        for (int i = 0; i <= k; ++i) {
+            const int32_t tok = sampler_.sample(rows + static_cast<size_t>(i) * V, sp, tokens, n_tokens, rng_);
+            tokens[n_tokens++] = tok;
+            n_past = n_tokens - 1;  // every input up to this token's predecessor is in the cache
+            if (emit_token(tok)) {
+                stop = true;
+                break;
+            }
+            if (i == k || tok != batch[i + 1]) break;
+            ++accepted;  // the draft was right: row i + 1 describes the context as it now is
+        }
+        spec_ctrl_.record(k, accepted, step_ms);
+        if (k > 0) {
+            ++n_verify;
+            n_drafted += k;
+            n_accepted += accepted;
+            ++accepted_hist[accepted];
+        }
+        if (stop) break;
     }
     r.generate_ms = ms_since(t_gen);
+    n_generated_total += r.n_generated;
+    generate_ms_total += r.generate_ms;
     if (res) {
         const size_t sz = res->struct_size;
         std::memcpy(res, &r, std::min(sz, sizeof(r)));

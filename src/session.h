@@ -8,6 +8,7 @@
 #include "device.h"
 #include "model.h"
 #include "sampler.h"
+#include "speculative.h"
 #include "vocab.h"
 
 namespace pangu {
@@ -22,6 +23,8 @@ struct SessionLayout {
     size_t x = 0, xb = 0, xb2 = 0, q = 0, k = 0, v = 0, att = 0, hb = 0, hb2 = 0;
     size_t logits = 0, attn_ws = 0, attn_ws_bytes = 0, mm_ws = 0, mm_ws_bytes = 0;
     size_t kv = 0, kv_bytes = 0, kv_pos_bytes = 0;  // kv_pos_bytes: one position of every layer, K and V
+    int32_t spec_k = 0;                             // most tokens drafted per step (0: speculation off)
+    size_t spec_ids = 0, spec_logits = 0, ngram = 0, ngram_bytes = 0;
     size_t activation_bytes = 0, logits_bytes = 0;
     size_t total = 0;
     size_t alignment = 64;
@@ -62,6 +65,8 @@ public:
     void *abort_user = nullptr;
 
     int64_t n_forward = 0, n_evaluated = 0, n_context_shifts = 0;
+    int64_t n_generated_total = 0, n_verify = 0, n_drafted = 0, n_accepted = 0, accepted_hist[16] = {0};
+    double generate_ms_total = 0;
     size_t max_pos = 0;  // largest n_past reached: the KV high-water mark
 
     Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller_arena);
@@ -73,7 +78,10 @@ private:
     // Runs the model over ids[0..n) at positions n_past.. (n <= n_batch) and writes the logits of the last
     // `n_out` rows to out (n_out rows of n_vocab, in host memory).
     void forward(const int32_t *ids, int n, int n_out, float *out);
-    void eval_pending(float *logits_out, size_t out_row0);
+    // Evaluates context tokens not yet in the cache, up to position `upto` (exclusive; default all).
+    void eval_pending(float *logits_out, size_t out_row0, size_t upto = SIZE_MAX);
+    // Drafts up to `room` tokens into out (PLD lookup); returns how many.
+    int propose_drafts(int room, int32_t *out);
     // PANGU_CONTEXT_SLIDE: drop tokens after n_keep so that `need` more fit; false if they cannot.
     bool slide(size_t need);
     float *buf(size_t off) { return reinterpret_cast<float *>(block_ + off); }
@@ -84,6 +92,8 @@ private:
     float *last_logits_ = nullptr;
     Sampler sampler_;
     Rng rng_;
+    NgramIndex ngram_;
+    SpecController spec_ctrl_;
 };
 
 // Builds a session in the caller's arena or in a block of its own; throws pangu::Error.

@@ -238,7 +238,29 @@ typedef struct pangu_session_params {
      * must keep it valid, and untouched, until pangu_session_free(). Default NULL. */
     void *arena;
     size_t arena_size;
+    /* Speculative decoding (see PANGU_SPEC_*). Default PANGU_SPEC_PLD: prompt-lookup drafting, which never
+     * changes the output (greedy: token for token; sampling: the same tokens for the same seed) and backs off
+     * by itself when drafts do not pay, so that it costs nothing on text without repetition. */
+    int32_t spec_mode;
+    /* PLD: longest n-gram looked up (tries spec_ngram, then shorter down to 1). Default 3, range 1..8. */
+    int32_t spec_ngram;
+    /* Most tokens drafted per step (K); each step verifies up to K+1 positions in one batched forward.
+     * Default 4, range 1..15. */
+    int32_t spec_draft_len;
+    /* PANGU_SPEC_DRAFT: a smaller model with the same vocabulary that drafts autoregressively (its KV cache
+     * lives in this session's memory). It must outlive the session. */
+    const pangu_model *draft_model;
+    /* PANGU_SPEC_SELF: the target's layers that make up the draft, ascending; NULL for the default (every
+     * 4th layer from 0: 0, 4, 8, ...), always followed by the final norm and the head. */
+    const int32_t *self_draft_layers;
+    int32_t n_self_draft_layers;
 } pangu_session_params;
+
+/* spec_mode values */
+#define PANGU_SPEC_OFF 0   /* plain decoding, one forward per token */
+#define PANGU_SPEC_PLD 1   /* prompt-lookup (n-gram) drafting from the session's own tokens */
+#define PANGU_SPEC_DRAFT 2 /* a draft model (draft_model) */
+#define PANGU_SPEC_SELF 3  /* self-draft with a subset of the target's layers */
 
 /* context_policy values */
 #define PANGU_CONTEXT_ERROR 0
@@ -333,6 +355,13 @@ typedef struct pangu_session_stats {
     int64_t n_forward;           /* forward passes run */
     int64_t n_evaluated;         /* token positions run through the model (prompt, generated, re-evaluated) */
     int64_t n_context_shifts;    /* PANGU_CONTEXT_SLIDE shifts */
+    /* speculative decoding, counted over all generations */
+    int64_t n_generated;         /* tokens generated */
+    double generate_ms;          /* wall time spent generating them */
+    int64_t n_verify;            /* verification forwards (a step that drafted k >= 1 tokens) */
+    int64_t n_drafted;           /* tokens drafted */
+    int64_t n_accepted;          /* drafted tokens accepted */
+    int64_t accepted_hist[16];   /* accepted_hist[a]: verification steps that accepted a drafts */
 } pangu_session_stats;
 
 /* Fill `stats` (whose struct_size the caller sets). Counters run from session creation (reset does not

@@ -35,69 +35,82 @@ TEST(Kernels, VectorPathsMatchScalarOnAwkwardSizes) {
     const auto tables = vector_tables();
     if (tables.empty()) GTEST_SKIP() << "no vector kernels on this CPU/build";
     std::mt19937 g(42);
-    for (int64_t n : {1, 7, 15, 16, 17, 31, 33, 64, 100, 192, 255, 1000, 1536}) {
+    for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 192, 255, 1000, 1536}) {
         for (int nr = 1; nr <= 4; ++nr) {
-            auto x = randv(n, g);
-            auto w = randv(n * nr, g, 0.05f);
-            std::vector<uint16_t> wb(w.size()), wh(w.size());
-            std::vector<int8_t> wq(w.size());
-            for (size_t i = 0; i < w.size(); ++i) {
-                wb[i] = f32_to_bf16(w[i]);
-                wh[i] = f32_to_f16(w[i]);
-                wq[i] = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
-            }
-            for (const auto *t : tables) {
-                float ref[4], got[4];
-                const float tol = 1e-5f * std::sqrt(static_cast<float>(n)) + 1e-6f;
-                kernels::scalar().dot_f32(x.data(), w.data(), n, n, nr, ref);
-                t->dot_f32(x.data(), w.data(), n, n, nr, got);
-                for (int r = 0; r < nr; ++r) EXPECT_NEAR(got[r], ref[r], tol) << t->name << " f32 n=" << n;
-                kernels::scalar().dot_bf16(x.data(), wb.data(), n, n, nr, ref);
-                t->dot_bf16(x.data(), wb.data(), n, n, nr, got);
-                for (int r = 0; r < nr; ++r) EXPECT_NEAR(got[r], ref[r], tol) << t->name << " bf16 n=" << n;
-                kernels::scalar().dot_f16(x.data(), wh.data(), n, n, nr, ref);
-                t->dot_f16(x.data(), wh.data(), n, n, nr, got);
-                for (int r = 0; r < nr; ++r) EXPECT_NEAR(got[r], ref[r], tol) << t->name << " f16 n=" << n;
-                kernels::scalar().dot_i8(x.data(), wq.data(), n, n, nr, ref);
-                t->dot_i8(x.data(), wq.data(), n, n, nr, got);
-                for (int r = 0; r < nr; ++r)
-                    EXPECT_NEAR(got[r], ref[r], 127 * tol) << t->name << " i8 n=" << n;
+            for (int64_t M : {1, 2, 3, 5}) {
+                auto x = randv(M * n, g);
+                auto w = randv(n * nr, g, 0.05f);
+                std::vector<uint16_t> wb(w.size()), wh(w.size());
+                std::vector<int8_t> wq(w.size());
+                for (size_t i = 0; i < w.size(); ++i) {
+                    wb[i] = f32_to_bf16(w[i]);
+                    wh[i] = f32_to_f16(w[i]);
+                    wq[i] = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
+                }
+                struct Case {
+                    const char *name;
+                    kernels::MatmulBlockFn kernels::Table::*fn;
+                    const void *w;
+                    float tol_scale;
+                } cases[] = {{"f32", &kernels::Table::mm_f32, w.data(), 1},
+                             {"bf16", &kernels::Table::mm_bf16, wb.data(), 1},
+                             {"f16", &kernels::Table::mm_f16, wh.data(), 1},
+                             {"i8", &kernels::Table::mm_i8, wq.data(), 127}};
+                for (const auto *t : tables)
+                    for (const auto &c : cases) {
+                        std::vector<float> ref(M * 4), got(M * 4);
+                        (kernels::scalar().*c.fn)(x.data(), n, M, c.w, n, n, nr, ref.data(), 4);
+                        (t->*c.fn)(x.data(), n, M, c.w, n, n, nr, got.data(), 4);
+                        const float tol = (1e-5f * std::sqrt(static_cast<float>(n)) + 1e-6f) * c.tol_scale;
+                        for (int64_t m = 0; m < M; ++m)
+                            for (int r = 0; r < nr; ++r)
+                                EXPECT_NEAR(got[m * 4 + r], ref[m * 4 + r], tol)
+                                    << t->name << " " << c.name << " n=" << n << " M=" << M << " nr=" << nr;
+                    }
             }
         }
     }
 }
 
-TEST(Kernels, AxpyAndDotMatchScalar) {
+TEST(Kernels, AttentionKernelsMatchScalar) {
     std::mt19937 g(7);
     for (const auto *t : vector_tables()) {
-        for (int64_t n : {1, 5, 8, 9, 32, 33, 128, 129}) {
-            auto a = randv(n, g), b = randv(n, g);
-            EXPECT_NEAR(t->dot(a.data(), b.data(), n), kernels::scalar().dot(a.data(), b.data(), n), 1e-4f);
-            auto y1 = b, y2 = b;
-            t->axpy(0.37f, a.data(), y1.data(), n);
-            kernels::scalar().axpy(0.37f, a.data(), y2.data(), n);
-            for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(y1[i], y2[i], 1e-6f);
+        for (int32_t d : {8, 16, 32, 64, 128, 12}) {
+            for (int64_t n_pos : {1, 2, 7, 33}) {
+                const int64_t ld = d * 3;
+                auto q = randv(d, g), k = randv(n_pos * ld, g), v = randv(n_pos * ld, g), p = randv(n_pos, g);
+                std::vector<float> s1(n_pos), s2(n_pos), o1(d), o2(d);
+                t->attn_scores(q.data(), k.data(), ld, n_pos, d, 0.3f, s1.data());
+                kernels::scalar().attn_scores(q.data(), k.data(), ld, n_pos, d, 0.3f, s2.data());
+                for (int64_t i = 0; i < n_pos; ++i) EXPECT_NEAR(s1[i], s2[i], 1e-4f) << t->name << " d=" << d;
+                t->attn_values(p.data(), v.data(), ld, n_pos, d, o1.data());
+                kernels::scalar().attn_values(p.data(), v.data(), ld, n_pos, d, o2.data());
+                for (int32_t i = 0; i < d; ++i) EXPECT_NEAR(o1[i], o2[i], 1e-4f) << t->name << " d=" << d;
+            }
         }
+        auto a = randv(77, g), b = randv(77, g);
+        EXPECT_NEAR(t->dot(a.data(), b.data(), 77), kernels::scalar().dot(a.data(), b.data(), 77), 1e-4f);
     }
 }
 
-TEST(Kernels, RowResultsDoNotDependOnRowsPerCallOrGrouping) {
-    // dot_rows with nr = 4 must give exactly what nr = 1 gives for each row: the matmul groups output
-    // channels differently depending on how the range is split between threads.
+TEST(Kernels, RowResultsDoNotDependOnBlocking) {
+    // A row's results must not depend on how many rows or weight rows share the call: the matmul groups
+    // them differently depending on the batch and on how the range is split between threads.
     std::mt19937 g(3);
     for (const kernels::Table *t : {&kernels::scalar(), kernels::avx2()}) {
         if (!t) continue;
-        const int64_t n = 203;
-        auto x = randv(n, g);
+        const int64_t n = 203, M = 5;
+        auto x = randv(M * n, g);
         std::vector<uint16_t> w(4 * n);
         for (auto &v : w) v = f32_to_bf16(randv(1, g)[0]);
-        float four[4];
-        t->dot_bf16(x.data(), w.data(), n, n, 4, four);
-        for (int r = 0; r < 4; ++r) {
-            float one;
-            t->dot_bf16(x.data(), w.data() + r * n, n, n, 1, &one);
-            EXPECT_EQ(std::memcmp(&one, &four[r], 4), 0) << t->name << " row " << r;
-        }
+        std::vector<float> all(M * 4);
+        t->mm_bf16(x.data(), n, M, w.data(), n, n, 4, all.data(), 4);
+        for (int64_t m = 0; m < M; ++m)
+            for (int r = 0; r < 4; ++r) {
+                float one;
+                t->mm_bf16(x.data() + m * n, n, 1, w.data() + r * n, n, n, 1, &one, 1);
+                EXPECT_EQ(std::memcmp(&one, &all[m * 4 + r], 4), 0) << t->name << " row " << m << " col " << r;
+            }
     }
 }
 

@@ -1,0 +1,160 @@
+#include "speculative.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace pangu {
+
+namespace {
+
+size_t pow2_at_least(size_t n) {
+    size_t c = 16;
+    while (c < n) c <<= 1;
+    return c;
+}
+
+uint64_t hash_ngram(const int32_t *t, int len) {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(len);
+    for (int i = 0; i < len; ++i) {
+        h ^= static_cast<uint32_t>(t[i]);
+        h *= 0xff51afd7ed558ccdull;
+        h ^= h >> 29;
+    }
+    return h | 1;  // never 0
+}
+
+}  // namespace
+
+size_t NgramIndex::bytes(int n_ctx, int max_n) {
+    return sizeof(Slot) * pow2_at_least(2 * static_cast<size_t>(n_ctx)) * static_cast<size_t>(max_n);
+}
+
+void NgramIndex::init(void *mem, int n_ctx, int max_n) {
+    tables_ = static_cast<Slot *>(mem);
+    cap_ = pow2_at_least(2 * static_cast<size_t>(n_ctx));
+    max_n_ = max_n;
+    clear();
+}
+
+void NgramIndex::clear() {
+    for (size_t i = 0; i < cap_ * static_cast<size_t>(max_n_); ++i) tables_[i] = Slot{0, -1, 0};
+    indexed_ = 0;
+    fingerprint_ = 0;
+}
+
+void NgramIndex::insert(const int32_t *tokens, int len, size_t end) {
+    Slot *tab = tables_ + static_cast<size_t>(len - 1) * cap_;
+    const uint64_t key = hash_ngram(tokens + end + 1 - len, len);
+    for (size_t i = key & (cap_ - 1);; i = (i + 1) & (cap_ - 1)) {
+        if (tab[i].pos < 0 || tab[i].key == key) {
+            tab[i] = Slot{key, static_cast<int32_t>(end), 0};
+            return;
+        }
+    }
+}
+
+void NgramIndex::update(const int32_t *tokens, size_t n) {
+    if (!tables_) return;
+    // A cut context (or one rewritten in place by a slide) starts over; appends are indexed incrementally.
+    const uint64_t fp = indexed_ ? (static_cast<uint64_t>(indexed_) << 32 | static_cast<uint32_t>(tokens[indexed_ - 1])) : 0;
+    if (n < indexed_ || fp != fingerprint_) clear();
+    for (size_t p = indexed_ > 0 ? indexed_ : 1; p < n; ++p) {
+        // n-grams ending at p - 1 now have a continuation (tokens[p])
+        for (int len = 1; len <= max_n_ && static_cast<size_t>(len) <= p; ++len) insert(tokens, len, p - 1);
+    }
+    indexed_ = n;
+    fingerprint_ = n ? (static_cast<uint64_t>(n) << 32 | static_cast<uint32_t>(tokens[n - 1])) : 0;
+}
+
+int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out) const {
+    if (!tables_ || k <= 0) return 0;
+    for (int len = max_n_; len >= 1; --len) {
+        if (static_cast<size_t>(len) >= n) continue;
+        const int32_t *suffix = tokens + n - len;
+        const uint64_t key = hash_ngram(suffix, len);
+        const Slot *tab = tables_ + static_cast<size_t>(len - 1) * cap_;
+        for (size_t i = key & (cap_ - 1); tab[i].pos >= 0; i = (i + 1) & (cap_ - 1)) {
+            if (tab[i].key != key) continue;
+            const size_t end = static_cast<size_t>(tab[i].pos);
+            if (end + 1 >= n || end + 1 < static_cast<size_t>(len)) break;
+            if (std::memcmp(tokens + end + 1 - len, suffix, sizeof(int32_t) * len) != 0) break;  // collision
+            int m = 0;
+            while (m < k && end + 1 + m < n) {
+                out[m] = tokens[end + 1 + m];
+                ++m;
+            }
+            return m;
+        }
+    }
+    return 0;
+}
+
+void SpecController::reset(int k_max) {
+    k_max_ = k_max;
+    acc_ = seen_ = 0;
+    std::memset(ms_, 0, sizeof ms_);
+    since_probe_ = 0;
+    probe_gap_ = 4;
+}
+
+double SpecController::cost(int m) const {
+    if (ms_[m] > 0) return ms_[m];
+    // Not measured yet: extrapolate linearly from one position and the largest batch measured; with nothing
+    // measured, assume each extra position adds a quarter of a plain step, which holds when weights dominate
+    // (memory-bound decode) and errs towards drafting, so that the real cost gets measured.
+    const double one = ms_[1] > 0 ? ms_[1] : 1.0;
+    double slope = 0.25 * one;
+    for (int j = 16; j >= 2; --j)
+        if (ms_[j] > 0 && ms_[1] > 0) {
+            slope = std::max(0.0, (ms_[j] - ms_[1]) / (j - 1));
+            break;
+        }
+    return one + slope * (m - 1);
+}
+
+int SpecController::choose(int available) {
+    const int kmax = available < k_max_ ? available : k_max_;
+    if (kmax <= 0) return 0;
+    const double a = acceptance();
+    double best = 1.0 / cost(1);
+    int best_k = 0;
+    double expect = 1.0, ak = 1.0;
+    for (int k = 1; k <= kmax; ++k) {
+        ak *= a;
+        expect += ak;  // expected tokens from drafting k: 1 + a + a^2 + ... + a^k
+        const double score = expect / cost(k + 1);
+        if (score > best) {
+            best = score;
+            best_k = k;
+        }
+    }
+    if (best_k > 0) {
+        probe_gap_ = 4;
+        since_probe_ = 0;
+        return best_k;
+    }
+    // Drafting does not pay at the current estimate: probe with one token every so often, less often the
+    // longer it keeps failing.
+    if (++since_probe_ >= probe_gap_) {
+        since_probe_ = 0;
+        probe_gap_ = probe_gap_ < 64 ? probe_gap_ * 2 : 64;
+        return 1;
+    }
+    return 0;
+}
+
+void SpecController::record(int k, int accepted, double ms) {
+    const int m = k + 1;
+    if (m >= 1 && m <= 16) ms_[m] = ms_[m] > 0 ? 0.9 * ms_[m] + 0.1 * ms : ms;
+    if (k > 0) {
+        // A step examines drafted tokens until the first rejection. Short memory: whether the text repeats
+        // changes within a request.
+        const int examined = accepted < k ? accepted + 1 : k;
+        acc_ = 0.7 * acc_ + accepted;
+        seen_ = 0.7 * seen_ + examined;
+        if (accepted == k) probe_gap_ = 4;  // a probe that fully succeeded: look again soon
+    }
+}
+
+}  // namespace pangu

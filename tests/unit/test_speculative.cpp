@@ -1,0 +1,264 @@
+// Speculative decoding: drafts never change the output. Greedy: token for token identical to plain
+// decoding; sampling with prompt lookup: the same tokens for the same seed (a one-hot draft is accepted
+// exactly when the sampled token equals it, and the sampler draws once per token either way).
+#include <gtest/gtest.h>
+#include <json/json.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "pangu/pangu.h"
+#include "speculative.h"
+
+namespace {
+
+pangu_model *g_model = nullptr;
+
+struct ModelEnv : ::testing::Environment {
+    void SetUp() override { ASSERT_EQ(pangu_model_load(PANGU_MODEL_DIR, nullptr, &g_model), PANGU_OK); }
+    void TearDown() override { pangu_model_free(g_model); }
+};
+const auto *kEnv = ::testing::AddGlobalTestEnvironment(new ModelEnv);
+
+struct GenRun {
+    std::vector<int32_t> ids;
+    std::string text;
+    pangu_session_stats stats{};
+};
+
+GenRun generate(const std::vector<int32_t> &prompt, int spec_mode, const pangu_sampling_params &sp, int k = 4,
+             int threads = 1) {
+    pangu_session_params p;
+    pangu_session_params_init(&p);
+    p.n_ctx = 1024;
+    p.spec_mode = spec_mode;
+    p.spec_draft_len = k;
+    p.n_threads = threads;
+    pangu_session *s = nullptr;
+    EXPECT_EQ(pangu_session_create(g_model, &p, &s), PANGU_OK) << pangu_last_error();
+    GenRun r;
+    auto cb = [](void *u, int32_t t, const char *piece, size_t len) {
+        auto *run = static_cast<GenRun *>(u);
+        run->ids.push_back(t);
+        run->text.append(piece, len);
+        return 0;
+    };
+    EXPECT_EQ(pangu_session_generate_tokens(s, prompt.data(), prompt.size(), &sp, cb, &r, nullptr), PANGU_OK)
+        << pangu_session_last_error(s);
+    r.stats.struct_size = sizeof r.stats;
+    EXPECT_EQ(pangu_session_get_stats(s, &r.stats), PANGU_OK);
+    pangu_session_free(s);
+    return r;
+}
+
+std::vector<int32_t> tokenize(const std::string &text) {
+    size_t n = 0;
+    pangu_tokenize(g_model, text.data(), text.size(), 1, 0, nullptr, 0, &n);
+    std::vector<int32_t> ids(n);
+    EXPECT_EQ(pangu_tokenize(g_model, text.data(), text.size(), 1, 0, ids.data(), n, &n), PANGU_OK);
+    return ids;
+}
+
+// 50 prompts cut from dev.jsonl: the first 48..160 tokens of documents (Python and Chinese alike).
+std::vector<std::vector<int32_t>> dev_prompts(size_t count) {
+    std::ifstream f(std::string(PANGU_SHARED_DIR) + "/data/dev.jsonl");
+    std::vector<std::vector<int32_t>> out;
+    std::string line;
+    std::mt19937 g(1);
+    while (out.size() < count && std::getline(f, line)) {
+        Json::Value doc;
+        std::istringstream(line) >> doc;
+        auto ids = tokenize(doc["text"].asString());
+        const size_t len = 48 + g() % 113;
+        if (ids.size() < len + 8) continue;
+        ids.resize(len);
+        out.push_back(ids);
+    }
+    return out;
+}
+
+pangu_sampling_params greedy(int n) {
+    pangu_sampling_params sp;
+    pangu_sampling_params_init(&sp);
+    sp.max_new_tokens = n;
+    return sp;
+}
+
+}  // namespace
+
+TEST(Speculative, PldGreedyIsIdenticalOnGoldenPrompts) {
+    Json::Value golden;
+    std::ifstream(std::string(PANGU_MODEL_DIR) + "/golden.json") >> golden;
+    for (const auto &c : golden["cases"]) {
+        std::vector<int32_t> prompt;
+        for (const auto &v : c["prompt_ids"]) prompt.push_back(v.asInt());
+        const GenRun off = generate(prompt, PANGU_SPEC_OFF, greedy(64));
+        const GenRun pld = generate(prompt, PANGU_SPEC_PLD, greedy(64));
+        EXPECT_EQ(pld.ids, off.ids) << c["prompt"].asString();
+        EXPECT_EQ(pld.text, off.text);
+        // the first 24 are golden.json's own continuation
+        for (Json::ArrayIndex i = 0; i < c["greedy_ids"].size(); ++i) EXPECT_EQ(pld.ids[i], c["greedy_ids"][i].asInt());
+    }
+}
+
+TEST(Speculative, PldGreedyIsIdenticalOnFiftyDevPrompts) {
+    int64_t accepted = 0, drafted = 0, fwd_off = 0, fwd_pld = 0;
+    const auto prompts = dev_prompts(50);
+    ASSERT_EQ(prompts.size(), 50u);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        const GenRun off = generate(prompts[i], PANGU_SPEC_OFF, greedy(48));
+        const GenRun pld = generate(prompts[i], PANGU_SPEC_PLD, greedy(48), 4, i % 2 ? 2 : 1);
+        ASSERT_EQ(pld.ids, off.ids) << "prompt " << i;
+        ASSERT_EQ(pld.text, off.text) << "prompt " << i;
+        accepted += pld.stats.n_accepted;
+        drafted += pld.stats.n_drafted;
+        fwd_off += off.stats.n_forward;
+        fwd_pld += pld.stats.n_forward;
+    }
+    std::printf("50 dev prompts: %lld drafted, %lld accepted, forwards %lld (plain %lld)\n", (long long)drafted,
+                (long long)accepted, (long long)fwd_pld, (long long)fwd_off);
+    EXPECT_GT(accepted, 0);  // the drafts were exercised, not skipped
+    EXPECT_LT(fwd_pld, fwd_off);
+}
+
+TEST(Speculative, PldSamplingGivesTheSameTokensForTheSameSeed) {
+    const auto prompts = dev_prompts(8);
+    int64_t accepted = 0;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        pangu_sampling_params sp = greedy(64);
+        sp.temperature = 0.7f;
+        sp.top_p = 0.9f;
+        sp.top_k = 50;
+        sp.repetition_penalty = 1.05f;
+        sp.seed = 1000 + i;
+        const GenRun off = generate(prompts[i], PANGU_SPEC_OFF, sp);
+        const GenRun pld = generate(prompts[i], PANGU_SPEC_PLD, sp);
+        EXPECT_EQ(pld.ids, off.ids) << "prompt " << i;
+        accepted += pld.stats.n_accepted;
+    }
+    EXPECT_GT(accepted, 0);
+}
+
+TEST(Speculative, DraftLengthsAndNgramSizesKeepOutputIdentical) {
+    const auto prompts = dev_prompts(6);
+    for (int k : {1, 2, 8, 15})
+        for (size_t i = 0; i < prompts.size(); ++i) {
+            pangu_session_params p;
+            (void)p;
+            const GenRun off = generate(prompts[i], PANGU_SPEC_OFF, greedy(40));
+            const GenRun pld = generate(prompts[i], PANGU_SPEC_PLD, greedy(40), k);
+            EXPECT_EQ(pld.ids, off.ids) << "k=" << k << " prompt " << i;
+            for (int a = k + 1; a < 16; ++a) EXPECT_EQ(pld.stats.accepted_hist[a], 0);
+        }
+}
+
+TEST(Speculative, RepeatedTextIsDraftedAndAccepted) {
+    // Re-emitting a code block the prompt holds: many tokens come from accepted drafts.
+    const std::string block =
+        "def heappush(heap, item):\n    heap.append(item)\n    _siftdown(heap, 0, len(heap)-1)\n\n"
+        "def heappop(heap):\n    lastelt = heap.pop()\n    if heap:\n        returnitem = heap[0]\n";
+    const auto prompt = tokenize(block + "\n" + block + "\n" + block.substr(0, 30));
+    const GenRun pld = generate(prompt, PANGU_SPEC_PLD, greedy(60));
+    const GenRun off = generate(prompt, PANGU_SPEC_OFF, greedy(60));
+    EXPECT_EQ(pld.ids, off.ids);
+    std::printf("re-emit: %lld of %lld drafted accepted in %lld verify steps, %lld forwards for 60 tokens\n",
+                (long long)pld.stats.n_accepted, (long long)pld.stats.n_drafted, (long long)pld.stats.n_verify,
+                (long long)pld.stats.n_forward);
+    // pangu-tiny copies the block only partly before it drifts, so the bar is: a third of the tokens came
+    // from accepted drafts and at least 20 % of the forwards were saved.
+    EXPECT_GE(pld.stats.n_accepted, 20);
+    EXPECT_LT(pld.stats.n_forward, off.stats.n_forward * 4 / 5);
+}
+
+TEST(NgramIndex, ProposesTheMostRecentContinuationWithFallback) {
+    std::vector<uint8_t> mem(pangu::NgramIndex::bytes(64, 3));
+    pangu::NgramIndex idx;
+    idx.init(mem.data(), 64, 3);
+    //                      0  1  2  3  4  5  6  7  8  9 10 11 12 13
+    std::vector<int32_t> t = {5, 6, 7, 8, 9, 5, 6, 7, 1, 2, 3, 6, 7};
+    idx.update(t.data(), t.size());
+    int32_t out[8];
+    // suffix (5?) "6 7": trigram "3 6 7" unseen; bigram "6 7" last seen ending at 7 -> continuation 1 2 3 6
+    int n = idx.propose(t.data(), t.size(), 4, out);
+    ASSERT_EQ(n, 4);
+    EXPECT_EQ(std::vector<int32_t>(out, out + 4), (std::vector<int32_t>{1, 2, 3, 6}));
+    // trigram wins over bigram: "5 6 7" ends at 7 (most recent), continuation 1 2
+    t.push_back(5);
+    t.push_back(6);
+    t.push_back(7);
+    idx.update(t.data(), t.size());
+    n = idx.propose(t.data(), t.size(), 2, out);
+    ASSERT_EQ(n, 2);
+    EXPECT_EQ(out[0], 1);
+    EXPECT_EQ(out[1], 2);
+    // unigram fallback, and the continuation is cut at the end of the context
+    std::vector<int32_t> u = {4, 9, 4};
+    idx.update(u.data(), u.size());  // shorter: rebuilt
+    n = idx.propose(u.data(), u.size(), 4, out);
+    ASSERT_EQ(n, 2);
+    EXPECT_EQ(out[0], 9);
+    EXPECT_EQ(out[1], 4);
+    // nothing seen before: no draft
+    std::vector<int32_t> v = {1, 2, 3};
+    idx.update(v.data(), v.size());
+    EXPECT_EQ(idx.propose(v.data(), v.size(), 4, out), 0);
+}
+
+TEST(NgramIndex, MatchesABruteForceSearchOnRandomText) {
+    std::mt19937 g(5);
+    const int n_ctx = 3000;
+    std::vector<uint8_t> mem(pangu::NgramIndex::bytes(n_ctx, 3));
+    pangu::NgramIndex idx;
+    idx.init(mem.data(), n_ctx, 3);
+    std::vector<int32_t> t;
+    for (int i = 0; i < n_ctx; ++i) {
+        t.push_back(static_cast<int32_t>(g() % 12));  // small alphabet: many repeats and hash probes
+        idx.update(t.data(), t.size());               // one token at a time, as generation does
+        if (i % 7) continue;
+        int32_t out[4];
+        const int n = idx.propose(t.data(), t.size(), 4, out);
+        // brute force: longest N in 3..1 whose suffix occurred earlier, most recent occurrence
+        int expect = 0;
+        int32_t ref[4];
+        for (int len = 3; len >= 1 && !expect; --len) {
+            if (static_cast<size_t>(len) >= t.size()) continue;
+            for (int64_t end = static_cast<int64_t>(t.size()) - 2; end >= len - 1; --end) {
+                if (std::equal(t.end() - len, t.end(), t.begin() + end - len + 1)) {
+                    while (expect < 4 && end + 1 + expect < static_cast<int64_t>(t.size())) {
+                        ref[expect] = t[end + 1 + expect];
+                        ++expect;
+                    }
+                    break;
+                }
+            }
+        }
+        ASSERT_EQ(n, expect) << "at " << i;
+        for (int j = 0; j < n; ++j) ASSERT_EQ(out[j], ref[j]) << "at " << i;
+    }
+}
+
+TEST(SpecController, BacksOffWhenDraftsFailAndProbesAgain) {
+    pangu::SpecController c;
+    c.reset(4);
+    int drafted_steps = 0;
+    for (int step = 0; step < 400; ++step) {
+        const int k = c.choose(4);
+        if (k > 0) ++drafted_steps;
+        c.record(k, 0, 1.0 + 0.5 * k);  // every draft rejected; verifying costs more than a plain step
+    }
+    // A few probes, spaced further and further apart: far fewer than one step in ten drafts.
+    EXPECT_GT(drafted_steps, 2);
+    EXPECT_LT(drafted_steps, 40);
+    // When drafts start being accepted, it drafts the full length again.
+    for (int step = 0; step < 200; ++step) {
+        const int k = c.choose(4);
+        c.record(k, k, 1.0 + 0.1 * k);
+    }
+    EXPECT_EQ(c.choose(4), 4);
+    EXPECT_EQ(c.choose(2), 2);  // never more than the drafts available
+    EXPECT_EQ(c.choose(0), 0);
+}
