@@ -9,9 +9,6 @@
 #include "session.h"
 #include "vocab.h"
 
-struct pangu_model {
-    std::unique_ptr<pangu::Model> impl;
-};
 
 
 namespace {
@@ -119,6 +116,7 @@ const char *pangu_status_string(pangu_status s) {
         case PANGU_ERR_INVALID_TOKEN: return "invalid token id";
         case PANGU_ERR_NUMERIC: return "numeric error (NaN or Inf)";
         case PANGU_ERR_INTERNAL: return "internal error";
+        case PANGU_ERR_VOCAB_MISMATCH: return "draft vocabulary mismatch";
     }
     return "unknown status";
 }
@@ -306,6 +304,42 @@ void resolve_session_params(const pangu::Model &m, pangu_session_params &p, cons
     if (p.spec_draft_len < 1 || p.spec_draft_len > 15)
         pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": spec_draft_len " +
                                                     std::to_string(p.spec_draft_len) + " must be between 1 and 15");
+    if (p.spec_mode == PANGU_SPEC_DRAFT) {
+        if (!p.draft_model)
+            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": spec_mode PANGU_SPEC_DRAFT needs draft_model");
+        const pangu::Model &d = *p.draft_model->impl;
+        // Drafts are token ids: they only mean the same thing if both vocabularies are the same, piece by piece.
+        bool same = d.cfg.n_vocab == m.cfg.n_vocab && d.vocab.n_vocab() == m.vocab.n_vocab() &&
+                    d.vocab.bos() == m.vocab.bos() && d.vocab.eos() == m.vocab.eos();
+        int32_t first_diff = -1;
+        for (int32_t i = 0; same && i < m.vocab.n_vocab(); ++i)
+            if (d.vocab.token_bytes(i) != m.vocab.token_bytes(i) || d.vocab.is_control(i) != m.vocab.is_control(i)) {
+                same = false;
+                first_diff = i;
+            }
+        if (!same)
+            pangu::fail(PANGU_ERR_VOCAB_MISMATCH,
+                        std::string(fn) + ": the draft model (" + d.dir + ") has a different vocabulary from the target (" +
+                            m.dir + "): " +
+                            (first_diff >= 0 ? "token " + std::to_string(first_diff) + " differs"
+                                             : "vocab sizes " + std::to_string(d.cfg.n_vocab) + " and " +
+                                                   std::to_string(m.cfg.n_vocab)));
+        if (p.n_ctx > d.cfg.n_ctx_train)
+            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": n_ctx " + std::to_string(p.n_ctx) +
+                                                        " exceeds the draft model's max_position_embeddings");
+    }
+    if (p.spec_mode == PANGU_SPEC_SELF && p.self_draft_layers) {
+        if (p.n_self_draft_layers < 1 || p.n_self_draft_layers > m.cfg.n_layer)
+            pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": n_self_draft_layers must be 1.." +
+                                                        std::to_string(m.cfg.n_layer));
+        for (int32_t i = 0; i < p.n_self_draft_layers; ++i) {
+            const int32_t l = p.self_draft_layers[i];
+            if (l < 0 || l >= m.cfg.n_layer || (i > 0 && l <= p.self_draft_layers[i - 1]))
+                pangu::fail(PANGU_ERR_INVALID_ARGUMENT,
+                            std::string(fn) + ": self_draft_layers must be ascending layer indices below " +
+                                std::to_string(m.cfg.n_layer));
+        }
+    }
     if (!p.arena && p.arena_size)
         pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": arena_size is set but arena is NULL");
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;

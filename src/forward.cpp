@@ -73,15 +73,17 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
     pgd_tensor emb = weight(model.tok_embd);
     check(dev_->embed(ctx, s, ids, M, &emb, &x), "embed");
 
-    for (int l = 0; l < c.n_layer; ++l) {
-        const LayerWeights &W = model.layers[l];
+    const int32_t *layer_ids = reinterpret_cast<const int32_t *>(block_ + L.layer_ids);
+    for (int li = 0; li < L.n_layers; ++li) {
+        const LayerWeights &W = model.layers[layer_ids[li]];
         const int64_t F = W.n_ff;
         pgd_tensor hb = act(buf(L.hb), M, F), hb2 = act(buf(L.hb2), M, F);
         pgd_tensor wq = weight(W.wq), wk = weight(W.wk), wv = weight(W.wv), wo = weight(W.wo);
         pgd_tensor wg = weight(W.w_gate), wu = weight(W.w_up), wd = weight(W.w_down);
-        // This layer's keys and values inside the position-major cache: rows kv_stride floats apart.
-        const int64_t kv_stride = static_cast<int64_t>(L.kv_pos_bytes / sizeof(float));
-        float *kc_data = buf(L.kv) + 2 * l * KVD, *vc_data = kc_data + KVD;
+        // This layer's keys and values inside a position-major cache: rows kv_stride floats apart.
+        float *kc_data, *vc_data;
+        int64_t kv_stride;
+        kv_rows(li, &kc_data, &vc_data, &kv_stride);
         pgd_tensor kc = act(kc_data, L.n_ctx, KVD), vc = act(vc_data, L.n_ctx, KVD);
         kc.stride = vc.stride = kv_stride;
 
@@ -94,7 +96,7 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
         check(dev_->rope(ctx, s, &q, pos, c.n_head, c.head_dim, rope), "rope q");
         check(dev_->rope(ctx, s, &k, pos, c.n_head_kv, c.head_dim, rope), "rope k");
         // The new keys and values join the cache at their positions.
-        const size_t row_bytes = sizeof(float) * KVD, pitch = L.kv_pos_bytes;
+        const size_t row_bytes = sizeof(float) * KVD, pitch = sizeof(float) * kv_stride;
         check(dev_->memcpy2d(ctx, kc_data + pos0 * kv_stride, pitch, k.data, row_bytes, row_bytes, M,
                              PGD_DEVICE_TO_DEVICE),
               "kv store");
@@ -137,6 +139,8 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
     check(dev_->stream_sync(ctx, s), "stream sync");
     ++n_forward;
     n_evaluated += M;
+    // A self-draft writes the target's cache rows of the layers they share: count them in its high water.
+    if (parent_ && L.n_shared) parent_->max_pos = std::max(parent_->max_pos, static_cast<size_t>(pos0 + M));
 }
 
 }  // namespace pangu

@@ -64,3 +64,8 @@ private:
 };
 
 }  // namespace pangu
+
+// The C handle of a model.
+struct pangu_model {
+    std::unique_ptr<pangu::Model> impl;
+};

@@ -50,8 +50,8 @@ void Sampler::init(int32_t n_vocab, void *buffer) {
     step_ = 0;
 }
 
-int32_t Sampler::sample(const float *logits, const pangu_sampling_params &p, const int32_t *history,
-                        size_t n_history, Rng &rng) {
+int32_t Sampler::prepare(const float *logits, const pangu_sampling_params &p, const int32_t *history,
+                         size_t n_history, double *total) {
     const int32_t V = n_vocab_;
     float *val = b_.val;
     std::memcpy(val, logits, sizeof(float) * V);
@@ -70,14 +70,16 @@ int32_t Sampler::sample(const float *logits, const pangu_sampling_params &p, con
         }
     }
 
+    int32_t *idx = b_.idx;
     if (p.temperature <= 0.0f) {  // greedy; ties go to the lowest id so results are reproducible
         int32_t best = 0;
         for (int32_t i = 1; i < V; ++i)
             if (val[i] > val[best]) best = i;
-        return best;
+        idx[0] = best;
+        *total = 1.0;
+        return 0;
     }
 
-    int32_t *idx = b_.idx;
     for (int32_t i = 0; i < V; ++i) idx[i] = i;
     auto by_logit = [val](int32_t a, int32_t b) { return val[a] > val[b] || (val[a] == val[b] && a < b); };
     int32_t n = V;
@@ -124,12 +126,48 @@ int32_t Sampler::sample(const float *logits, const pangu_sampling_params &p, con
     }
     double kept = 0.0;
     for (int32_t i = 0; i < keep; ++i) kept += val[idx[i]];
+    *total = kept;
+    return keep;
+}
+
+int32_t Sampler::sample(const float *logits, const pangu_sampling_params &p, const int32_t *history,
+                        size_t n_history, Rng &rng) {
+    double kept = 0;
+    const int32_t keep = prepare(logits, p, history, n_history, &kept);
+    const int32_t *idx = b_.idx;
+    if (keep == 0) return idx[0];
     double r = rng.uniform() * kept;
     for (int32_t i = 0; i < keep; ++i) {
-        r -= val[idx[i]];
+        r -= b_.val[idx[i]];
         if (r < 0.0) return idx[i];
     }
     return idx[keep - 1];
+}
+
+void Sampler::distribution(const float *logits, const pangu_sampling_params &p, const int32_t *history,
+                           size_t n_history, float *probs) {
+    double kept = 0;
+    const int32_t keep = prepare(logits, p, history, n_history, &kept);
+    std::memset(probs, 0, sizeof(float) * n_vocab_);
+    if (keep == 0) {
+        probs[b_.idx[0]] = 1.0f;
+        return;
+    }
+    for (int32_t i = 0; i < keep; ++i) probs[b_.idx[i]] = static_cast<float>(b_.val[b_.idx[i]] / kept);
+}
+
+int32_t Sampler::draw(const float *probs, Rng &rng) const {
+    double total = 0;
+    for (int32_t i = 0; i < n_vocab_; ++i) total += probs[i];
+    double r = rng.uniform() * total;
+    int32_t last = 0;
+    for (int32_t i = 0; i < n_vocab_; ++i) {
+        if (probs[i] <= 0) continue;
+        last = i;
+        r -= probs[i];
+        if (r < 0.0) return i;
+    }
+    return last;
 }
 
 }  // namespace pangu

@@ -33,8 +33,19 @@ public:
     // Picks the next token. `history` (n_history tokens) feeds the repetition penalty.
     int32_t sample(const float *logits, const pangu_sampling_params &p, const int32_t *history, size_t n_history,
                    Rng &rng);
+    // The distribution sample() draws from, as n_vocab probabilities in `probs` (one-hot at the argmax when
+    // greedy): what speculative sampling compares between target and draft.
+    void distribution(const float *logits, const pangu_sampling_params &p, const int32_t *history,
+                      size_t n_history, float *probs);
+    // Draws from a distribution over the vocabulary (one uniform number).
+    int32_t draw(const float *probs, Rng &rng) const;
 
 private:
+    // Penalty, temperature and truncation: leaves the kept candidates' ids in idx[0..keep) (most likely
+    // first when truncated) and their unnormalized weights in val[id]; returns keep (0 = greedy, the argmax
+    // in idx[0]) and their total in *total.
+    int32_t prepare(const float *logits, const pangu_sampling_params &p, const int32_t *history, size_t n_history,
+                    double *total);
     int32_t n_vocab_ = 0;
     SamplerBuffers b_;
     uint32_t step_ = 0;

@@ -9,9 +9,32 @@
 
 namespace pangu {
 
-SessionLayout plan_session(const Model &m, const pangu_session_params &p) {
+pangu_session_params draft_params(const pangu_session_params &p) {
+    pangu_session_params d = p;
+    d.spec_mode = PANGU_SPEC_OFF;
+    d.arena = nullptr;
+    d.arena_size = 0;
+    d.context_policy = PANGU_CONTEXT_ERROR;
+    d.n_keep = 0;
+    d.draft_model = nullptr;
+    d.self_draft_layers = nullptr;
+    d.n_self_draft_layers = 0;
+    return d;
+}
+
+LayerSubset self_draft_layers(const Model &m, const pangu_session_params &p, int32_t *buf, int32_t cap) {
+    if (p.self_draft_layers && p.n_self_draft_layers > 0) return {p.self_draft_layers, p.n_self_draft_layers};
+    int32_t n = 0;
+    for (int32_t l = 0; l < m.cfg.n_layer && n < cap; l += 4) buf[n++] = l;
+    return {buf, n};
+}
+
+SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerSubset subset) {
     const ModelConfig &c = m.cfg;
     SessionLayout L;
+    L.n_layers = subset.ids ? subset.n : c.n_layer;
+    // A self-draft's leading layers 0, 1, ... are the target's own: it shares their cache rows.
+    while (subset.ids && L.n_shared < subset.n && subset.ids[L.n_shared] == L.n_shared) ++L.n_shared;
     L.n_ctx = p.n_ctx;
     L.n_batch = p.n_batch;
     L.n_threads = p.n_threads;
@@ -28,6 +51,7 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p) {
         return o;
     };
     L.object = take(sizeof(pangu_session));
+    L.layer_ids = take(sizeof(int32_t) * L.n_layers);
     L.rope = take(sizeof(float) * C * D);
     L.tokens = take(sizeof(int32_t) * C);
     L.sampler = take(Sampler::buffer_bytes(c.n_vocab));
@@ -75,7 +99,18 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p) {
     L.spec_logits = take(sizeof(float) * (L.spec_k + 1) * V);
     L.ngram_bytes = p.spec_mode == PANGU_SPEC_PLD ? NgramIndex::bytes(p.n_ctx, p.spec_ngram) : 0;
     L.ngram = take(L.ngram_bytes);
-    L.kv_pos_bytes = sizeof(float) * 2 * KVD * c.n_layer;
+    if (p.spec_mode == PANGU_SPEC_DRAFT || p.spec_mode == PANGU_SPEC_SELF) {
+        L.spec_q = take(sizeof(float) * L.spec_k * V);
+        L.spec_p = take(sizeof(float) * V);
+        const pangu_session_params dp = draft_params(p);
+        int32_t buf[1024];
+        const SessionLayout D = p.spec_mode == PANGU_SPEC_DRAFT
+                                    ? plan_session(*p.draft_model->impl, dp)
+                                    : plan_session(m, dp, self_draft_layers(m, p, buf, 1024));
+        L.draft_bytes = D.total;
+        L.draft = take(D.total);
+    }
+    L.kv_pos_bytes = sizeof(float) * 2 * KVD * (L.n_layers - L.n_shared);
     L.kv_bytes = L.kv_pos_bytes * C;
     L.kv = take(L.kv_bytes);
     L.total = off;
@@ -120,10 +155,18 @@ void destroy_session(pangu_session *s) {
     if (!caller) dev->mem_free(dev->ctx, block);
 }
 
-Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller)
-    : model(m), params(p), layout(L), caller_arena(caller), dev_(m.device), block_(block) {
-    if (dev_->stream_create(dev_->ctx, p.n_threads, &stream_) != 0)
+Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller,
+                 Session *parent, LayerSubset subset)
+    : model(m), params(p), layout(L), caller_arena(caller), dev_(m.device), block_(block), parent_(parent) {
+    if (parent) {
+        // A draft works in turn with its target, never at the same time: it borrows the target's threads.
+        stream_ = parent->stream_;
+        owns_stream_ = false;
+    } else if (dev_->stream_create(dev_->ctx, p.n_threads, &stream_) != 0) {
         fail(PANGU_ERR_OUT_OF_MEMORY, "cannot start " + std::to_string(p.n_threads) + " compute threads");
+    }
+    int32_t *ids = reinterpret_cast<int32_t *>(block_ + layout.layer_ids);
+    for (int32_t i = 0; i < layout.n_layers; ++i) ids[i] = subset.ids ? subset.ids[i] : i;
     // RoPE table in double precision: cos/sin of pos * theta^(-2i/D). Precomputing it keeps the angle
     // exact to float rounding even at long positions, where computing pos * inv_freq in float would drift.
     const int D = m.cfg.head_dim, half = D / 2;
@@ -139,7 +182,69 @@ Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L
     last_logits_ = buf(layout.last_logits);
     sampler_.init(m.cfg.n_vocab, block_ + layout.sampler);
     if (layout.ngram_bytes) ngram_.init(block_ + layout.ngram, p.n_ctx, p.spec_ngram);
+    if (layout.draft_bytes) {
+        const pangu_session_params dp = draft_params(p);
+        Model &dm = p.spec_mode == PANGU_SPEC_DRAFT ? *p.draft_model->impl : m;
+        int32_t lbuf[1024];
+        const LayerSubset sub = p.spec_mode == PANGU_SPEC_SELF ? self_draft_layers(m, p, lbuf, 1024) : LayerSubset{};
+        const SessionLayout DL = plan_session(dm, dp, sub);
+        uint8_t *dblock = block_ + layout.draft;
+        try {
+            draft_ = new (dblock + DL.object) Session(dm, dp, DL, dblock, true, this, sub);
+        } catch (...) {
+            if (owns_stream_) dev_->stream_destroy(dev_->ctx, stream_);
+            throw;
+        }
+    }
     reset();
+}
+
+Session::~Session() {
+    if (draft_) draft_->~Session();
+    if (stream_ && owns_stream_) dev_->stream_destroy(dev_->ctx, stream_);
+}
+
+void Session::kv_rows(int li, float **k, float **v, int64_t *stride) {
+    if (li < layout.n_shared && parent_) {
+        parent_->kv_rows(li, k, v, stride);
+        return;
+    }
+    const int64_t KVD = int64_t(model.cfg.n_head_kv) * model.cfg.head_dim;
+    *k = buf(layout.kv) + 2 * (li - layout.n_shared) * KVD;
+    *v = *k + KVD;
+    *stride = static_cast<int64_t>(layout.kv_pos_bytes / sizeof(float));
+}
+
+namespace {
+// Test hook (test_speculative): accept every draft, to prove the distribution test can fail.
+bool g_broken_acceptance_for_tests = false;
+}  // namespace
+
+void set_broken_acceptance_for_tests(bool on) { g_broken_acceptance_for_tests = on; }
+
+void Session::draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_params &sp) {
+    Session &d = *draft_;
+    // Level the draft's context with ours: keep what still agrees (everything up to the last step, and the
+    // drafts we accepted), drop the rest, and run what it has not seen (at least our pending token).
+    const size_t common = std::min(d.n_tokens, n_tokens);
+    size_t i = std::min(draft_agreed_, common);
+    while (i < common && d.tokens[i] == tokens[i]) ++i;
+    if (i < d.n_tokens) d.truncate(i);
+    d.eval(tokens + i, n_tokens - i, nullptr);
+    const int32_t V = model.cfg.n_vocab;
+    for (int j = 0; j < k; ++j) {
+        int32_t tok;
+        if (sp.temperature <= 0.0f) {
+            tok = d.sampler_.sample(d.last_logits_, sp, d.tokens, d.n_tokens, rng_);
+        } else {
+            float *qj = q + static_cast<size_t>(j) * V;
+            d.sampler_.distribution(d.last_logits_, sp, d.tokens, d.n_tokens, qj);
+            tok = d.sampler_.draw(qj, rng_);
+        }
+        out[j] = tok;
+        if (j + 1 < k) d.eval(&tok, 1, nullptr);
+    }
+    draft_agreed_ = n_tokens;
 }
 
 int Session::propose_drafts(int room, int32_t *out) {
@@ -149,10 +254,6 @@ int Session::propose_drafts(int room, int32_t *out) {
         return ngram_.propose(tokens, n_tokens, room, out);
     }
     return 0;
-}
-
-Session::~Session() {
-    if (stream_) dev_->stream_destroy(dev_->ctx, stream_);
 }
 
 size_t Session::high_water() const {
@@ -165,6 +266,8 @@ void Session::reset() {
     n_tokens = 0;
     n_past = 0;
     logits_valid = false;
+    draft_agreed_ = 0;
+    if (draft_) draft_->reset();
     if (layout.ngram_bytes) ngram_.clear();
     spec_ctrl_.reset(layout.spec_k);
 }
@@ -378,6 +481,8 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
     const int32_t V = model.cfg.n_vocab;
     int32_t *batch = reinterpret_cast<int32_t *>(block_ + layout.spec_ids);
     float *rows = buf(layout.spec_logits);
+    float *q_rows = layout.spec_q ? buf(layout.spec_q) : nullptr;
+    float *p_row = layout.spec_p ? buf(layout.spec_p) : nullptr;
     const size_t C = static_cast<size_t>(layout.n_ctx);
     while (r.stop_reason == PANGU_STOP_NONE) {
         if (r.n_generated >= sp.max_new_tokens) {
@@ -409,13 +514,19 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
         // batched forward; then accept drafts while they agree with what the model samples.
         int k = 0;
         batch[0] = tokens[n_tokens - 1];
+        const auto t_step = std::chrono::steady_clock::now();
         if (layout.spec_k > 0) {
             const size_t left = static_cast<size_t>(sp.max_new_tokens - r.n_generated);
-            const size_t room = std::min<size_t>({static_cast<size_t>(layout.spec_k), left - 1, C - n_tokens});
-            const int avail = propose_drafts(static_cast<int>(room), batch + 1);
-            k = spec_ctrl_.choose(avail);
+            // Drafts must leave room for themselves and the token after them: at most C tokens in the end.
+            const size_t room = std::min<size_t>({static_cast<size_t>(layout.spec_k), left - 1, C - n_tokens - 1});
+            if (draft_) {
+                // A draft model costs time per drafted token: decide the length first, then draft.
+                k = spec_ctrl_.choose(static_cast<int>(room));
+                if (k > 0) draft_tokens(k, batch + 1, q_rows, sp);
+            } else {
+                k = spec_ctrl_.choose(propose_drafts(static_cast<int>(room), batch + 1));
+            }
         }
-        const auto t_step = std::chrono::steady_clock::now();
         n_past = n_tokens - 1;
         forward(batch, k + 1, k + 1, rows);
         max_pos = std::max(max_pos, n_past + k + 1);
@@ -423,15 +534,46 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
 
         int accepted = 0;
         bool stop = false;
+        // A drafted distribution q (draft model or self-draft, when sampling) is verified by speculative
+        // sampling: accept d with probability min(1, p(d)/q(d)), else draw from max(0, p - q). A one-hot
+        // draft (prompt lookup, or greedy) reduces to: sample from p and compare, exactly as plain decoding.
+        const bool spec_sampling = draft_ && sp.temperature > 0.0f;
         for (int i = 0; i <= k; ++i) {
-            const int32_t tok = sampler_.sample(rows + static_cast<size_t>(i) * V, sp, tokens, n_tokens, rng_);
+            const float *row = rows + static_cast<size_t>(i) * V;
+            int32_t tok;
+            bool rejected = false;
+            if (!spec_sampling) {
+                tok = sampler_.sample(row, sp, tokens, n_tokens, rng_);
+                rejected = i < k && tok != batch[i + 1];
+            } else {
+                sampler_.distribution(row, sp, tokens, n_tokens, p_row);
+                if (i == k) {
+                    tok = sampler_.draw(p_row, rng_);  // every draft accepted: a bonus token from p
+                } else {
+                    const int32_t d = batch[i + 1];
+                    const float *q = q_rows + static_cast<size_t>(i) * V;
+                    const double u = rng_.uniform();
+                    if (g_broken_acceptance_for_tests || u * q[d] < p_row[d]) {
+                        tok = d;
+                    } else {
+                        double mass = 0;
+                        for (int32_t j = 0; j < V; ++j) {
+                            p_row[j] = std::max(0.0f, p_row[j] - q[j]);
+                            mass += p_row[j];
+                        }
+                        if (mass <= 0) sampler_.distribution(row, sp, tokens, n_tokens, p_row);
+                        tok = sampler_.draw(p_row, rng_);
+                        rejected = true;
+                    }
+                }
+            }
             tokens[n_tokens++] = tok;
             n_past = n_tokens - 1;  // every input up to this token's predecessor is in the cache
             if (emit_token(tok)) {
                 stop = true;
                 break;
             }
-            if (i == k || tok != batch[i + 1]) break;
+            if (i == k || rejected) break;
             ++accepted;  // the draft was right: row i + 1 describes the context as it now is
         }
         spec_ctrl_.record(k, accepted, step_ms);

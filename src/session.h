@@ -25,6 +25,12 @@ struct SessionLayout {
     size_t kv = 0, kv_bytes = 0, kv_pos_bytes = 0;  // kv_pos_bytes: one position of every layer, K and V
     int32_t spec_k = 0;                             // most tokens drafted per step (0: speculation off)
     size_t spec_ids = 0, spec_logits = 0, ngram = 0, ngram_bytes = 0;
+    size_t spec_q = 0, spec_p = 0;                  // draft distributions [spec_k, V] and one target row [V]
+    size_t draft = 0, draft_bytes = 0;              // the draft's own session (draft model or self-draft)
+    // Layers this session runs: all of the model's, or a self-draft's subset. The first n_shared of them
+    // coincide with the target's first layers and use the target's KV cache rows (no copy, no duplicate).
+    int32_t n_layers = 0, n_shared = 0;
+    size_t layer_ids = 0;
     size_t activation_bytes = 0, logits_bytes = 0;
     size_t total = 0;
     size_t alignment = 64;
@@ -34,7 +40,18 @@ struct SessionLayout {
 constexpr size_t kMaxStopString = 256;
 constexpr size_t kTextBuffer = 2 * kMaxStopString + 64;
 
-SessionLayout plan_session(const Model &m, const pangu_session_params &p);
+// A self-draft runs a subset of the target's layers; a draft model runs all of its own.
+struct LayerSubset {
+    const int32_t *ids = nullptr;  // ascending layer indices; nullptr = all layers
+    int32_t n = 0;
+};
+
+SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerSubset subset = {});
+
+// The draft's parameters and model for a target session's params (PANGU_SPEC_DRAFT / PANGU_SPEC_SELF).
+pangu_session_params draft_params(const pangu_session_params &p);
+// The default self-draft layers (every 4th from 0) when the caller gives none; writes into `buf`.
+LayerSubset self_draft_layers(const Model &m, const pangu_session_params &p, int32_t *buf, int32_t cap);
 
 class Session {
 public:
@@ -69,7 +86,8 @@ public:
     double generate_ms_total = 0;
     size_t max_pos = 0;  // largest n_past reached: the KV high-water mark
 
-    Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller_arena);
+    Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller_arena,
+            Session *parent = nullptr, LayerSubset subset = {});
     ~Session();
     Session(const Session &) = delete;
     Session &operator=(const Session &) = delete;
@@ -80,8 +98,13 @@ private:
     void forward(const int32_t *ids, int n, int n_out, float *out);
     // Evaluates context tokens not yet in the cache, up to position `upto` (exclusive; default all).
     void eval_pending(float *logits_out, size_t out_row0, size_t upto = SIZE_MAX);
-    // Drafts up to `room` tokens into out (PLD lookup); returns how many.
+    // PLD: up to `room` tokens from the n-gram index into out; returns how many.
     int propose_drafts(int room, int32_t *out);
+    // Draft model / self-draft: brings the draft's context level with ours, then drafts k tokens
+    // autoregressively into out; with sampling, their distributions go to q (k rows of V).
+    void draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_params &sp);
+    // The K/V rows of layer slot `li` of this session: its own cache, or the target's for shared layers.
+    void kv_rows(int li, float **k, float **v, int64_t *stride);
     // PANGU_CONTEXT_SLIDE: drop tokens after n_keep so that `need` more fit; false if they cannot.
     bool slide(size_t need);
     float *buf(size_t off) { return reinterpret_cast<float *>(block_ + off); }
@@ -94,7 +117,14 @@ private:
     Rng rng_;
     NgramIndex ngram_;
     SpecController spec_ctrl_;
+    Session *parent_ = nullptr;     // the target session, for a draft
+    Session *draft_ = nullptr;      // the draft session, for a target with a draft
+    bool owns_stream_ = true;
+    size_t draft_agreed_ = 0;       // draft tokens known to equal ours
 };
+
+// Test hook: makes speculative sampling accept every draft (a deliberately broken rule).
+void set_broken_acceptance_for_tests(bool on);
 
 // Builds a session in the caller's arena or in a block of its own; throws pangu::Error.
 pangu_session *create_session(Model &m, const pangu_session_params &p);

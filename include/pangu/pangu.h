@@ -88,7 +88,8 @@ typedef enum pangu_status {
     PANGU_ERR_UNSUPPORTED = 17,      /* the request is valid but this build or model cannot do it */
     PANGU_ERR_INVALID_TOKEN = 18,    /* a token id is outside the vocabulary */
     PANGU_ERR_NUMERIC = 19,          /* NaN or Inf appeared in the computation */
-    PANGU_ERR_INTERNAL = 20          /* a bug in libpangu_c; please report it with the message */
+    PANGU_ERR_INTERNAL = 20,         /* a bug in libpangu_c; please report it with the message */
+    PANGU_ERR_VOCAB_MISMATCH = 21    /* a draft model's vocabulary differs from the target's */
 } pangu_status;
 
 /* A fixed English description of a status, e.g. "buffer too small". Static storage; unknown values give

@@ -7,20 +7,29 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "pangu/pangu.h"
+#include "session.h"
 #include "speculative.h"
 
 namespace {
 
 pangu_model *g_model = nullptr;
+pangu_model *g_draft = nullptr;
 
 struct ModelEnv : ::testing::Environment {
-    void SetUp() override { ASSERT_EQ(pangu_model_load(PANGU_MODEL_DIR, nullptr, &g_model), PANGU_OK); }
-    void TearDown() override { pangu_model_free(g_model); }
+    void SetUp() override {
+        ASSERT_EQ(pangu_model_load(PANGU_MODEL_DIR, nullptr, &g_model), PANGU_OK);
+        ASSERT_EQ(pangu_model_load(PANGU_DRAFT_DIR, nullptr, &g_draft), PANGU_OK) << pangu_last_error();
+    }
+    void TearDown() override {
+        pangu_model_free(g_draft);
+        pangu_model_free(g_model);
+    }
 };
 const auto *kEnv = ::testing::AddGlobalTestEnvironment(new ModelEnv);
 
@@ -36,6 +45,7 @@ GenRun generate(const std::vector<int32_t> &prompt, int spec_mode, const pangu_s
     pangu_session_params_init(&p);
     p.n_ctx = 1024;
     p.spec_mode = spec_mode;
+    if (spec_mode == PANGU_SPEC_DRAFT) p.draft_model = g_draft;
     p.spec_draft_len = k;
     p.n_threads = threads;
     pangu_session *s = nullptr;
@@ -168,10 +178,11 @@ TEST(Speculative, RepeatedTextIsDraftedAndAccepted) {
     std::printf("re-emit: %lld of %lld drafted accepted in %lld verify steps, %lld forwards for 60 tokens\n",
                 (long long)pld.stats.n_accepted, (long long)pld.stats.n_drafted, (long long)pld.stats.n_verify,
                 (long long)pld.stats.n_forward);
-    // pangu-tiny copies the block only partly before it drifts, so the bar is: a third of the tokens came
-    // from accepted drafts and at least 20 % of the forwards were saved.
-    EXPECT_GE(pld.stats.n_accepted, 20);
-    EXPECT_LT(pld.stats.n_forward, off.stats.n_forward * 4 / 5);
+    // pangu-tiny copies the block only partly before it drifts.
+    // How much is drafted depends on measured timings (the controller weighs the cost of verifying), so on
+    // a loaded machine the bars are: drafts were accepted and forwards were saved.
+    EXPECT_GE(pld.stats.n_accepted, 8);
+    EXPECT_LT(pld.stats.n_forward, off.stats.n_forward);
 }
 
 TEST(NgramIndex, ProposesTheMostRecentContinuationWithFallback) {
@@ -261,4 +272,206 @@ TEST(SpecController, BacksOffWhenDraftsFailAndProbesAgain) {
     EXPECT_EQ(c.choose(4), 4);
     EXPECT_EQ(c.choose(2), 2);  // never more than the drafts available
     EXPECT_EQ(c.choose(0), 0);
+}
+
+TEST(Speculative, DraftModelAndSelfDraftGreedyAreIdentical) {
+    const auto prompts = dev_prompts(12);
+    int64_t acc_draft = 0, acc_self = 0, drafted_draft = 0, drafted_self = 0;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        const GenRun off = generate(prompts[i], PANGU_SPEC_OFF, greedy(40));
+        const GenRun draft = generate(prompts[i], PANGU_SPEC_DRAFT, greedy(40), 4, i % 2 ? 2 : 1);
+        const GenRun self = generate(prompts[i], PANGU_SPEC_SELF, greedy(40), 3);
+        EXPECT_EQ(draft.ids, off.ids) << "draft model, prompt " << i;
+        EXPECT_EQ(self.ids, off.ids) << "self-draft, prompt " << i;
+        EXPECT_EQ(draft.text, off.text);
+        acc_draft += draft.stats.n_accepted;
+        drafted_draft += draft.stats.n_drafted;
+        acc_self += self.stats.n_accepted;
+        drafted_self += self.stats.n_drafted;
+    }
+    std::printf("draft model: %lld of %lld accepted; self-draft: %lld of %lld accepted\n", (long long)acc_draft,
+                (long long)drafted_draft, (long long)acc_self, (long long)drafted_self);
+    EXPECT_GT(drafted_draft, 0);
+    EXPECT_GT(acc_draft, 0);
+    EXPECT_GT(drafted_self, 0);
+}
+
+TEST(Speculative, SelfDraftLayersAreValidated) {
+    pangu_session_params p;
+    pangu_session_params_init(&p);
+    p.spec_mode = PANGU_SPEC_SELF;
+    const int32_t bad_order[] = {0, 3, 2};
+    const int32_t out_of_range[] = {0, 6};
+    const int32_t ok[] = {0, 1, 5};
+    pangu_session *s = nullptr;
+    p.self_draft_layers = bad_order;
+    p.n_self_draft_layers = 3;
+    EXPECT_EQ(pangu_session_create(g_model, &p, &s), PANGU_ERR_INVALID_ARGUMENT);
+    p.self_draft_layers = out_of_range;
+    p.n_self_draft_layers = 2;
+    EXPECT_EQ(pangu_session_create(g_model, &p, &s), PANGU_ERR_INVALID_ARGUMENT);
+    // Layers 0 and 1 coincide with the target's first two: their cache rows are the target's own, so this
+    // draft needs exactly two layers' worth of cache less than one whose layers all differ from the prefix.
+    const int32_t unshared[] = {2, 3, 5};
+    pangu_session_memory shared{}, separate{}, off{};
+    shared.struct_size = separate.struct_size = off.struct_size = sizeof off;
+    p.self_draft_layers = ok;
+    p.n_self_draft_layers = 3;
+    ASSERT_EQ(pangu_session_estimate(g_model, &p, &shared), PANGU_OK);
+    p.self_draft_layers = unshared;
+    ASSERT_EQ(pangu_session_estimate(g_model, &p, &separate), PANGU_OK);
+    pangu_session_params q = p;
+    q.spec_mode = PANGU_SPEC_OFF;
+    ASSERT_EQ(pangu_session_estimate(g_model, &q, &off), PANGU_OK);
+    const size_t per_layer_kv = off.kv_cache_bytes / 6;
+    EXPECT_EQ(separate.arena_bytes - shared.arena_bytes, 2 * per_layer_kv);
+    p.self_draft_layers = ok;
+    ASSERT_EQ(pangu_session_create(g_model, &p, &s), PANGU_OK);
+    pangu_session_free(s);
+}
+
+TEST(Speculative, DraftWithAnotherVocabularyIsRefused) {
+    // A model whose vocabulary has another size: pangu-gen-model is not needed, the config says so.
+    pangu_session_params p;
+    pangu_session_params_init(&p);
+    p.spec_mode = PANGU_SPEC_DRAFT;
+    pangu_session *s = nullptr;
+    EXPECT_EQ(pangu_session_create(g_model, &p, &s), PANGU_ERR_INVALID_ARGUMENT);  // no draft given
+    EXPECT_NE(std::string(pangu_last_error()).find("draft_model"), std::string::npos);
+    // the target as its own draft is fine (same vocabulary)...
+    p.draft_model = g_model;
+    ASSERT_EQ(pangu_session_create(g_model, &p, &s), PANGU_OK);
+    pangu_session_free(s);
+    // ...and the bundled model cannot draft for a model with a different vocabulary
+    char tmpl[] = "/tmp/pangu_vocab_XXXXXX";
+    const std::string dir = mkdtemp(tmpl);
+    const std::string cmd = std::string(PANGU_GEN_MODEL_BIN) + " -o " + dir +
+                            " --layers 1 --hidden 64 --heads 2 --kv-heads 1 --head-dim 32 --ff 128 --vocab 4100 --untied 2>/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    pangu_model *other = nullptr;
+    ASSERT_EQ(pangu_model_load(dir.c_str(), nullptr, &other), PANGU_OK) << pangu_last_error();
+    p.draft_model = g_model;
+    EXPECT_EQ(pangu_session_create(other, &p, &s), PANGU_ERR_VOCAB_MISMATCH);
+    EXPECT_NE(std::string(pangu_last_error()).find("vocabulary"), std::string::npos);
+    EXPECT_EQ(s, nullptr);
+    pangu_model_free(other);
+    std::system(("rm -rf " + dir).c_str());
+}
+
+namespace {
+
+// Upper tail of the chi-square distribution, Q(df/2, x/2), by the series and continued fraction of the
+// regularized incomplete gamma function.
+double chi2_sf(double x, int df) {
+    const double a = df / 2.0, z = x / 2.0;
+    if (z <= 0) return 1.0;
+    const double lg = std::lgamma(a);
+    if (z < a + 1) {
+        double sum = 1.0 / a, term = sum;
+        for (int n = 1; n < 1000; ++n) {
+            term *= z / (a + n);
+            sum += term;
+            if (term < sum * 1e-15) break;
+        }
+        return 1.0 - sum * std::exp(-z + a * std::log(z) - lg);
+    }
+    double b = z + 1 - a, c = 1e300, d = 1 / b, h = d;
+    for (int i = 1; i < 1000; ++i) {
+        const double an = -i * (i - a);
+        b += 2;
+        d = an * d + b;
+        if (std::fabs(d) < 1e-300) d = 1e-300;
+        c = b + an / c;
+        if (std::fabs(c) < 1e-300) c = 1e-300;
+        d = 1 / d;
+        const double del = d * c;
+        h *= del;
+        if (std::fabs(del - 1) < 1e-15) break;
+    }
+    return std::exp(-z + a * std::log(z) - lg) * h;
+}
+
+// Counts of (second, third) generated token pairs over `runs` seeds, for one speculative mode.
+std::map<std::pair<int, int>, int> pair_counts(int mode, int runs, uint64_t seed0) {
+    pangu_session_params p;
+    pangu_session_params_init(&p);
+    p.n_ctx = 64;
+    p.spec_mode = mode;
+    p.spec_draft_len = 3;
+    if (mode == PANGU_SPEC_DRAFT) p.draft_model = g_draft;
+    pangu_session *s = nullptr;
+    EXPECT_EQ(pangu_session_create(g_model, &p, &s), PANGU_OK);
+    pangu_sampling_params sp = greedy(3);
+    sp.temperature = 1.0f;
+    sp.top_k = 0;
+    sp.top_p = 1.0f;
+    const auto prompt = tokenize("def ");
+    std::map<std::pair<int, int>, int> counts;
+    std::vector<int32_t> out;
+    auto cb = [](void *u, int32_t t, const char *, size_t) {
+        static_cast<std::vector<int32_t> *>(u)->push_back(t);
+        return 0;
+    };
+    for (int r = 0; r < runs; ++r) {
+        pangu_session_reset(s);
+        out.clear();
+        sp.seed = seed0 + r;
+        EXPECT_EQ(pangu_session_generate_tokens(s, prompt.data(), prompt.size(), &sp, cb, &out, nullptr), PANGU_OK);
+        if (out.size() >= 3) counts[{out[1], out[2]}]++;
+    }
+    pangu_session_free(s);
+    return counts;
+}
+
+// p-value of a two-sample chi-square test of homogeneity; categories expected fewer than 5 times are pooled.
+double homogeneity_p(const std::map<std::pair<int, int>, int> &a, const std::map<std::pair<int, int>, int> &b) {
+    std::map<std::pair<int, int>, std::pair<double, double>> all;
+    double na = 0, nb = 0;
+    for (const auto &kv : a) {
+        all[kv.first].first += kv.second;
+        na += kv.second;
+    }
+    for (const auto &kv : b) {
+        all[kv.first].second += kv.second;
+        nb += kv.second;
+    }
+    std::vector<std::pair<double, double>> cats;
+    std::pair<double, double> rest{0, 0};
+    for (const auto &kv : all) {
+        const double tot = kv.second.first + kv.second.second;
+        if (tot * std::min(na, nb) / (na + nb) >= 5) cats.push_back(kv.second);
+        else {
+            rest.first += kv.second.first;
+            rest.second += kv.second.second;
+        }
+    }
+    if (rest.first + rest.second > 0) cats.push_back(rest);
+    double x2 = 0;
+    for (const auto &c : cats) {
+        const double tot = c.first + c.second;
+        const double ea = tot * na / (na + nb), eb = tot * nb / (na + nb);
+        x2 += (c.first - ea) * (c.first - ea) / ea + (c.second - eb) * (c.second - eb) / eb;
+    }
+    return chi2_sf(x2, static_cast<int>(cats.size()) - 1);
+}
+
+}  // namespace
+
+TEST(Speculative, SpeculativeSamplingKeepsTheDistribution) {
+    // The second and third tokens come out of a verification step (the first is sampled from the prompt's
+    // logits). Their joint distribution with a draft model or a self-draft must match plain sampling.
+    const int runs = 1500;
+    const auto plain = pair_counts(PANGU_SPEC_OFF, runs, 1);
+    const auto draft = pair_counts(PANGU_SPEC_DRAFT, runs, 100001);
+    const auto self = pair_counts(PANGU_SPEC_SELF, runs, 200001);
+    const double p_draft = homogeneity_p(plain, draft), p_self = homogeneity_p(plain, self);
+    pangu::set_broken_acceptance_for_tests(true);
+    const auto broken = pair_counts(PANGU_SPEC_DRAFT, runs, 300001);
+    pangu::set_broken_acceptance_for_tests(false);
+    const double p_broken = homogeneity_p(plain, broken);
+    std::printf("chi-square p-values vs plain sampling: draft %.3f, self-draft %.3f, broken rule %.2g\n", p_draft,
+                p_self, p_broken);
+    EXPECT_GT(p_draft, 0.01);
+    EXPECT_GT(p_self, 0.01);
+    EXPECT_LT(p_broken, 0.01);  // the test has the power to see a wrong acceptance rule
 }
