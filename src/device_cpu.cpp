@@ -131,15 +131,15 @@ struct MatmulJob {
 void matmul_worker(void *p, int ti, int nt) {
     const MatmulJob &j = *static_cast<MatmulJob *>(p);
     int64_t n0, n1;
-    split_range(j.w->rows, nt, ti, 4, &n0, &n1);
+    split_range(j.w->rows, nt, ti, 8, &n0, &n1);
     const int64_t K = j.w->cols, M = j.x->rows;
     const size_t esz = j.w->dtype == PGD_F32 ? 4 : j.w->dtype == PGD_I8 ? 1 : 2;
     const float *scale = j.w->dtype == PGD_I8 ? j.w->scale : nullptr;
     const uint8_t *wbase = static_cast<const uint8_t *>(j.w->data);
-    // Four output channels at a time against every input row: the weight rows are read from memory once per
-    // call and reused from registers and cache by all rows (prefill, draft verification).
-    for (int64_t n = n0; n < n1; n += 4) {
-        const int nr = static_cast<int>(n1 - n < 4 ? n1 - n : 4);
+    // Eight output channels at a time against every input row: the weight rows are read from memory once
+    // per call and reused from registers and cache by all rows (prefill, draft verification).
+    for (int64_t n = n0; n < n1; n += 8) {
+        const int nr = static_cast<int>(n1 - n < 8 ? n1 - n : 8);
         const void *wr = wbase + static_cast<size_t>(n * j.w->stride) * esz;
         float *y0 = static_cast<float *>(j.y->data) + n;
         j.mm(static_cast<const float *>(j.x->data), j.x->stride, M, wr, j.w->stride, K, nr, y0, j.y->stride);

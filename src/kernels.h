@@ -16,7 +16,7 @@
 namespace pangu {
 namespace kernels {
 
-// Y[m][r] = dot(X[m], W[r]) for m < M and r < nr <= 4 consecutive weight rows: X rows are ldx floats apart,
+// Y[m][r] = dot(X[m], W[r]) for m < M and r < nr <= 8 consecutive weight rows: X rows are ldx floats apart,
 // W rows ldw elements apart, Y rows ldy floats apart. The weight rows are loaded once for all M rows.
 // For int8 weights the result is the raw sum of x * q; the caller applies the row's scale.
 using MatmulBlockFn = void (*)(const float *x, int64_t ldx, int64_t M, const void *w, int64_t ldw, int64_t n,

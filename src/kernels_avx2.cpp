@@ -51,21 +51,23 @@ inline float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 0x55)));
 }
 
-// RM rows of x against NR weight rows: RM * NR accumulators, each weight vector converted once and used
-// for all RM rows. Every output element sees the same sequence of FMAs whatever RM and NR are.
+// RM rows of x against NR weight rows: RM * NR accumulators; the x vectors are loaded once per step and
+// each weight vector is converted once and used for all RM rows. Registers: RM + 1 + RM * NR <= 16.
+// Every output element sees the same sequence of FMAs whatever RM and NR are.
 template <typename W, int RM, int NR>
 inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, float *y,
                   int64_t ldy) {
+    static_assert(RM + 1 + RM * NR <= 16, "block does not fit in the 16 vector registers");
     __m256 acc[RM][NR];
     for (int r = 0; r < RM; ++r)
         for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
     const int64_t n8 = n - n % 8;
     for (int64_t i = 0; i < n8; i += 8) {
-        __m256 wv[NR];
-        for (int c = 0; c < NR; ++c) wv[c] = W::load(w + c * ldw + i);
-        for (int r = 0; r < RM; ++r) {
-            const __m256 xv = _mm256_loadu_ps(x + r * ldx + i);
-            for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+        __m256 xv[RM];
+        for (int r = 0; r < RM; ++r) xv[r] = _mm256_loadu_ps(x + r * ldx + i);
+        for (int c = 0; c < NR; ++c) {
+            const __m256 wv = W::load(w + c * ldw + i);
+            for (int r = 0; r < RM; ++r) acc[r][c] = _mm256_fmadd_ps(xv[r], wv, acc[r][c]);
         }
     }
     for (int r = 0; r < RM; ++r)
@@ -76,23 +78,42 @@ inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t l
         }
 }
 
-template <typename W, int NR>
-inline void rows(const float *x, int64_t ldx, int64_t M, const typename W::T *w, int64_t ldw, int64_t n, float *y,
-                 int64_t ldy) {
-    int64_t m = 0;
-    for (; m + 2 <= M; m += 2) micro<W, 2, NR>(x + m * ldx, ldx, w, ldw, n, y + m * ldy, ldy);
-    if (m < M) micro<W, 1, NR>(x + m * ldx, ldx, w, ldw, n, y + m * ldy, ldy);
+// Up to 4 weight rows against RM rows of x.
+template <typename W, int RM>
+inline void block4(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, int nr, float *y,
+                   int64_t ldy) {
+    switch (nr) {
+        case 4: micro<W, RM, 4>(x, ldx, w, ldw, n, y, ldy); break;
+        case 3: micro<W, RM, 3>(x, ldx, w, ldw, n, y, ldy); break;
+        case 2: micro<W, RM, 2>(x, ldx, w, ldw, n, y, ldy); break;
+        default: micro<W, RM, 1>(x, ldx, w, ldw, n, y, ldy); break;
+    }
 }
 
+// nr <= 8 weight rows against M rows of x: blocks of 3 rows x 4 weight rows (prefill, verification), then
+// 2 rows, and a single row against up to 8 weight rows at once (decode: enough independent accumulators
+// to keep both FMA pipes busy).
 template <typename W>
 void mm(const float *x, int64_t ldx, int64_t M, const void *wv, int64_t ldw, int64_t n, int nr, float *y,
         int64_t ldy) {
     const typename W::T *w = static_cast<const typename W::T *>(wv);
-    switch (nr) {
-        case 4: rows<W, 4>(x, ldx, M, w, ldw, n, y, ldy); break;
-        case 3: rows<W, 3>(x, ldx, M, w, ldw, n, y, ldy); break;
-        case 2: rows<W, 2>(x, ldx, M, w, ldw, n, y, ldy); break;
-        default: rows<W, 1>(x, ldx, M, w, ldw, n, y, ldy); break;
+    int64_t m = 0;
+    for (; m + 3 <= M; m += 3)
+        for (int c = 0; c < nr; c += 4)
+            block4<W, 3>(x + m * ldx, ldx, w + c * ldw, ldw, n, nr - c < 4 ? nr - c : 4, y + m * ldy + c, ldy);
+    for (; m + 2 <= M; m += 2)
+        for (int c = 0; c < nr; c += 4)
+            block4<W, 2>(x + m * ldx, ldx, w + c * ldw, ldw, n, nr - c < 4 ? nr - c : 4, y + m * ldy + c, ldy);
+    if (m < M) {
+        const float *xr = x + m * ldx;
+        float *yr = y + m * ldy;
+        switch (nr) {
+            case 8: micro<W, 1, 8>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 7: micro<W, 1, 7>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 6: micro<W, 1, 6>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 5: micro<W, 1, 5>(xr, ldx, w, ldw, n, yr, ldy); break;
+            default: block4<W, 1>(xr, ldx, w, ldw, n, nr, yr, ldy); break;
+        }
     }
 }
 
