@@ -12,6 +12,7 @@ PACKAGES=(
   libjsoncpp-dev         # config.json, safetensors headers
   libcmocka-dev          # C API tests
   libgtest-dev           # internal C++ tests
+  abigail-tools          # abidw/abidiff: the ABI gate (abi/check.sh)
 )
 missing=()
 for p in "${PACKAGES[@]}" "$@"; do

@@ -80,8 +80,9 @@ pangu_status check_out_struct(const T *s, size_t v1, const char *fn, pangu::Erro
 // A model is shared between threads, so its message slot is written under its lock.
 pangu_status model_guarded_finish(const pangu_model *m, pangu_status st) {
     if (st != PANGU_OK && m) {
-        std::lock_guard<std::mutex> lk(m->impl->error_mu);
-        m->impl->last_error.set(t_last_error.c_str());
+        const pangu::Model *model = pangu::from_handle(m);
+        std::lock_guard<std::mutex> lk(model->error_mu);
+        model->last_error.set(t_last_error.c_str());
     }
     return st;
 }
@@ -145,26 +146,24 @@ pangu_status pangu_model_load(const char *dir, const pangu_model_params *params,
             pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_model_load: unknown activation_precision " +
                                                         std::to_string(p.activation_precision));
         opt.activation_precision = p.activation_precision;
-        auto m = std::make_unique<pangu_model>();
-        m->impl = pangu::Model::load(dir, opt);
-        *out = m.release();
+        *out = pangu::to_handle(pangu::Model::load(dir, opt).release());
         return PANGU_OK;
     });
 }
 
-void pangu_model_free(pangu_model *model) { delete model; }
+void pangu_model_free(pangu_model *model) { delete pangu::from_handle(model); }
 
 const char *pangu_model_last_error(const pangu_model *model) {
     if (!model) return "";
-    std::lock_guard<std::mutex> lk(model->impl->error_mu);
-    return model->impl->last_error.c_str();
+    std::lock_guard<std::mutex> lk(pangu::from_handle(model)->error_mu);
+    return pangu::from_handle(model)->last_error.c_str();
 }
 
 pangu_status pangu_model_get_info(const pangu_model *model, pangu_model_info *info) {
     if (!model || !info) return bad_arg(nullptr, "pangu_model_get_info", "model and info must not be NULL");
     if (pangu_status st = check_out_struct(info, kModelInfoV1, "pangu_model_get_info", nullptr))
         return model_guarded_finish(model, st);
-    const pangu::Model &m = *model->impl;
+    const pangu::Model &m = *pangu::from_handle(model);
     pangu_model_info r{};
     r.struct_size = info->struct_size;
     r.n_vocab = m.cfg.n_vocab;
@@ -192,7 +191,7 @@ pangu_status pangu_tokenize(const pangu_model *model, const char *text, size_t l
                             int32_t parse_special, int32_t *ids, size_t capacity, size_t *n_tokens) {
     if (!model || (!text && len) || !n_tokens || (!ids && capacity))
         return bad_arg(nullptr, "pangu_tokenize", "model, n_tokens, and text/ids when their sizes are non-zero, must not be NULL");
-    const pangu::Model &m = *model->impl;
+    const pangu::Model &m = *pangu::from_handle(model);
     return model_guarded_finish(model, guarded(nullptr, [&] {
         std::vector<int32_t> v;
         const bool bos = add_bos < 0 ? m.vocab.add_bos() : add_bos != 0;
@@ -222,7 +221,7 @@ pangu_status pangu_detokenize(const pangu_model *model, const int32_t *ids, size
                               size_t *len) {
     if (!model || (!ids && n) || !len || (!buf && capacity))
         return bad_arg(nullptr, "pangu_detokenize", "model, len, and ids/buf when their sizes are non-zero, must not be NULL");
-    const pangu::Model &m = *model->impl;
+    const pangu::Model &m = *pangu::from_handle(model);
     return model_guarded_finish(model, guarded(nullptr, [&] {
         for (size_t i = 0; i < n; ++i)
             if (ids[i] < 0 || ids[i] >= m.cfg.n_vocab)
@@ -240,7 +239,7 @@ pangu_status pangu_detokenize(const pangu_model *model, const int32_t *ids, size
 pangu_status pangu_token_to_bytes(const pangu_model *model, int32_t token, char *buf, size_t capacity, size_t *len) {
     if (!model || !len || (!buf && capacity))
         return bad_arg(nullptr, "pangu_token_to_bytes", "model, len, and buf when capacity is non-zero, must not be NULL");
-    const pangu::Model &m = *model->impl;
+    const pangu::Model &m = *pangu::from_handle(model);
     return model_guarded_finish(model, guarded(nullptr, [&] {
         if (token < 0 || token >= m.cfg.n_vocab)
             pangu::fail(PANGU_ERR_INVALID_TOKEN, "pangu_token_to_bytes: token id " + std::to_string(token) +
@@ -254,7 +253,7 @@ pangu_status pangu_apply_chat_template(const pangu_model *model, const pangu_cha
                                        int32_t add_generation_prompt, char *buf, size_t capacity, size_t *len) {
     if (!model || (!messages && n_messages) || !len || (!buf && capacity))
         return bad_arg(nullptr, "pangu_apply_chat_template", "model, len, and messages/buf when their sizes are non-zero, must not be NULL");
-    const pangu::Model &m = *model->impl;
+    const pangu::Model &m = *pangu::from_handle(model);
     return model_guarded_finish(model, guarded(nullptr, [&] {
         return copy_text(m.vocab.apply_chat_template(messages, n_messages, add_generation_prompt != 0), buf, capacity,
                          len, "pangu_apply_chat_template");
@@ -307,7 +306,7 @@ void resolve_session_params(const pangu::Model &m, pangu_session_params &p, cons
     if (p.spec_mode == PANGU_SPEC_DRAFT) {
         if (!p.draft_model)
             pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": spec_mode PANGU_SPEC_DRAFT needs draft_model");
-        const pangu::Model &d = *p.draft_model->impl;
+        const pangu::Model &d = *pangu::from_handle(p.draft_model);
         // Drafts are token ids: they only mean the same thing if both vocabularies are the same, piece by piece.
         bool same = d.cfg.n_vocab == m.cfg.n_vocab && d.vocab.n_vocab() == m.vocab.n_vocab() &&
                     d.vocab.bos() == m.vocab.bos() && d.vocab.eos() == m.vocab.eos();
@@ -359,8 +358,8 @@ pangu_status pangu_session_estimate(const pangu_model *model, const pangu_sessio
     return model_guarded_finish(model, guarded(nullptr, [&] {
         p.arena = nullptr;
         p.arena_size = 0;
-        resolve_session_params(*model->impl, p, "pangu_session_estimate");
-        const pangu::SessionLayout L = pangu::plan_session(*model->impl, p);
+        resolve_session_params(*pangu::from_handle(model), p, "pangu_session_estimate");
+        const pangu::SessionLayout L = pangu::plan_session(*pangu::from_handle(model), p);
         pangu_session_memory r{};
         r.struct_size = out->struct_size;
         r.arena_bytes = L.total;
@@ -382,21 +381,21 @@ pangu_status pangu_session_create(pangu_model *model, const pangu_session_params
     if (pangu_status st = read_params(params, &p, kSessionParamsV1, "pangu_session_create", nullptr))
         return model_guarded_finish(model, st);
     return model_guarded_finish(model, guarded(nullptr, [&] {
-        resolve_session_params(*model->impl, p, "pangu_session_create");
-        *out = pangu::create_session(*model->impl, p);
+        resolve_session_params(*pangu::from_handle(model), p, "pangu_session_create");
+        *out = pangu::to_handle(pangu::create_session(*pangu::from_handle(model), p));
         return PANGU_OK;
     }));
 }
 
-void pangu_session_free(pangu_session *session) { pangu::destroy_session(session); }
+void pangu_session_free(pangu_session *session) { pangu::destroy_session(pangu::from_handle(session)); }
 
 const char *pangu_session_last_error(const pangu_session *session) {
-    return session ? session->last_error.c_str() : "";
+    return session ? pangu::from_handle(session)->last_error.c_str() : "";
 }
 
 #define SESSION_CHECK(fn)                                                            \
     if (!session) return bad_arg(nullptr, fn, "session must not be NULL");           \
-    pangu::Session &S = *session
+    pangu::Session &S = *pangu::from_handle(session)
 
 pangu_status pangu_session_reset(pangu_session *session) {
     SESSION_CHECK("pangu_session_reset");
@@ -404,18 +403,18 @@ pangu_status pangu_session_reset(pangu_session *session) {
     return PANGU_OK;
 }
 
-size_t pangu_session_n_tokens(const pangu_session *session) { return session ? session->n_tokens : 0; }
+size_t pangu_session_n_tokens(const pangu_session *session) { return session ? pangu::from_handle(session)->n_tokens : 0; }
 
 pangu_status pangu_session_get_tokens(const pangu_session *session, int32_t *ids, size_t capacity, size_t *n) {
     if (!session || !n || (!ids && capacity))
         return bad_arg(nullptr, "pangu_session_get_tokens", "session, n, and ids when capacity is non-zero, must not be NULL");
-    const pangu::Session &S = *session;
+    const pangu::Session &S = *pangu::from_handle(session);
     *n = S.n_tokens;
     if (S.n_tokens > capacity)
         return record(PANGU_ERR_BUFFER_TOO_SMALL,
                       "pangu_session_get_tokens: " + std::to_string(S.n_tokens) + " tokens do not fit in " +
                           std::to_string(capacity),
-                      &session->last_error);
+                      &S.last_error);
     if (S.n_tokens) std::memcpy(ids, S.tokens, S.n_tokens * sizeof(int32_t));
     return PANGU_OK;
 }
@@ -454,7 +453,7 @@ pangu_status pangu_session_get_stats(const pangu_session *session, pangu_session
     if (!session || !stats) return bad_arg(nullptr, "pangu_session_get_stats", "session and stats must not be NULL");
     if (pangu_status st = check_out_struct(stats, sizeof(pangu_session_stats), "pangu_session_get_stats", nullptr))
         return st;
-    const pangu::Session &S = *session;
+    const pangu::Session &S = *pangu::from_handle(session);
     pangu_session_stats r{};
     r.struct_size = stats->struct_size;
     r.arena_bytes = S.layout.total;
@@ -479,8 +478,8 @@ pangu_status pangu_session_get_stats(const pangu_session *session, pangu_session
 
 void pangu_session_set_abort_callback(pangu_session *session, pangu_abort_callback callback, void *user_data) {
     if (!session) return;
-    session->abort_cb = callback;
-    session->abort_user = user_data;
+    pangu::from_handle(session)->abort_cb = callback;
+    pangu::from_handle(session)->abort_user = user_data;
 }
 
 /* ---- generation ---- */

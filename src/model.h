@@ -63,9 +63,10 @@ private:
     friend struct ModelBuilder;
 };
 
-}  // namespace pangu
+// The C handles are never defined: a pangu_model* is a Model*, a pangu_session* a Session*, so the
+// library's internals are no part of its ABI (abidw sees only opaque declarations).
+inline Model *from_handle(pangu_model *h) { return reinterpret_cast<Model *>(h); }
+inline const Model *from_handle(const pangu_model *h) { return reinterpret_cast<const Model *>(h); }
+inline pangu_model *to_handle(Model *m) { return reinterpret_cast<pangu_model *>(m); }
 
-// The C handle of a model.
-struct pangu_model {
-    std::unique_ptr<pangu::Model> impl;
-};
+}  // namespace pangu

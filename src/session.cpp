@@ -50,7 +50,7 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
         off = align_up(off + bytes, L.alignment);
         return o;
     };
-    L.object = take(sizeof(pangu_session));
+    L.object = take(sizeof(Session));
     L.layer_ids = take(sizeof(int32_t) * L.n_layers);
     L.rope = take(sizeof(float) * C * D);
     L.tokens = take(sizeof(int32_t) * C);
@@ -105,7 +105,7 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
         const pangu_session_params dp = draft_params(p);
         int32_t buf[1024];
         const SessionLayout D = p.spec_mode == PANGU_SPEC_DRAFT
-                                    ? plan_session(*p.draft_model->impl, dp)
+                                    ? plan_session(*from_handle(p.draft_model), dp)
                                     : plan_session(m, dp, self_draft_layers(m, p, buf, 1024));
         L.draft_bytes = D.total;
         L.draft = take(D.total);
@@ -117,7 +117,7 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
     return L;
 }
 
-pangu_session *create_session(Model &m, const pangu_session_params &p) {
+Session *create_session(Model &m, const pangu_session_params &p) {
     const SessionLayout L = plan_session(m, p);
     uint8_t *block = nullptr;
     const bool caller = p.arena != nullptr;
@@ -139,19 +139,19 @@ pangu_session *create_session(Model &m, const pangu_session_params &p) {
         block = static_cast<uint8_t *>(b);
     }
     try {
-        return new (block + L.object) pangu_session(m, p, L, block, caller);
+        return new (block + L.object) Session(m, p, L, block, caller);
     } catch (...) {
         if (!caller) m.device->mem_free(m.device->ctx, block);
         throw;
     }
 }
 
-void destroy_session(pangu_session *s) {
+void destroy_session(Session *s) {
     if (!s) return;
     pgd_device *dev = s->model.device;
     uint8_t *block = s->block();
     const bool caller = s->caller_arena;
-    s->~pangu_session();
+    s->~Session();
     if (!caller) dev->mem_free(dev->ctx, block);
 }
 
@@ -184,7 +184,8 @@ Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L
     if (layout.ngram_bytes) ngram_.init(block_ + layout.ngram, p.n_ctx, p.spec_ngram);
     if (layout.draft_bytes) {
         const pangu_session_params dp = draft_params(p);
-        Model &dm = p.spec_mode == PANGU_SPEC_DRAFT ? *p.draft_model->impl : m;
+        // Sessions only read their model; the draft model is passed as const because the caller shares it.
+        Model &dm = p.spec_mode == PANGU_SPEC_DRAFT ? const_cast<Model &>(*from_handle(p.draft_model)) : m;
         int32_t lbuf[1024];
         const LayerSubset sub = p.spec_mode == PANGU_SPEC_SELF ? self_draft_layers(m, p, lbuf, 1024) : LayerSubset{};
         const SessionLayout DL = plan_session(dm, dp, sub);

@@ -127,12 +127,11 @@ private:
 void set_broken_acceptance_for_tests(bool on);
 
 // Builds a session in the caller's arena or in a block of its own; throws pangu::Error.
-pangu_session *create_session(Model &m, const pangu_session_params &p);
-void destroy_session(pangu_session *s);
+Session *create_session(Model &m, const pangu_session_params &p);
+void destroy_session(Session *s);
+
+inline Session *from_handle(pangu_session *h) { return reinterpret_cast<Session *>(h); }
+inline const Session *from_handle(const pangu_session *h) { return reinterpret_cast<const Session *>(h); }
+inline pangu_session *to_handle(Session *s) { return reinterpret_cast<pangu_session *>(s); }
 
 }  // namespace pangu
-
-// The C handle is the session itself, placed at the start of its block.
-struct pangu_session final : pangu::Session {
-    using pangu::Session::Session;
-};
