@@ -59,14 +59,17 @@ int posix_memalign(void **p, size_t a, size_t n) {
 #define GUARD 4096
 
 static pangu_model *g_model;
+static pangu_model *g_draft;
 static const char *kPrompt = "class Stack:\n    def __init__(self):\n";
 
 static int setup(void **state) {
     (void)state;
+    if (pangu_model_load(PANGU_DRAFT_DIR, NULL, &g_draft) != PANGU_OK) return -1;
     return pangu_model_load(PANGU_MODEL_DIR, NULL, &g_model) == PANGU_OK ? 0 : -1;
 }
 static int teardown(void **state) {
     (void)state;
+    pangu_model_free(g_draft);
     pangu_model_free(g_model);
     return 0;
 }
@@ -148,13 +151,15 @@ static int count_tokens(void *user, int32_t token, const char *piece, size_t len
 }
 
 /* Runs `n_new` tokens of generation in a caller arena with guard bytes after it, counting allocations. */
-static void run_in_arena(int n_threads, const pangu_sampling_params *sp, int n_ctx, int policy, int n_new,
-                         int expect_status) {
+static void run_in_arena_mode(int n_threads, const pangu_sampling_params *sp, int n_ctx, int policy, int n_new,
+                              int expect_status, int spec_mode) {
     pangu_session_params p;
     pangu_session_params_init(&p);
     p.n_ctx = n_ctx;
     p.n_threads = n_threads;
     p.context_policy = policy;
+    p.spec_mode = spec_mode;
+    if (spec_mode == PANGU_SPEC_DRAFT) p.draft_model = g_draft;
     pangu_session_memory m = estimate(&p);
     const size_t total = m.arena_bytes + GUARD;
     unsigned char *buf = aligned_alloc(m.alignment, (total + m.alignment - 1) / m.alignment * m.alignment);
@@ -208,6 +213,11 @@ static void run_in_arena(int n_threads, const pangu_sampling_params *sp, int n_c
     free(buf);
 }
 
+static void run_in_arena(int n_threads, const pangu_sampling_params *sp, int n_ctx, int policy, int n_new,
+                         int expect_status) {
+    run_in_arena_mode(n_threads, sp, n_ctx, policy, n_new, expect_status, PANGU_SPEC_PLD);
+}
+
 static void test_greedy_256_tokens_no_allocation(void **state) {
     (void)state;
     pangu_sampling_params sp;
@@ -243,6 +253,18 @@ static void test_sampling_with_penalty_and_stops_no_allocation(void **state) {
     pangu_session_params_init(&p);
     (void)p;
     run_in_arena(1, &sp, 512, PANGU_CONTEXT_ERROR, 64, PANGU_OK);
+}
+
+/* The draft model's and the self-draft's sessions live in the same arena and allocate nothing either. */
+static void test_draft_and_self_draft_no_allocation(void **state) {
+    (void)state;
+    pangu_sampling_params sp;
+    pangu_sampling_params_init(&sp);
+    run_in_arena_mode(1, &sp, 512, PANGU_CONTEXT_ERROR, 256, PANGU_OK, PANGU_SPEC_DRAFT);
+    run_in_arena_mode(2, &sp, 512, PANGU_CONTEXT_ERROR, 256, PANGU_OK, PANGU_SPEC_SELF);
+    sp.temperature = 0.9f;
+    sp.seed = 7;
+    run_in_arena_mode(1, &sp, 512, PANGU_CONTEXT_ERROR, 32, PANGU_OK, PANGU_SPEC_DRAFT);
 }
 
 static void test_full_context_stops_by_default(void **state) {
@@ -338,6 +360,7 @@ int main(void) {
         cmocka_unit_test(test_greedy_256_tokens_no_allocation),
         cmocka_unit_test(test_two_threads_no_allocation),
         cmocka_unit_test(test_sampling_with_penalty_and_stops_no_allocation),
+        cmocka_unit_test(test_draft_and_self_draft_no_allocation),
         cmocka_unit_test(test_full_context_stops_by_default),
         cmocka_unit_test(test_sliding_context_stays_in_arena),
         cmocka_unit_test(test_slide_keeps_prefix),
