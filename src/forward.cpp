@@ -28,16 +28,8 @@ pgd_tensor act(float *data, int64_t rows, int64_t cols) {
     return t;
 }
 
-pgd_tensor weight(const Tensor &w) {
-    pgd_tensor t{};
-    t.data = const_cast<void *>(w.data);
-    t.dtype = static_cast<int32_t>(w.dtype);
-    t.rows = w.rows;
-    t.cols = w.cols;
-    t.stride = w.cols;
-    t.scale = w.scale;
-    return t;
-}
+// The weight as the device sees it (uploaded at load).
+const pgd_tensor &weight(const Tensor &w) { return w.dev; }
 
 void check(int rc, const char *op) {
     if (rc != 0) fail(static_cast<pangu_status>(rc), std::string("device operator ") + op + " failed");

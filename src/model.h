@@ -26,6 +26,9 @@ struct LayerWeights {
 struct ModelLoadOptions {
     MapOptions map;
     int activation_precision = 0;  // pangu_model_params.activation_precision
+    std::string backend = "cpu";   // device backend by name
+    size_t device_memory = 0;      // device memory budget in bytes (0 = the backend's default)
+    std::string device_profile;    // backend-specific profile file (e.g. the npu-sim latency model)
 };
 
 class Model {
@@ -58,6 +61,11 @@ public:
 
 private:
     Model() = default;
+    // Makes every weight usable by the device: on a unified-memory device the mapping itself, otherwise a
+    // copy in device memory (which may fail when the model does not fit the device's budget).
+    void upload_weights();
+    const float *upload_vector(const float *host, int64_t n, const std::string &name);
+    std::vector<pgd_tensor> uploaded_;
     std::vector<std::vector<float>> owned_;  // small tensors widened to F32 at load (norms, biases)
     const float *widen(const TensorInfo &t);
     friend struct ModelBuilder;

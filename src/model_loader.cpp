@@ -9,6 +9,18 @@
 
 namespace pangu {
 
+// The device backends by name. A backend that is not built in is a clean error.
+pgd_device *create_device(const ModelLoadOptions &opt) {
+    pgd_device *d = nullptr;
+    if (opt.backend == "cpu") {
+        d = pgd_cpu_device_create();
+    } else {
+        fail(PANGU_ERR_UNSUPPORTED, "unknown device backend \"" + opt.backend + "\" (available: cpu)");
+    }
+    if (!d) fail(PANGU_ERR_OUT_OF_MEMORY, "cannot create the " + opt.backend + " device");
+    return d;
+}
+
 float f16_to_f32(uint16_t h) {
     const uint32_t sign = (h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
@@ -165,7 +177,64 @@ const float *Model::widen(const TensorInfo &t) {
 }
 
 Model::~Model() {
-    if (device) device->destroy(device);
+    if (device) {
+        if (device->weight_release)
+            for (auto &t : uploaded_) device->weight_release(device->ctx, &t);
+        device->destroy(device);
+    }
+}
+
+void Model::upload_weights() {
+    auto upload = [&](Tensor &w) {
+        pgd_tensor h{};
+        h.data = const_cast<void *>(w.data);
+        h.dtype = static_cast<int32_t>(w.dtype);
+        h.rows = w.rows;
+        h.cols = w.cols;
+        h.stride = w.cols;
+        h.scale = w.scale;
+        if (!device->weight_upload) {
+            w.dev = h;
+            return;
+        }
+        const int rc = device->weight_upload(device->ctx, &h, &w.dev);
+        if (rc != 0)
+            fail(static_cast<pangu_status>(rc), dir + ": the " + device->name + " device cannot take tensor " + w.name +
+                                                    " (" + std::to_string(w.nbytes()) + " bytes)");
+        uploaded_.push_back(w.dev);
+    };
+    upload(tok_embd);
+    if (output.data == tok_embd.data) output.dev = tok_embd.dev;
+    else upload(output);
+    out_norm = upload_vector(out_norm, cfg.n_embd, "model.norm.weight");
+    for (size_t l = 0; l < layers.size(); ++l) {
+        LayerWeights &L = layers[l];
+        for (Tensor *t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) upload(*t);
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        L.attn_norm = upload_vector(L.attn_norm, cfg.n_embd, p + "input_layernorm.weight");
+        L.ffn_norm = upload_vector(L.ffn_norm, cfg.n_embd, p + "post_attention_layernorm.weight");
+        if (L.bq) {
+            L.bq = upload_vector(L.bq, L.wq.rows, p + "self_attn.q_proj.bias");
+            L.bk = upload_vector(L.bk, L.wk.rows, p + "self_attn.k_proj.bias");
+            L.bv = upload_vector(L.bv, L.wv.rows, p + "self_attn.v_proj.bias");
+            L.bo = upload_vector(L.bo, L.wo.rows, p + "self_attn.o_proj.bias");
+        }
+    }
+}
+
+const float *Model::upload_vector(const float *host, int64_t n, const std::string &name) {
+    if (!device->weight_upload) return host;
+    pgd_tensor h{}, d{};
+    h.data = const_cast<float *>(host);
+    h.dtype = PGD_F32;
+    h.rows = 1;
+    h.cols = n;
+    h.stride = n;
+    const int rc = device->weight_upload(device->ctx, &h, &d);
+    if (rc != 0)
+        fail(static_cast<pangu_status>(rc), dir + ": the " + device->name + " device cannot take tensor " + name);
+    uploaded_.push_back(d);
+    return static_cast<const float *>(d.data);
 }
 
 std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOptions &opt) {
@@ -245,8 +314,8 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
             m->activation_dtype = c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32 : DType::BF16;
     }
 
-    m->device = pgd_cpu_device_create();
-    if (!m->device) fail(PANGU_ERR_OUT_OF_MEMORY, "cannot create the CPU device");
+    m->device = create_device(opt);
+    m->upload_weights();
     return m;
 }
 

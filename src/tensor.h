@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string>
 
+#include "device.h"
+
 namespace pangu {
 
 enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I8 = 3 };
@@ -59,6 +61,7 @@ struct Tensor {
     const void *data = nullptr;
     const float *scale = nullptr;
     std::string name;
+    pgd_tensor dev{};  // the same weight as the device sees it (the mapping itself on the CPU device)
 
     size_t nbytes() const { return static_cast<size_t>(rows * cols) * dtype_size(dtype); }
     const uint8_t *row_ptr(int64_t r) const {

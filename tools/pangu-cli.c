@@ -27,6 +27,7 @@
 #define EXIT_USAGE 2
 #define EXIT_INTERRUPTED 130
 #define MAX_STOP_STRINGS 16
+#define MAX_SELF_LAYERS 256
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Options                                                                                          */
@@ -46,6 +47,11 @@ typedef struct options {
     const char *stops[MAX_STOP_STRINGS];
     size_t n_stops;
     int no_bos, chat, verbose_prompt, display_prompt, mlock, prefault;
+    int spec_mode, spec_given;  /* a PANGU_SPEC_* value; spec_given: --spec was on the command line */
+    const char *draft_model_dir;
+    long draft_len, ngram;      /* 0 = the library's default */
+    int32_t self_layers[MAX_SELF_LAYERS];
+    int n_self_layers;          /* 0 = the library's default layers */
 } options;
 
 static void usage(FILE *out) {
@@ -87,6 +93,16 @@ static void usage(FILE *out) {
             "  -b, --batch-size N       prompt tokens per forward pass (default 64)\n"
             "      --mlock              lock the weights in RAM\n"
             "      --prefault           pre-fault the weight mapping at load\n"
+            "\n"
+            "speculative decoding (greedy output is the same in every mode; drafting statistics go to stderr):\n"
+            "      --spec MODE          off, pld (prompt lookup: drafts from repeated n-grams of the context),\n"
+            "                           draft (a smaller draft model) or self (a subset of the model's own\n"
+            "                           layers) (default pld)\n"
+            "      --draft-model DIR    draft model directory (same vocabulary); implies --spec draft\n"
+            "      --draft-len K        most tokens drafted per step, 1..15 (default 4)\n"
+            "      --ngram N            pld: longest n-gram looked up, 1..8 (default 3)\n"
+            "      --self-layers LIST   self: ascending comma list of layers, e.g. 0,4,8 (default every 4th\n"
+            "                           layer from 0); implies --spec self\n"
             "\n"
             "      --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
@@ -133,6 +149,45 @@ static double parse_double(const char *flag, const char *s, double lo, int lo_op
     return v;
 }
 
+static int parse_spec_mode(const char *flag, const char *s) {
+    if (strcmp(s, "off") == 0) return PANGU_SPEC_OFF;
+    if (strcmp(s, "pld") == 0) return PANGU_SPEC_PLD;
+    if (strcmp(s, "draft") == 0) return PANGU_SPEC_DRAFT;
+    if (strcmp(s, "self") == 0) return PANGU_SPEC_SELF;
+    usage_error("%s expects off, pld, draft or self, not '%s'", flag, s);
+}
+
+static const char *spec_mode_name(int mode) {
+    switch (mode) {
+    case PANGU_SPEC_OFF: return "off";
+    case PANGU_SPEC_PLD: return "pld";
+    case PANGU_SPEC_DRAFT: return "draft";
+    case PANGU_SPEC_SELF: return "self";
+    default: return "?";
+    }
+}
+
+/* A comma list of ascending layer indices, e.g. "0,4,8". */
+static int parse_layer_list(const char *flag, const char *s, int32_t *out, int cap) {
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end = NULL;
+        errno = 0;
+        const long v = strtol(p, &end, 10);
+        if (end == p || (*end != ',' && *end != '\0') || errno == ERANGE || v < 0 || v >= MAX_SELF_LAYERS ||
+            *p == '+' || *p == ' ' || *p == '\t')
+            usage_error("%s expects a comma list of layer indices from 0 to %d, e.g. 0,4,8, not '%s'", flag,
+                        MAX_SELF_LAYERS - 1, s);
+        if (n > 0 && v <= out[n - 1]) usage_error("%s expects ascending layer indices, not '%s'", flag, s);
+        if (n == cap) usage_error("%s: at most %d layers", flag, cap);
+        out[n++] = (int32_t)v;
+        if (*end == '\0') break;
+        p = end + 1;
+    }
+    return n;
+}
+
 /* a equals the short or the long spelling of an option (either may be NULL). */
 static int is_option(const char *a, const char *short_name, const char *long_name) {
     return (short_name && strcmp(a, short_name) == 0) || (long_name && strcmp(a, long_name) == 0);
@@ -161,6 +216,7 @@ static void parse_args(int argc, char **argv, options *o) {
     o->ctx = 0;
     o->batch = 64;
     o->display_prompt = 1;
+    o->spec_mode = PANGU_SPEC_PLD;
 
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i];
@@ -234,6 +290,17 @@ static void parse_args(int argc, char **argv, options *o) {
             o->mlock = 1;
         } else if (IS(NULL, "--prefault")) {
             o->prefault = 1;
+        } else if (IS(NULL, "--spec")) {
+            o->spec_mode = parse_spec_mode(a, VALUE());
+            o->spec_given = 1;
+        } else if (IS(NULL, "--draft-model")) {
+            o->draft_model_dir = VALUE();
+        } else if (IS(NULL, "--draft-len")) {
+            o->draft_len = parse_long(a, VALUE(), 1, 15);
+        } else if (IS(NULL, "--ngram")) {
+            o->ngram = parse_long(a, VALUE(), 1, 8);
+        } else if (IS(NULL, "--self-layers")) {
+            o->n_self_layers = parse_layer_list(a, VALUE(), o->self_layers, MAX_SELF_LAYERS);
         } else if (a[0] == '-' && a[1] != '\0') {
             usage_error("unknown option '%s'", a);
         } else {
@@ -247,6 +314,20 @@ static void parse_args(int argc, char **argv, options *o) {
     if (o->keep && !o->context_shift) usage_error("--keep applies only with --context-shift");
     if (o->context_shift && o->chat)
         usage_error("--context-shift is for completion mode; chat starts a new conversation when the context is full");
+    if (!o->spec_given) { /* --draft-model and --self-layers choose their mode */
+        if (o->draft_model_dir && o->n_self_layers)
+            usage_error("--draft-model and --self-layers select different modes (draft, self); use one");
+        if (o->draft_model_dir) o->spec_mode = PANGU_SPEC_DRAFT;
+        if (o->n_self_layers) o->spec_mode = PANGU_SPEC_SELF;
+    }
+    if (o->spec_mode == PANGU_SPEC_DRAFT && !o->draft_model_dir) usage_error("--spec draft needs --draft-model DIR");
+    if (o->draft_model_dir && o->spec_mode != PANGU_SPEC_DRAFT)
+        usage_error("--draft-model applies only with --spec draft, not --spec %s", spec_mode_name(o->spec_mode));
+    if (o->n_self_layers && o->spec_mode != PANGU_SPEC_SELF)
+        usage_error("--self-layers applies only with --spec self, not --spec %s", spec_mode_name(o->spec_mode));
+    if (o->ngram && o->spec_mode != PANGU_SPEC_PLD)
+        usage_error("--ngram applies only with --spec pld, not --spec %s", spec_mode_name(o->spec_mode));
+    if (o->draft_len && o->spec_mode == PANGU_SPEC_OFF) usage_error("--draft-len does not apply with --spec off");
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -378,6 +459,24 @@ static void print_rate(const char *what, long n, double ms) {
     fputc('\n', stderr);
 }
 
+/* The session's speculative-decoding counters (they run from its creation), after the timings. */
+static void print_spec_stats(const options *o, const pangu_session *session) {
+    if (o->spec_mode == PANGU_SPEC_OFF) return;
+    pangu_session_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    if (pangu_session_get_stats(session, &st) != PANGU_OK) return;
+    fprintf(stderr, PROG ": speculative (%s): %lld drafted, %lld accepted", spec_mode_name(o->spec_mode),
+            (long long)st.n_drafted, (long long)st.n_accepted);
+    if (st.n_drafted > 0) fprintf(stderr, " (acceptance %.1f %%)", 100.0 * (double)st.n_accepted / (double)st.n_drafted);
+    fprintf(stderr, ", %lld verification steps", (long long)st.n_verify);
+    if (st.n_verify > 0) fprintf(stderr, " (%.2f accepted per step)", (double)st.n_accepted / (double)st.n_verify);
+    fprintf(stderr, "; %lld forward passes of the model for %lld tokens evaluated, %lld generated", (long long)st.n_forward,
+            (long long)st.n_evaluated, (long long)st.n_generated);
+    if (o->spec_mode == PANGU_SPEC_DRAFT) fputs(" (the draft model's passes not counted)", stderr);
+    fputc('\n', stderr);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Ctrl-C                                                                                           */
 /* ------------------------------------------------------------------------------------------------ */
@@ -503,6 +602,7 @@ static int run_completion(const options *o, pangu_model *model, pangu_session *s
         stats.struct_size = sizeof stats;
         if (o->context_shift && pangu_session_get_stats(session, &stats) == PANGU_OK)
             fprintf(stderr, PROG ": context shifts: %lld\n", (long long)stats.n_context_shifts);
+        print_spec_stats(o, session);
         fprintf(stderr, PROG ": stopped: %s\n", stop_reason_string(res.stop_reason));
     }
     if (st == PANGU_ERR_CANCELLED) {
@@ -760,6 +860,7 @@ static int run_chat(const options *o, pangu_model *model, pangu_session *session
     if (total_prompt + total_gen > 0) {
         print_rate("prompt", total_prompt, total_prompt_ms);
         print_rate("generate", total_gen, total_gen_ms);
+        print_spec_stats(o, session);
     }
     free(line);
     free(ss.text.data);
@@ -818,8 +919,34 @@ int main(int argc, char **argv) {
                 o.model_dir, load_ms, info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.n_vocab,
                 info.n_params / 1e6, info.weight_bytes / (1024.0 * 1024.0));
 
+    pangu_model *draft = NULL;
+    if (o.draft_model_dir) {
+        t0 = now_ms();
+        st = pangu_model_load(o.draft_model_dir, &mp, &draft);
+        if (st != PANGU_OK) {
+            const int rc = fail("loading the draft model", st);
+            pangu_model_free(model);
+            free(file_text);
+            return rc;
+        }
+        pangu_model_info dinfo;
+        memset(&dinfo, 0, sizeof dinfo);
+        dinfo.struct_size = sizeof dinfo;
+        if (pangu_model_get_info(draft, &dinfo) == PANGU_OK)
+            fprintf(stderr, PROG ": loaded draft model %s in %.1f ms: %d layers, hidden %d, %.2f M parameters\n",
+                    o.draft_model_dir, now_ms() - t0, dinfo.n_layer, dinfo.n_embd, dinfo.n_params / 1e6);
+    }
+
     pangu_session_params sparams;
     pangu_session_params_init(&sparams);
+    sparams.spec_mode = o.spec_mode;
+    if (o.draft_len > 0) sparams.spec_draft_len = (int32_t)o.draft_len;
+    if (o.ngram > 0) sparams.spec_ngram = (int32_t)o.ngram;
+    sparams.draft_model = draft;
+    if (o.n_self_layers > 0) {
+        sparams.self_draft_layers = o.self_layers;
+        sparams.n_self_draft_layers = o.n_self_layers;
+    }
     if (o.ctx > 0) sparams.n_ctx = (int32_t)o.ctx;
     sparams.n_batch = (int32_t)o.batch;
     sparams.n_threads = (int32_t)o.threads;
@@ -829,12 +956,24 @@ int main(int argc, char **argv) {
     st = pangu_session_create(model, &sparams, &session);
     if (st != PANGU_OK) {
         const int rc = fail("creating the session", st);
+        pangu_model_free(draft);
         pangu_model_free(model);
         free(file_text);
         return rc;
     }
     fprintf(stderr, PROG ": %ld threads, batch %ld, temp %g, top-k %ld, top-p %g, min-p %g, repeat-penalty %g\n",
             o.threads, o.batch, o.temp, o.top_k, o.top_p, o.min_p, o.repeat_penalty);
+    if (o.spec_mode != PANGU_SPEC_OFF) {
+        fprintf(stderr, PROG ": speculative decoding: %s, draft length %d", spec_mode_name(o.spec_mode),
+                (int)sparams.spec_draft_len);
+        if (o.spec_mode == PANGU_SPEC_PLD) fprintf(stderr, ", n-gram %d", (int)sparams.spec_ngram);
+        if (o.spec_mode == PANGU_SPEC_SELF) {
+            fputs(", layers ", stderr);
+            if (o.n_self_layers == 0) fputs("every 4th from 0 (default)", stderr);
+            for (int i = 0; i < o.n_self_layers; ++i) fprintf(stderr, "%s%d", i ? "," : "", (int)o.self_layers[i]);
+        }
+        fputc('\n', stderr);
+    }
 
     install_sigint();
     pangu_session_set_abort_callback(session, abort_requested, NULL);
@@ -843,6 +982,7 @@ int main(int argc, char **argv) {
                           : run_completion(&o, model, session, prompt, prompt_len);
 
     pangu_session_free(session);
+    pangu_model_free(draft);
     pangu_model_free(model);
     free(file_text);
     return rc;

@@ -1,0 +1,194 @@
+/* Prefill and decode speed of one model configuration, for bench_quant.sh (the W8A16 benchmark).
+ *
+ *   bench_quant_run -m DIR [-t THREADS] [-r RUNS] [-p PREFILL_TOKENS] [-n DECODE_TOKENS]
+ *                   [--precision auto|f32|bf16] [--spec off|pld] [--json]
+ *
+ * The measurement is bench_core's (prefill: P prompt tokens in one pangu_session_eval on a fresh context;
+ * decode: N greedy tokens; medians of R runs after one warm-up run), with what a comparison against the
+ * memory-bandwidth floor needs on top:
+ *  - the activation precision is selectable (bf16 weights are benchmarked with fp32 and bf16 activations);
+ *  - speculative decoding is off by default, so that every decode step is one forward pass that streams
+ *    every weight once (prompt lookup could verify several tokens per pass and beat the floor);
+ *  - decode speed counts forward passes per second of generation (the first generated token comes from the
+ *    prompt's logits and the last is never run, so tokens / time would overstate by N / (N - 1));
+ *  - generation that meets EOS is continued until N tokens are generated;
+ *  - besides the process's peak RSS, the resident part of the weight mapping (Rss of the mappings of the
+ *    model's .safetensors files in /proc/self/smaps) after the runs is reported. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "pangu/pangu.h"
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static const char *kText =
+    "def heappush(heap, item):\n    \"\"\"Push item onto heap, maintaining the heap invariant.\"\"\"\n"
+    "    heap.append(item)\n    _siftdown(heap, 0, len(heap)-1)\n\n"
+    "床前明月光，疑是地上霜。举头望明月，低头思故乡。\n";
+
+static int die(const char *what, pangu_status st) {
+    fprintf(stderr, "bench_quant_run: %s: %s: %s\n", what, pangu_status_string(st), pangu_last_error());
+    return 1;
+}
+
+/* Resident bytes of the file mappings whose path ends in ".safetensors" (-1 if /proc is unavailable). */
+static long long weights_resident_bytes(void) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[4096];
+    int in_weights = 0;
+    long long total = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[8];
+        /* A mapping header: "lo-hi perms offset dev inode [path]". */
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3) {
+            size_t n = strlen(line);
+            while (n && (line[n - 1] == '\n' || line[n - 1] == ' ')) line[--n] = '\0';
+            const char *suffix = ".safetensors";
+            const size_t ns = strlen(suffix);
+            in_weights = n >= ns && !strcmp(line + n - ns, suffix);
+            continue;
+        }
+        long long kb;
+        if (in_weights && sscanf(line, "Rss: %lld kB", &kb) == 1) total += kb * 1024;
+    }
+    fclose(f);
+    return total;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = NULL, *precision = "auto", *spec = "off";
+    int threads = 1, runs = 5, n_prefill = 128, n_decode = 128, json = 0;
+    for (int i = 1; i < argc; ++i) {
+        if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
+        else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-r") && i + 1 < argc) runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-p") && i + 1 < argc) n_prefill = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n_decode = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
+        else if (!strcmp(argv[i], "--spec") && i + 1 < argc) spec = argv[++i];
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else {
+            fprintf(stderr, "usage: bench_quant_run -m DIR [-t THREADS] [-r RUNS] [-p PREFILL] [-n DECODE]\n"
+                            "                       [--precision auto|f32|bf16] [--spec off|pld] [--json]\n");
+            return 2;
+        }
+    }
+    pangu_model_params mp;
+    pangu_model_params_init(&mp);
+    if (!strcmp(precision, "auto")) mp.activation_precision = PANGU_PRECISION_AUTO;
+    else if (!strcmp(precision, "f32")) mp.activation_precision = PANGU_PRECISION_F32;
+    else if (!strcmp(precision, "bf16")) mp.activation_precision = PANGU_PRECISION_BF16;
+    else dir = NULL;
+    int spec_mode = -1;
+    if (!strcmp(spec, "off")) spec_mode = PANGU_SPEC_OFF;
+    else if (!strcmp(spec, "pld")) spec_mode = PANGU_SPEC_PLD;
+    if (!dir || spec_mode < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000) {
+        fprintf(stderr, "bench_quant_run: -m DIR is required; counts must be positive (decode at least 2); "
+                        "precision auto|f32|bf16, spec off|pld\n");
+        return 2;
+    }
+    pangu_model *model = NULL;
+    pangu_status st = pangu_model_load(dir, &mp, &model);
+    if (st) return die("load", st);
+
+    int32_t text_ids[4096];
+    size_t n_text = 0;
+    if ((st = pangu_tokenize(model, kText, strlen(kText), 0, 0, text_ids, 4096, &n_text))) return die("tokenize", st);
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)n_prefill);
+    if (!prompt) return 1;
+    pangu_model_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    if ((st = pangu_model_get_info(model, &info))) return die("info", st);
+    prompt[0] = info.bos_token >= 0 ? info.bos_token : text_ids[0];
+    for (int i = 1; i < n_prefill; ++i) prompt[i] = text_ids[(size_t)(i - 1) % n_text];
+
+    pangu_session_params sp;
+    pangu_session_params_init(&sp);
+    sp.n_ctx = n_prefill + n_decode + 8;
+    sp.n_threads = threads;
+    sp.n_batch = 64;
+    sp.spec_mode = spec_mode;
+    pangu_session *s = NULL;
+    if ((st = pangu_session_create(model, &sp, &s))) return die("session", st);
+
+    pangu_sampling_params gp;
+    pangu_sampling_params_init(&gp);
+    gp.temperature = 0;
+
+    double *pre = calloc((size_t)runs, sizeof(double)), *dec = calloc((size_t)runs, sizeof(double));
+    if (!pre || !dec) return 1;
+    int eos_continued = 0;
+    for (int r = -1; r < runs; ++r) { /* run -1 warms caches and page-ins */
+        pangu_session_reset(s);
+        double t0 = now_ms();
+        if ((st = pangu_session_eval(s, prompt, (size_t)n_prefill, NULL))) return die("eval", st);
+        double t1 = now_ms();
+        pangu_session_stats a, b;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        b = a;
+        pangu_session_get_stats(s, &a);
+        int generated = 0;
+        double gen_ms = 0;
+        while (generated < n_decode) {
+            pangu_generate_result res;
+            memset(&res, 0, sizeof res);
+            res.struct_size = sizeof res;
+            gp.max_new_tokens = n_decode - generated;
+            if ((st = pangu_session_generate_tokens(s, NULL, 0, &gp, NULL, NULL, &res))) return die("generate", st);
+            generated += res.n_generated;
+            gen_ms += res.generate_ms;
+            if (res.stop_reason != PANGU_STOP_MAX_TOKENS && res.n_generated > 0) ++eos_continued;
+            if (res.n_generated == 0) break;
+        }
+        pangu_session_get_stats(s, &b);
+        if (r < 0) continue;
+        pre[r] = n_prefill / ((t1 - t0) / 1e3);
+        /* Forward passes of the generation: each streams the weights once. */
+        const double fwd = (double)(b.n_forward - a.n_forward);
+        dec[r] = fwd / (gen_ms / 1e3);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const long long resident = weights_resident_bytes();
+    const double p_med = median(pre, runs), d_med = median(dec, runs);
+    const char *act = info.activation_precision == PANGU_PRECISION_BF16 ? "bf16" : "f32";
+    if (json)
+        printf("{\"model\": \"%s\", \"threads\": %d, \"runs\": %d, \"prefill_tokens\": %d, \"decode_tokens\": %d, "
+               "\"activation_precision\": \"%s\", \"spec\": \"%s\", \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.3f, "
+               "\"peak_rss_kb\": %ld, \"weights_resident_bytes\": %lld, \"weight_bytes\": %lld, "
+               "\"n_params\": %lld, \"n_quantized\": %d, \"eos_continued\": %d}\n",
+               dir, threads, runs, n_prefill, n_decode, act, spec, p_med, d_med, ru.ru_maxrss, resident,
+               (long long)info.weight_bytes, (long long)info.n_params, info.n_quantized, eos_continued);
+    else
+        printf("%-40s threads %d  act %-4s  prefill %8.1f tok/s  decode %8.2f tok/s  (median of %d)  "
+               "peak RSS %ld KiB  weights resident %.1f MiB\n",
+               dir, threads, act, p_med, d_med, runs, ru.ru_maxrss, resident / 1048576.0);
+    free(pre);
+    free(dec);
+    free(prompt);
+    pangu_session_free(s);
+    pangu_model_free(model);
+    return 0;
+}
