@@ -75,6 +75,13 @@ int cpu_stream_sync(void *, pgd_stream *) { return 0; }  // operators complete b
 
 float *rowf(const pgd_tensor *t, int64_t r) { return static_cast<float *>(t->data) + r * t->stride; }
 
+// Chunks for `units` of work: a few per thread, so that a thread the system does not schedule in time
+// leaves its share to the others instead of holding the operator up.
+int chunks_for(const pgd_stream *s, int64_t units) {
+    const int64_t want = s->pool.size() == 1 ? 1 : int64_t(s->pool.size()) * 4;
+    return static_cast<int>(units < want ? (units > 0 ? units : 1) : want);
+}
+
 // ---- embed ----
 int cpu_embed(void *, pgd_stream *, const int32_t *ids, int64_t n, const pgd_tensor *table, pgd_tensor *out) {
     const int64_t d = table->cols;
@@ -128,10 +135,10 @@ struct MatmulJob {
     kernels::MatmulBlockFn mm;
 };
 
-void matmul_worker(void *p, int ti, int nt) {
+void matmul_worker(void *p, int chunk, int n_chunks, int) {
     const MatmulJob &j = *static_cast<MatmulJob *>(p);
     int64_t n0, n1;
-    split_range(j.w->rows, nt, ti, 8, &n0, &n1);
+    split_range(j.w->rows, n_chunks, chunk, 8, &n0, &n1);
     const int64_t K = j.w->cols, M = j.x->rows;
     const size_t esz = j.w->dtype == PGD_F32 ? 4 : j.w->dtype == PGD_I8 ? 1 : 2;
     const float *scale = j.w->dtype == PGD_I8 ? j.w->scale : nullptr;
@@ -169,7 +176,7 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
         default: return PANGU_ERR_DTYPE;
     }
     if (x->cols != w->cols || y->cols < w->rows || y->rows < x->rows) return PANGU_ERR_SHAPE;
-    s->pool.run(matmul_worker, &j);
+    s->pool.run(matmul_worker, &j, chunks_for(s, (w->rows + 7) / 8));
     return 0;
 }
 
@@ -205,12 +212,12 @@ struct AttnJob {
     int64_t n_ctx;
 };
 
-void attn_worker(void *p, int ti, int nt) {
+void attn_worker(void *p, int chunk, int n_chunks, int slot) {
     const AttnJob &j = *static_cast<AttnJob *>(p);
     const int64_t tasks = j.q->rows * j.n_head;
     int64_t t0, t1;
-    split_range(tasks, nt, ti, 1, &t0, &t1);
-    float *sc = j.ws + ti * j.n_ctx;
+    split_range(tasks, n_chunks, chunk, 1, &t0, &t1);
+    float *sc = j.ws + slot * j.n_ctx;  // scratch belongs to the thread, whichever chunk it runs
     const int32_t group = j.n_head / j.n_head_kv;
     for (int64_t t = t0; t < t1; ++t) {
         const int64_t m = t / j.n_head;
@@ -243,7 +250,7 @@ int cpu_attention(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tenso
     if (ws_size < cpu_attention_workspace(ctx, q->rows, n_head, n_ctx, s->pool.size())) return PANGU_ERR_BUFFER_TOO_SMALL;
     AttnJob j{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale,
               static_cast<float *>(ws), n_ctx};
-    s->pool.run(attn_worker, &j);
+    s->pool.run(attn_worker, &j, chunks_for(s, q->rows * n_head));
     return 0;
 }
 

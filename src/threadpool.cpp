@@ -25,66 +25,78 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads
 ThreadPool::~ThreadPool() {
     {
         std::lock_guard<std::mutex> lk(mu_);
-        stop_.store(true);
-        generation_.fetch_add(1);
+        stop_ = true;
+        published_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     for (auto &t : workers_) t.join();
 }
 
-void ThreadPool::run(Fn fn, void *ctx) {
-    if (n_threads_ == 1) {
-        fn(ctx, 0, 1);
-        return;
-    }
-    {
-        std::lock_guard<std::mutex> lk(mu_);
-        fn_ = fn;
-        ctx_ = ctx;
-        remaining_.store(n_threads_ - 1, std::memory_order_relaxed);
-        generation_.fetch_add(1, std::memory_order_release);
-    }
-    cv_.notify_all();
-    fn(ctx, 0, n_threads_);
-    for (int spin = 0; spin < kSpinIterations; ++spin) {
-        if (remaining_.load(std::memory_order_acquire) == 0) return;
-        PANGU_CPU_RELAX();
-    }
-    // A worker was asleep or descheduled (the cores are shared with other work): sleep instead of burning
-    // the core that the late worker needs.
-    std::unique_lock<std::mutex> lk(mu_);
-    caller_waiting_ = true;
-    done_cv_.wait(lk, [&] { return remaining_.load(std::memory_order_acquire) == 0; });
-    caller_waiting_ = false;
-}
-
-void ThreadPool::worker(int index) {
-    uint64_t seen = 0;
+void ThreadPool::work(uint32_t gen, Fn fn, void *ctx, int n_chunks, int slot) {
     for (;;) {
-        uint64_t g = generation_.load(std::memory_order_acquire);
-        for (int spin = 0; g == seen && spin < kSpinIterations; ++spin) {
-            PANGU_CPU_RELAX();
-            g = generation_.load(std::memory_order_acquire);
-        }
-        if (g == seen) {
-            std::unique_lock<std::mutex> lk(mu_);
-            cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-            g = generation_.load(std::memory_order_acquire);
-        }
-        seen = g;
-        if (stop_.load()) return;
-        Fn fn;
-        void *ctx;
-        {
-            std::lock_guard<std::mutex> lk(mu_);
-            fn = fn_;
-            ctx = ctx_;
-        }
-        fn(ctx, index, n_threads_);
-        if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        uint64_t v = next_.load(std::memory_order_acquire);
+        // Claim the next chunk of this generation only: a late worker must not take a chunk of a later run.
+        if (static_cast<uint32_t>(v >> 32) != gen || static_cast<int>(v & 0xffffffffu) >= n_chunks) return;
+        if (!next_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) continue;
+        fn(ctx, static_cast<int>(v & 0xffffffffu), n_chunks, slot);
+        if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_chunks && slot != 0) {
             std::lock_guard<std::mutex> lk(mu_);
             if (caller_waiting_) done_cv_.notify_one();
         }
+    }
+}
+
+void ThreadPool::run(Fn fn, void *ctx, int n_chunks) {
+    if (n_chunks <= 0) return;
+    if (n_threads_ == 1) {
+        for (int c = 0; c < n_chunks; ++c) fn(ctx, c, n_chunks, 0);
+        return;
+    }
+    uint32_t gen;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        gen = ++generation_;
+        fn_ = fn;
+        ctx_ = ctx;
+        n_chunks_ = n_chunks;
+        done_.store(0, std::memory_order_relaxed);
+        next_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
+        published_.store(gen, std::memory_order_release);
+    }
+    cv_.notify_all();
+    work(gen, fn, ctx, n_chunks, 0);
+    // Every chunk is claimed; wait only for chunks that workers are still running.
+    for (int spin = 0; spin < kSpinIterations; ++spin) {
+        if (done_.load(std::memory_order_acquire) == n_chunks) return;
+        PANGU_CPU_RELAX();
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    caller_waiting_ = true;
+    done_cv_.wait(lk, [&] { return done_.load(std::memory_order_acquire) == n_chunks; });
+    caller_waiting_ = false;
+}
+
+void ThreadPool::worker(int slot) {
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t g = published_.load(std::memory_order_acquire);
+        for (int spin = 0; g == seen && spin < kSpinIterations; ++spin) {
+            PANGU_CPU_RELAX();
+            g = published_.load(std::memory_order_acquire);
+        }
+        Fn fn;
+        void *ctx;
+        int n_chunks;
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+            if (stop_) return;
+            seen = generation_;
+            fn = fn_;
+            ctx = ctx_;
+            n_chunks = n_chunks_;
+        }
+        work(seen, fn, ctx, n_chunks, slot);
     }
 }
 

@@ -1,10 +1,16 @@
 // A fixed team of worker threads for one session's compute. Threads are created with the session and
-// reused for every operator: dispatching work allocates nothing and, for the short operators of decoding,
-// workers spin briefly before sleeping so that a token does not pay a wake-up per operator.
+// reused for every operator: dispatching work allocates nothing.
+//
+// Work is cut into chunks that threads claim one at a time, the calling thread included. On an idle
+// machine every thread takes its share; on a busy one (cores shared with other programs) a worker that is
+// not scheduled in time simply claims nothing, and the caller does the work itself instead of waiting for
+// it, so a session never runs slower than it would on one thread. Workers spin briefly before sleeping so
+// that the short operators of decoding do not pay a wake-up each.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -13,7 +19,9 @@ namespace pangu {
 
 class ThreadPool {
 public:
-    using Fn = void (*)(void *ctx, int thread_index, int n_threads);
+    // fn(ctx, chunk, n_chunks, slot): processes chunk `chunk` of `n_chunks`; `slot` (0 .. size()-1) names
+    // the thread running it, for per-thread scratch memory.
+    using Fn = void (*)(void *ctx, int chunk, int n_chunks, int slot);
 
     explicit ThreadPool(int n_threads);  // n_threads >= 1, including the caller
     ~ThreadPool();
@@ -21,23 +29,28 @@ public:
     ThreadPool &operator=(const ThreadPool &) = delete;
 
     int size() const { return n_threads_; }
-    // Runs fn(ctx, i, n) for i in [0, n) with i = 0 on the calling thread; returns when all are done.
-    void run(Fn fn, void *ctx);
+    // Runs fn over chunks 0 .. n_chunks-1 and returns when all are done.
+    void run(Fn fn, void *ctx, int n_chunks);
 
 private:
-    void worker(int index);
+    void worker(int slot);
+    // Claims and runs chunks of generation `gen` until none are left; returns how many it ran.
+    void work(uint32_t gen, Fn fn, void *ctx, int n_chunks, int slot);
 
     int n_threads_;
     std::vector<std::thread> workers_;
     std::mutex mu_;
     std::condition_variable cv_;       // workers sleep here between runs
-    std::condition_variable done_cv_;  // the caller sleeps here when workers are slow to finish
+    std::condition_variable done_cv_;  // the caller sleeps here when a worker is slow to finish its chunk
     bool caller_waiting_ = false;
-    std::atomic<uint64_t> generation_{0};
-    std::atomic<int> remaining_{0};
-    std::atomic<bool> stop_{false};
+    std::atomic<uint64_t> next_{0};    // generation << 32 | next unclaimed chunk
+    std::atomic<int> done_{0};         // chunks finished in the current generation
+    uint32_t generation_ = 0;          // guarded by mu_
+    std::atomic<uint32_t> published_{0};
+    bool stop_ = false;                // guarded by mu_
     Fn fn_ = nullptr;
     void *ctx_ = nullptr;
+    int n_chunks_ = 0;
 };
 
 // Splits [0, n) into `parts` contiguous chunks aligned to `granule`; returns chunk `i` as [*begin, *end).
