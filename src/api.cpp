@@ -1,5 +1,6 @@
 // The extern "C" boundary: argument checks, struct_size checks, and the one place where pangu::Error and
 // every other exception are caught and turned into a status plus a message.
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
@@ -146,12 +147,20 @@ pangu_status pangu_model_load(const char *dir, const pangu_model_params *params,
             pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_model_load: unknown activation_precision " +
                                                         std::to_string(p.activation_precision));
         opt.activation_precision = p.activation_precision;
+        const char *env = std::getenv("PANGU_BACKEND");
+        opt.backend = p.backend ? p.backend : (env && *env ? env : "cpu");
+        opt.device_memory = p.device_memory;
+        opt.device_profile = p.device_profile ? p.device_profile : "";
         *out = pangu::to_handle(pangu::Model::load(dir, opt).release());
         return PANGU_OK;
     });
 }
 
 void pangu_model_free(pangu_model *model) { delete pangu::from_handle(model); }
+
+const char *pangu_model_backend(const pangu_model *model) {
+    return model ? pangu::from_handle(model)->device->name : "";
+}
 
 const char *pangu_model_last_error(const pangu_model *model) {
     if (!model) return "";
@@ -472,6 +481,13 @@ pangu_status pangu_session_get_stats(const pangu_session *session, pangu_session
     r.n_drafted = S.n_drafted;
     r.n_accepted = S.n_accepted;
     for (int i = 0; i < 16; ++i) r.accepted_hist[i] = S.accepted_hist[i];
+    pgd_stream_stats ds{};
+    if (S.device_stats(&ds)) {
+        r.device_est_ms = ds.est_ms;
+        r.host_to_device_bytes = static_cast<int64_t>(ds.host_to_device_bytes);
+        r.device_to_host_bytes = static_cast<int64_t>(ds.device_to_host_bytes);
+        r.fp16_overflows = static_cast<int64_t>(ds.fp16_overflows);
+    }
     std::memcpy(stats, &r, stats->struct_size);
     return PANGU_OK;
 }

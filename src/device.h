@@ -43,6 +43,21 @@ typedef enum pgd_memcpy_kind {
 
 typedef struct pgd_stream pgd_stream; /* an in-order execution queue owned by the backend */
 
+/* Per-stream accounting, for backends that model a device (optional slot stream_stats). */
+typedef struct pgd_stream_stats {
+    double est_ms;                 /* estimated device time of the operators run on the stream */
+    uint64_t host_to_device_bytes; /* copies into device memory */
+    uint64_t device_to_host_bytes; /* copies out of it */
+    uint64_t n_ops;                /* operators run */
+    uint64_t fp16_overflows;       /* values saturated to the fp16 range */
+} pgd_stream_stats;
+
+/* Options for creating a device by name. */
+typedef struct pgd_device_options {
+    size_t memory_budget;        /* bytes of device memory; 0 = the backend's default */
+    const char *profile_path;    /* backend-specific profile (npu-sim: latency-model JSON); NULL = built in */
+} pgd_device_options;
+
 typedef struct pgd_device pgd_device;
 struct pgd_device {
     uint32_t api_version; /* PGD_API_VERSION the backend was written against */
@@ -101,6 +116,8 @@ struct pgd_device {
      * 16-bit activations enter the matmuls on a backend that computes in F32. Optional (NULL: not needed,
      * the backend's activations are 16-bit already). */
     int (*round)(void *ctx, pgd_stream *s, pgd_tensor *x, int32_t dtype);
+    /* Optional: accounting of a stream (NULL: the backend keeps none). */
+    int (*stream_stats)(void *ctx, pgd_stream *s, pgd_stream_stats *out);
     /* x += y, elementwise. */
     int (*add)(void *ctx, pgd_stream *s, pgd_tensor *x, const pgd_tensor *y);
 };

@@ -12,11 +12,15 @@ namespace pangu {
 // The device backends by name. A backend that is not built in is a clean error.
 pgd_device *create_device(const ModelLoadOptions &opt) {
     pgd_device *d = nullptr;
+    pgd_device_options o{};
+    o.memory_budget = opt.device_memory;
+    o.profile_path = opt.device_profile.empty() ? nullptr : opt.device_profile.c_str();
     if (opt.backend == "cpu") {
         d = pgd_cpu_device_create();
     } else {
         fail(PANGU_ERR_UNSUPPORTED, "unknown device backend \"" + opt.backend + "\" (available: cpu)");
     }
+    (void)o;
     if (!d) fail(PANGU_ERR_OUT_OF_MEMORY, "cannot create the " + opt.backend + " device");
     return d;
 }

@@ -64,6 +64,10 @@ public:
     const float *logits() const { return last_logits_; }
     size_t high_water() const;
     uint8_t *block() const { return block_; }
+    // The device's accounting of this session's stream; false when the backend keeps none.
+    bool device_stats(pgd_stream_stats *out) const {
+        return owns_stream_ && dev_->stream_stats && dev_->stream_stats(dev_->ctx, stream_, out) == 0;
+    }
 
     pangu_status generate(const int32_t *ids, size_t n, const pangu_sampling_params &sp, pangu_token_callback cb,
                           void *user, pangu_generate_result *res);

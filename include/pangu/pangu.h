@@ -117,6 +117,16 @@ typedef struct pangu_model_params {
      * fp32): PANGU_PRECISION_AUTO (default: fp32 for floating-point checkpoints, and what a quantized
      * checkpoint's quantization_config names, bf16 for W8A16), PANGU_PRECISION_F32 or PANGU_PRECISION_BF16. */
     int32_t activation_precision;
+    /* The device that runs the model: "cpu" (default), or "npu-sim", an emulated Ascend 310P-class NPU
+     * (fp16 numerics, a device memory budget, fractal weight layout, a latency model). NULL means the
+     * PANGU_BACKEND environment variable if set, else "cpu". An unknown name is PANGU_ERR_UNSUPPORTED. */
+    const char *backend;
+    /* npu-sim: device memory budget in bytes (0 = 24 GiB, an Atlas 300I Pro). A model or session that does not
+     * fit fails cleanly at load or creation with PANGU_ERR_OUT_OF_MEMORY. */
+    size_t device_memory;
+    /* npu-sim: a JSON device profile for the latency model (AI cores, TOPS, TFLOPS, GB/s, launch overhead);
+     * NULL = the built-in 310P profile. */
+    const char *device_profile;
 } pangu_model_params;
 
 /* activation_precision values */
@@ -166,6 +176,9 @@ typedef struct pangu_model_info {
 
 /* Fill `info` (whose struct_size the caller sets). Thread-safe. */
 PANGU_API pangu_status pangu_model_get_info(const pangu_model *model, pangu_model_info *info);
+
+/* The name of the device backend the model runs on ("cpu", "npu-sim"). Static storage; "" for NULL. */
+PANGU_API const char *pangu_model_backend(const pangu_model *model);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Tokenizer                                                                                        */
@@ -363,6 +376,11 @@ typedef struct pangu_session_stats {
     int64_t n_drafted;           /* tokens drafted */
     int64_t n_accepted;          /* drafted tokens accepted */
     int64_t accepted_hist[16];   /* accepted_hist[a]: verification steps that accepted a drafts */
+    /* device accounting (the npu-sim backend fills these; the cpu backend reports zeros) */
+    double device_est_ms;        /* estimated device time of this session's operators (latency model) */
+    int64_t host_to_device_bytes;
+    int64_t device_to_host_bytes;
+    int64_t fp16_overflows;      /* values that overflowed fp16 and were saturated to +-65504 */
 } pangu_session_stats;
 
 /* Fill `stats` (whose struct_size the caller sets). Counters run from session creation (reset does not
