@@ -116,6 +116,8 @@ double SpecController::cost(int m) const {
 int SpecController::choose(int available) {
     const int kmax = available < k_max_ ? available : k_max_;
     if (kmax <= 0) return 0;
+    // Every decision compares against a plain step: measure one first.
+    if (ms_[1] <= 0) return 0;
     const double a = acceptance();
     double best = 1.0 / cost(1);
     int best_k = 0;
@@ -146,7 +148,10 @@ int SpecController::choose(int available) {
 
 void SpecController::record(int k, int accepted, double ms) {
     const int m = k + 1;
-    if (m >= 1 && m <= 16) ms_[m] = ms_[m] > 0 ? 0.9 * ms_[m] + 0.1 * ms : ms;
+    // Noise on a shared machine only ever adds time (preemption, other programs' cache traffic), so track a
+    // slowly rising minimum rather than a mean: one slow step must not make plain decoding look expensive
+    // and drafting cheap (or the reverse).
+    if (m >= 1 && m <= 16) ms_[m] = ms_[m] > 0 ? std::min(ms, ms_[m] * 1.02) : ms;
     if (k > 0) {
         // A step examines drafted tokens until the first rejection. Short memory: whether the text repeats
         // changes within a request.
