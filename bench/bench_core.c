@@ -1,12 +1,19 @@
-/* Prefill and decode speed of a model through the public API.
+/* Prefill and decode speed of one model configuration (used by bench_quant.sh, the W8A16 benchmark).
  *
- *   bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL_TOKENS] [-n DECODE_TOKENS] [--json]
+ *   bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL_TOKENS] [-n DECODE_TOKENS]
+ *                   [--precision auto|f32|bf16] [--spec off|pld] [--json]
  *
- * Prefill: evaluate P prompt tokens (taken from the start of the model's own text, repeated as needed) in
- * one call on a fresh context. Decode: then generate N tokens greedily, one forward each. Each figure is the
- * median of R runs; runs alternate so that machine noise hits every configuration alike. Peak RSS is the
- * process maximum (getrusage), which includes the mapped weights the runs touched. */
-#define _POSIX_C_SOURCE 200809L
+ * Prefill: P prompt tokens in one pangu_session_eval on a fresh context; decode: N greedy tokens; medians of
+ * R runs after one warm-up run. For comparisons against the memory-bandwidth floor:
+ *  - the activation precision is selectable (bf16 weights are benchmarked with fp32 and bf16 activations);
+ *  - speculative decoding is off by default, so that every decode step is one forward pass that streams
+ *    every weight once (prompt lookup could verify several tokens per pass and beat the floor);
+ *  - decode speed counts forward passes per second of generation (the first generated token comes from the
+ *    prompt's logits and the last is never run, so tokens / time would overstate by N / (N - 1));
+ *  - generation that meets EOS is continued until N tokens are generated;
+ *  - besides the process's peak RSS, the resident part of the weight mapping (Rss of the mappings of the
+ *    model's .safetensors files in /proc/self/smaps) after the runs is reported. */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +48,34 @@ static int die(const char *what, pangu_status st) {
     return 1;
 }
 
+/* Resident bytes of the file mappings whose path ends in ".safetensors" (-1 if /proc is unavailable). */
+static long long weights_resident_bytes(void) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[4096];
+    int in_weights = 0;
+    long long total = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[8];
+        /* A mapping header: "lo-hi perms offset dev inode [path]". */
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3) {
+            size_t n = strlen(line);
+            while (n && (line[n - 1] == '\n' || line[n - 1] == ' ')) line[--n] = '\0';
+            const char *suffix = ".safetensors";
+            const size_t ns = strlen(suffix);
+            in_weights = n >= ns && !strcmp(line + n - ns, suffix);
+            continue;
+        }
+        long long kb;
+        if (in_weights && sscanf(line, "Rss: %lld kB", &kb) == 1) total += kb * 1024;
+    }
+    fclose(f);
+    return total;
+}
+
 int main(int argc, char **argv) {
-    const char *dir = NULL;
+    const char *dir = NULL, *precision = "auto", *spec = "off";
     int threads = 1, runs = 5, n_prefill = 128, n_decode = 128, json = 0;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
@@ -50,18 +83,31 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-r") && i + 1 < argc) runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-p") && i + 1 < argc) n_prefill = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n_decode = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
+        else if (!strcmp(argv[i], "--spec") && i + 1 < argc) spec = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = 1;
         else {
-            fprintf(stderr, "usage: bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL] [-n DECODE] [--json]\n");
+            fprintf(stderr, "usage: bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL] [-n DECODE]\n"
+                            "                       [--precision auto|f32|bf16] [--spec off|pld] [--json]\n");
             return 2;
         }
     }
-    if (!dir || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 1 || runs > 1000) {
-        fprintf(stderr, "bench_core: -m DIR is required; counts must be positive\n");
+    pangu_model_params mp;
+    pangu_model_params_init(&mp);
+    if (!strcmp(precision, "auto")) mp.activation_precision = PANGU_PRECISION_AUTO;
+    else if (!strcmp(precision, "f32")) mp.activation_precision = PANGU_PRECISION_F32;
+    else if (!strcmp(precision, "bf16")) mp.activation_precision = PANGU_PRECISION_BF16;
+    else dir = NULL;
+    int spec_mode = -1;
+    if (!strcmp(spec, "off")) spec_mode = PANGU_SPEC_OFF;
+    else if (!strcmp(spec, "pld")) spec_mode = PANGU_SPEC_PLD;
+    if (!dir || spec_mode < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000) {
+        fprintf(stderr, "bench_core: -m DIR is required; counts must be positive (decode at least 2); "
+                        "precision auto|f32|bf16, spec off|pld\n");
         return 2;
     }
     pangu_model *model = NULL;
-    pangu_status st = pangu_model_load(dir, NULL, &model);
+    pangu_status st = pangu_model_load(dir, &mp, &model);
     if (st) return die("load", st);
 
     int32_t text_ids[4096];
@@ -70,8 +116,9 @@ int main(int argc, char **argv) {
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)n_prefill);
     if (!prompt) return 1;
     pangu_model_info info;
+    memset(&info, 0, sizeof info);
     info.struct_size = sizeof info;
-    pangu_model_get_info(model, &info);
+    if ((st = pangu_model_get_info(model, &info))) return die("info", st);
     prompt[0] = info.bos_token >= 0 ? info.bos_token : text_ids[0];
     for (int i = 1; i < n_prefill; ++i) prompt[i] = text_ids[(size_t)(i - 1) % n_text];
 
@@ -80,43 +127,63 @@ int main(int argc, char **argv) {
     sp.n_ctx = n_prefill + n_decode + 8;
     sp.n_threads = threads;
     sp.n_batch = 64;
+    sp.spec_mode = spec_mode;
     pangu_session *s = NULL;
     if ((st = pangu_session_create(model, &sp, &s))) return die("session", st);
 
     pangu_sampling_params gp;
     pangu_sampling_params_init(&gp);
     gp.temperature = 0;
-    gp.max_new_tokens = n_decode;
-    int eos = info.eos_token;
-    /* Decode must not end early at EOS: forbid nothing, but make EOS a non-stop by generating from the token
-     * path with no stop tokens other than EOS; if EOS comes, the measurement uses the tokens produced. */
-    (void)eos;
 
     double *pre = calloc((size_t)runs, sizeof(double)), *dec = calloc((size_t)runs, sizeof(double));
     if (!pre || !dec) return 1;
+    int eos_continued = 0;
     for (int r = -1; r < runs; ++r) { /* run -1 warms caches and page-ins */
         pangu_session_reset(s);
         double t0 = now_ms();
         if ((st = pangu_session_eval(s, prompt, (size_t)n_prefill, NULL))) return die("eval", st);
         double t1 = now_ms();
-        pangu_generate_result res;
-        memset(&res, 0, sizeof res);
-        res.struct_size = sizeof res;
-        if ((st = pangu_session_generate_tokens(s, NULL, 0, &gp, NULL, NULL, &res))) return die("generate", st);
+        pangu_session_stats a, b;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        b = a;
+        pangu_session_get_stats(s, &a);
+        int generated = 0;
+        double gen_ms = 0;
+        while (generated < n_decode) {
+            pangu_generate_result res;
+            memset(&res, 0, sizeof res);
+            res.struct_size = sizeof res;
+            gp.max_new_tokens = n_decode - generated;
+            if ((st = pangu_session_generate_tokens(s, NULL, 0, &gp, NULL, NULL, &res))) return die("generate", st);
+            generated += res.n_generated;
+            gen_ms += res.generate_ms;
+            if (res.stop_reason != PANGU_STOP_MAX_TOKENS && res.n_generated > 0) ++eos_continued;
+            if (res.n_generated == 0) break;
+        }
+        pangu_session_get_stats(s, &b);
         if (r < 0) continue;
         pre[r] = n_prefill / ((t1 - t0) / 1e3);
-        dec[r] = res.n_generated / (res.generate_ms / 1e3);
+        /* Forward passes of the generation: each streams the weights once. */
+        const double fwd = (double)(b.n_forward - a.n_forward);
+        dec[r] = fwd / (gen_ms / 1e3);
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    const long long resident = weights_resident_bytes();
     const double p_med = median(pre, runs), d_med = median(dec, runs);
+    const char *act = info.activation_precision == PANGU_PRECISION_BF16 ? "bf16" : "f32";
     if (json)
         printf("{\"model\": \"%s\", \"threads\": %d, \"runs\": %d, \"prefill_tokens\": %d, \"decode_tokens\": %d, "
-               "\"prefill_tok_s\": %.1f, \"decode_tok_s\": %.1f, \"peak_rss_kb\": %ld, \"weight_bytes\": %lld}\n",
-               dir, threads, runs, n_prefill, n_decode, p_med, d_med, ru.ru_maxrss, (long long)info.weight_bytes);
+               "\"activation_precision\": \"%s\", \"spec\": \"%s\", \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.3f, "
+               "\"peak_rss_kb\": %ld, \"weights_resident_bytes\": %lld, \"weight_bytes\": %lld, "
+               "\"n_params\": %lld, \"n_quantized\": %d, \"eos_continued\": %d}\n",
+               dir, threads, runs, n_prefill, n_decode, act, spec, p_med, d_med, ru.ru_maxrss, resident,
+               (long long)info.weight_bytes, (long long)info.n_params, info.n_quantized, eos_continued);
     else
-        printf("%-40s threads %d  prefill %8.1f tok/s  decode %8.1f tok/s  (median of %d)  peak RSS %ld KiB\n", dir,
-               threads, p_med, d_med, runs, ru.ru_maxrss);
+        printf("%-40s threads %d  act %-4s  prefill %8.1f tok/s  decode %8.2f tok/s  (median of %d)  "
+               "peak RSS %ld KiB  weights resident %.1f MiB\n",
+               dir, threads, act, p_med, d_med, runs, ru.ru_maxrss, resident / 1048576.0);
     free(pre);
     free(dec);
     free(prompt);

@@ -25,7 +25,7 @@
 # 1b-bf16 (pangu-gen-model defaults: openPangu-1B shape, tied embeddings), 1b-f32 (bench_convert_dtype of
 # 1b-bf16), 1b-w8a16, 1b-w8a16-qe.
 #
-# Speed comes from bench_quant_run (bench_core's measurement with speculative decoding off, so that each decode
+# Speed comes from bench_core (speculative decoding off, so that each decode
 # step is one forward pass, and a selectable activation precision). "act" in the table is the precision of the
 # activations entering the matrix products: the library's default is f32 for f32/bf16 checkpoints and bf16 for
 # W8A16; bf16 weights are also run with bf16 activations unless --no-bf16-act.
@@ -81,7 +81,7 @@ command -v python3 >/dev/null || { echo "bench_quant.sh: python3 is required for
 log() { echo "[bench_quant] $*" >&2; }
 
 # ---- build ------------------------------------------------------------------------------------------------
-TARGETS="bench_quant_run bench_convert_dtype membw pangu-gen-model pangu-quantize"
+TARGETS="bench_core bench_convert_dtype membw pangu-gen-model pangu-quantize"
 if [ "$DO_BUILD" = 1 ]; then
     if [ ! -f "$BUILD/CMakeCache.txt" ]; then
         log "configuring $BUILD"
@@ -91,7 +91,7 @@ if [ "$DO_BUILD" = 1 ]; then
     # shellcheck disable=SC2086
     cmake --build "$BUILD" -j"$JOBS" --target $TARGETS >&2
 fi
-RUN="$BUILD/bench/bench_quant_run"
+RUN="$BUILD/bench/bench_core"
 CONVERT="$BUILD/bench/bench_convert_dtype"
 MEMBW="$BUILD/bench/membw"
 GEN="$BUILD/tools/pangu-gen-model"
