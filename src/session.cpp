@@ -341,7 +341,7 @@ void Session::eval(const int32_t *ids, size_t n, float *logits_out) {
                                               " is outside the vocabulary of " + std::to_string(V));
     // A generated token not yet run is evaluated together with the new ones.
     const size_t row0 = n_tokens;
-    std::memcpy(tokens + n_tokens, ids, sizeof(int32_t) * n);
+    if (n) std::memcpy(tokens + n_tokens, ids, sizeof(int32_t) * n);
     n_tokens += n;
     try {
         eval_pending(logits_out, row0);

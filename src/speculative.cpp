@@ -57,8 +57,12 @@ void NgramIndex::insert(const int32_t *tokens, int len, size_t end) {
 void NgramIndex::update(const int32_t *tokens, size_t n) {
     if (!tables_) return;
     // A cut context (or one rewritten in place by a slide) starts over; appends are indexed incrementally.
-    const uint64_t fp = indexed_ ? (static_cast<uint64_t>(indexed_) << 32 | static_cast<uint32_t>(tokens[indexed_ - 1])) : 0;
-    if (n < indexed_ || fp != fingerprint_) clear();
+    if (n < indexed_) {
+        clear();
+    } else if (indexed_ > 0) {
+        const uint64_t fp = static_cast<uint64_t>(indexed_) << 32 | static_cast<uint32_t>(tokens[indexed_ - 1]);
+        if (fp != fingerprint_) clear();
+    }
     for (size_t p = indexed_ > 0 ? indexed_ : 1; p < n; ++p) {
         // n-grams ending at p - 1 now have a continuation (tokens[p])
         for (int len = 1; len <= max_n_ && static_cast<size_t>(len) <= p; ++len) insert(tokens, len, p - 1);

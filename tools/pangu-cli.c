@@ -803,7 +803,7 @@ static int run_chat(const options *o, pangu_model *model, pangu_session *session
             break;
         }
         /* The context stands for `fed`; feed only what the rendered conversation adds to it. */
-        if (c.rendered.len < c.fed.len || memcmp(c.rendered.data, c.fed.data, c.fed.len) != 0) {
+        if (c.rendered.len < c.fed.len || (c.fed.len && memcmp(c.rendered.data, c.fed.data, c.fed.len) != 0)) {
             pangu_session_reset(session); /* cannot happen with a prefix-stable format; stay correct anyway */
             sbuf_set(&c.fed, "", 0);
         }
