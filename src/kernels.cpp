@@ -65,6 +65,7 @@ const Table *choose() {
     const char *env = std::getenv("PANGU_KERNELS");
     if (env && std::strcmp(env, "scalar") == 0) return &kScalar;
     if (const Table *t = avx2()) return t;
+    if (const Table *t = neon()) return t;
     return &kScalar;
 }
 
@@ -79,6 +80,9 @@ const Table &best() {
 
 #if !(defined(__x86_64__) || defined(_M_X64))
 const Table *avx2() { return nullptr; }
+#endif
+#if !defined(__aarch64__)
+const Table *neon() { return nullptr; }
 #endif
 
 }  // namespace kernels

@@ -41,6 +41,7 @@ const Table &best();
 const Table &scalar();
 // nullptr where the CPU or the build lacks it.
 const Table *avx2();
+const Table *neon();
 
 }  // namespace kernels
 }  // namespace pangu
