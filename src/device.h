@@ -1,7 +1,7 @@
 // The device interface: every computation of the forward pass goes through this table of function
 // pointers, shaped after AscendCL so that a real CANN backend can implement it slot by slot
-// (docs/porting-310p.md maps each slot to its acl/aclnn call). Backends: device_cpu.cpp (and, later,
-// the emulated 310P). Plain C types only, so a backend can be written in C.
+// (docs/porting-310p.md maps each slot to its acl/aclnn call). Backends: device_cpu.cpp and
+// device_npusim.cpp (an emulated 310P). Plain C types only, so a backend can be written in C.
 //
 // Conventions
 //  - Every slot returns 0 on success or a pangu_status on failure, and never throws.
@@ -124,6 +124,10 @@ struct pgd_device {
 
 /* The CPU backend (always available). Returns NULL only on allocation failure. */
 pgd_device *pgd_cpu_device_create(void);
+/* The emulated Ascend 310P-class NPU (device_npusim.cpp); `opt` may be NULL for defaults. Returns NULL on
+ * failure: with a message in `err` (at most err_size bytes, NUL-terminated) when the options are at fault
+ * (e.g. an unreadable or invalid profile file), an empty one on allocation failure. */
+pgd_device *pgd_npusim_device_create(const pgd_device_options *opt, char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

@@ -117,9 +117,16 @@ double SpecController::cost(int m) const {
     return one + slope * (m - 1);
 }
 
+namespace {
+bool g_always_draft_for_tests = false;
+}  // namespace
+
+void set_always_draft_for_tests(bool on) { g_always_draft_for_tests = on; }
+
 int SpecController::choose(int available) {
     const int kmax = available < k_max_ ? available : k_max_;
     if (kmax <= 0) return 0;
+    if (g_always_draft_for_tests) return kmax;
     // Every decision compares against a plain step: measure one first.
     if (ms_[1] <= 0) return 0;
     const double a = acceptance();

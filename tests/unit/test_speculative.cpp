@@ -172,17 +172,18 @@ TEST(Speculative, RepeatedTextIsDraftedAndAccepted) {
         "def heappush(heap, item):\n    heap.append(item)\n    _siftdown(heap, 0, len(heap)-1)\n\n"
         "def heappop(heap):\n    lastelt = heap.pop()\n    if heap:\n        returnitem = heap[0]\n";
     const auto prompt = tokenize(block + "\n" + block + "\n" + block.substr(0, 30));
+    // Whether drafting pays is decided from measured timings; here the drafting itself is under test.
+    pangu::set_always_draft_for_tests(true);
     const GenRun pld = generate(prompt, PANGU_SPEC_PLD, greedy(60));
+    pangu::set_always_draft_for_tests(false);
     const GenRun off = generate(prompt, PANGU_SPEC_OFF, greedy(60));
     EXPECT_EQ(pld.ids, off.ids);
     std::printf("re-emit: %lld of %lld drafted accepted in %lld verify steps, %lld forwards for 60 tokens\n",
                 (long long)pld.stats.n_accepted, (long long)pld.stats.n_drafted, (long long)pld.stats.n_verify,
                 (long long)pld.stats.n_forward);
     // pangu-tiny copies the block only partly before it drifts.
-    // How much is drafted depends on measured timings (the controller weighs the cost of verifying), so on
-    // a loaded machine the bars are: drafts were accepted and forwards were saved.
-    EXPECT_GE(pld.stats.n_accepted, 8);
-    EXPECT_LT(pld.stats.n_forward, off.stats.n_forward);
+    EXPECT_GE(pld.stats.n_accepted, 20);
+    EXPECT_LT(pld.stats.n_forward, off.stats.n_forward * 3 / 4);
 }
 
 TEST(NgramIndex, ProposesTheMostRecentContinuationWithFallback) {
@@ -277,6 +278,7 @@ TEST(SpecController, BacksOffWhenDraftsFailAndProbesAgain) {
 TEST(Speculative, DraftModelAndSelfDraftGreedyAreIdentical) {
     const auto prompts = dev_prompts(12);
     int64_t acc_draft = 0, acc_self = 0, drafted_draft = 0, drafted_self = 0;
+    pangu::set_always_draft_for_tests(true);  // exercise verification at every step, whatever the timings
     for (size_t i = 0; i < prompts.size(); ++i) {
         const GenRun off = generate(prompts[i], PANGU_SPEC_OFF, greedy(40));
         const GenRun draft = generate(prompts[i], PANGU_SPEC_DRAFT, greedy(40), 4, i % 2 ? 2 : 1);
@@ -289,6 +291,7 @@ TEST(Speculative, DraftModelAndSelfDraftGreedyAreIdentical) {
         acc_self += self.stats.n_accepted;
         drafted_self += self.stats.n_drafted;
     }
+    pangu::set_always_draft_for_tests(false);
     std::printf("draft model: %lld of %lld accepted; self-draft: %lld of %lld accepted\n", (long long)acc_draft,
                 (long long)drafted_draft, (long long)acc_self, (long long)drafted_self);
     EXPECT_GT(drafted_draft, 0);
@@ -461,6 +464,8 @@ TEST(Speculative, SpeculativeSamplingKeepsTheDistribution) {
     // The second and third tokens come out of a verification step (the first is sampled from the prompt's
     // logits). Their joint distribution with a draft model or a self-draft must match plain sampling.
     const int runs = 1500;
+    // Every step must draft, or the verification rule under test would not run at all.
+    pangu::set_always_draft_for_tests(true);
     const auto plain = pair_counts(PANGU_SPEC_OFF, runs, 1);
     const auto draft = pair_counts(PANGU_SPEC_DRAFT, runs, 100001);
     const auto self = pair_counts(PANGU_SPEC_SELF, runs, 200001);
@@ -469,6 +474,7 @@ TEST(Speculative, SpeculativeSamplingKeepsTheDistribution) {
     const auto broken = pair_counts(PANGU_SPEC_DRAFT, runs, 300001);
     pangu::set_broken_acceptance_for_tests(false);
     const double p_broken = homogeneity_p(plain, broken);
+    pangu::set_always_draft_for_tests(false);
     std::printf("chi-square p-values vs plain sampling: draft %.3f, self-draft %.3f, broken rule %.2g\n", p_draft,
                 p_self, p_broken);
     EXPECT_GT(p_draft, 0.01);
