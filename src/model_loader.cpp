@@ -17,10 +17,13 @@ pgd_device *create_device(const ModelLoadOptions &opt) {
     o.profile_path = opt.device_profile.empty() ? nullptr : opt.device_profile.c_str();
     if (opt.backend == "cpu") {
         d = pgd_cpu_device_create();
+    } else if (opt.backend == "npu-sim") {
+        char err[512];
+        d = pgd_npusim_device_create(&o, err, sizeof err);
+        if (!d && err[0]) fail(PANGU_ERR_CONFIG, err);  // the message names the profile file
     } else {
-        fail(PANGU_ERR_UNSUPPORTED, "unknown device backend \"" + opt.backend + "\" (available: cpu)");
+        fail(PANGU_ERR_UNSUPPORTED, "unknown device backend \"" + opt.backend + "\" (available: cpu, npu-sim)");
     }
-    (void)o;
     if (!d) fail(PANGU_ERR_OUT_OF_MEMORY, "cannot create the " + opt.backend + " device");
     return d;
 }

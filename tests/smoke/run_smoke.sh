@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# One smoke-test case: run_smoke.sh CASE GENERATE_BIN CLI_BIN MODEL_DIR
+# One smoke-test case: run_smoke.sh CASE GENERATE_BIN CLI_BIN MODEL_DIR [SAMPLE_BIN]
+# SAMPLE_BIN is the sample the case runs (chat, static_arena). PANGU_TEST_EMULATOR, when set (a cross build:
+# e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu"), runs every program under that emulator.
 set -euo pipefail
-case_name=$1 gen=$2 cli=$3 model=$4
+case_name=$1 gen=$2 cli=$3 model=$4 sample=${5:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+if [ -n "${PANGU_TEST_EMULATOR:-}" ]; then
+  # Wrap each program in a script that starts it under the emulator, so the cases below stay unchanged.
+  wrap() { printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$PANGU_TEST_EMULATOR" "$2" >"$tmp/$1"; chmod +x "$tmp/$1"; }
+  wrap gen.sh "$gen" && gen=$tmp/gen.sh
+  wrap cli.sh "$cli" && cli=$tmp/cli.sh
+  if [ -n "$sample" ]; then wrap sample.sh "$sample" && sample=$tmp/sample.sh; fi
+fi
 
 fail() { echo "FAIL [$case_name]: $*" >&2; exit 1; }
 # run EXPECTED_STATUS CMD...: runs CMD with stdout/stderr captured in $tmp/out and $tmp/err.
@@ -106,6 +116,25 @@ cli_chat)
     >"$tmp/out" 2>"$tmp/err" || fail "chat in a small context exited $?: $(cat "$tmp/err")"
   nonempty out
   run 0 "$cli" -m "$model" --chat -n 8   # stdin is /dev/null: immediate EOF
+  ;;
+chat)
+  # samples/chat.c: two turns on stdin, then EOF ends it with status 0.
+  printf 'hello\nbye\n' | "$sample" "$model" >"$tmp/out" 2>"$tmp/err" || fail "chat exited $?: $(cat "$tmp/err")"
+  nonempty out
+  grep -q 'plain text' "$tmp/err" || fail "the plain-text fallback is not announced on stderr"
+  printf 'one\n' | "$sample" "$model" "你是助手" >"$tmp/out" 2>"$tmp/err" || fail "chat with a system prompt exited $?"
+  nonempty out
+  run 0 "$sample" "$model"   # stdin is /dev/null: immediate EOF
+  run 2 "$sample"
+  run 1 "$sample" /nonexistent
+  grep -q 'chat: loading the model' "$tmp/err" || fail "no error message for a missing model"
+  ;;
+static_arena)
+  # samples/static_arena.c: all session memory in one static buffer; its budget goes to stderr.
+  run 0 "$sample" "$model"
+  nonempty out
+  grep -q '^memory budget: arena [0-9]* bytes; session needs [0-9]*' "$tmp/err" || fail "no memory budget line: $(cat "$tmp/err")"
+  grep -q '^used [0-9]* of [0-9]* arena bytes' "$tmp/err" || fail "no arena usage line: $(cat "$tmp/err")"
   ;;
 *)
   fail "unknown case"

@@ -1,0 +1,988 @@
+// The device interface, tested against every backend: one conformance suite (each operator against a
+// double-precision reference on random shapes, two-phase workspaces, copy bounds, batch invariance) run on
+// "cpu" and "npu-sim", then what only npu-sim promises (memory budget, fp16 saturation and its counts,
+// alignment and fractal layout, transfer and latency accounting, profile files) and the whole model on
+// npu-sim against the CPU backend and golden.json.
+#include <gtest/gtest.h>
+#include <json/json.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "device.h"
+#include "device_npusim.h"
+#include "model.h"
+#include "pangu/pangu.h"
+#include "tensor.h"
+
+namespace {
+
+using pangu::bf16_to_f32;
+using pangu::f16_to_f32;
+using pangu::f32_to_bf16;
+using pangu::f32_to_f16;
+
+// How far the tiny model's last-position logits on npu-sim may be from the CPU backend's on the golden
+// prompts (docs/porting-310p.md). Measured: 0.0079 for the bf16 checkpoint (fp32 activations on the CPU),
+// one fp16 step at the logits' magnitude (8..16: steps of 2^-7); 0.0154 (0.0168 with PANGU_KERNELS=scalar)
+// for its W8A16 conversion, where the CPU rounds activations to bf16. The bounds keep a 3x margin.
+constexpr double kLogitsBound = 0.025;
+constexpr double kLogitsBoundW8A16 = 0.05;
+
+pgd_device *make_device(const std::string &name, size_t budget = 0, const char *profile = nullptr,
+                        std::string *err = nullptr) {
+    if (name == "cpu") return pgd_cpu_device_create();
+    pgd_device_options o{};
+    o.memory_budget = budget;
+    o.profile_path = profile;
+    char msg[512];
+    pgd_device *d = pgd_npusim_device_create(&o, msg, sizeof msg);
+    if (err) *err = msg;
+    return d;
+}
+
+pgd_tensor view(void *data, int32_t dtype, int64_t rows, int64_t cols, int64_t stride = 0) {
+    pgd_tensor t{};
+    t.data = data;
+    t.dtype = dtype;
+    t.rows = rows;
+    t.cols = cols;
+    t.stride = stride ? stride : cols;
+    return t;
+}
+
+double round_f16(double v) { return f16_to_f32(f32_to_f16(static_cast<float>(v))); }
+
+// A weight in host memory in one dtype, and its exact values (the scale applied) for the reference.
+struct HostWeight {
+    std::vector<uint8_t> bytes;
+    std::vector<float> scale;
+    std::vector<double> ref;  // [N, K]
+    pgd_tensor t{};
+};
+
+HostWeight make_weight(std::mt19937 &rng, int32_t dtype, int64_t N, int64_t K, float amp = 1.0f) {
+    std::uniform_real_distribution<float> u(-amp, amp);
+    HostWeight w;
+    const size_t esz = dtype == PGD_F32 ? 4 : dtype == PGD_I8 ? 1 : 2;
+    w.bytes.resize(static_cast<size_t>(N * K) * esz);
+    w.ref.resize(static_cast<size_t>(N * K));
+    if (dtype == PGD_I8) {
+        w.scale.resize(N);
+        for (auto &s : w.scale) s = std::fabs(u(rng)) / 127.0f + 1e-4f;
+    }
+    for (int64_t i = 0; i < N * K; ++i) {
+        const float v = u(rng);
+        switch (dtype) {
+            case PGD_F32: std::memcpy(&w.bytes[4 * i], &v, 4); w.ref[i] = v; break;
+            case PGD_F16: {
+                const uint16_t h = f32_to_f16(v);
+                std::memcpy(&w.bytes[2 * i], &h, 2);
+                w.ref[i] = f16_to_f32(h);
+                break;
+            }
+            case PGD_BF16: {
+                const uint16_t h = f32_to_bf16(v);
+                std::memcpy(&w.bytes[2 * i], &h, 2);
+                w.ref[i] = bf16_to_f32(h);
+                break;
+            }
+            case PGD_I8: {
+                const int8_t q = static_cast<int8_t>(std::lround(v / amp * 127.0f));
+                w.bytes[i] = static_cast<uint8_t>(q);
+                w.ref[i] = double(q) * w.scale[i / K];
+                break;
+            }
+        }
+    }
+    w.t = view(w.bytes.data(), dtype, N, K);
+    w.t.scale = dtype == PGD_I8 ? w.scale.data() : nullptr;
+    return w;
+}
+
+// Error allowed for a result: in * (sum of |terms|) + out * |reference| + a floor. `in` covers rounding of
+// operands and accumulation, `out` the rounding of the result.
+struct Tol {
+    double in, out;
+    bool ok(double got, double ref, double terms) const {
+        return std::isfinite(got) && std::fabs(got - ref) <= in * terms + out * std::fabs(ref) + 1e-6;
+    }
+};
+
+class DeviceConformance : public ::testing::TestWithParam<std::string> {
+protected:
+    void SetUp() override {
+        dev = make_device(GetParam());
+        ASSERT_NE(dev, nullptr);
+        ASSERT_EQ(dev->api_version, unsigned(PGD_API_VERSION));
+        ASSERT_EQ(dev->stream_create(dev->ctx, 3, &s), 0);
+        npu = GetParam() == "npu-sim";
+        // fp16 (2^-11 relative per rounding, several roundings per result) vs fp32 accumulation only.
+        tol = npu ? Tol{3e-3, 1e-3} : Tol{2e-5, 2e-6};
+    }
+    void TearDown() override {
+        for (auto &w : weights) dev->weight_release(dev->ctx, &w);
+        for (void *p : bufs) dev->mem_free(dev->ctx, p);
+        if (s) dev->stream_destroy(dev->ctx, s);
+        if (dev) dev->destroy(dev);
+    }
+    float *buffer(size_t n_floats) {
+        void *p = nullptr;
+        EXPECT_EQ(dev->mem_alloc(dev->ctx, &p, sizeof(float) * n_floats), 0);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % dev->mem_alignment, 0u);
+        bufs.push_back(p);
+        return static_cast<float *>(p);
+    }
+    float *fill(float *p, size_t n, float amp) {
+        std::uniform_real_distribution<float> u(-amp, amp);
+        for (size_t i = 0; i < n; ++i) p[i] = u(rng);
+        return p;
+    }
+    pgd_tensor upload(const pgd_tensor &host) {
+        if (!dev->weight_upload) return host;
+        pgd_tensor d{};
+        EXPECT_EQ(dev->weight_upload(dev->ctx, &host, &d), 0);
+        weights.push_back(d);
+        return d;
+    }
+    const float *vector(const std::vector<float> &host) {  // norm weights and biases, as the loader uploads them
+        pgd_tensor h = view(const_cast<float *>(host.data()), PGD_F32, 1, int64_t(host.size()));
+        return static_cast<const float *>(upload(h).data);
+    }
+    void *matmul_ws(const pgd_tensor &x, const pgd_tensor &w, size_t *size) {
+        *size = dev->matmul_workspace ? dev->matmul_workspace(dev->ctx, &x, &w) : 0;
+        return *size ? buffer((*size + 3) / 4) : nullptr;
+    }
+    // y = x . W^T + bias on the device; `x` rows have stride xs, y rows stride ys.
+    std::vector<float> run_matmul(const float *xh, int64_t M, int64_t K, int64_t xs, const pgd_tensor &w, int64_t N,
+                                  const float *bias, int64_t ys) {
+        float *x = buffer(M * xs), *y = buffer(M * ys);
+        for (int64_t m = 0; m < M; ++m) std::memcpy(x + m * xs, xh + m * K, sizeof(float) * K);
+        pgd_tensor xt = view(x, PGD_F32, M, K, xs), yt = view(y, PGD_F32, M, N, ys);
+        size_t ws_size;
+        void *ws = matmul_ws(xt, w, &ws_size);
+        EXPECT_EQ(dev->matmul(dev->ctx, s, &xt, &w, bias, &yt, ws, ws_size), 0);
+        std::vector<float> out(M * N);
+        for (int64_t m = 0; m < M; ++m) std::memcpy(&out[m * N], y + m * ys, sizeof(float) * N);
+        return out;
+    }
+
+    pgd_device *dev = nullptr;
+    pgd_stream *s = nullptr;
+    bool npu = false;
+    Tol tol{};
+    std::mt19937 rng{1234};
+    std::vector<void *> bufs;
+    std::vector<pgd_tensor> weights;
+};
+
+TEST_P(DeviceConformance, MatmulMatchesReference) {
+    std::uniform_int_distribution<int> dm(1, 9), dn(1, 70), dk(1, 300);
+    for (int32_t dtype : {PGD_F32, PGD_F16, PGD_BF16, PGD_I8})
+        for (int trial = 0; trial < 6; ++trial) {
+            const int64_t M = dm(rng), N = dn(rng), K = trial == 0 ? 256 : dk(rng);
+            HostWeight hw = make_weight(rng, dtype, N, K);
+            const pgd_tensor w = upload(hw.t);
+            std::vector<float> x(M * K), bias_h(N);
+            fill(x.data(), x.size(), 2.0f);
+            fill(bias_h.data(), N, 0.5f);
+            const float *bias = trial % 2 ? vector(bias_h) : nullptr;
+            const std::vector<float> y = run_matmul(x.data(), M, K, K + 3, w, N, bias, N + 5);
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t n = 0; n < N; ++n) {
+                    double ref = bias ? bias_h[n] : 0.0, terms = bias ? std::fabs(bias_h[n]) : 0.0;
+                    for (int64_t k = 0; k < K; ++k) {
+                        ref += double(x[m * K + k]) * hw.ref[n * K + k];
+                        terms += std::fabs(double(x[m * K + k]) * hw.ref[n * K + k]);
+                    }
+                    ASSERT_TRUE(tol.ok(y[m * N + n], ref, terms))
+                        << "dtype " << dtype << " M " << M << " N " << N << " K " << K << " at " << m << "," << n
+                        << ": " << y[m * N + n] << " vs " << ref;
+                }
+        }
+}
+
+TEST_P(DeviceConformance, EmbedMatchesReference) {
+    for (int32_t dtype : {PGD_F32, PGD_F16, PGD_BF16, PGD_I8}) {
+        const int64_t V = 37, D = 50;
+        HostWeight hw = make_weight(rng, dtype, V, D);
+        const pgd_tensor table = upload(hw.t);
+        const int32_t ids[] = {0, 36, 5, 5, 17};
+        float *out = buffer(5 * 64);
+        pgd_tensor o = view(out, PGD_F32, 5, D, 64);
+        ASSERT_EQ(dev->embed(dev->ctx, s, ids, 5, &table, &o), 0);
+        for (int m = 0; m < 5; ++m)
+            for (int64_t i = 0; i < D; ++i) {
+                const double ref = hw.ref[ids[m] * D + i];
+                ASSERT_TRUE(tol.ok(out[m * 64 + i], ref, std::fabs(ref))) << dtype << " " << m << "," << i;
+            }
+    }
+}
+
+TEST_P(DeviceConformance, RmsNormMatchesReference) {
+    for (int64_t D : {1, 7, 64, 193}) {
+        const int64_t M = 4;
+        float *x = fill(buffer(M * D), M * D, 3.0f), *out = buffer(M * D);
+        std::vector<float> wh(D);
+        fill(wh.data(), D, 1.5f);
+        const float *w = vector(wh);
+        const std::vector<float> x0(x, x + M * D);
+        pgd_tensor xt = view(x, PGD_F32, M, D), ot = view(out, PGD_F32, M, D);
+        ASSERT_EQ(dev->rms_norm(dev->ctx, s, &xt, w, 1e-5f, &ot), 0);
+        ASSERT_EQ(dev->rms_norm(dev->ctx, s, &xt, w, 1e-5f, &xt), 0);  // in place
+        for (int64_t m = 0; m < M; ++m) {
+            double ss = 0;
+            for (int64_t i = 0; i < D; ++i) ss += double(x0[m * D + i]) * x0[m * D + i];
+            const double inv = 1.0 / std::sqrt(ss / D + 1e-5);
+            for (int64_t i = 0; i < D; ++i) {
+                const double ref = x0[m * D + i] * inv * wh[i];
+                ASSERT_TRUE(tol.ok(out[m * D + i], ref, std::fabs(ref))) << D << " " << m << "," << i;
+                ASSERT_EQ(out[m * D + i], x[m * D + i]);  // in place gives the same values
+            }
+        }
+    }
+}
+
+TEST_P(DeviceConformance, RopeMatchesReference) {
+    const int32_t n_heads = 3, hd = 16, half = hd / 2, n_ctx = 40;
+    std::vector<float> cs(n_ctx * hd);
+    for (int p = 0; p < n_ctx; ++p)
+        for (int i = 0; i < half; ++i) {
+            const double a = p * std::pow(10000.0, -2.0 * i / hd);
+            cs[p * hd + i] = float(std::cos(a));
+            cs[p * hd + half + i] = float(std::sin(a));
+        }
+    const int64_t M = 5;
+    const int32_t pos[M] = {0, 3, 4, 39, 17};
+    float *x = fill(buffer(M * n_heads * hd), M * n_heads * hd, 4.0f);
+    const std::vector<float> x0(x, x + M * n_heads * hd);
+    pgd_tensor xt = view(x, PGD_F32, M, n_heads * hd);
+    ASSERT_EQ(dev->rope(dev->ctx, s, &xt, pos, n_heads, hd, cs.data()), 0);
+    for (int64_t m = 0; m < M; ++m)
+        for (int h = 0; h < n_heads; ++h)
+            for (int i = 0; i < half; ++i) {
+                const size_t o = m * n_heads * hd + h * hd + i;
+                const double c = cs[pos[m] * hd + i], sn = cs[pos[m] * hd + half + i];
+                const double a = x0[o], b = x0[o + half];
+                const double r0 = a * c - b * sn, r1 = b * c + a * sn;
+                ASSERT_TRUE(tol.ok(x[o], r0, std::fabs(a * c) + std::fabs(b * sn)));
+                ASSERT_TRUE(tol.ok(x[o + half], r1, std::fabs(b * c) + std::fabs(a * sn)));
+            }
+}
+
+// A position-major cache like the session's: [n_ctx][K: KVD | V: KVD].
+struct Cache {
+    float *data;
+    int64_t kvd;
+    pgd_tensor k, v;
+};
+
+TEST_P(DeviceConformance, AttentionMatchesReference) {
+    const int32_t n_head = 4, n_kv = 2, hd = 16;
+    const int64_t QD = n_head * hd, KVD = n_kv * hd;
+    for (int64_t n_ctx : {8, 33}) {
+        float *cache = fill(buffer(n_ctx * 2 * KVD), n_ctx * 2 * KVD, 1.5f);
+        pgd_tensor kc = view(cache, PGD_F32, n_ctx, KVD, 2 * KVD), vc = view(cache + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
+        const size_t ws_size = dev->attention_workspace(dev->ctx, 8, n_head, n_ctx, 3);
+        void *ws = buffer((ws_size + 3) / 4);
+        for (int64_t pos0 : {int64_t(0), n_ctx - 5}) {
+            const int64_t M = std::min<int64_t>(5, n_ctx - pos0);
+            float *q = fill(buffer(M * QD), M * QD, 1.0f), *out = buffer(M * QD);
+            pgd_tensor qt = view(q, PGD_F32, M, QD), ot = view(out, PGD_F32, M, QD);
+            const float scale = 1.0f / std::sqrt(float(hd));
+            ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, scale, &ot, ws, ws_size), 0);
+            for (int64_t m = 0; m < M; ++m)
+                for (int h = 0; h < n_head; ++h) {
+                    const int hk = h / (n_head / n_kv);
+                    const int64_t n_pos = pos0 + m + 1;
+                    std::vector<double> p(n_pos);
+                    double mx = -1e300, sum = 0;
+                    for (int64_t t = 0; t < n_pos; ++t) {
+                        double d = 0;
+                        for (int i = 0; i < hd; ++i) d += double(q[m * QD + h * hd + i]) * cache[t * 2 * KVD + hk * hd + i];
+                        p[t] = d * scale;
+                        mx = std::max(mx, p[t]);
+                    }
+                    for (auto &v : p) sum += (v = std::exp(v - mx));
+                    for (int i = 0; i < hd; ++i) {
+                        double ref = 0, terms = 0;
+                        for (int64_t t = 0; t < n_pos; ++t) {
+                            const double v = cache[t * 2 * KVD + KVD + hk * hd + i];
+                            ref += p[t] / sum * v;
+                            terms += p[t] / sum * std::fabs(v);
+                        }
+                        ASSERT_TRUE(tol.ok(out[m * QD + h * hd + i], ref, terms))
+                            << "ctx " << n_ctx << " pos0 " << pos0 << " m " << m << " h " << h << " i " << i;
+                    }
+                }
+        }
+    }
+}
+
+TEST_P(DeviceConformance, ElementwiseMatchReference) {
+    const int64_t M = 3, D = 70;
+    float *g = fill(buffer(M * D), M * D, 6.0f), *u = fill(buffer(M * D), M * D, 2.0f);
+    const std::vector<float> g0(g, g + M * D);
+    pgd_tensor gt = view(g, PGD_F32, M, D), ut = view(u, PGD_F32, M, D);
+    ASSERT_EQ(dev->swiglu(dev->ctx, s, &gt, &ut), 0);
+    for (int64_t i = 0; i < M * D; ++i) {
+        const double ref = g0[i] / (1.0 + std::exp(-double(g0[i]))) * u[i];
+        ASSERT_TRUE(tol.ok(g[i], ref, std::fabs(ref))) << i;
+    }
+    float *a = fill(buffer(M * D), M * D, 100.0f);
+    const std::vector<float> a0(a, a + M * D);
+    pgd_tensor at = view(a, PGD_F32, M, D);
+    ASSERT_EQ(dev->add(dev->ctx, s, &at, &ut), 0);
+    for (int64_t i = 0; i < M * D; ++i)
+        ASSERT_TRUE(tol.ok(a[i], double(a0[i]) + u[i], std::fabs(a0[i]) + std::fabs(u[i]))) << i;
+    // round(F16) gives exactly the nearest fp16 value on every backend
+    float *r = fill(buffer(M * D), M * D, 1000.0f);
+    const std::vector<float> r0(r, r + M * D);
+    pgd_tensor rt = view(r, PGD_F32, M, D);
+    ASSERT_TRUE(dev->round);
+    ASSERT_EQ(dev->round(dev->ctx, s, &rt, PGD_F16), 0);
+    for (int64_t i = 0; i < M * D; ++i) ASSERT_EQ(r[i], round_f16(r0[i])) << i;
+    // round(BF16): bf16 where the backend has it; a 310P has not, its 16-bit activations are fp16
+    std::memcpy(r, r0.data(), sizeof(float) * M * D);
+    ASSERT_EQ(dev->round(dev->ctx, s, &rt, PGD_BF16), 0);
+    for (int64_t i = 0; i < M * D; ++i)
+        ASSERT_EQ(r[i], npu ? round_f16(r0[i]) : bf16_to_f32(f32_to_bf16(r0[i]))) << i;
+    EXPECT_EQ(dev->round(dev->ctx, s, &rt, PGD_F32), PANGU_ERR_UNSUPPORTED);
+}
+
+TEST_P(DeviceConformance, WorkspacesAreQueriedThenSufficient) {
+    // attention: the query's size works, one byte less is refused
+    const int32_t n_head = 2, hd = 8;
+    const int64_t n_ctx = 16, M = 4;
+    float *cache = fill(buffer(n_ctx * 2 * n_head * hd), n_ctx * 2 * n_head * hd, 1.0f);
+    pgd_tensor kc = view(cache, PGD_F32, n_ctx, n_head * hd, 2 * n_head * hd);
+    pgd_tensor vc = view(cache + n_head * hd, PGD_F32, n_ctx, n_head * hd, 2 * n_head * hd);
+    float *q = fill(buffer(M * n_head * hd), M * n_head * hd, 1.0f), *out = buffer(M * n_head * hd);
+    pgd_tensor qt = view(q, PGD_F32, M, n_head * hd), ot = view(out, PGD_F32, M, n_head * hd);
+    const size_t aws = dev->attention_workspace ? dev->attention_workspace(dev->ctx, M, n_head, n_ctx, 3) : 0;
+    void *ws = aws ? buffer((aws + 3) / 4) : nullptr;
+    EXPECT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, 2, n_head, n_head, hd, 0.3f, &ot, ws, aws), 0);
+    if (aws) {
+        EXPECT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, 2, n_head, n_head, hd, 0.3f, &ot, ws, aws - 1),
+                  PANGU_ERR_BUFFER_TOO_SMALL);
+    }
+    EXPECT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, n_ctx - 3, n_head, n_head, hd, 0.3f, &ot, ws, aws),
+              PANGU_ERR_CONTEXT_FULL);
+    // matmul: the same
+    HostWeight hw = make_weight(rng, PGD_F16, 24, 40);
+    const pgd_tensor w = upload(hw.t);
+    float *x = fill(buffer(M * 40), M * 40, 1.0f), *y = buffer(M * 24);
+    pgd_tensor xt = view(x, PGD_F32, M, 40), yt = view(y, PGD_F32, M, 24);
+    size_t mws_size;
+    void *mws = matmul_ws(xt, w, &mws_size);
+    EXPECT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, mws, mws_size), 0);
+    if (mws_size) {
+        EXPECT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, mws, mws_size - 1), PANGU_ERR_BUFFER_TOO_SMALL);
+    }
+    // a workspace sized for more rows serves fewer
+    if (mws_size) {
+        pgd_tensor x1 = view(x, PGD_F32, 1, 40);
+        EXPECT_LE(dev->matmul_workspace(dev->ctx, &x1, &w), mws_size);
+    }
+    pgd_tensor bad = view(x, PGD_F32, M, 39);
+    EXPECT_NE(dev->matmul(dev->ctx, s, &bad, &w, nullptr, &yt, mws, mws_size), 0);  // K mismatch
+}
+
+TEST_P(DeviceConformance, CopiesCheckTheirBounds) {
+    char *a = reinterpret_cast<char *>(buffer(64)), *b = reinterpret_cast<char *>(buffer(64));
+    std::memset(a, 'a', 256);
+    std::memset(b, 'b', 256);
+    EXPECT_EQ(dev->memcpy(dev->ctx, b, 100, a, 101, PGD_DEVICE_TO_DEVICE), PANGU_ERR_BUFFER_TOO_SMALL);
+    EXPECT_EQ(b[0], 'b');  // nothing written
+    EXPECT_EQ(dev->memcpy(dev->ctx, b, 100, a, 100, PGD_DEVICE_TO_DEVICE), 0);
+    EXPECT_EQ(b[99], 'a');
+    EXPECT_EQ(b[100], 'b');
+    EXPECT_EQ(dev->memcpy(dev->ctx, b, 0, a, 0, PGD_HOST_TO_DEVICE), 0);
+    // 2-D: width beyond either pitch is refused; rows land `dpitch` apart and the gaps stay untouched
+    std::memset(b, 'b', 256);
+    EXPECT_EQ(dev->memcpy2d(dev->ctx, b, 8, a, 16, 9, 3, PGD_DEVICE_TO_DEVICE), PANGU_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(dev->memcpy2d(dev->ctx, b, 16, a, 8, 9, 3, PGD_DEVICE_TO_DEVICE), PANGU_ERR_INVALID_ARGUMENT);
+    for (int i = 0; i < 64; ++i) a[i] = char(i);
+    EXPECT_EQ(dev->memcpy2d(dev->ctx, b, 20, a, 8, 6, 3, PGD_DEVICE_TO_DEVICE), 0);
+    for (int r = 0; r < 3; ++r) {
+        for (int i = 0; i < 6; ++i) EXPECT_EQ(b[r * 20 + i], char(r * 8 + i));
+        for (int i = 6; i < 20; ++i) EXPECT_EQ(b[r * 20 + i], 'b');
+    }
+}
+
+TEST_P(DeviceConformance, MatmulIsBatchAndThreadInvariant) {
+    pgd_stream *s1 = nullptr;
+    ASSERT_EQ(dev->stream_create(dev->ctx, 1, &s1), 0);
+    for (int32_t dtype : {PGD_F32, PGD_F16, PGD_BF16, PGD_I8}) {
+        const int64_t M = 7, N = 45, K = 300;
+        HostWeight hw = make_weight(rng, dtype, N, K);
+        const pgd_tensor w = upload(hw.t);
+        std::vector<float> bias_h(N);
+        fill(bias_h.data(), N, 0.5f);
+        const float *bias = vector(bias_h);
+        std::vector<float> x(M * K);
+        fill(x.data(), x.size(), 2.0f);
+        const std::vector<float> all = run_matmul(x.data(), M, K, K, w, N, bias, N);
+        for (int64_t m = 0; m < M; ++m) {
+            const std::vector<float> one = run_matmul(&x[m * K], 1, K, K, w, N, bias, N);
+            ASSERT_EQ(std::memcmp(one.data(), &all[m * N], sizeof(float) * N), 0) << "dtype " << dtype << " row " << m;
+        }
+        std::swap(s, s1);  // one thread instead of three
+        const std::vector<float> all1 = run_matmul(x.data(), M, K, K, w, N, bias, N);
+        std::swap(s, s1);
+        ASSERT_EQ(std::memcmp(all1.data(), all.data(), sizeof(float) * M * N), 0) << "dtype " << dtype;
+    }
+    dev->stream_destroy(dev->ctx, s1);
+}
+
+TEST_P(DeviceConformance, AttentionIsBatchInvariant) {
+    const int32_t n_head = 4, n_kv = 1, hd = 32;
+    const int64_t n_ctx = 50, QD = n_head * hd, KVD = n_kv * hd, M = 6, pos0 = 20;
+    float *cache = fill(buffer(n_ctx * 2 * KVD), n_ctx * 2 * KVD, 1.5f);
+    pgd_tensor kc = view(cache, PGD_F32, n_ctx, KVD, 2 * KVD), vc = view(cache + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
+    const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_ctx, 3);
+    void *ws = buffer((ws_size + 3) / 4);
+    float *q = fill(buffer(M * QD), M * QD, 1.0f), *all = buffer(M * QD), *one = buffer(QD);
+    pgd_tensor qt = view(q, PGD_F32, M, QD), at = view(all, PGD_F32, M, QD);
+    ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, 0.2f, &at, ws, ws_size), 0);
+    for (int64_t m = 0; m < M; ++m) {
+        pgd_tensor q1 = view(q + m * QD, PGD_F32, 1, QD), o1 = view(one, PGD_F32, 1, QD);
+        ASSERT_EQ(dev->attention(dev->ctx, s, &q1, &kc, &vc, pos0 + m, n_head, n_kv, hd, 0.2f, &o1, ws, ws_size), 0);
+        ASSERT_EQ(std::memcmp(one, all + m * QD, sizeof(float) * QD), 0) << "row " << m;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Device, DeviceConformance, ::testing::Values("cpu", "npu-sim"),
+                         [](const ::testing::TestParamInfo<std::string> &i) {
+                             return i.param == "cpu" ? std::string("cpu") : std::string("npu_sim");
+                         });
+
+// ------------------------------------------------------------------------------------------------------------
+// npu-sim only
+
+struct DeviceNpuSim : ::testing::Test {
+    void TearDown() override {
+        if (s) dev->stream_destroy(dev->ctx, s);
+        if (dev) dev->destroy(dev);
+    }
+    void make(size_t budget = 0, const char *profile = nullptr) {
+        dev = make_device("npu-sim", budget, profile);
+        ASSERT_NE(dev, nullptr);
+        ASSERT_EQ(dev->stream_create(dev->ctx, 2, &s), 0);
+    }
+    size_t used() const {
+        size_t f, t;
+        dev->mem_info(dev->ctx, &f, &t);
+        return t - f;
+    }
+    pgd_stream_stats stats() const {
+        pgd_stream_stats st{};
+        EXPECT_EQ(dev->stream_stats(dev->ctx, s, &st), 0);
+        return st;
+    }
+    uint64_t overflows(int op) const {
+        uint64_t c[PGD_NPUSIM_N_OPS];
+        EXPECT_EQ(pgd_npusim_overflow_counts(dev, c, PGD_NPUSIM_N_OPS), PGD_NPUSIM_N_OPS);
+        return c[op];
+    }
+    pgd_device *dev = nullptr;
+    pgd_stream *s = nullptr;
+};
+
+std::string temp_file(const std::string &name, const std::string &text) {
+    const std::string path = ::testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
+    std::ofstream(path) << text;
+    return path;
+}
+
+TEST_F(DeviceNpuSim, AllocationsAreRoundedTo32AndAlignedTo64) {
+    make();
+    EXPECT_EQ(dev->mem_alignment, 64u);
+    size_t total, free0;
+    dev->mem_info(dev->ctx, &free0, &total);
+    EXPECT_EQ(total, size_t(24) << 30);  // the default budget
+    EXPECT_EQ(free0, total);
+    const size_t sizes[] = {1, 31, 32, 33, 100, 1000};
+    const size_t charged[] = {32, 32, 32, 64, 128, 1024};
+    std::vector<void *> ptrs;
+    size_t sum = 0;
+    for (int i = 0; i < 6; ++i) {
+        void *p = nullptr;
+        ASSERT_EQ(dev->mem_alloc(dev->ctx, &p, sizes[i]), 0);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+        sum += charged[i];
+        EXPECT_EQ(used(), sum) << sizes[i];
+        ptrs.push_back(p);
+    }
+    for (void *p : ptrs) dev->mem_free(dev->ctx, p);
+    EXPECT_EQ(used(), 0u);
+}
+
+TEST_F(DeviceNpuSim, BudgetIsEnforcedAndNothingLeaks) {
+    make(64 << 10);
+    void *a = nullptr, *b = nullptr;
+    ASSERT_EQ(dev->mem_alloc(dev->ctx, &a, 40001), 0);
+    EXPECT_EQ(used(), 40032u);
+    EXPECT_EQ(dev->mem_alloc(dev->ctx, &b, 30000), PANGU_ERR_OUT_OF_MEMORY);
+    EXPECT_EQ(b, nullptr);
+    EXPECT_EQ(used(), 40032u);
+    // a weight that does not fit: refused, nothing charged
+    std::mt19937 rng(1);
+    HostWeight big = make_weight(rng, PGD_F16, 200, 200);  // 13 x 13 fractals = 86528 bytes
+    pgd_tensor d{};
+    EXPECT_EQ(dev->weight_upload(dev->ctx, &big.t, &d), PANGU_ERR_OUT_OF_MEMORY);
+    EXPECT_EQ(used(), 40032u);
+    HostWeight small = make_weight(rng, PGD_F16, 16, 16);
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &small.t, &d), 0);
+    EXPECT_EQ(used(), 40032u + 512u);
+    dev->weight_release(dev->ctx, &d);
+    dev->mem_free(dev->ctx, a);
+    EXPECT_EQ(used(), 0u);
+    ASSERT_EQ(dev->mem_alloc(dev->ctx, &b, 64 << 10), 0);  // the whole budget is usable again
+    dev->mem_free(dev->ctx, b);
+}
+
+TEST_F(DeviceNpuSim, WeightsAreUploadedInFractalLayout) {
+    make();
+    std::mt19937 rng(2);
+    const int64_t N = 20, K = 40;
+    // fp16: 16x16 fractals, [K/16][N/16][16][16], zero padded: ceil(40/16) * ceil(20/16) = 3 x 2 fractals
+    HostWeight hf = make_weight(rng, PGD_F32, N, K);
+    pgd_tensor d{};
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &hf.t, &d), 0);
+    EXPECT_EQ(used(), 3u * 2u * 512u);
+    EXPECT_EQ(d.dtype, PGD_F16);  // F32 weights become fp16
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(d.data) % 64, 0u);
+    const uint16_t *h = static_cast<const uint16_t *>(d.data);
+    for (int64_t n = 0; n < 32; ++n)
+        for (int64_t k = 0; k < 48; ++k) {
+            const size_t idx = ((k / 16) * 2 + n / 16) * 256 + (n % 16) * 16 + k % 16;
+            const uint16_t want = n < N && k < K ? f32_to_f16(float(hf.ref[n * K + k])) : 0;
+            ASSERT_EQ(h[idx], want) << n << "," << k;
+        }
+    dev->weight_release(dev->ctx, &d);
+    // int8: 16x32 fractals, [K/32][N/16][16][32], then the scales (32-byte aligned)
+    HostWeight hi = make_weight(rng, PGD_I8, N, K);
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &hi.t, &d), 0);
+    EXPECT_EQ(used(), 2u * 2u * 512u + 96u);  // 20 float scales = 80 bytes, rounded to 32
+    EXPECT_EQ(d.dtype, PGD_I8);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(d.scale) % 32, 0u);
+    EXPECT_EQ(static_cast<const uint8_t *>(static_cast<const void *>(d.scale)) - static_cast<const uint8_t *>(d.data),
+              2 * 2 * 512);
+    const int8_t *q = static_cast<const int8_t *>(d.data);
+    for (int64_t n = 0; n < 32; ++n)
+        for (int64_t k = 0; k < 64; ++k) {
+            const size_t idx = ((k / 32) * 2 + n / 16) * 512 + (n % 16) * 32 + k % 32;
+            const int8_t want = n < N && k < K ? static_cast<int8_t>(hi.bytes[n * K + k]) : 0;
+            ASSERT_EQ(q[idx], want) << n << "," << k;
+        }
+    for (int64_t n = 0; n < N; ++n) EXPECT_EQ(d.scale[n], round_f16(hi.scale[n]));  // fp16 antiquant scale
+    dev->weight_release(dev->ctx, &d);
+    EXPECT_EQ(used(), 0u);
+    pgd_npusim_totals t{};
+    ASSERT_EQ(pgd_npusim_get_totals(dev, &t), 0);
+    EXPECT_EQ(t.weight_upload_bytes, 3u * 2u * 512u + 2u * 2u * 512u + 80u);
+    EXPECT_EQ(t.host_to_device_bytes, t.weight_upload_bytes);
+}
+
+TEST_F(DeviceNpuSim, Fp16OverflowIsSaturatedAndCounted) {
+    make();
+    const int64_t M = 2, N = 3, K = 32;
+    // weights beyond fp16: saturated at upload and counted
+    std::vector<float> wv(N * K, 100.0f);
+    wv[5] = 1e5f;
+    wv[6] = -7e4f;
+    pgd_tensor h = view(wv.data(), PGD_F32, N, K), w{};
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &h, &w), 0);
+    EXPECT_EQ(overflows(PGD_NPUSIM_WEIGHT_UPLOAD), 2u);
+    EXPECT_EQ(static_cast<const uint16_t *>(w.data)[5], f32_to_f16(65504.0f));
+    EXPECT_EQ(static_cast<const uint16_t *>(w.data)[6], f32_to_f16(-65504.0f));
+    // x . w = 32 * 100 * 100 = 320000 > 65504 for every output but one; one input is itself beyond fp16
+    std::vector<float> x(M * K, 100.0f), y(M * N, 0.0f), ws(M * K);
+    x[K + 1] = 1e6f;
+    for (int k = 0; k < K; ++k) x[k] = k % 2 ? -100.0f : 100.0f;  // row 0: sums to (about) zero but for w's outliers
+    pgd_tensor xt = view(x.data(), PGD_F32, M, K), yt = view(y.data(), PGD_F32, M, N);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws.data(), ws.size() * 4), 0);
+    for (float v : y) EXPECT_TRUE(std::isfinite(v));
+    EXPECT_EQ(y[N + 1], 65504.0f);
+    EXPECT_EQ(y[N + 2], 65504.0f);
+    uint64_t expected = 1;  // the input 1e6
+    for (float v : y) expected += std::fabs(v) == 65504.0f ? 1 : 0;
+    EXPECT_EQ(expected, 5u);  // row 0: output 0 (w's saturated outliers); row 1: all three
+    EXPECT_EQ(overflows(PGD_NPUSIM_MATMUL), expected);
+    // add: 60000 + 60000
+    std::vector<float> a(4, 60000.0f), b(4, 60000.0f);
+    b[3] = -1.0f;
+    pgd_tensor at = view(a.data(), PGD_F32, 1, 4), bt = view(b.data(), PGD_F32, 1, 4);
+    ASSERT_EQ(dev->add(dev->ctx, s, &at, &bt), 0);
+    EXPECT_EQ(a[0], 65504.0f);
+    EXPECT_EQ(a[3], float(round_f16(59999.0)));
+    EXPECT_EQ(overflows(PGD_NPUSIM_ADD), 3u);
+    EXPECT_EQ(stats().fp16_overflows, expected + 3);  // the stream counts operators, not uploads
+    dev->weight_release(dev->ctx, &w);
+}
+
+TEST_F(DeviceNpuSim, MatmulOperandsAndResultsAreFp16) {
+    make();
+    // 1 + 2^-12 is not an fp16 value: as a matmul input it becomes 1; as a weight too
+    const float odd = 1.0f + 1.0f / 4096;
+    std::vector<float> wv = {odd, 2.0f};
+    pgd_tensor h = view(wv.data(), PGD_F32, 2, 1), w{};
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &h, &w), 0);
+    float x[2] = {odd, 3.0f}, y[4], ws[2];
+    pgd_tensor xt = view(x, PGD_F32, 2, 1), yt = view(y, PGD_F32, 2, 2);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws, sizeof ws), 0);
+    EXPECT_EQ(y[0], 1.0f);  // fp16(odd) * fp16(odd) = 1
+    EXPECT_EQ(y[1], 2.0f);
+    EXPECT_EQ(y[2], 3.0f);
+    EXPECT_EQ(y[3], 6.0f);
+    EXPECT_EQ(x[0], odd);  // the input itself is untouched (rounded into the workspace)
+    // the output is rounded: 2049 is not an fp16 value (steps of 2 above 2048), it rounds to even 2048
+    std::vector<float> wb = {2049.0f};
+    pgd_tensor hb = view(wb.data(), PGD_F32, 1, 1);
+    uint16_t one16 = f32_to_f16(1.0f);
+    pgd_tensor hw = view(&one16, PGD_F16, 1, 1);
+    pgd_tensor w1{}, bias{};
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &hw, &w1), 0);
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &hb, &bias), 0);  // a bias: 1-row F32, kept flat, fp16 values
+    EXPECT_EQ(static_cast<const float *>(bias.data)[0], 2048.0f);
+    float x1 = 1.0f, y1 = 0;
+    pgd_tensor x1t = view(&x1, PGD_F32, 1, 1), y1t = view(&y1, PGD_F32, 1, 1);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &x1t, &w1, static_cast<const float *>(bias.data), &y1t, ws, sizeof ws), 0);
+    EXPECT_EQ(y1, 2048.0f);  // 1 + 2048 = 2049 -> 2048
+    for (pgd_tensor *t : {&w, &w1, &bias}) dev->weight_release(dev->ctx, t);
+    EXPECT_EQ(used(), 0u);
+}
+
+TEST_F(DeviceNpuSim, TransfersAreCountedPerStream) {
+    make();
+    std::vector<char> host(4096, 'h');
+    void *d = nullptr;
+    ASSERT_EQ(dev->mem_alloc(dev->ctx, &d, 4096), 0);
+    // before any operator on this thread the copy belongs to no stream: only the device totals see it
+    ASSERT_EQ(dev->memcpy(dev->ctx, d, 4096, host.data(), 100, PGD_HOST_TO_DEVICE), 0);
+    EXPECT_EQ(stats().host_to_device_bytes, 0u);
+    float v[2] = {1, 2};
+    pgd_tensor t = view(v, PGD_F32, 1, 2);
+    ASSERT_EQ(dev->add(dev->ctx, s, &t, &t), 0);  // now this thread works on `s`
+    ASSERT_EQ(dev->memcpy(dev->ctx, d, 4096, host.data(), 1000, PGD_HOST_TO_DEVICE), 0);
+    ASSERT_EQ(dev->memcpy(dev->ctx, host.data(), 4096, d, 500, PGD_DEVICE_TO_HOST), 0);
+    ASSERT_EQ(dev->memcpy2d(dev->ctx, d, 128, host.data(), 100, 60, 3, PGD_HOST_TO_DEVICE), 0);
+    ASSERT_EQ(dev->memcpy2d(dev->ctx, host.data(), 100, d, 128, 60, 2, PGD_DEVICE_TO_HOST), 0);
+    ASSERT_EQ(dev->memcpy(dev->ctx, d, 4096, static_cast<char *>(d) + 2048, 2048, PGD_DEVICE_TO_DEVICE), 0);
+    const pgd_stream_stats st = stats();
+    EXPECT_EQ(st.host_to_device_bytes, 1000u + 180u);
+    EXPECT_EQ(st.device_to_host_bytes, 500u + 120u);
+    EXPECT_EQ(st.n_ops, 1u);  // copies are not operators
+    pgd_npusim_totals tot{};
+    ASSERT_EQ(pgd_npusim_get_totals(dev, &tot), 0);
+    EXPECT_EQ(tot.host_to_device_bytes, 100u + 1000u + 180u);
+    EXPECT_EQ(tot.device_to_host_bytes, 620u);
+    dev->mem_free(dev->ctx, d);
+}
+
+TEST_F(DeviceNpuSim, LatencyModelFollowsTheProfile) {
+    // 1 GB/s and 1000 TFLOPS: a small matmul is memory-bound, its time is its bytes in ns, plus 2 us launch
+    const std::string path = temp_file("profile.json", R"({"name": "test", "ai_cores": 2, "fp16_tflops": 1000,
+        "memory_gbps": 1, "launch_us": 2, "host_link_gbps": 0.5})");
+    make(0, path.c_str());
+    std::mt19937 rng(3);
+    HostWeight hw = make_weight(rng, PGD_F16, 64, 64);
+    pgd_tensor w{};
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &hw.t, &w), 0);
+    std::vector<float> x(64, 1.0f), y(64), ws(64);
+    pgd_tensor xt = view(x.data(), PGD_F32, 1, 64), yt = view(y.data(), PGD_F32, 1, 64);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws.data(), 256), 0);
+    const double bytes = 4 * 4 * 512 + 64 * 2 + 64 * 2;  // fractals + x + y in fp16
+    EXPECT_NEAR(stats().est_ms, bytes * 1e-6 + 0.002, 1e-9);
+    // a copy to the host runs over the host link: 200 bytes at 0.5 GB/s = 0.4 us, plus the launch
+    ASSERT_EQ(dev->memcpy(dev->ctx, y.data(), 256, x.data(), 200, PGD_DEVICE_TO_HOST), 0);
+    EXPECT_NEAR(stats().est_ms, bytes * 1e-6 + 0.002 + 200 / 0.5e9 * 1e3 + 0.002, 1e-9);
+    EXPECT_EQ(stats().n_ops, 1u);
+    dev->weight_release(dev->ctx, &w);
+    std::remove(path.c_str());
+}
+
+TEST_F(DeviceNpuSim, ComputeBoundMatmulUsesPeakAndCores) {
+    // 1 TFLOPS and a huge bandwidth: time = padded FLOPs / (peak * min(1, output fractals / cores))
+    const std::string path = temp_file("profile2.json", R"({"ai_cores": 8, "fp16_tflops": 1,
+        "memory_gbps": 1e9, "launch_us": 0})");
+    make(0, path.c_str());
+    std::mt19937 rng(4);
+    HostWeight hw = make_weight(rng, PGD_I8, 40, 64);
+    pgd_tensor w{};
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &hw.t, &w), 0);
+    std::vector<float> x(3 * 64, 1.0f), y(3 * 40), ws(3 * 64);
+    pgd_tensor xt = view(x.data(), PGD_F32, 3, 64), yt = view(y.data(), PGD_F32, 3, 40);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws.data(), ws.size() * 4), 0);
+    const double flops = 2.0 * 16 * 48 * 64, util = 3.0 / 8;  // M 3 -> 16, N 40 -> 48: 3 output fractals
+    EXPECT_NEAR(stats().est_ms, flops / (1e12 * util) * 1e3, 1e-9);
+    dev->weight_release(dev->ctx, &w);
+    std::remove(path.c_str());
+}
+
+TEST_F(DeviceNpuSim, BadProfilesAreRefusedWithTheirPath) {
+    const std::pair<const char *, const char *> cases[] = {
+        {"bad_json.json", "{\"fp16_tflops\": 70,"},
+        {"bad_field.json", "{\"fp16_tflop\": 70}"},
+        {"bad_value.json", "{\"memory_gbps\": -1}"},
+        {"bad_type.json", "{\"ai_cores\": \"eight\"}"},
+        {"bad_cores.json", "{\"ai_cores\": 2.5}"},
+        {"bad_root.json", "[1, 2]"},
+    };
+    for (const auto &c : cases) {
+        const std::string path = temp_file(c.first, c.second);
+        std::string err;
+        pgd_device *d = make_device("npu-sim", 0, path.c_str(), &err);
+        EXPECT_EQ(d, nullptr) << c.first;
+        EXPECT_NE(err.find(path), std::string::npos) << err;
+        // through the public API: PANGU_ERR_CONFIG naming the file
+        pangu_model_params p;
+        pangu_model_params_init(&p);
+        p.backend = "npu-sim";
+        p.device_profile = path.c_str();
+        pangu_model *m = nullptr;
+        EXPECT_EQ(pangu_model_load(PANGU_MODEL_DIR, &p, &m), PANGU_ERR_CONFIG) << c.first;
+        EXPECT_EQ(m, nullptr);
+        EXPECT_NE(std::string(pangu_last_error()).find(path), std::string::npos) << pangu_last_error();
+        if (d) d->destroy(d);
+        std::remove(path.c_str());
+    }
+    std::string err;
+    EXPECT_EQ(make_device("npu-sim", 0, "/nonexistent/profile.json", &err), nullptr);
+    EXPECT_NE(err.find("/nonexistent/profile.json"), std::string::npos);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// The model on npu-sim, through the public API
+
+pangu_status load(const char *backend, pangu_model **m, size_t device_memory = 0, const char *dir = PANGU_MODEL_DIR) {
+    pangu_model_params p;
+    pangu_model_params_init(&p);
+    p.backend = backend;
+    p.device_memory = device_memory;
+    return pangu_model_load(dir, &p, m);
+}
+
+TEST(DeviceNpuSimModel, UnknownBackendIsUnsupported) {
+    pangu_model *m = nullptr;
+    EXPECT_EQ(load("tpu", &m), PANGU_ERR_UNSUPPORTED);
+    EXPECT_EQ(m, nullptr);
+    EXPECT_NE(std::string(pangu_last_error()).find("npu-sim"), std::string::npos);  // lists what exists
+}
+
+size_t device_used(pangu_model *m) {
+    pgd_device *d = pangu::from_handle(m)->device;
+    size_t f, t;
+    d->mem_info(d->ctx, &f, &t);
+    return t - f;
+}
+
+TEST(DeviceNpuSimModel, ModelAndSessionsMustFitTheBudget) {
+    pangu_model *m = nullptr;
+    ASSERT_EQ(load("npu-sim", &m), PANGU_OK) << pangu_last_error();
+    EXPECT_STREQ(pangu_model_backend(m), "npu-sim");
+    const size_t weights = device_used(m);
+    pangu_model_info info{};
+    info.struct_size = sizeof info;
+    ASSERT_EQ(pangu_model_get_info(m, &info), PANGU_OK);
+    EXPECT_GT(weights, size_t(info.n_params) * 2 * 95 / 100);  // fp16: about two bytes per parameter
+    pangu_session_params sp;
+    pangu_session_params_init(&sp);
+    sp.n_ctx = 256;
+    pangu_session_memory mem{};
+    mem.struct_size = sizeof mem;
+    ASSERT_EQ(pangu_session_estimate(m, &sp, &mem), PANGU_OK);
+    pangu_model_free(m);
+
+    // weights alone over the budget: the load fails cleanly
+    m = nullptr;
+    EXPECT_EQ(load("npu-sim", &m, weights / 2), PANGU_ERR_OUT_OF_MEMORY);
+    EXPECT_EQ(m, nullptr);
+    EXPECT_NE(std::string(pangu_last_error()).find("npu-sim"), std::string::npos) << pangu_last_error();
+
+    // weights fit, one session of 256 positions fits, a longer context does not
+    ASSERT_EQ(load("npu-sim", &m, weights + mem.arena_bytes + 4096), PANGU_OK) << pangu_last_error();
+    EXPECT_EQ(device_used(m), weights);
+    pangu_session *s = nullptr;
+    sp.n_ctx = 2048;
+    EXPECT_EQ(pangu_session_create(m, &sp, &s), PANGU_ERR_OUT_OF_MEMORY);
+    EXPECT_EQ(s, nullptr);
+    EXPECT_EQ(device_used(m), weights);
+    sp.n_ctx = 256;
+    ASSERT_EQ(pangu_session_create(m, &sp, &s), PANGU_OK) << pangu_last_error();
+    EXPECT_EQ(device_used(m), weights + (mem.arena_bytes + 31) / 32 * 32);
+    pangu_session *s2 = nullptr;
+    EXPECT_EQ(pangu_session_create(m, &sp, &s2), PANGU_ERR_OUT_OF_MEMORY);  // a second one does not
+    pangu_session_free(s);
+    EXPECT_EQ(device_used(m), weights);
+    pangu_model_free(m);
+}
+
+struct Golden {
+    std::string prompt;
+    std::vector<int32_t> prompt_ids, greedy_ids;
+    std::vector<double> last_logits;
+};
+
+std::vector<Golden> golden_cases() {
+    Json::Value root;
+    std::ifstream(std::string(PANGU_MODEL_DIR) + "/golden.json") >> root;
+    std::vector<Golden> out;
+    for (const auto &c : root["cases"]) {
+        Golden g;
+        g.prompt = c["prompt"].asString();
+        for (const auto &v : c["prompt_ids"]) g.prompt_ids.push_back(v.asInt());
+        for (const auto &v : c["greedy_ids"]) g.greedy_ids.push_back(v.asInt());
+        for (const auto &v : c["last_logits"]) g.last_logits.push_back(v.asDouble());
+        out.push_back(g);
+    }
+    return out;
+}
+
+std::vector<float> last_logits(pangu_model *m, const std::vector<int32_t> &ids) {
+    pangu_session_params sp;
+    pangu_session_params_init(&sp);
+    sp.n_ctx = 512;
+    pangu_session *s = nullptr;
+    EXPECT_EQ(pangu_session_create(m, &sp, &s), PANGU_OK) << pangu_last_error();
+    EXPECT_EQ(pangu_session_eval(s, ids.data(), ids.size(), nullptr), PANGU_OK) << pangu_session_last_error(s);
+    const float *lg = nullptr;
+    int32_t n = 0;
+    EXPECT_EQ(pangu_session_get_logits(s, &lg, &n), PANGU_OK);
+    std::vector<float> out(lg, lg + n);
+    pangu_session_free(s);
+    return out;
+}
+
+std::vector<int32_t> generate(pangu_model *m, const std::vector<int32_t> &prompt, int spec_mode, int n,
+                              pangu_session_stats *stats = nullptr) {
+    pangu_session_params sp;
+    pangu_session_params_init(&sp);
+    sp.n_ctx = 512;
+    sp.spec_mode = spec_mode;
+    pangu_session *s = nullptr;
+    EXPECT_EQ(pangu_session_create(m, &sp, &s), PANGU_OK) << pangu_last_error();
+    pangu_sampling_params p;
+    pangu_sampling_params_init(&p);
+    p.max_new_tokens = n;
+    std::vector<int32_t> ids;
+    auto cb = [](void *u, int32_t t, const char *, size_t) {
+        static_cast<std::vector<int32_t> *>(u)->push_back(t);
+        return 0;
+    };
+    EXPECT_EQ(pangu_session_generate_tokens(s, prompt.data(), prompt.size(), &p, cb, &ids, nullptr), PANGU_OK)
+        << pangu_session_last_error(s);
+    if (stats) {
+        stats->struct_size = sizeof *stats;
+        EXPECT_EQ(pangu_session_get_stats(s, stats), PANGU_OK);
+    }
+    pangu_session_free(s);
+    return ids;
+}
+
+struct Compare {
+    double max_vs_cpu = 0, max_vs_golden_npu = 0, max_vs_golden_cpu = 0;
+};
+
+// npu-sim against the CPU backend (and both against golden.json's float64 logits) on the golden prompts.
+Compare compare_backends(pangu_model *cpu, pangu_model *npu, bool check_golden_tokens) {
+    Compare r;
+    for (const Golden &g : golden_cases()) {
+        const std::vector<float> lc = last_logits(cpu, g.prompt_ids), ln = last_logits(npu, g.prompt_ids);
+        EXPECT_EQ(lc.size(), ln.size());
+        for (size_t i = 0; i < ln.size() && i < lc.size(); ++i) {
+            EXPECT_TRUE(std::isfinite(ln[i]));
+            r.max_vs_cpu = std::max(r.max_vs_cpu, std::fabs(double(ln[i]) - lc[i]));
+            if (i < g.last_logits.size()) {
+                r.max_vs_golden_npu = std::max(r.max_vs_golden_npu, std::fabs(ln[i] - g.last_logits[i]));
+                r.max_vs_golden_cpu = std::max(r.max_vs_golden_cpu, std::fabs(lc[i] - g.last_logits[i]));
+            }
+        }
+        const size_t n = g.greedy_ids.size();
+        const std::vector<int32_t> tc = generate(cpu, g.prompt_ids, PANGU_SPEC_OFF, int(n));
+        const std::vector<int32_t> tn = generate(npu, g.prompt_ids, PANGU_SPEC_OFF, int(n));
+        EXPECT_EQ(tn, tc) << g.prompt;
+        if (check_golden_tokens) {
+            EXPECT_EQ(tn, g.greedy_ids) << g.prompt;
+        }
+    }
+    return r;
+}
+
+TEST(DeviceNpuSimModel, GoldenPromptsMatchTheCpuBackendWithinTheFp16Bound) {
+    pangu_model *cpu = nullptr, *npu = nullptr;
+    ASSERT_EQ(load("cpu", &cpu), PANGU_OK) << pangu_last_error();
+    ASSERT_EQ(load("npu-sim", &npu), PANGU_OK) << pangu_last_error();
+    const Compare r = compare_backends(cpu, npu, true);
+    std::printf("npu-sim vs cpu: max |logit diff| %.5f (bound %.3f); vs golden.json: npu-sim %.5f, cpu %.5f\n",
+                r.max_vs_cpu, kLogitsBound, r.max_vs_golden_npu, r.max_vs_golden_cpu);
+    EXPECT_LE(r.max_vs_cpu, kLogitsBound);
+    EXPECT_GT(r.max_vs_cpu, 0.0);  // the fp16 path is really taken
+    uint64_t c[PGD_NPUSIM_N_OPS];
+    ASSERT_EQ(pgd_npusim_overflow_counts(pangu::from_handle(npu)->device, c, PGD_NPUSIM_N_OPS), PGD_NPUSIM_N_OPS);
+    for (int i = 0; i < PGD_NPUSIM_N_OPS; ++i) EXPECT_EQ(c[i], 0u) << pgd_npusim_op_name(i);
+    pangu_model_free(npu);
+    pangu_model_free(cpu);
+}
+
+TEST(DeviceNpuSimModel, PromptLookupEqualsPlainGreedyOnNpuSim) {
+    pangu_model *npu = nullptr;
+    ASSERT_EQ(load("npu-sim", &npu), PANGU_OK) << pangu_last_error();
+    std::vector<std::vector<int32_t>> prompts;
+    for (const Golden &g : golden_cases()) prompts.push_back(g.prompt_ids);
+    std::vector<int32_t> rep = prompts[0];  // a repetitive prompt, where drafts get accepted
+    for (int i = 0; i < 3; ++i) rep.insert(rep.end(), prompts[0].begin() + 1, prompts[0].end());
+    prompts.push_back(rep);
+    int64_t accepted = 0;
+    for (const auto &p : prompts) {
+        pangu_session_stats off{}, pld{};
+        const std::vector<int32_t> a = generate(npu, p, PANGU_SPEC_OFF, 64, &off);
+        const std::vector<int32_t> b = generate(npu, p, PANGU_SPEC_PLD, 64, &pld);
+        EXPECT_EQ(b, a);
+        accepted += pld.n_accepted;
+        // the device accounting reaches the session statistics
+        EXPECT_GT(off.device_est_ms, 0.0);
+        EXPECT_EQ(off.device_to_host_bytes, off.n_forward * 4 * 4096);  // one row of logits per forward
+        EXPECT_GT(off.host_to_device_bytes, 0);                        // the token ids
+        EXPECT_EQ(off.fp16_overflows, 0);
+    }
+    EXPECT_GT(accepted, 0);
+    pangu_model_free(npu);
+}
+
+#ifdef PANGU_QUANTIZE_BIN
+// W8A16 (int8 weights, per-channel scales): npu-sim keeps the int8 weights and dequantizes to fp16.
+TEST(DeviceNpuSimModel, W8A16GoldenPromptsMatchTheCpuBackend) {
+    const std::string dir = ::testing::TempDir() + "/npusim_q8_" + std::to_string(getpid());
+    const std::string cmd = std::string(PANGU_QUANTIZE_BIN) + " --quiet --force -i " PANGU_MODEL_DIR " -o " + dir;
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    pangu_model *cpu = nullptr, *npu = nullptr;
+    ASSERT_EQ(load("cpu", &cpu, 0, dir.c_str()), PANGU_OK) << pangu_last_error();
+    ASSERT_EQ(load("npu-sim", &npu, 0, dir.c_str()), PANGU_OK) << pangu_last_error();
+    const size_t used = device_used(npu);
+    pangu_model_info info{};
+    info.struct_size = sizeof info;
+    ASSERT_EQ(pangu_model_get_info(npu, &info), PANGU_OK);
+    EXPECT_GT(info.n_quantized, 0);
+    EXPECT_LT(used, size_t(info.n_params) * 2 * 80 / 100);  // int8 layers: well under fp16's two bytes
+    const Compare r = compare_backends(cpu, npu, false);
+    std::printf("W8A16 npu-sim vs cpu (bf16 activations): max |logit diff| %.5f (bound %.3f)\n", r.max_vs_cpu,
+                kLogitsBoundW8A16);
+    EXPECT_LE(r.max_vs_cpu, kLogitsBoundW8A16);
+    pangu_model_free(npu);
+    pangu_model_free(cpu);
+    std::system(("rm -rf " + dir).c_str());
+}
+#endif
+
+}  // namespace
