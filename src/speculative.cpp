@@ -130,7 +130,10 @@ int SpecController::choose(int available) {
     // Every decision compares against a plain step: measure one first.
     if (ms_[1] <= 0) return 0;
     const double a = acceptance();
-    double best = 1.0 / cost(1);
+    // Drafting must beat a plain step by a margin: the estimates are noisy, and a draft that only breaks even
+    // on paper loses in practice (misses cost cache traffic the estimate does not see).
+    constexpr double kMargin = 1.15;
+    double best = kMargin / cost(1);
     int best_k = 0;
     double expect = 1.0, ak = 1.0;
     for (int k = 1; k <= kmax; ++k) {
