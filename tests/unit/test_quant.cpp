@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <json/json.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -34,14 +35,18 @@ struct TempDir {
     ~TempDir() { fs::remove_all(path); }
 };
 
+// ctest runs the tests of this program in parallel processes: each keeps the converter's stderr in a file
+// of its own.
+std::string stderr_path() { return "/tmp/pangu_quant_stderr." + std::to_string(getpid()); }
+
 int run_quantize(const std::string &args) {
-    const std::string cmd = std::string(PANGU_QUANTIZE_BIN) + " --quiet " + args + " 2>/tmp/pangu_quant_stderr";
+    const std::string cmd = std::string(PANGU_QUANTIZE_BIN) + " --quiet " + args + " 2>" + stderr_path();
     const int rc = std::system(cmd.c_str());
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
 std::string last_stderr() {
-    std::ifstream f("/tmp/pangu_quant_stderr");
+    std::ifstream f(stderr_path());
     return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
@@ -57,7 +62,10 @@ const std::string &q8_dir() {
 }
 
 struct Cleanup : ::testing::Environment {
-    void TearDown() override { fs::remove_all(fs::path(q8_dir()).parent_path()); }
+    void TearDown() override {
+        fs::remove_all(fs::path(q8_dir()).parent_path());
+        fs::remove(stderr_path());
+    }
 };
 const auto *kCleanup = ::testing::AddGlobalTestEnvironment(new Cleanup);
 
