@@ -34,7 +34,7 @@ public:
 
 private:
     void worker(int slot);
-    // Claims and runs chunks of generation `gen` until none are left; returns how many it ran.
+    // Claims and runs chunks of generation `gen` until none are left.
     void work(uint32_t gen, Fn fn, void *ctx, int n_chunks, int slot);
 
     int n_threads_;

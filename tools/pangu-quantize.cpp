@@ -150,18 +150,14 @@ int main(int argc, char **argv) {
             }
         }
         const auto t0 = std::chrono::steady_clock::now();
-        size_t n_done = 0;
-        const size_t n_total = store.tensors().size();
         w.set_metadata("format", "pt");
         w.set_metadata("producer", std::string("pangu-quantize ") + PANGU_VERSION_STRING);
         w.write(tmp + "/model.safetensors", [&](const std::string &name, uint64_t done, uint64_t all) {
-            ++n_done;
             if (progress)
                 std::fprintf(stderr, "\r\033[K[%3zu%%] %s / %s  %s", static_cast<size_t>(100.0 * done / all),
                              human(done).c_str(), human(all).c_str(), name.c_str());
         });
         if (progress) std::fprintf(stderr, "\n");
-        (void)n_total;
 
         Json::Value cfg;
         {
