@@ -62,8 +62,11 @@ const Table kScalar = {"scalar",
                        attn_values_scalar};
 
 const Table *choose() {
-    const char *env = std::getenv("PANGU_KERNELS");
-    if (env && std::strcmp(env, "scalar") == 0) return &kScalar;
+    if (const char *env = std::getenv("PANGU_KERNELS")) {
+        for (const Table *t : {&kScalar, avx2(), avx512(), neon()})
+            if (t && std::strcmp(env, t->name) == 0) return t;
+    }
+    if (const Table *t = avx512()) return t;
     if (const Table *t = avx2()) return t;
     if (const Table *t = neon()) return t;
     return &kScalar;
@@ -80,6 +83,7 @@ const Table &best() {
 
 #if !(defined(__x86_64__) || defined(_M_X64))
 const Table *avx2() { return nullptr; }
+const Table *avx512() { return nullptr; }
 #endif
 #if !defined(__aarch64__)
 const Table *neon() { return nullptr; }

@@ -2,7 +2,9 @@
 // the CPU has them, vector versions picked once at run time from the CPU's features.
 //
 // Reduction order is fixed per output element and independent of how many rows or threads a call uses, so
-// results are batch-invariant and thread-count-invariant. The canonical order of a dot product of length n:
+// results are batch-invariant and thread-count-invariant. The canonical order of a dot product of length n
+// (the scalar, AVX2 and NEON tables; the AVX-512 table first folds 16 partial sums into these 8, see
+// kernels_avx512.cpp):
 // 8 partial sums s[j] (j = i mod 8) over the first n - n%8 elements, combined as
 // ((s0+s4)+(s2+s6)) + ((s1+s5)+(s3+s7)), then the tail added element by element. Vector kernels keep one
 // 8-lane accumulator per output element and reduce it with that tree, so they agree with each other bit for
@@ -23,7 +25,7 @@ using MatmulBlockFn = void (*)(const float *x, int64_t ldx, int64_t M, const voi
                                int nr, float *y, int64_t ldy);
 
 struct Table {
-    const char *name;  // "scalar", "avx2", "neon"
+    const char *name;  // "scalar", "avx2", "avx512", "neon"
     MatmulBlockFn mm_f32;
     MatmulBlockFn mm_bf16;
     MatmulBlockFn mm_f16;
@@ -36,11 +38,13 @@ struct Table {
     void (*attn_values)(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out);
 };
 
-// The best table for this CPU (decided once). PANGU_KERNELS=scalar forces the reference.
+// The best table for this CPU (decided once). PANGU_KERNELS=scalar|avx2|avx512|neon asks for a table (the
+// reference, or a narrower one to compare); a table the CPU or build lacks falls back to the best.
 const Table &best();
 const Table &scalar();
 // nullptr where the CPU or the build lacks it.
 const Table *avx2();
+const Table *avx512();
 const Table *neon();
 
 }  // namespace kernels

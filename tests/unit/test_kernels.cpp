@@ -19,6 +19,7 @@ namespace {
 std::vector<const kernels::Table *> vector_tables() {
     std::vector<const kernels::Table *> v;
     if (kernels::avx2()) v.push_back(kernels::avx2());
+    if (kernels::avx512()) v.push_back(kernels::avx512());
     if (kernels::neon()) v.push_back(kernels::neon());
     return v;
 }
@@ -98,7 +99,7 @@ TEST(Kernels, RowResultsDoNotDependOnBlocking) {
     // A row's results must not depend on how many rows or weight rows share the call: the matmul groups
     // them differently depending on the batch and on how the range is split between threads.
     std::mt19937 g(3);
-    for (const kernels::Table *t : {&kernels::scalar(), kernels::avx2(), kernels::neon()}) {
+    for (const kernels::Table *t : {&kernels::scalar(), kernels::avx2(), kernels::avx512(), kernels::neon()}) {
         if (!t) continue;
         const int64_t n = 203, M = 5;
         auto x = randv(M * n, g);

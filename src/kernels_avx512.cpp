@@ -1,0 +1,206 @@
+// AVX-512 kernels (x86-64 with AVX512F/BW/VL). This file alone is compiled with -mavx512f -mavx512bw
+// -mavx512vl; nothing here runs unless the CPU reports those features.
+//
+// Reduction order of this table: 16 partial sums s[j] (j = i mod 16) over all n elements, the tail loaded
+// with a mask (absent elements are zeros, which leave the sums unchanged), then s[j] + s[j+8] and the 8-lane
+// tree of kernels.h. Every output element sees that sequence whatever the blocking, so results are batch-
+// and thread-invariant within this table (they differ from the AVX2 table's in the last bits).
+//
+// Why not the integer VNNI instructions for int8 weights: vpdpbusd / vpdpwssd multiply integers, so they
+// would need integer activations (W8A8, or int16 activations with a dynamic scale and an int32 sum that
+// can overflow over K = 6144); W8A16 keeps bf16 activations and fp32 sums, and widening int8 to fp32 costs
+// two instructions per 16 weights, which the FMAs of a batch amortize and decode hides behind memory.
+// GCC 12's avx512fintrin.h initializes its "undefined" vectors from themselves, which -Wuninitialized
+// reports at every use of the intrinsics that start from one (GCC bug 105593, fixed in GCC 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "kernels.h"
+
+namespace pangu {
+namespace kernels {
+
+namespace {
+
+// 16 weights widened to fp32; `tail` loads only the first `mask` elements (the rest read as zero).
+struct F32 {
+    using T = float;
+    static __m512 load(const float *p) { return _mm512_loadu_ps(p); }
+    static __m512 load(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+};
+struct BF16 {
+    using T = uint16_t;
+    static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+    static __m512 load(const uint16_t *p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
+    static __m512 load(const uint16_t *p, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p)); }
+};
+struct F16 {
+    using T = uint16_t;
+    static __m512 load(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
+    static __m512 load(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+};
+struct I8 {
+    using T = int8_t;
+    static __m512 widen(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)); }
+    static __m512 load(const int8_t *p) { return widen(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))); }
+    static __m512 load(const int8_t *p, __mmask16 m) { return widen(_mm_maskz_loadu_epi8(m, p)); }
+};
+
+// s[j] + s[j+8], then lanes (0+4, 1+5, 2+6, 3+7), (0+2, 1+3) and the last pair: the tree of kernels.h.
+inline float hsum(__m512 v) {
+    const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 u = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 0x55)));
+}
+
+// RM rows of x against NR weight rows, RM * NR accumulators in registers (RM + 1 + RM * NR <= 32). Each
+// weight vector is widened once and used by all RM rows. With PF, the rows that follow the block (the next
+// call's weights, nr rows further) are prefetched a cache line at a time while this block is computed:
+// decode reads every weight once, in short row streams that the hardware prefetcher ramps up on too late.
+template <typename W, int RM, int NR, bool PF>
+inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, float *y,
+                  int64_t ldy) {
+    static_assert(RM + 1 + RM * NR <= 32, "block does not fit in the 32 vector registers");
+    constexpr int kLine = 64 / sizeof(typename W::T);  // elements per cache line
+    __m512 acc[RM][NR];
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) acc[r][c] = _mm512_setzero_ps();
+    const int64_t n16 = n - n % 16;
+    for (int64_t i = 0; i < n16; i += 16) {
+        if (PF && i % kLine == 0)
+            for (int c = 0; c < NR; ++c) _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i), _MM_HINT_T0);
+        __m512 xv[RM];
+        for (int r = 0; r < RM; ++r) xv[r] = _mm512_loadu_ps(x + r * ldx + i);
+        for (int c = 0; c < NR; ++c) {
+            const __m512 wv = W::load(w + c * ldw + i);
+            for (int r = 0; r < RM; ++r) acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
+        }
+    }
+    if (n16 < n) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (n - n16)) - 1);
+        __m512 xv[RM];
+        for (int r = 0; r < RM; ++r) xv[r] = _mm512_maskz_loadu_ps(m, x + r * ldx + n16);
+        for (int c = 0; c < NR; ++c) {
+            const __m512 wv = W::load(w + c * ldw + n16, m);
+            for (int r = 0; r < RM; ++r) acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
+        }
+    }
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
+}
+
+// Up to 4 weight rows against RM rows of x.
+template <typename W, int RM>
+inline void block4(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, int nr, float *y,
+                   int64_t ldy) {
+    switch (nr) {
+        case 4: micro<W, RM, 4, false>(x, ldx, w, ldw, n, y, ldy); break;
+        case 3: micro<W, RM, 3, false>(x, ldx, w, ldw, n, y, ldy); break;
+        case 2: micro<W, RM, 2, false>(x, ldx, w, ldw, n, y, ldy); break;
+        default: micro<W, RM, 1, false>(x, ldx, w, ldw, n, y, ldy); break;
+    }
+}
+
+// Rows of x in blocks of 6 against 4 weight rows (24 accumulators), the remainder (1-5 rows, e.g. the 5
+// positions of a 4-token draft's verification) in one block, so each weight vector is widened once per
+// 6 rows. A single row (decode) runs against all nr <= 8 weight rows at once, prefetching the next ones.
+template <typename W>
+void mm(const float *x, int64_t ldx, int64_t M, const void *wv, int64_t ldw, int64_t n, int nr, float *y,
+        int64_t ldy) {
+    const typename W::T *w = static_cast<const typename W::T *>(wv);
+    if (M == 1) {
+        switch (nr) {
+            case 8: micro<W, 1, 8, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 7: micro<W, 1, 7, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 6: micro<W, 1, 6, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 5: micro<W, 1, 5, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 4: micro<W, 1, 4, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 3: micro<W, 1, 3, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 2: micro<W, 1, 2, true>(x, ldx, w, ldw, n, y, ldy); return;
+            default: micro<W, 1, 1, true>(x, ldx, w, ldw, n, y, ldy); return;
+        }
+    }
+    for (int c = 0; c < nr; c += 4) {
+        const int nc = nr - c < 4 ? nr - c : 4;
+        const typename W::T *wc = w + c * ldw;
+        int64_t m = 0;
+        for (; m + 6 <= M; m += 6) block4<W, 6>(x + m * ldx, ldx, wc, ldw, n, nc, y + m * ldy + c, ldy);
+        const float *xr = x + m * ldx;
+        float *yr = y + m * ldy + c;
+        switch (M - m) {
+            case 5: block4<W, 5>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            case 4: block4<W, 4>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            case 3: block4<W, 3>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            case 2: block4<W, 2>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            case 1: block4<W, 1>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            default: break;
+        }
+    }
+}
+
+float dot_avx512(const float *a, const float *b, int64_t n) {
+    float y;
+    micro<F32, 1, 1, false>(a, 0, b, 0, n, &y, 0);
+    return y;
+}
+
+// Scores for one head: the query stays in registers (head_dim <= 256) and each position costs its loads,
+// its FMAs and one reduction, in the order of dot_avx512.
+void attn_scores_avx512(const float *q, const float *k, int64_t ldk, int64_t n_pos, int32_t d, float scale,
+                        float *scores) {
+    if (d > 256) {
+        for (int64_t s = 0; s < n_pos; ++s) scores[s] = dot_avx512(q, k + s * ldk, d) * scale;
+        return;
+    }
+    __m512 qv[16];
+    const int nv = (d + 15) / 16;
+    const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
+    for (int j = 0; j < nv; ++j) qv[j] = _mm512_maskz_loadu_ps(j + 1 < nv ? 0xffff : tail, q + 16 * j);
+    for (int64_t s = 0; s < n_pos; ++s) {
+        const float *kr = k + s * ldk;
+        __m512 acc = _mm512_setzero_ps();
+        for (int j = 0; j < nv; ++j)
+            acc = _mm512_fmadd_ps(qv[j], _mm512_maskz_loadu_ps(j + 1 < nv ? 0xffff : tail, kr + 16 * j), acc);
+        scores[s] = hsum(acc) * scale;
+    }
+}
+
+void attn_values_avx512(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out) {
+    if (d > 256) {
+        for (int32_t i = 0; i < d; ++i) out[i] = 0.0f;
+        for (int64_t s = 0; s < n_pos; ++s)
+            for (int32_t i = 0; i < d; ++i) out[i] = __builtin_fmaf(p[s], v[s * ldv + i], out[i]);
+        return;
+    }
+    __m512 acc[16];
+    const int nv = (d + 15) / 16;
+    const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
+    for (int j = 0; j < nv; ++j) acc[j] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < n_pos; ++s) {
+        const __m512 ps = _mm512_set1_ps(p[s]);
+        const float *vr = v + s * ldv;
+        for (int j = 0; j < nv; ++j)
+            acc[j] = _mm512_fmadd_ps(ps, _mm512_maskz_loadu_ps(j + 1 < nv ? 0xffff : tail, vr + 16 * j), acc[j]);
+    }
+    for (int j = 0; j < nv; ++j) _mm512_mask_storeu_ps(out + 16 * j, j + 1 < nv ? 0xffff : tail, acc[j]);
+}
+
+const Table kAvx512 = {"avx512",   mm<F32>,           mm<BF16>,          mm<F16>, mm<I8>,
+                       dot_avx512, attn_scores_avx512, attn_values_avx512};
+
+}  // namespace
+
+const Table *avx512() {
+    static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vl");
+    return ok ? &kAvx512 : nullptr;
+}
+
+}  // namespace kernels
+}  // namespace pangu
+
+#pragma GCC diagnostic pop
