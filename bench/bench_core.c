@@ -12,7 +12,12 @@
  *    prompt's logits and the last is never run, so tokens / time would overstate by N / (N - 1));
  *  - generation that meets EOS is continued until N tokens are generated;
  *  - besides the process's peak RSS, the resident part of the weight mapping (Rss of the mappings of the
- *    model's .safetensors files in /proc/self/smaps) after the runs is reported. */
+ *    model's .safetensors files in /proc/self/smaps) after the runs is reported.
+ *
+ * --curve K instead measures what speculative decoding pays to verify drafts: after the P-token prompt, one
+ * forward of m = 1..K positions that returns the logits of every position (as a verification does), rolled
+ * back after each call; the median milliseconds of R calls per m and their ratio to m = 1, the m values
+ * interleaved so that machine noise hits them alike. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,9 +79,49 @@ static long long weights_resident_bytes(void) {
     return total;
 }
 
+/* --curve: the cost of one forward of m positions, all of whose logits are wanted, for m = 1..kmax. */
+static int verify_curve(pangu_model *model, pangu_session *s, const int32_t *prompt, int n_prefill, int kmax,
+                        int runs, const char *dir, int threads, int json) {
+    pangu_status st;
+    int32_t n_vocab = 0;
+    if ((st = pangu_session_eval(s, prompt, (size_t)n_prefill, NULL))) return die("eval", st);
+    const float *lg;
+    if ((st = pangu_session_get_logits(s, &lg, &n_vocab))) return die("logits", st);
+    float *logits = malloc(sizeof(float) * (size_t)kmax * (size_t)n_vocab);
+    double *ms = malloc(sizeof(double) * (size_t)kmax * (size_t)runs);
+    int32_t ids[64];
+    if (!logits || !ms) return 1;
+    for (int i = 0; i < kmax; ++i) ids[i] = prompt[(size_t)(i + 1) % (size_t)n_prefill];
+    for (int r = -1; r < runs; ++r)
+        for (int m = 1; m <= kmax; ++m) {
+            const double t0 = now_ms();
+            if ((st = pangu_session_eval(s, ids, (size_t)m, logits))) return die("eval", st);
+            const double t = now_ms() - t0;
+            if ((st = pangu_session_truncate(s, (size_t)n_prefill))) return die("truncate", st);
+            if (r >= 0) ms[(size_t)(m - 1) * (size_t)runs + (size_t)r] = t;
+        }
+    double one = 0;
+    if (!json) printf("%s: threads %d, context %d, median of %d\n   m  ms/forward  x one position\n", dir, threads,
+                      n_prefill, runs);
+    else printf("{\"model\": \"%s\", \"threads\": %d, \"context\": %d, \"runs\": %d, \"ms\": [", dir, threads,
+                n_prefill, runs);
+    for (int m = 1; m <= kmax; ++m) {
+        const double med = median(ms + (size_t)(m - 1) * (size_t)runs, runs);
+        if (m == 1) one = med;
+        if (json) printf("%s%.4f", m > 1 ? ", " : "", med);
+        else printf("%4d %11.4f %9.2f\n", m, med, med / one);
+    }
+    if (json) printf("]}\n");
+    free(ms);
+    free(logits);
+    pangu_session_free(s);
+    pangu_model_free(model);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *dir = NULL, *precision = "auto", *spec = "off";
-    int threads = 1, runs = 5, n_prefill = 128, n_decode = 128, json = 0;
+    int threads = 1, runs = 5, n_prefill = 128, n_decode = 128, json = 0, curve = 0;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -86,9 +131,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
         else if (!strcmp(argv[i], "--spec") && i + 1 < argc) spec = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--curve") && i + 1 < argc) curve = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL] [-n DECODE]\n"
-                            "                       [--precision auto|f32|bf16] [--spec off|pld] [--json]\n");
+                            "                       [--precision auto|f32|bf16] [--spec off|pld] [--json] [--curve K]\n");
             return 2;
         }
     }
@@ -101,7 +147,8 @@ int main(int argc, char **argv) {
     int spec_mode = -1;
     if (!strcmp(spec, "off")) spec_mode = PANGU_SPEC_OFF;
     else if (!strcmp(spec, "pld")) spec_mode = PANGU_SPEC_PLD;
-    if (!dir || spec_mode < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000) {
+    if (!dir || spec_mode < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000 ||
+        curve < 0 || curve > 64) {
         fprintf(stderr, "bench_core: -m DIR is required; counts must be positive (decode at least 2); "
                         "precision auto|f32|bf16, spec off|pld\n");
         return 2;
@@ -130,6 +177,8 @@ int main(int argc, char **argv) {
     sp.spec_mode = spec_mode;
     pangu_session *s = NULL;
     if ((st = pangu_session_create(model, &sp, &s))) return die("session", st);
+
+    if (curve) return verify_curve(model, s, prompt, n_prefill, curve, runs, dir, threads, json);
 
     pangu_sampling_params gp;
     pangu_sampling_params_init(&gp);
