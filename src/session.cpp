@@ -232,6 +232,7 @@ void Session::draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_p
     while (i < common && d.tokens[i] == tokens[i]) ++i;
     if (i < d.n_tokens) d.truncate(i);
     d.eval(tokens + i, n_tokens - i, nullptr);
+    d.sync();
     const int32_t V = model.cfg.n_vocab;
     for (int j = 0; j < k; ++j) {
         int32_t tok;
@@ -279,9 +280,10 @@ void Session::truncate(size_t n_keep) {
                                              std::to_string(n_tokens) + " tokens in the context");
     if (n_keep == n_tokens) return;
     n_tokens = n_keep;
-    // Cache rows past n_keep are simply overwritten later. The logits no longer describe the context, so the
-    // last kept token is run again (same token, same position: same cache row) to make them current.
-    if (n_past >= n_keep) n_past = n_keep ? n_keep - 1 : 0;
+    // Cache rows past n_keep are simply overwritten later. The logits no longer describe the context; sync()
+    // makes them current if they are asked for before new tokens are evaluated (a draft catching up, or a
+    // caller rolling back rejected tokens, goes straight on with the next tokens and pays nothing).
+    n_past = std::min(n_past, n_keep);
     logits_valid = false;
 }
 
@@ -309,7 +311,12 @@ void Session::eval_pending(float *logits_out, size_t out_row0, size_t upto) {
     }
 }
 
-void Session::sync() { eval_pending(nullptr, 0); }
+void Session::sync() {
+    // After a truncate every kept token is in the cache but the logits are stale: run the last one again
+    // (same token, same position: same cache row).
+    if (!logits_valid && n_tokens > 0 && n_past == n_tokens) n_past = n_tokens - 1;
+    eval_pending(nullptr, 0);
+}
 
 bool Session::slide(size_t need) {
     const size_t keep = static_cast<size_t>(params.n_keep), C = static_cast<size_t>(layout.n_ctx);

@@ -329,8 +329,10 @@ PANGU_API size_t pangu_session_n_tokens(const pangu_session *session);
 PANGU_API pangu_status pangu_session_get_tokens(const pangu_session *session, int32_t *ids, size_t capacity,
                                                 size_t *n);
 
-/* Drop the context back to its first `n_keep` tokens (n_keep <= n_tokens), e.g. to regenerate a reply. The
- * KV cache entries of the kept tokens are reused; nothing is copied. */
+/* Drop the context back to its first `n_keep` tokens (n_keep <= n_tokens), e.g. to regenerate a reply or to
+ * roll back rejected draft tokens. The KV cache entries of the kept tokens are reused; nothing is copied or
+ * run. The next evaluation starts right after them; if the logits are asked for first
+ * (pangu_session_get_logits), the last kept token is run again to make them current. */
 PANGU_API pangu_status pangu_session_truncate(pangu_session *session, size_t n_keep);
 
 /* Append `n` tokens to the context and run the model over them, in chunks of n_batch.
@@ -342,7 +344,7 @@ PANGU_API pangu_status pangu_session_eval(pangu_session *session, const int32_t 
 
 /* A pointer to the n_vocab next-token logits after the context's last token, owned by the session and valid
  * until the next call that changes the session. If generation left its final token in the context without
- * running it, this call runs it first. `n_vocab` may be NULL. PANGU_ERR_INVALID_ARGUMENT if the context is
+ * running it, or a truncate made the logits stale, this call runs that token first. `n_vocab` may be NULL. PANGU_ERR_INVALID_ARGUMENT if the context is
  * empty. */
 PANGU_API pangu_status pangu_session_get_logits(pangu_session *session, const float **logits, int32_t *n_vocab);
 
