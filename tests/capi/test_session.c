@@ -581,6 +581,44 @@ static void test_two_threads_shared_model(void **state) {
     assert_string_equal(pangu_last_error(), mine);
 }
 
+/* Rolling back and evaluating again (what a caller verifying its own drafts does): the kept tokens are not run
+ * again, and the rows for the new tokens are those of a context built without the detour. */
+static void test_truncate_then_eval_runs_only_new_tokens(void **state) {
+    (void)state;
+    int32_t ctx[128];
+    const size_t n = tokenize(kLong, 1, ctx, 128);
+    assert_true(n > 24);
+    const size_t keep = n - 8;
+    pangu_session *s = new_session(64, 1);
+    assert_int_equal(pangu_session_eval(s, ctx, keep, NULL), PANGU_OK);
+    /* a wrong continuation, rolled back */
+    int32_t wrong[4] = {ctx[3], ctx[4], ctx[5], ctx[6]};
+    assert_int_equal(pangu_session_eval(s, wrong, 4, NULL), PANGU_OK);
+    assert_int_equal(pangu_session_truncate(s, keep), PANGU_OK);
+    pangu_session_stats a, b;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    b = a;
+    assert_int_equal(pangu_session_get_stats(s, &a), PANGU_OK);
+    float *rows = malloc(sizeof(float) * 8 * (size_t)g_n_vocab);
+    assert_non_null(rows);
+    assert_int_equal(pangu_session_eval(s, ctx + keep, 8, rows), PANGU_OK);
+    assert_int_equal(pangu_session_get_stats(s, &b), PANGU_OK);
+    assert_int_equal(b.n_evaluated - a.n_evaluated, 8); /* the 8 new tokens, not the last kept one again */
+    check_rows_against_prefixes(ctx, keep, 8, rows);
+    /* logits asked for right after a truncate are those of the kept context */
+    assert_int_equal(pangu_session_truncate(s, keep), PANGU_OK);
+    pangu_session *f = new_session(64, 1);
+    assert_int_equal(pangu_session_eval(f, ctx, keep, NULL), PANGU_OK);
+    float *x = logits_copy(s), *y = logits_copy(f);
+    assert_same_logits(x, y, "logits after a truncate");
+    free(x);
+    free(y);
+    free(rows);
+    pangu_session_free(f);
+    pangu_session_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancel_from_token_callback),
@@ -590,6 +628,7 @@ int main(void) {
         cmocka_unit_test(test_multi_turn_greedy),
         cmocka_unit_test(test_multi_turn_sampled),
         cmocka_unit_test(test_truncate_regenerate),
+        cmocka_unit_test(test_truncate_then_eval_runs_only_new_tokens),
         cmocka_unit_test(test_eval_logits_rows),
         cmocka_unit_test(test_threads_in_session_same_logits),
         cmocka_unit_test(test_two_threads_shared_model),
