@@ -8,10 +8,24 @@
 // Weights are drawn uniformly with the scale of a trained model's initialization (std ~ 1/sqrt(fan_in)),
 // so activations stay in a realistic range and fp16 paths do not overflow. The tokenizer files are copied
 // from --tokenizer (default: the bundled pangu-tiny); its vocabulary must not exceed --vocab.
+//
+//   pangu-gen-model --widen-from SRC -o DIR [--layers N] [--hidden N] [--heads N] [--kv-heads N] [--ff N]
+//
+// instead writes a large model that computes what the trained model SRC computes: SRC's weights sit in the
+// top-left corner of larger matrices of zeros, the extra heads and MLP channels contribute nothing, and the
+// extra layers add nothing to the residual stream (their output projections are zero). Defaults: the
+// openPangu-1B sizes (hidden 1536, 26 layers, MLP 6144, as many heads of SRC's head_dim as fill 1536), with
+// SRC's head_dim, vocabulary and tokenizer. A benchmark then sees the memory traffic of a 1B model and the
+// real text behaviour of SRC (what speculative decoding's acceptance depends on), which a random-weight
+// model lacks. RMSNorm averages over the wider hidden size, so the norms' eps is divided by f = new/old
+// hidden size and their weights by sqrt(f) (stored as F32); when f is a power of 4 both are exact and the
+// wide model's logits are SRC's bit for bit (the zeros only extend the kernels' partial sums), otherwise
+// they agree to rounding.
 #include <json/json.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +36,9 @@
 #include <string>
 
 #include "common.h"
+#include "config.h"
+#include "quantize.h"
+#include "safetensors.h"
 #include "safetensors_writer.h"
 #include "tensor.h"
 
@@ -70,8 +87,124 @@ void fill(uint8_t *dst, uint64_t n, DType dt, float scale, float offset, uint64_
 
 int usage() {
     std::cerr << "usage: pangu-gen-model -o DIR [--tokenizer DIR] [--layers N] [--hidden N] [--heads N] [--kv-heads N]\n"
-                 "                       [--head-dim N] [--ff N] [--vocab N] [--untied] [--dtype bf16|f16|f32] [--seed N]\n";
+                 "                       [--head-dim N] [--ff N] [--vocab N] [--untied] [--dtype bf16|f16|f32] [--seed N]\n"
+                 "       pangu-gen-model --widen-from SRC -o DIR [--layers N] [--hidden N] [--heads N] [--kv-heads N]\n"
+                 "                       [--ff N]\n";
     return 2;
+}
+
+// --widen-from: `src` (rows x cols, any float dtype) into the top-left corner of a rows_out x cols_out matrix
+// of dtype `dt`, zeros elsewhere; elements are copied bit for bit when the dtypes agree, scaled by `mul`.
+void place(uint8_t *dst, int64_t rows_out, int64_t cols_out, DType dt, const TensorInfo *src, float mul = 1.0f) {
+    const size_t esz = dtype_size(dt);
+    std::memset(dst, 0, static_cast<size_t>(rows_out * cols_out) * esz);
+    if (!src) return;
+    const int64_t rows = src->shape[0], cols = src->shape.size() > 1 ? src->shape[1] : 1;
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+            const size_t i = static_cast<size_t>(r * cols + c);
+            uint8_t *o = dst + static_cast<size_t>(r * cols_out + c) * esz;
+            if (src->dtype == dt && mul == 1.0f) {
+                std::memcpy(o, static_cast<const uint8_t *>(src->data) + i * esz, esz);
+                continue;
+            }
+            const float v = load_element(*src, i) * mul;
+            if (dt == DType::F32) {
+                std::memcpy(o, &v, 4);
+            } else {
+                const uint16_t h = dt == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v);
+                std::memcpy(o, &h, 2);
+            }
+        }
+}
+
+// The --widen-from mode. `sh` holds the requested sizes (0 = default).
+int widen(const std::string &src_dir, const std::string &out, Shape sh) {
+    const ModelConfig c = load_config(src_dir);
+    TensorStore st;
+    st.open_dir(src_dir, MapOptions{});
+    const int hd = c.head_dim, group = c.n_head / c.n_head_kv;
+    if (!sh.hidden) sh.hidden = 1536;
+    if (!sh.layers) sh.layers = 26;
+    if (!sh.ff) sh.ff = 6144;
+    if (!sh.heads) sh.heads = sh.hidden / hd;
+    if (!sh.kv_heads) sh.kv_heads = sh.heads / group;
+    if (sh.hidden < c.n_embd || sh.layers < c.n_layer || sh.heads < c.n_head || sh.kv_heads < c.n_head_kv ||
+        sh.heads != sh.kv_heads * group) {
+        std::cerr << "pangu-gen-model: the wide model must be at least as large as " << src_dir
+                  << " in every size, with its heads per KV head (" << group << ")\n";
+        return 2;
+    }
+    const TensorInfo *emb = st.find("model.embed_tokens.weight");
+    if (!emb) fail(PANGU_ERR_MISSING_TENSOR, src_dir + ": model.embed_tokens.weight");
+    const DType dt = emb->dtype;
+    int max_ff = c.n_ff;
+    for (int l = 0; l < c.n_layer; ++l)
+        if (const TensorInfo *g = st.find("model.layers." + std::to_string(l) + ".mlp.gate_proj.weight"))
+            max_ff = std::max<int>(max_ff, static_cast<int>(g->shape[0]));
+    if (sh.ff < max_ff) {
+        std::cerr << "pangu-gen-model: --ff must be at least " << max_ff << "\n";
+        return 2;
+    }
+    const double f = static_cast<double>(sh.hidden) / c.n_embd;
+
+    fs::create_directories(out);
+    for (const char *name : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
+        if (fs::exists(fs::path(src_dir) / name))
+            fs::copy_file(fs::path(src_dir) / name, fs::path(out) / name, fs::copy_options::overwrite_existing);
+    Json::Value cfg;
+    {
+        std::ifstream in(fs::path(src_dir) / "config.json");
+        in >> cfg;
+    }
+    cfg["hidden_size"] = sh.hidden;
+    cfg["intermediate_size"] = sh.ff;
+    cfg["num_hidden_layers"] = sh.layers;
+    cfg["num_attention_heads"] = sh.heads;
+    cfg["num_key_value_heads"] = sh.kv_heads;
+    cfg["head_dim"] = hd;
+    cfg["rms_norm_eps"] = static_cast<double>(c.rms_eps) / f;
+    std::ofstream(fs::path(out) / "config.json") << cfg << "\n";
+
+    SafetensorsWriter w;
+    const int64_t H = sh.hidden, QD = int64_t(sh.heads) * hd, KVD = int64_t(sh.kv_heads) * hd, F = sh.ff;
+    const float norm_mul = static_cast<float>(1.0 / std::sqrt(f));
+    auto add = [&](const std::string &name, std::vector<int64_t> shape, DType type, float mul = 1.0f) {
+        const TensorInfo *t = st.find(name);
+        const int64_t rows = shape[0], cols = shape.size() > 1 ? shape[1] : 1;
+        w.add(name, type, std::move(shape), [=](uint8_t *dst) { place(dst, rows, cols, type, t, mul); });
+    };
+    const int64_t V = c.n_vocab;
+    add("model.embed_tokens.weight", {V, H}, dt);
+    if (!c.tie_embeddings) add("lm_head.weight", {V, H}, dt);
+    add("model.norm.weight", {H}, DType::F32, norm_mul);
+    for (int l = 0; l < sh.layers; ++l) {
+        // Layers past SRC's find no tensors: all zeros, so they add nothing to the residual stream.
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        add(p + "input_layernorm.weight", {H}, DType::F32, norm_mul);
+        add(p + "post_attention_layernorm.weight", {H}, DType::F32, norm_mul);
+        add(p + "self_attn.q_proj.weight", {QD, H}, dt);
+        add(p + "self_attn.k_proj.weight", {KVD, H}, dt);
+        add(p + "self_attn.v_proj.weight", {KVD, H}, dt);
+        add(p + "self_attn.o_proj.weight", {H, QD}, dt);
+        if (c.bias) {
+            add(p + "self_attn.q_proj.bias", {QD}, dt);
+            add(p + "self_attn.k_proj.bias", {KVD}, dt);
+            add(p + "self_attn.v_proj.bias", {KVD}, dt);
+            add(p + "self_attn.o_proj.bias", {H}, dt);
+        }
+        add(p + "mlp.gate_proj.weight", {F, H}, dt);
+        add(p + "mlp.up_proj.weight", {F, H}, dt);
+        add(p + "mlp.down_proj.weight", {H, F}, dt);
+    }
+    const bool tty = isatty(fileno(stderr));
+    w.write((fs::path(out) / "model.safetensors").string(), [&](const std::string &name, uint64_t done, uint64_t total) {
+        if (tty) std::fprintf(stderr, "\r%6.1f%%  %-60s", 100.0 * done / total, name.c_str());
+    });
+    if (tty) std::fprintf(stderr, "\n");
+    std::fprintf(stderr, "pangu-gen-model: wrote %s (%s widened to hidden %d, %d layers, %d/%d heads, MLP %d; %.2f GB)\n",
+                 out.c_str(), src_dir.c_str(), sh.hidden, sh.layers, sh.heads, sh.kv_heads, sh.ff, w.data_bytes() / 1e9);
+    return 0;
 }
 
 bool parse_int(const char *s, int &out) {
@@ -86,19 +219,22 @@ bool parse_int(const char *s, int &out) {
 
 int main(int argc, char **argv) {
     Shape sh;
-    std::string out, tok = PANGU_DEFAULT_TOKENIZER_DIR;
+    std::string out, tok = PANGU_DEFAULT_TOKENIZER_DIR, widen_from;
+    Shape given{};  // sizes given on the command line (for --widen-from, whose defaults differ)
+    given.layers = given.hidden = given.heads = given.kv_heads = given.head_dim = given.ff = given.vocab = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         auto num = [&](int &dst) { return i + 1 < argc && parse_int(argv[++i], dst); };
         if (a == "-o" && i + 1 < argc) out = argv[++i];
         else if (a == "--tokenizer" && i + 1 < argc) tok = argv[++i];
-        else if (a == "--layers") { if (!num(sh.layers)) return usage(); }
-        else if (a == "--hidden") { if (!num(sh.hidden)) return usage(); }
-        else if (a == "--heads") { if (!num(sh.heads)) return usage(); }
-        else if (a == "--kv-heads") { if (!num(sh.kv_heads)) return usage(); }
-        else if (a == "--head-dim") { if (!num(sh.head_dim)) return usage(); }
-        else if (a == "--ff") { if (!num(sh.ff)) return usage(); }
-        else if (a == "--vocab") { if (!num(sh.vocab)) return usage(); }
+        else if (a == "--widen-from" && i + 1 < argc) widen_from = argv[++i];
+        else if (a == "--layers") { if (!num(sh.layers)) return usage(); given.layers = sh.layers; }
+        else if (a == "--hidden") { if (!num(sh.hidden)) return usage(); given.hidden = sh.hidden; }
+        else if (a == "--heads") { if (!num(sh.heads)) return usage(); given.heads = sh.heads; }
+        else if (a == "--kv-heads") { if (!num(sh.kv_heads)) return usage(); given.kv_heads = sh.kv_heads; }
+        else if (a == "--head-dim") { if (!num(sh.head_dim)) return usage(); given.head_dim = sh.head_dim; }
+        else if (a == "--ff") { if (!num(sh.ff)) return usage(); given.ff = sh.ff; }
+        else if (a == "--vocab") { if (!num(sh.vocab)) return usage(); given.vocab = sh.vocab; }
         else if (a == "--seed") { int s; if (!num(s)) return usage(); sh.seed = static_cast<uint64_t>(s); }
         else if (a == "--untied") sh.tied = false;
         else if (a == "--dtype" && i + 1 < argc) {
@@ -108,6 +244,16 @@ int main(int argc, char **argv) {
             else if (d == "f32") sh.dtype = DType::F32;
             else return usage();
         } else return usage();
+    }
+    if (!widen_from.empty()) {
+        // The source fixes head_dim, vocabulary, tokenizer and dtype.
+        if (out.empty() || given.head_dim || given.vocab) return usage();
+        try {
+            return widen(widen_from, out, given);
+        } catch (const std::exception &e) {
+            std::fprintf(stderr, "pangu-gen-model: %s\n", e.what());
+            return 1;
+        }
     }
     if (out.empty() || sh.heads % sh.kv_heads != 0) return usage();
     try {
