@@ -249,11 +249,12 @@ void Session::draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_p
     draft_agreed_ = n_tokens;
 }
 
-int Session::propose_drafts(int room, int32_t *out) {
+int Session::propose_drafts(int room, int32_t *out, int *source) {
+    *source = 0;
     if (room <= 0) return 0;
     if (params.spec_mode == PANGU_SPEC_PLD) {
         ngram_.update(tokens, n_tokens);
-        return ngram_.propose(tokens, n_tokens, room, out);
+        return ngram_.propose(tokens, n_tokens, room, out, source);
     }
     return 0;
 }
@@ -520,7 +521,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
 
         // One step: run the pending token, plus k drafted tokens when drafting is expected to pay, in one
         // batched forward; then accept drafts while they agree with what the model samples.
-        int k = 0;
+        int k = 0, source = 0;  // drafted tokens, and where they came from (the PLD n-gram length)
         batch[0] = tokens[n_tokens - 1];
         const auto t_step = std::chrono::steady_clock::now();
         if (layout.spec_k > 0) {
@@ -532,7 +533,8 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
                 k = spec_ctrl_.choose(static_cast<int>(room));
                 if (k > 0) draft_tokens(k, batch + 1, q_rows, sp);
             } else {
-                k = spec_ctrl_.choose(propose_drafts(static_cast<int>(room), batch + 1));
+                const int found = propose_drafts(static_cast<int>(room), batch + 1, &source);
+                k = spec_ctrl_.choose(found, source);
             }
         }
         n_past = n_tokens - 1;
@@ -584,7 +586,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
             if (i == k || rejected) break;
             ++accepted;  // the draft was right: row i + 1 describes the context as it now is
         }
-        spec_ctrl_.record(k, accepted, step_ms);
+        spec_ctrl_.record(k, accepted, step_ms, source);
         if (k > 0) {
             ++n_verify;
             n_drafted += k;

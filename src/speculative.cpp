@@ -71,7 +71,8 @@ void NgramIndex::update(const int32_t *tokens, size_t n) {
     fingerprint_ = n ? (static_cast<uint64_t>(n) << 32 | static_cast<uint32_t>(tokens[n - 1])) : 0;
 }
 
-int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out) const {
+int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out, int *matched) const {
+    if (matched) *matched = 0;
     if (!tables_ || k <= 0) return 0;
     for (int len = max_n_; len >= 1; --len) {
         if (static_cast<size_t>(len) >= n) continue;
@@ -88,6 +89,7 @@ int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out) co
                 out[m] = tokens[end + 1 + m];
                 ++m;
             }
+            if (matched) *matched = len;
             return m;
         }
     }
@@ -96,10 +98,20 @@ int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out) co
 
 void SpecController::reset(int k_max) {
     k_max_ = k_max;
-    acc_ = seen_ = 0;
+    for (Rates &r : rates_) r = Rates{};
     std::memset(ms_, 0, sizeof ms_);
-    since_probe_ = 0;
-    probe_gap_ = 4;
+}
+
+double SpecController::first_rate(int src) const {
+    const Rates &r = rates_[src];
+    return (r.first_acc + 0.5) / (r.first_seen + 1.0);
+}
+
+double SpecController::next_rate(int src) const {
+    // Until further tokens have been examined (a source drafted one token at a time never shows them), assume
+    // a copy goes on as often as it starts: the first rate stands in as the prior.
+    const Rates &r = rates_[src];
+    return (r.next_acc + first_rate(src)) / (r.next_seen + 1.0);
 }
 
 double SpecController::cost(int m) const {
@@ -123,22 +135,24 @@ bool g_always_draft_for_tests = false;
 
 void set_always_draft_for_tests(bool on) { g_always_draft_for_tests = on; }
 
-int SpecController::choose(int available) {
+int SpecController::choose(int available, int src) {
     const int kmax = available < k_max_ ? available : k_max_;
     if (kmax <= 0) return 0;
     if (g_always_draft_for_tests) return kmax;
     // Every decision compares against a plain step: measure one first.
     if (ms_[1] <= 0) return 0;
-    const double a = acceptance();
+    src = std::min(std::max(src, 0), kSources - 1);
+    Rates &r = rates_[src];
+    const double a1 = first_rate(src), a2 = next_rate(src);
     // Drafting must beat a plain step by a margin: the estimates are noisy, and a draft that only breaks even
     // on paper loses in practice (misses cost cache traffic the estimate does not see).
     constexpr double kMargin = 1.15;
     double best = kMargin / cost(1);
     int best_k = 0;
-    double expect = 1.0, ak = 1.0;
+    double expect = 1.0, p = a1;
     for (int k = 1; k <= kmax; ++k) {
-        ak *= a;
-        expect += ak;  // expected tokens from drafting k: 1 + a + a^2 + ... + a^k
+        expect += p;  // expected tokens from drafting k: 1 + a1 + a1 a2 + ... + a1 a2^(k-1)
+        p *= a2;
         const double score = expect / cost(k + 1);
         if (score > best) {
             best = score;
@@ -146,34 +160,44 @@ int SpecController::choose(int available) {
         }
     }
     if (best_k > 0) {
-        probe_gap_ = 4;
-        since_probe_ = 0;
+        r.probe_gap = 4;
+        r.since_probe = 0;
         return best_k;
     }
     // Drafting does not pay at the current estimate: probe with one token every so often, less often the
     // longer it keeps failing.
-    if (++since_probe_ >= probe_gap_) {
-        since_probe_ = 0;
-        probe_gap_ = probe_gap_ < 64 ? probe_gap_ * 2 : 64;
+    if (++r.since_probe >= r.probe_gap) {
+        r.since_probe = 0;
+        r.probe_gap = r.probe_gap < 64 ? r.probe_gap * 2 : 64;
         return 1;
     }
     return 0;
 }
 
-void SpecController::record(int k, int accepted, double ms) {
+void SpecController::record(int k, int accepted, double ms, int src) {
     const int m = k + 1;
     // Noise on a shared machine only ever adds time (preemption, other programs' cache traffic), so track a
     // slowly rising minimum rather than a mean: one slow step must not make plain decoding look expensive
     // and drafting cheap (or the reverse).
     if (m >= 1 && m <= 16) ms_[m] = ms_[m] > 0 ? std::min(ms, ms_[m] * 1.02) : ms;
-    if (k > 0) {
-        // A step examines drafted tokens until the first rejection. Short memory: whether the text repeats
-        // changes within a request.
-        const int examined = accepted < k ? accepted + 1 : k;
-        acc_ = 0.7 * acc_ + accepted;
-        seen_ = 0.7 * seen_ + examined;
-        if (accepted == k) probe_gap_ = 4;  // a probe that fully succeeded: look again soon
+    if (k <= 0) return;
+    Rates &r = rates_[std::min(std::max(src, 0), kSources - 1)];
+    // A step examines drafted tokens until the first rejection: the first one always, each further one if
+    // its predecessor was accepted. A memory of some seven steps per source: whether the text repeats changes
+    // within a request, but a rate must also be able to come close to 0 or 1 (the prior counts half a step).
+    constexpr double kDecay = 0.85;
+    r.first_acc = kDecay * r.first_acc + (accepted > 0 ? 1 : 0);
+    r.first_seen = kDecay * r.first_seen + 1;
+    if (accepted > 0) {
+        const int further = accepted < k ? accepted : k - 1;  // examined after the first
+        const int further_acc = accepted - 1;
+        r.next_acc = kDecay * r.next_acc + further_acc;
+        r.next_seen = kDecay * r.next_seen + further;
     }
+    // A probe that succeeded: look again sooner. Not at once: a source right one time in four (sampling from
+    // a flat distribution, say) must not be probed every few steps; if it has really started to repeat, a few
+    // successes raise its rate until drafting pays.
+    if (accepted == k && r.probe_gap > 4) r.probe_gap /= 2;
 }
 
 }  // namespace pangu

@@ -20,8 +20,9 @@ public:
     // last call, a rebuild after the context was cut (truncate, reset, slide).
     void update(const int32_t *tokens, size_t n);
     // Up to k tokens that followed the most recent earlier occurrence of the context's last N tokens, for
-    // N = max_n down to 1. Returns how many were written to out.
-    int propose(const int32_t *tokens, size_t n, int k, int32_t *out) const;
+    // N = max_n down to 1. Returns how many were written to out; `matched` (optional) receives the N that
+    // matched (0 if none).
+    int propose(const int32_t *tokens, size_t n, int k, int32_t *out, int *matched = nullptr) const;
 
 private:
     struct Slot {
@@ -37,27 +38,39 @@ private:
     uint64_t fingerprint_ = 0;  // last indexed token, to notice a cut that kept the length
 };
 
-// Chooses the draft length for the next step from what it has seen: an estimate of how often drafted
-// tokens are accepted, and the measured cost of verifying m positions at once relative to one. It drafts
-// only when the expected tokens per unit of time beat plain decoding, and while that is not the case it
-// probes with one drafted token now and then, backing off exponentially, so that it notices when the text
-// starts repeating.
+// Chooses the draft length for the next step from what it has seen: how often drafted tokens are accepted,
+// and the measured cost of verifying m positions at once relative to one. It drafts only when the expected
+// tokens per unit of time beat plain decoding, and while that is not the case it probes with one drafted token
+// now and then, backing off exponentially, so that it notices when the text starts repeating.
+//
+// Acceptance is estimated per draft source (`src`, 0..kSources-1: for prompt lookup, the length of the n-gram
+// that matched; a draft model has one source), and in two parts: the first drafted token, and each further one
+// given that its predecessor was accepted. Drafts behave that way: a 3-gram match is right far more often than
+// a 1-gram one, and once a copy is under way it tends to continue, so a single rate would draft too little
+// after strong matches and too much after weak ones.
 class SpecController {
 public:
+    static constexpr int kSources = 9;
     void reset(int k_max);
     // The number of tokens to draft, 0..min(k_max, available).
-    int choose(int available);
-    // After a step that drafted k (>= 0) tokens, of which `accepted` were accepted, with the forward taking
-    // `ms` for k + 1 positions.
-    void record(int k, int accepted, double ms);
-    double acceptance() const { return (acc_ + 1.0) / (seen_ + 2.0); }
+    int choose(int available, int src = 0);
+    // After a step that drafted k (>= 0) tokens from source `src`, of which `accepted` were accepted, with the
+    // step (drafting and the forward of k + 1 positions) taking `ms`.
+    void record(int k, int accepted, double ms, int src = 0);
+    // Estimated probability that a first drafted token from `src` is accepted, and that a further one is.
+    double first_rate(int src) const;
+    double next_rate(int src) const;
 
 private:
     double cost(int m) const;
     int k_max_ = 0;
-    double acc_ = 0, seen_ = 0;  // decayed counts of accepted and examined drafted tokens
-    double ms_[17] = {0};        // moving average of forward time by number of positions
-    int since_probe_ = 0, probe_gap_ = 4;
+    struct Rates {
+        double first_acc = 0, first_seen = 0;  // decayed counts: first drafted tokens accepted / examined
+        double next_acc = 0, next_seen = 0;    // further drafted tokens accepted / examined
+        int since_probe = 0, probe_gap = 4;
+    };
+    Rates rates_[kSources];
+    double ms_[17] = {0};  // slowly rising minimum of the step time by number of positions
 };
 
 // Test hook: draft whatever is available, whatever the timings say, so that tests of the drafting mechanism

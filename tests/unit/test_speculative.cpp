@@ -275,6 +275,35 @@ TEST(SpecController, BacksOffWhenDraftsFailAndProbesAgain) {
     EXPECT_EQ(c.choose(0), 0);
 }
 
+TEST(SpecController, KeepsAcceptancePerDraftSource) {
+    // Prompt lookup: 3-gram matches are copied text and accepted, 1-gram matches are guesses and rejected.
+    // Verifying costs a little per position, as on a memory-bound model.
+    pangu::SpecController c;
+    c.reset(4);
+    int drafted_weak = 0;
+    for (int step = 0; step < 300; ++step) {
+        const int src = step % 2 ? 3 : 1;
+        const int k = c.choose(4, src);
+        if (src == 1 && k > 0) ++drafted_weak;
+        c.record(k, src == 3 ? k : 0, 1.0 + 0.1 * k, src);
+    }
+    EXPECT_EQ(c.choose(4, 3), 4);   // the strong source drafts the full length
+    EXPECT_LT(drafted_weak, 25);    // the weak one only probes now and then
+    EXPECT_GT(c.first_rate(3), 0.9);
+    EXPECT_LT(c.first_rate(1), 0.1);
+    // A source whose first token is a coin toss but whose copies, once started, continue: longer drafts pay
+    // more than a single token would suggest.
+    pangu::SpecController d;
+    d.reset(4);
+    for (int step = 0; step < 400; ++step) {
+        const int k = d.choose(4, 2);
+        d.record(k, k > 0 && step % 2 ? k : 0, 1.0 + 0.1 * k, 2);
+    }
+    EXPECT_NEAR(d.first_rate(2), 0.5, 0.2);
+    EXPECT_GT(d.next_rate(2), 0.9);
+    EXPECT_EQ(d.choose(4, 2), 4);
+}
+
 TEST(Speculative, DraftModelAndSelfDraftGreedyAreIdentical) {
     const auto prompts = dev_prompts(12);
     int64_t acc_draft = 0, acc_self = 0, drafted_draft = 0, drafted_self = 0;
