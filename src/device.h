@@ -20,7 +20,8 @@
 extern "C" {
 #endif
 
-#define PGD_API_VERSION 1
+/* 2: pgd_tensor.block_rows/block_stride (blocked KV caches); attention_workspace takes n_head_kv. */
+#define PGD_API_VERSION 2
 
 typedef enum pgd_dtype { PGD_F32 = 0, PGD_F16 = 1, PGD_BF16 = 2, PGD_I8 = 3 } pgd_dtype;
 
@@ -32,7 +33,24 @@ typedef struct pgd_tensor {
     int64_t stride;      /* elements between consecutive rows (>= cols) */
     const float *scale;  /* PGD_I8 weights: dequantization scales, one per row (or per group) */
     int32_t group_size;  /* 0 = one scale per row; else one per group of this many columns */
+    /* Blocked rows (KV caches): 0 = row r at data + r * stride. Otherwise rows come in blocks of
+     * `block_rows`: row r at data + (r / block_rows) * block_stride + (r % block_rows) * stride elements. */
+    int64_t block_rows;
+    int64_t block_stride;
 } pgd_tensor;
+
+/* Element offset of row r of t. */
+static inline int64_t pgd_row_offset(const pgd_tensor *t, int64_t r) {
+    if (t->block_rows <= 0) return r * t->stride;
+    return (r / t->block_rows) * t->block_stride + (r % t->block_rows) * t->stride;
+}
+
+/* Rows [r, r + n) of a blocked tensor that lie in one block: how many of the n, starting at r. */
+static inline int64_t pgd_rows_in_block(const pgd_tensor *t, int64_t r, int64_t n) {
+    if (t->block_rows <= 0) return n;
+    const int64_t left = t->block_rows - r % t->block_rows;
+    return n < left ? n : left;
+}
 
 typedef enum pgd_memcpy_kind {
     PGD_HOST_TO_DEVICE = 0,
@@ -105,8 +123,9 @@ struct pgd_device {
     int (*rope)(void *ctx, pgd_stream *s, pgd_tensor *x, const int32_t *pos, int32_t n_heads, int32_t head_dim,
                 const float *cos_sin);
     /* Causal GQA attention. q[M, n_head*hd]; row m sits at position pos0+m and attends to cache rows
-     * 0..pos0+m of k_cache/v_cache [n_ctx, n_head_kv*hd]; out[M, n_head*hd]. */
-    size_t (*attention_workspace)(void *ctx, int64_t n_rows, int32_t n_head, int64_t n_ctx, int n_threads);
+     * 0..pos0+m of k_cache/v_cache [n_ctx, n_head_kv*hd] (which may be blocked); out[M, n_head*hd]. */
+    size_t (*attention_workspace)(void *ctx, int64_t n_rows, int32_t n_head, int32_t n_head_kv, int64_t n_ctx,
+                                  int n_threads);
     int (*attention)(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tensor *k_cache,
                      const pgd_tensor *v_cache, int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t head_dim,
                      float scale, pgd_tensor *out, void *ws, size_t ws_size);

@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include "attention.h"
 #include "common.h"
 #include "device.h"
 #include "kernels.h"
@@ -202,55 +203,34 @@ int cpu_rope(void *, pgd_stream *, pgd_tensor *x, const int32_t *pos, int32_t n_
 
 // ---- attention ----
 struct AttnJob {
-    const kernels::Table *k;
-    const pgd_tensor *q, *kc, *vc;
-    pgd_tensor *out;
-    int64_t pos0;
-    int32_t n_head, n_head_kv, hd;
-    float scale;
-    float *ws;       // per thread: n_ctx scores
-    int64_t n_ctx;
+    AttnProblem a;
+    float *ws;
+    size_t ws_floats;  // per thread
 };
 
 void attn_worker(void *p, int chunk, int n_chunks, int slot) {
     const AttnJob &j = *static_cast<AttnJob *>(p);
-    const int64_t tasks = j.q->rows * j.n_head;
     int64_t t0, t1;
-    split_range(tasks, n_chunks, chunk, 1, &t0, &t1);
-    float *sc = j.ws + slot * j.n_ctx;  // scratch belongs to the thread, whichever chunk it runs
-    const int32_t group = j.n_head / j.n_head_kv;
-    for (int64_t t = t0; t < t1; ++t) {
-        const int64_t m = t / j.n_head;
-        const int32_t h = static_cast<int32_t>(t % j.n_head), hk = h / group;
-        const float *qv = rowf(j.q, m) + h * j.hd;
-        const int64_t n_pos = j.pos0 + m + 1;  // causal: positions 0..pos0+m
-        j.k->attn_scores(qv, rowf(j.kc, 0) + hk * j.hd, j.kc->stride, n_pos, j.hd, j.scale, sc);
-        float mx = -INFINITY;
-        for (int64_t s = 0; s < n_pos; ++s) mx = sc[s] > mx ? sc[s] : mx;
-        float sum = 0.0f;
-        for (int64_t s = 0; s < n_pos; ++s) {
-            sc[s] = std::exp(sc[s] - mx);
-            sum += sc[s];
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t s = 0; s < n_pos; ++s) sc[s] *= inv;
-        j.k->attn_values(sc, rowf(j.vc, 0) + hk * j.hd, j.vc->stride, n_pos, j.hd, rowf(j.out, m) + h * j.hd);
-    }
+    split_range(j.a.q->rows * j.a.n_head_kv, n_chunks, chunk, 1, &t0, &t1);
+    float *sc = j.ws + slot * j.ws_floats;  // scratch belongs to the thread, whichever chunk it runs
+    for (int64_t t = t0; t < t1; ++t) attention_task(j.a, t, sc);
 }
 
-size_t cpu_attention_workspace(void *, int64_t, int32_t, int64_t n_ctx, int n_threads) {
-    return sizeof(float) * static_cast<size_t>(n_ctx) * static_cast<size_t>(n_threads);
+size_t cpu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
+    return sizeof(float) * attention_scratch_floats(n_head, n_head_kv, n_ctx) * static_cast<size_t>(n_threads);
 }
 
 int cpu_attention(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
                   int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t hd, float scale, pgd_tensor *out,
                   void *ws, size_t ws_size) {
     const int64_t n_ctx = kc->rows;
-    if (pos0 + q->rows > n_ctx) return PANGU_ERR_CONTEXT_FULL;
-    if (ws_size < cpu_attention_workspace(ctx, q->rows, n_head, n_ctx, s->pool.size())) return PANGU_ERR_BUFFER_TOO_SMALL;
-    AttnJob j{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale,
-              static_cast<float *>(ws), n_ctx};
-    s->pool.run(attn_worker, &j, chunks_for(s, q->rows * n_head));
+    if (n_head_kv <= 0 || n_head % n_head_kv != 0) return PANGU_ERR_SHAPE;
+    if (pos0 < 0 || pos0 + q->rows > n_ctx) return PANGU_ERR_CONTEXT_FULL;
+    if (!ws || ws_size < cpu_attention_workspace(ctx, q->rows, n_head, n_head_kv, n_ctx, s->pool.size()))
+        return PANGU_ERR_BUFFER_TOO_SMALL;
+    AttnJob j{{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, nullptr},
+              static_cast<float *>(ws), attention_scratch_floats(n_head, n_head_kv, n_ctx)};
+    s->pool.run(attn_worker, &j, chunks_for(s, q->rows * n_head_kv));
     return 0;
 }
 

@@ -23,6 +23,7 @@
 #include <new>
 #include <string>
 
+#include "attention.h"
 #include "common.h"
 #include "device.h"
 #include "device_npusim.h"
@@ -627,49 +628,30 @@ int npu_rope(void *ctx, pgd_stream *st, pgd_tensor *x, const int32_t *pos, int32
 }
 
 // ---- attention ----
-// One flash-attention block per (row, head): scores in fp32 from fp16 q and k, probabilities exp(s - max)
+// One flash-attention block per (row, KV head): scores in fp32 from fp16 q and k, probabilities exp(s - max)
 // rounded to fp16 for the second cube product, normalized at the end, output fp16.
 struct AttnJob {
-    const kernels::Table *k;
-    const pgd_tensor *q, *kc, *vc;
-    pgd_tensor *out;
-    int64_t pos0;
-    int32_t n_head, n_head_kv, hd;
-    float scale;
+    AttnProblem a;
     float *ws;
-    int64_t n_ctx;
+    size_t ws_floats;  // per thread
     std::atomic<uint64_t> over{0};
 };
+
+float round16(float v, uint64_t *over) { return f16(v, over); }
 
 void attn_worker(void *p, int chunk, int n_chunks, int slot) {
     AttnJob &j = *static_cast<AttnJob *>(p);
     int64_t t0, t1;
-    split_range(j.q->rows * j.n_head, n_chunks, chunk, 1, &t0, &t1);
-    float *sc = j.ws + slot * j.n_ctx;
-    const int32_t group = j.n_head / j.n_head_kv;
+    split_range(j.a.q->rows * j.a.n_head_kv, n_chunks, chunk, 1, &t0, &t1);
+    float *sc = j.ws + slot * j.ws_floats;
     uint64_t over = 0;
-    for (int64_t t = t0; t < t1; ++t) {
-        const int64_t m = t / j.n_head;
-        const int32_t h = static_cast<int32_t>(t % j.n_head), hk = h / group;
-        const int64_t n_pos = j.pos0 + m + 1;
-        j.k->attn_scores(rowf(j.q, m) + h * j.hd, rowf(j.kc, 0) + hk * j.hd, j.kc->stride, n_pos, j.hd, j.scale, sc);
-        float mx = -INFINITY;
-        for (int64_t s = 0; s < n_pos; ++s) mx = sc[s] > mx ? sc[s] : mx;
-        float sum = 0.0f;
-        for (int64_t s = 0; s < n_pos; ++s) {
-            sc[s] = f16(std::exp(sc[s] - mx), &over);  // in (0, 1]: never overflows
-            sum += sc[s];
-        }
-        float *o = rowf(j.out, m) + h * j.hd;
-        j.k->attn_values(sc, rowf(j.vc, 0) + hk * j.hd, j.vc->stride, n_pos, j.hd, o);
-        const float inv = 1.0f / sum;
-        for (int32_t i = 0; i < j.hd; ++i) o[i] = f16(o[i] * inv, &over);
-    }
+    for (int64_t t = t0; t < t1; ++t) over += attention_task(j.a, t, sc);
     j.over += over;
 }
 
-size_t npu_attention_workspace(void *, int64_t, int32_t, int64_t n_ctx, int n_threads) {
-    return sizeof(float) * static_cast<size_t>(n_ctx) * static_cast<size_t>(n_threads > 0 ? n_threads : 1);
+size_t npu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
+    return sizeof(float) * attention_scratch_floats(n_head, n_head_kv, n_ctx) *
+           static_cast<size_t>(n_threads > 0 ? n_threads : 1);
 }
 
 int npu_attention(void *ctx, pgd_stream *st, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
@@ -680,22 +662,13 @@ int npu_attention(void *ctx, pgd_stream *st, const pgd_tensor *q, const pgd_tens
     const int64_t n_ctx = kc->rows;
     if (n_head_kv <= 0 || n_head % n_head_kv != 0) return PANGU_ERR_SHAPE;
     if (pos0 < 0 || pos0 + q->rows > n_ctx) return PANGU_ERR_CONTEXT_FULL;
-    if (!ws || ws_size < npu_attention_workspace(ctx, q->rows, n_head, n_ctx, s->pool.size()))
+    if (!ws || ws_size < npu_attention_workspace(ctx, q->rows, n_head, n_head_kv, n_ctx, s->pool.size()))
         return PANGU_ERR_BUFFER_TOO_SMALL;
     AttnJob j;
-    j.k = c->k;
-    j.q = q;
-    j.kc = kc;
-    j.vc = vc;
-    j.out = out;
-    j.pos0 = pos0;
-    j.n_head = n_head;
-    j.n_head_kv = n_head_kv;
-    j.hd = hd;
-    j.scale = scale;
+    j.a = AttnProblem{c->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, round16};
     j.ws = static_cast<float *>(ws);
-    j.n_ctx = n_ctx;
-    s->pool.run(attn_worker, &j, chunks_for(s, q->rows * n_head));
+    j.ws_floats = attention_scratch_floats(n_head, n_head_kv, n_ctx);
+    s->pool.run(attn_worker, &j, chunks_for(s, q->rows * n_head_kv));
     const int64_t M = q->rows;
     const double attended = double(M) * double(pos0) + double(M) * double(M + 1) / 2;  // sum of n_pos
     const double bytes = 2.0 * M * n_head * hd * 2 + 2.0 * double(pos0 + M) * n_head_kv * hd * 2;

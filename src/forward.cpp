@@ -6,7 +6,7 @@
 //   x   [M, H]    residual stream            q   [M, QD]   k, v [M, KVD]
 //   xb  [M, H]    normalized input           att [M, QD]   attention output (heads concatenated)
 //   xb2 [M, H]    projection output          hb, hb2 [M, F] gate and up projections
-//   kv cache [n_ctx][n_layer][K: KVD | V: KVD] logits [n_logit_rows, V]
+//   kv cache [n_ctx / 64][n_layer][K: 64 x KVD | V: 64 x KVD]    logits [n_logit_rows, V]
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -72,12 +72,8 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
         pgd_tensor hb = act(buf(L.hb), M, F), hb2 = act(buf(L.hb2), M, F);
         pgd_tensor wq = weight(W.wq), wk = weight(W.wk), wv = weight(W.wv), wo = weight(W.wo);
         pgd_tensor wg = weight(W.w_gate), wu = weight(W.w_up), wd = weight(W.w_down);
-        // This layer's keys and values inside a position-major cache: rows kv_stride floats apart.
-        float *kc_data, *vc_data;
-        int64_t kv_stride;
-        kv_rows(li, &kc_data, &vc_data, &kv_stride);
-        pgd_tensor kc = act(kc_data, L.n_ctx, KVD), vc = act(vc_data, L.n_ctx, KVD);
-        kc.stride = vc.stride = kv_stride;
+        pgd_tensor kc, vc;  // this layer's keys and values: [n_ctx, KVD] in blocks of positions
+        kv_view(li, &kc, &vc);
 
         // attention block: x += o_proj(attention(rope(q), rope(k), v))
         check(dev_->rms_norm(ctx, s, &x, W.attn_norm, c.rms_eps, &xb), "rms_norm");
@@ -87,14 +83,18 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
         check(dev_->matmul(ctx, s, &xb, &wv, W.bv, &v, mm_ws, L.mm_ws_bytes), "matmul v");
         check(dev_->rope(ctx, s, &q, pos, c.n_head, c.head_dim, rope), "rope q");
         check(dev_->rope(ctx, s, &k, pos, c.n_head_kv, c.head_dim, rope), "rope k");
-        // The new keys and values join the cache at their positions.
-        const size_t row_bytes = sizeof(float) * KVD, pitch = sizeof(float) * kv_stride;
-        check(dev_->memcpy2d(ctx, kc_data + pos0 * kv_stride, pitch, k.data, row_bytes, row_bytes, M,
-                             PGD_DEVICE_TO_DEVICE),
-              "kv store");
-        check(dev_->memcpy2d(ctx, vc_data + pos0 * kv_stride, pitch, v.data, row_bytes, row_bytes, M,
-                             PGD_DEVICE_TO_DEVICE),
-              "kv store");
+        // The new keys and values join the cache at their positions, a block at a time.
+        const size_t row_bytes = sizeof(float) * KVD, pitch = sizeof(float) * kc.stride;
+        for (int64_t r = 0; r < M;) {
+            const int64_t run = pgd_rows_in_block(&kc, pos0 + r, M - r);
+            float *kd = static_cast<float *>(kc.data) + pgd_row_offset(&kc, pos0 + r);
+            float *vd = static_cast<float *>(vc.data) + pgd_row_offset(&vc, pos0 + r);
+            check(dev_->memcpy2d(ctx, kd, pitch, buf(L.k) + r * KVD, row_bytes, row_bytes, run, PGD_DEVICE_TO_DEVICE),
+                  "kv store");
+            check(dev_->memcpy2d(ctx, vd, pitch, buf(L.v) + r * KVD, row_bytes, row_bytes, run, PGD_DEVICE_TO_DEVICE),
+                  "kv store");
+            r += run;
+        }
         check(dev_->attention(ctx, s, &q, &kc, &vc, pos0, c.n_head, c.n_head_kv, c.head_dim, scale, &att, attn_ws,
                               L.attn_ws_bytes),
               "attention");

@@ -41,15 +41,11 @@ float dot_scalar(const float *a, const float *b, int64_t n) {
     return dot_canonical(a, n, [b](int64_t i) { return b[i]; });
 }
 
-void attn_scores_scalar(const float *q, const float *k, int64_t ldk, int64_t n_pos, int32_t d, float scale,
-                        float *scores) {
-    for (int64_t s = 0; s < n_pos; ++s) scores[s] = dot_scalar(q, k + s * ldk, d) * scale;
-}
-
-void attn_values_scalar(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out) {
-    for (int32_t i = 0; i < d; ++i) out[i] = 0.0f;
-    for (int64_t s = 0; s < n_pos; ++s)
-        for (int32_t i = 0; i < d; ++i) out[i] += p[s] * v[s * ldv + i];
+void attn_values_scalar(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
+                        int32_t d, float *out, int64_t ldo) {
+    for (int32_t j = 0; j < nq; ++j)
+        for (int64_t s = 0; s < n_pos; ++s)
+            for (int32_t i = 0; i < d; ++i) out[j * ldo + i] += p[j * ldp + s] * v[s * ldv + i];
 }
 
 const Table kScalar = {"scalar",
@@ -58,7 +54,6 @@ const Table kScalar = {"scalar",
                        mm_scalar<uint16_t, conv_f16>,
                        mm_scalar<int8_t, conv_i8>,
                        dot_scalar,
-                       attn_scores_scalar,
                        attn_values_scalar};
 
 const Table *choose() {

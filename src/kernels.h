@@ -31,11 +31,12 @@ struct Table {
     MatmulBlockFn mm_f16;
     MatmulBlockFn mm_i8;
     float (*dot)(const float *a, const float *b, int64_t n);  // f32 . f32, canonical order
-    // Attention for one query row and head: scores[s] = dot(q, K[s]) * scale for s < n_pos (K rows ldk floats
-    // apart, head_dim d), and out[0..d) = sum_s p[s] * V[s] (V rows ldv apart), each in a fixed order.
-    void (*attn_scores)(const float *q, const float *k, int64_t ldk, int64_t n_pos, int32_t d, float scale,
-                        float *scores);
-    void (*attn_values)(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out);
+    // Attention values for nq queries that share one V head: out[j*ldo + i] += sum over s < n_pos of
+    // p[j*ldp + s] * V[s*ldv + i], for i < d. Each element is one chain of multiply-adds in order of s, so a
+    // cache processed block by block (one call per block, accumulating) gives the bits of a single call.
+    // (Attention scores are mm_f32 of the queries against the key rows: the order of a dot product.)
+    void (*attn_values)(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
+                        int32_t d, float *out, int64_t ldo);
 };
 
 // The best table for this CPU (decided once). PANGU_KERNELS=scalar|avx2|avx512|neon asks for a table (the

@@ -123,44 +123,49 @@ float dot_avx2(const float *a, const float *b, int64_t n) {
     return y;
 }
 
-// Scores for one head: head_dim is small (32-128), so the whole query stays in registers and each position
-// costs its loads, its FMAs and one reduction.
-void attn_scores_avx2(const float *q, const float *k, int64_t ldk, int64_t n_pos, int32_t d, float scale,
-                      float *scores) {
-    if (d % 8 != 0 || d > 256) {
-        for (int64_t s = 0; s < n_pos; ++s) scores[s] = dot_avx2(q, k + s * ldk, d) * scale;
-        return;
-    }
-    __m256 qv[32];
-    const int nv = d / 8;
-    for (int j = 0; j < nv; ++j) qv[j] = _mm256_loadu_ps(q + 8 * j);
-    for (int64_t s = 0; s < n_pos; ++s) {
-        const float *kr = k + s * ldk;
-        __m256 acc = _mm256_setzero_ps();
-        for (int j = 0; j < nv; ++j) acc = _mm256_fmadd_ps(qv[j], _mm256_loadu_ps(kr + 8 * j), acc);
-        scores[s] = hsum(acc) * scale;
+// NV vectors of 8 floats per query; V rows are loaded once for up to 12 / NV queries, whose accumulators stay
+// in registers (the sizes are compile-time so that they do). Each element's sum runs in order of s.
+template <int NV, int kQ = (12 / NV > 0 ? 12 / NV : 1)>
+void values_block(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos, float *out,
+                  int64_t ldo) {
+    for (int32_t j0 = 0; j0 < nq; j0 += kQ) {
+        if (nq - j0 < kQ) {  // the last few queries: one at a time, same order
+            for (int32_t j = j0; j < nq; ++j) values_block<NV, 1>(p + j * ldp, ldp, 1, v, ldv, n_pos, out + j * ldo, ldo);
+            return;
+        }
+        __m256 acc[kQ][NV];
+        for (int j = 0; j < kQ; ++j)
+            for (int c = 0; c < NV; ++c) acc[j][c] = _mm256_loadu_ps(out + (j0 + j) * ldo + 8 * c);
+        for (int64_t s = 0; s < n_pos; ++s) {
+            const float *vr = v + s * ldv;
+            for (int c = 0; c < NV; ++c) {
+                const __m256 vv = _mm256_loadu_ps(vr + 8 * c);
+                for (int j = 0; j < kQ; ++j)
+                    acc[j][c] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (j0 + j) * ldp + s), vv, acc[j][c]);
+            }
+        }
+        for (int j = 0; j < kQ; ++j)
+            for (int c = 0; c < NV; ++c) _mm256_storeu_ps(out + (j0 + j) * ldo + 8 * c, acc[j][c]);
     }
 }
 
-void attn_values_avx2(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out) {
-    if (d % 8 != 0 || d > 128) {
-        for (int32_t i = 0; i < d; ++i) out[i] = 0.0f;
+void attn_values_avx2(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
+                      int32_t d, float *out, int64_t ldo) {
+    if (d % 8 == 0) switch (d / 8) {
+            case 1: return values_block<1>(p, ldp, nq, v, ldv, n_pos, out, ldo);
+            case 2: return values_block<2>(p, ldp, nq, v, ldv, n_pos, out, ldo);
+            case 4: return values_block<4>(p, ldp, nq, v, ldv, n_pos, out, ldo);
+            case 8: return values_block<8>(p, ldp, nq, v, ldv, n_pos, out, ldo);
+            case 16: return values_block<16>(p, ldp, nq, v, ldv, n_pos, out, ldo);
+            default: break;
+        }
+    for (int32_t j = 0; j < nq; ++j)
         for (int64_t s = 0; s < n_pos; ++s)
-            for (int32_t i = 0; i < d; ++i) out[i] = __builtin_fmaf(p[s], v[s * ldv + i], out[i]);
-        return;
-    }
-    __m256 acc[16];
-    const int nv = d / 8;
-    for (int j = 0; j < nv; ++j) acc[j] = _mm256_setzero_ps();
-    for (int64_t s = 0; s < n_pos; ++s) {
-        const __m256 ps = _mm256_set1_ps(p[s]);
-        const float *vr = v + s * ldv;
-        for (int j = 0; j < nv; ++j) acc[j] = _mm256_fmadd_ps(ps, _mm256_loadu_ps(vr + 8 * j), acc[j]);
-    }
-    for (int j = 0; j < nv; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
+            for (int32_t i = 0; i < d; ++i)
+                out[j * ldo + i] = __builtin_fmaf(p[j * ldp + s], v[s * ldv + i], out[j * ldo + i]);
 }
 
-const Table kAvx2 = {"avx2", mm<F32>, mm<BF16>, mm<F16>, mm<I8>, dot_avx2, attn_scores_avx2, attn_values_avx2};
+const Table kAvx2 = {"avx2", mm<F32>, mm<BF16>, mm<F16>, mm<I8>, dot_avx2, attn_values_avx2};
 
 }  // namespace
 

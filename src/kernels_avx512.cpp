@@ -148,49 +148,57 @@ float dot_avx512(const float *a, const float *b, int64_t n) {
     return y;
 }
 
-// Scores for one head: the query stays in registers (head_dim <= 256) and each position costs its loads,
-// its FMAs and one reduction, in the order of dot_avx512.
-void attn_scores_avx512(const float *q, const float *k, int64_t ldk, int64_t n_pos, int32_t d, float scale,
-                        float *scores) {
-    if (d > 256) {
-        for (int64_t s = 0; s < n_pos; ++s) scores[s] = dot_avx512(q, k + s * ldk, d) * scale;
-        return;
-    }
-    __m512 qv[16];
-    const int nv = (d + 15) / 16;
-    const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
-    for (int j = 0; j < nv; ++j) qv[j] = _mm512_maskz_loadu_ps(j + 1 < nv ? 0xffff : tail, q + 16 * j);
-    for (int64_t s = 0; s < n_pos; ++s) {
-        const float *kr = k + s * ldk;
-        __m512 acc = _mm512_setzero_ps();
-        for (int j = 0; j < nv; ++j)
-            acc = _mm512_fmadd_ps(qv[j], _mm512_maskz_loadu_ps(j + 1 < nv ? 0xffff : tail, kr + 16 * j), acc);
-        scores[s] = hsum(acc) * scale;
+// NV vectors of d floats per query; V rows are loaded once for up to 24 / NV queries, whose accumulators stay
+// in registers (the sizes are compile-time so that they do). Each element's sum runs in order of s.
+template <int NV, int kQ = (24 / NV > 0 ? 24 / NV : 1)>
+void values_block(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
+                  __mmask16 tail, float *out, int64_t ldo) {
+    for (int32_t j0 = 0; j0 < nq; j0 += kQ) {
+        if (nq - j0 < kQ) {  // the last few queries: one at a time, same order
+            for (int32_t j = j0; j < nq; ++j)
+                values_block<NV, 1>(p + j * ldp, ldp, 1, v, ldv, n_pos, tail, out + j * ldo, ldo);
+            return;
+        }
+        __m512 acc[kQ][NV];
+        for (int j = 0; j < kQ; ++j)
+            for (int c = 0; c < NV; ++c)
+                acc[j][c] = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, out + (j0 + j) * ldo + 16 * c);
+        for (int64_t s = 0; s < n_pos; ++s) {
+            const float *vr = v + s * ldv;
+            __m512 ps[kQ];
+            for (int j = 0; j < kQ; ++j) ps[j] = _mm512_set1_ps(p[(j0 + j) * ldp + s]);
+            for (int c = 0; c < NV; ++c) {
+                const __m512 vv = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, vr + 16 * c);
+                for (int j = 0; j < kQ; ++j) acc[j][c] = _mm512_fmadd_ps(ps[j], vv, acc[j][c]);
+            }
+        }
+        for (int j = 0; j < kQ; ++j)
+            for (int c = 0; c < NV; ++c)
+                _mm512_mask_storeu_ps(out + (j0 + j) * ldo + 16 * c, c + 1 < NV ? 0xffff : tail, acc[j][c]);
     }
 }
 
-void attn_values_avx512(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out) {
-    if (d > 256) {
-        for (int32_t i = 0; i < d; ++i) out[i] = 0.0f;
+void attn_values_avx512(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
+                        int32_t d, float *out, int64_t ldo) {
+    const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
+    switch ((d + 15) / 16) {
+        case 1: return values_block<1>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 2: return values_block<2>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 3: return values_block<3>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 4: return values_block<4>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 5: return values_block<5>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 6: return values_block<6>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 7: return values_block<7>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 8: return values_block<8>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        default: break;
+    }
+    for (int32_t j = 0; j < nq; ++j)  // head_dim > 128: not a shape of this model family
         for (int64_t s = 0; s < n_pos; ++s)
-            for (int32_t i = 0; i < d; ++i) out[i] = __builtin_fmaf(p[s], v[s * ldv + i], out[i]);
-        return;
-    }
-    __m512 acc[16];
-    const int nv = (d + 15) / 16;
-    const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
-    for (int j = 0; j < nv; ++j) acc[j] = _mm512_setzero_ps();
-    for (int64_t s = 0; s < n_pos; ++s) {
-        const __m512 ps = _mm512_set1_ps(p[s]);
-        const float *vr = v + s * ldv;
-        for (int j = 0; j < nv; ++j)
-            acc[j] = _mm512_fmadd_ps(ps, _mm512_maskz_loadu_ps(j + 1 < nv ? 0xffff : tail, vr + 16 * j), acc[j]);
-    }
-    for (int j = 0; j < nv; ++j) _mm512_mask_storeu_ps(out + 16 * j, j + 1 < nv ? 0xffff : tail, acc[j]);
+            for (int32_t i = 0; i < d; ++i)
+                out[j * ldo + i] = __builtin_fmaf(p[j * ldp + s], v[s * ldv + i], out[j * ldo + i]);
 }
 
-const Table kAvx512 = {"avx512",   mm<F32>,           mm<BF16>,          mm<F16>, mm<I8>,
-                       dot_avx512, attn_scores_avx512, attn_values_avx512};
+const Table kAvx512 = {"avx512", mm<F32>, mm<BF16>, mm<F16>, mm<I8>, dot_avx512, attn_values_avx512};
 
 }  // namespace
 

@@ -129,26 +129,26 @@ float dot_neon(const float *a, const float *b, int64_t n) {
     return y;
 }
 
-void attn_scores_neon(const float *q, const float *k, int64_t ldk, int64_t n_pos, int32_t d, float scale,
-                      float *scores) {
-    for (int64_t s = 0; s < n_pos; ++s) scores[s] = dot_neon(q, k + s * ldk, d) * scale;
+void attn_values_neon(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
+                      int32_t d, float *out, int64_t ldo) {
+    for (int32_t j = 0; j < nq; ++j) {
+        const float *pj = p + j * ldp;
+        float *oj = out + j * ldo;
+        int32_t i = 0;
+        for (; i + 4 <= d; i += 4) {
+            float32x4_t acc = vld1q_f32(oj + i);
+            for (int64_t s = 0; s < n_pos; ++s) acc = vfmaq_n_f32(acc, vld1q_f32(v + s * ldv + i), pj[s]);
+            vst1q_f32(oj + i, acc);
+        }
+        for (; i < d; ++i) {
+            float acc = oj[i];
+            for (int64_t s = 0; s < n_pos; ++s) acc = __builtin_fmaf(pj[s], v[s * ldv + i], acc);
+            oj[i] = acc;
+        }
+    }
 }
 
-void attn_values_neon(const float *p, const float *v, int64_t ldv, int64_t n_pos, int32_t d, float *out) {
-    int32_t i = 0;
-    for (; i + 4 <= d; i += 4) {
-        float32x4_t acc = vdupq_n_f32(0.0f);
-        for (int64_t s = 0; s < n_pos; ++s) acc = vfmaq_n_f32(acc, vld1q_f32(v + s * ldv + i), p[s]);
-        vst1q_f32(out + i, acc);
-    }
-    for (; i < d; ++i) {
-        float acc = 0.0f;
-        for (int64_t s = 0; s < n_pos; ++s) acc = __builtin_fmaf(p[s], v[s * ldv + i], acc);
-        out[i] = acc;
-    }
-}
-
-const Table kNeon = {"neon", mm<F32>, mm<BF16>, mm<F16>, mm<I8>, dot_neon, attn_scores_neon, attn_values_neon};
+const Table kNeon = {"neon", mm<F32>, mm<BF16>, mm<F16>, mm<I8>, dot_neon, attn_values_neon};
 
 }  // namespace
 

@@ -73,7 +73,7 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
     L.logits = take(sizeof(float) * L.n_logit_rows * V);
     L.logits_bytes = off - lg0;
     L.attn_ws_bytes = m.device->attention_workspace
-                          ? m.device->attention_workspace(m.device->ctx, B, c.n_head, C, p.n_threads)
+                          ? m.device->attention_workspace(m.device->ctx, B, c.n_head, c.n_head_kv, C, p.n_threads)
                           : 0;
     L.attn_ws = take(L.attn_ws_bytes);
     L.mm_ws_bytes = 0;
@@ -111,7 +111,12 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
         L.draft = take(D.total);
     }
     L.kv_pos_bytes = sizeof(float) * 2 * KVD * (L.n_layers - L.n_shared);
-    L.kv_bytes = L.kv_pos_bytes * C;
+    // 64 positions a block: a run of 64 rows per layer (192 KiB of keys for a 1B model) streams like one
+    // array, and at most 63 unused positions are allocated past n_ctx.
+    constexpr int32_t kKvBlock = 64;
+    L.kv_block = std::min<int32_t>(kKvBlock, static_cast<int32_t>(C));
+    L.kv_block_bytes = L.kv_pos_bytes * static_cast<size_t>(L.kv_block);
+    L.kv_bytes = L.kv_block_bytes * ((C + L.kv_block - 1) / L.kv_block);
     L.kv = take(L.kv_bytes);
     L.total = off;
     return L;
@@ -205,15 +210,24 @@ Session::~Session() {
     if (stream_ && owns_stream_) dev_->stream_destroy(dev_->ctx, stream_);
 }
 
-void Session::kv_rows(int li, float **k, float **v, int64_t *stride) {
+void Session::kv_view(int li, pgd_tensor *k, pgd_tensor *v) {
     if (li < layout.n_shared && parent_) {
-        parent_->kv_rows(li, k, v, stride);
+        parent_->kv_view(li, k, v);
         return;
     }
-    const int64_t KVD = int64_t(model.cfg.n_head_kv) * model.cfg.head_dim;
-    *k = buf(layout.kv) + 2 * (li - layout.n_shared) * KVD;
-    *v = *k + KVD;
-    *stride = static_cast<int64_t>(layout.kv_pos_bytes / sizeof(float));
+    const int64_t KVD = int64_t(model.cfg.n_head_kv) * model.cfg.head_dim, P = layout.kv_block;
+    float *base = buf(layout.kv) + 2 * (li - layout.n_shared) * P * KVD;
+    pgd_tensor t{};
+    t.dtype = PGD_F32;
+    t.rows = layout.n_ctx;
+    t.cols = KVD;
+    t.stride = KVD;
+    t.block_rows = P;
+    t.block_stride = static_cast<int64_t>(layout.kv_block_bytes / sizeof(float));
+    t.data = base;
+    *k = t;
+    t.data = base + P * KVD;
+    *v = t;
 }
 
 namespace {
@@ -262,7 +276,8 @@ int Session::propose_drafts(int room, int32_t *out, int *source) {
 size_t Session::high_water() const {
     // Everything before the KV cache is written at creation or by the first forward; the cache is written
     // position by position.
-    return layout.kv + max_pos * layout.kv_pos_bytes;
+    const size_t blocks = (max_pos + layout.kv_block - 1) / layout.kv_block;
+    return layout.kv + blocks * layout.kv_block_bytes;
 }
 
 void Session::reset() {

@@ -14,8 +14,10 @@
 namespace pangu {
 
 // Every region of a session's block, as offsets, computed from the model and parameters alone.
-// The KV cache comes last and is position-major ([pos][layer][K | V]), so the part of the block a session
-// touches grows with its context: pages past the longest context used are never written.
+// The KV cache comes last, in blocks of kv_block positions ([block][layer][K: kv_block rows | V: kv_block
+// rows]): the part of the block a session touches grows with its context (pages past the longest context used
+// are never written), and attention reads each layer's keys and values in contiguous runs of kv_block rows
+// rather than one row per position scattered across every layer's (which costs a TLB miss a row).
 struct SessionLayout {
     int32_t n_ctx = 0, n_batch = 0, n_threads = 1, n_logit_rows = 1;
     size_t object = 0;  // the session object itself
@@ -23,6 +25,8 @@ struct SessionLayout {
     size_t x = 0, xb = 0, xb2 = 0, q = 0, k = 0, v = 0, att = 0, hb = 0, hb2 = 0;
     size_t logits = 0, attn_ws = 0, attn_ws_bytes = 0, mm_ws = 0, mm_ws_bytes = 0;
     size_t kv = 0, kv_bytes = 0, kv_pos_bytes = 0;  // kv_pos_bytes: one position of every layer, K and V
+    int32_t kv_block = 0;                           // positions per KV block
+    size_t kv_block_bytes = 0;
     int32_t spec_k = 0;                             // most tokens drafted per step (0: speculation off)
     size_t spec_ids = 0, spec_logits = 0, ngram = 0, ngram_bytes = 0;
     size_t spec_q = 0, spec_p = 0;                  // draft distributions [spec_k, V] and one target row [V]
@@ -108,8 +112,9 @@ private:
     // Draft model / self-draft: brings the draft's context level with ours, then drafts k tokens
     // autoregressively into out; with sampling, their distributions go to q (k rows of V).
     void draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_params &sp);
-    // The K/V rows of layer slot `li` of this session: its own cache, or the target's for shared layers.
-    void kv_rows(int li, float **k, float **v, int64_t *stride);
+    // The K/V cache of layer slot `li` of this session ([n_ctx, KVD], blocked): its own, or the target's for
+    // shared layers.
+    void kv_view(int li, pgd_tensor *k, pgd_tensor *v);
     // PANGU_CONTEXT_SLIDE: drop tokens after n_keep so that `need` more fit; false if they cannot.
     bool slide(size_t need);
     float *buf(size_t off) { return reinterpret_cast<float *>(block_ + off); }

@@ -292,7 +292,7 @@ TEST_P(DeviceConformance, AttentionMatchesReference) {
     for (int64_t n_ctx : {8, 33}) {
         float *cache = fill(buffer(n_ctx * 2 * KVD), n_ctx * 2 * KVD, 1.5f);
         pgd_tensor kc = view(cache, PGD_F32, n_ctx, KVD, 2 * KVD), vc = view(cache + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
-        const size_t ws_size = dev->attention_workspace(dev->ctx, 8, n_head, n_ctx, 3);
+        const size_t ws_size = dev->attention_workspace(dev->ctx, 8, n_head, n_kv, n_ctx, 3);
         void *ws = buffer((ws_size + 3) / 4);
         for (int64_t pos0 : {int64_t(0), n_ctx - 5}) {
             const int64_t M = std::min<int64_t>(5, n_ctx - pos0);
@@ -325,6 +325,34 @@ TEST_P(DeviceConformance, AttentionMatchesReference) {
                     }
                 }
         }
+    }
+}
+
+TEST_P(DeviceConformance, BlockedCacheGivesTheBitsOfAContiguousOne) {
+    // The session's KV cache comes in blocks of positions; attention over it must not depend on where the
+    // blocks break (here every 4 and every 7 rows, against one contiguous array).
+    const int32_t n_head = 6, n_kv = 2, hd = 32;
+    const int64_t n_ctx = 40, QD = n_head * hd, KVD = n_kv * hd, M = 5, pos0 = 30;
+    float *k = fill(buffer(n_ctx * KVD), n_ctx * KVD, 1.5f), *v = fill(buffer(n_ctx * KVD), n_ctx * KVD, 1.5f);
+    pgd_tensor kc = view(k, PGD_F32, n_ctx, KVD), vc = view(v, PGD_F32, n_ctx, KVD);
+    const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3);
+    void *ws = buffer((ws_size + 3) / 4);
+    float *q = fill(buffer(M * QD), M * QD, 1.0f), *ref = buffer(M * QD), *got = buffer(M * QD);
+    pgd_tensor qt = view(q, PGD_F32, M, QD), rt = view(ref, PGD_F32, M, QD), gt = view(got, PGD_F32, M, QD);
+    ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, 0.2f, &rt, ws, ws_size), 0);
+    for (int64_t P : {4, 7}) {
+        // blocks of P rows of K then P rows of V, with a gap after each block
+        const int64_t n_blocks = (n_ctx + P - 1) / P, bstride = 2 * P * KVD + 16;
+        float *blk = buffer(n_blocks * bstride);
+        pgd_tensor kb = view(blk, PGD_F32, n_ctx, KVD), vb = view(blk + P * KVD, PGD_F32, n_ctx, KVD);
+        kb.block_rows = vb.block_rows = P;
+        kb.block_stride = vb.block_stride = bstride;
+        for (int64_t r = 0; r < n_ctx; ++r) {
+            std::memcpy(blk + pgd_row_offset(&kb, r), k + r * KVD, sizeof(float) * KVD);
+            std::memcpy(blk + P * KVD + pgd_row_offset(&vb, r), v + r * KVD, sizeof(float) * KVD);
+        }
+        ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kb, &vb, pos0, n_head, n_kv, hd, 0.2f, &gt, ws, ws_size), 0);
+        EXPECT_EQ(std::memcmp(ref, got, sizeof(float) * M * QD), 0) << "blocks of " << P;
     }
 }
 
@@ -368,7 +396,7 @@ TEST_P(DeviceConformance, WorkspacesAreQueriedThenSufficient) {
     pgd_tensor vc = view(cache + n_head * hd, PGD_F32, n_ctx, n_head * hd, 2 * n_head * hd);
     float *q = fill(buffer(M * n_head * hd), M * n_head * hd, 1.0f), *out = buffer(M * n_head * hd);
     pgd_tensor qt = view(q, PGD_F32, M, n_head * hd), ot = view(out, PGD_F32, M, n_head * hd);
-    const size_t aws = dev->attention_workspace ? dev->attention_workspace(dev->ctx, M, n_head, n_ctx, 3) : 0;
+    const size_t aws = dev->attention_workspace ? dev->attention_workspace(dev->ctx, M, n_head, n_head, n_ctx, 3) : 0;
     void *ws = aws ? buffer((aws + 3) / 4) : nullptr;
     EXPECT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, 2, n_head, n_head, hd, 0.3f, &ot, ws, aws), 0);
     if (aws) {
@@ -449,7 +477,7 @@ TEST_P(DeviceConformance, AttentionIsBatchInvariant) {
     const int64_t n_ctx = 50, QD = n_head * hd, KVD = n_kv * hd, M = 6, pos0 = 20;
     float *cache = fill(buffer(n_ctx * 2 * KVD), n_ctx * 2 * KVD, 1.5f);
     pgd_tensor kc = view(cache, PGD_F32, n_ctx, KVD, 2 * KVD), vc = view(cache + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
-    const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_ctx, 3);
+    const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3);
     void *ws = buffer((ws_size + 3) / 4);
     float *q = fill(buffer(M * QD), M * QD, 1.0f), *all = buffer(M * QD), *one = buffer(QD);
     pgd_tensor qt = view(q, PGD_F32, M, QD), at = view(all, PGD_F32, M, QD);

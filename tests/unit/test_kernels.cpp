@@ -74,20 +74,30 @@ TEST(Kernels, VectorPathsMatchScalarOnAwkwardSizes) {
     }
 }
 
-TEST(Kernels, AttentionKernelsMatchScalar) {
+TEST(Kernels, AttentionValuesMatchScalarAndAccumulateExactlyAcrossBlocks) {
     std::mt19937 g(7);
     for (const auto *t : vector_tables()) {
-        for (int32_t d : {8, 16, 32, 64, 128, 12}) {
-            for (int64_t n_pos : {1, 2, 7, 33}) {
-                const int64_t ld = d * 3;
-                auto q = randv(d, g), k = randv(n_pos * ld, g), v = randv(n_pos * ld, g), p = randv(n_pos, g);
-                std::vector<float> s1(n_pos), s2(n_pos), o1(d), o2(d);
-                t->attn_scores(q.data(), k.data(), ld, n_pos, d, 0.3f, s1.data());
-                kernels::scalar().attn_scores(q.data(), k.data(), ld, n_pos, d, 0.3f, s2.data());
-                for (int64_t i = 0; i < n_pos; ++i) EXPECT_NEAR(s1[i], s2[i], 1e-4f) << t->name << " d=" << d;
-                t->attn_values(p.data(), v.data(), ld, n_pos, d, o1.data());
-                kernels::scalar().attn_values(p.data(), v.data(), ld, n_pos, d, o2.data());
-                for (int32_t i = 0; i < d; ++i) EXPECT_NEAR(o1[i], o2[i], 1e-4f) << t->name << " d=" << d;
+        for (int32_t d : {8, 16, 32, 64, 128, 12, 20}) {
+            for (int32_t nq : {1, 2, 3, 5, 13}) {
+                for (int64_t n_pos : {1, 2, 7, 33, 130}) {
+                    const int64_t ld = d * 3, ldp = n_pos + 3, ldo = d + 5;
+                    auto v = randv(n_pos * ld, g), p = randv(nq * ldp, g), init = randv(nq * ldo, g);
+                    auto o1 = init, o2 = init, o3 = init;
+                    t->attn_values(p.data(), ldp, nq, v.data(), ld, n_pos, d, o1.data(), ldo);
+                    kernels::scalar().attn_values(p.data(), ldp, nq, v.data(), ld, n_pos, d, o2.data(), ldo);
+                    for (int32_t j = 0; j < nq; ++j)
+                        for (int32_t i = 0; i < d; ++i)
+                            ASSERT_NEAR(o1[j * ldo + i], o2[j * ldo + i], 1e-4f) << t->name << " d=" << d << " nq=" << nq;
+                    // the same positions in two calls (a KV cache block boundary) give the same bits
+                    const int64_t cut = n_pos / 3;
+                    t->attn_values(p.data(), ldp, nq, v.data(), ld, cut, d, o3.data(), ldo);
+                    t->attn_values(p.data() + cut, ldp, nq, v.data() + cut * ld, ld, n_pos - cut, d, o3.data(), ldo);
+                    ASSERT_EQ(std::memcmp(o1.data(), o3.data(), o1.size() * sizeof(float)), 0) << t->name << " d=" << d;
+                    // elements outside the d columns of each query are left alone
+                    for (int32_t j = 0; j < nq; ++j)
+                        for (int64_t i = d; i < ldo && j * ldo + i < int64_t(o1.size()); ++i)
+                            ASSERT_EQ(o1[j * ldo + i], init[j * ldo + i]);
+                }
             }
         }
         auto a = randv(77, g), b = randv(77, g);
@@ -244,7 +254,7 @@ TEST(CpuDevice, AttentionIsCausalAndBatchInvariant) {
     pgd_tensor kt = view(kc.data(), C, KVD), vt = view(vc.data(), C, KVD);
     pgd_stream *s = nullptr;
     ASSERT_EQ(dev.d->stream_create(dev.d->ctx, 2, &s), 0);
-    std::vector<float> ws(dev.d->attention_workspace(dev.d->ctx, 6, H, C, 2) / 4);
+    std::vector<float> ws(dev.d->attention_workspace(dev.d->ctx, 6, H, HKV, C, 2) / 4);
     const int64_t pos0 = 3;
     std::vector<float> all(6 * QD);
     pgd_tensor qt = view(q.data(), 6, QD), ot = view(all.data(), 6, QD);

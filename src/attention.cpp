@@ -1,0 +1,74 @@
+#include "attention.h"
+
+#include <cmath>
+
+namespace pangu {
+
+size_t attention_scratch_floats(int32_t n_head, int32_t n_head_kv, int64_t n_ctx) {
+    const int64_t group = n_head_kv > 0 ? n_head / n_head_kv : n_head;
+    return static_cast<size_t>(group * (n_ctx + 1));  // scores, then one normalizer per head
+}
+
+uint64_t attention_task(const AttnProblem &a, int64_t t, float *sc) {
+    const int32_t g = a.n_head / a.n_head_kv;
+    const int64_t m = t / a.n_head_kv;
+    const int32_t hk = static_cast<int32_t>(t % a.n_head_kv);
+    const int64_t n_pos = a.pos0 + m + 1;  // causal: positions 0..pos0+m
+    const int32_t d = a.hd;
+    const pgd_tensor &kc = *a.kc, &vc = *a.vc;
+    // The g query heads of this KV head are adjacent in the row: g rows of d floats for the kernels.
+    const float *qg = static_cast<const float *>(a.q->data) + m * a.q->stride + int64_t(hk) * g * d;
+    float *og = static_cast<float *>(a.out->data) + m * a.out->stride + int64_t(hk) * g * d;
+    const float *kbase = static_cast<const float *>(kc.data) + int64_t(hk) * d;
+    const float *vbase = static_cast<const float *>(vc.data) + int64_t(hk) * d;
+
+    // scores sc[j * n_pos + s] = q_j . k_s, eight key rows per kernel call
+    for (int64_t s0 = 0; s0 < n_pos;) {
+        const int64_t run = pgd_rows_in_block(&kc, s0, n_pos - s0);
+        const float *kr = kbase + pgd_row_offset(&kc, s0);
+        for (int64_t s = 0; s < run; s += 8) {
+            const int nr = static_cast<int>(run - s < 8 ? run - s : 8);
+            a.k->mm_f32(qg, d, g, kr + s * kc.stride, kc.stride, d, nr, sc + s0 + s, n_pos);
+        }
+        s0 += run;
+    }
+    // softmax per head (the scale applied as attn_scores did: to each finished dot product)
+    uint64_t over = 0;
+    float *inv = sc + int64_t(g) * kc.rows;
+    for (int32_t j = 0; j < g; ++j) {
+        float *p = sc + j * n_pos;
+        float mx = -INFINITY;
+        for (int64_t s = 0; s < n_pos; ++s) {
+            p[s] *= a.scale;
+            mx = p[s] > mx ? p[s] : mx;
+        }
+        float sum = 0.0f;
+        for (int64_t s = 0; s < n_pos; ++s) {
+            p[s] = std::exp(p[s] - mx);
+            if (a.round16) p[s] = a.round16(p[s], &over);  // in (0, 1]: never saturates
+            sum += p[s];
+        }
+        // Without fp16 rounding the probabilities are normalized before the values (as a reference
+        // implementation does); the emulated NPU normalizes the fp16 output instead, as its kernel would.
+        if (!a.round16) {
+            const float r = 1.0f / sum;
+            for (int64_t s = 0; s < n_pos; ++s) p[s] *= r;
+        } else {
+            inv[j] = 1.0f / sum;
+        }
+    }
+    // values: out_j = sum_s p_j[s] v_s, block by block
+    for (int32_t j = 0; j < g; ++j)
+        for (int32_t i = 0; i < d; ++i) og[j * d + i] = 0.0f;
+    for (int64_t s0 = 0; s0 < n_pos;) {
+        const int64_t run = pgd_rows_in_block(&vc, s0, n_pos - s0);
+        a.k->attn_values(sc + s0, n_pos, g, vbase + pgd_row_offset(&vc, s0), vc.stride, run, d, og, d);
+        s0 += run;
+    }
+    if (a.round16)
+        for (int32_t j = 0; j < g; ++j)
+            for (int32_t i = 0; i < d; ++i) og[j * d + i] = a.round16(og[j * d + i] * inv[j], &over);
+    return over;
+}
+
+}  // namespace pangu
