@@ -44,7 +44,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # apt knows arm64 packages only after an update that followed --add-architecture.
   apt-cache show libsentencepiece0:arm64 >/dev/null 2>&1 || update
   echo "cross-test: downloading ${ARM64_PACKAGES[*]} (arm64) into $deps"
-  rm -rf "$deps"
+  rm -rf "$deps/debs" "$deps/usr"   # what an earlier, interrupted run may have left (the packages hold only usr/)
   mkdir -p "$deps/debs"
   # As root, apt hands downloads to its sandbox user, who may not write here.
   sandbox=()
@@ -71,15 +71,15 @@ cmake --build "$build" -j"$(nproc)"
 phase "built for AArch64"
 
 # Under qemu one thread runs about 150 times slower than natively. Everything runs except these, which take
-# 1.5 to more than 6 minutes each there (measured on a loaded 2-core machine) and exercise no AArch64 code
-# that the tests kept here miss: the NEON kernels against the scalar reference, batch and thread invariance,
-# the fp32 golden logits and greedy continuations (1 and 2 threads), prompt-lookup speculation against plain
-# greedy, W8A16, npu-sim, the loader, the error paths and the samples all run.
+# from over a minute to more than 6 minutes each there (measured on a loaded 2-core machine) and exercise no
+# AArch64 code that the tests kept here miss: the NEON kernels against the scalar reference, batch and thread
+# invariance, the fp32 golden logits and greedy continuations (1 and 2 threads), prompt-lookup speculation
+# against plain greedy, W8A16, npu-sim, the loader, the error paths and the samples all run.
 #   Quantize.Perplexity...           perplexity over 16k tokens of dev.jsonl, fp32 and W8A16
 #   Speculative.*FiftyDevPrompts     50 documents; PLD exactness runs on the golden prompts instead
-#   Speculative.SpeculativeSampling* thousands of sampled tokens to compare distributions
+#   Speculative.SpeculativeSampling* 6000 short sampled generations to compare distributions
 #   Speculative.DraftLengths*, DraftModelAndSelfDraft*, PldSampling*
-#                                    12 documents x several configurations each
+#                                    6 to 12 documents, several configurations each
 #   DeviceNpuSimModel.PromptLookup*, W8A16Golden*
 #                                    npu-sim repeats of the cpu backend's speculation and W8A16 checks
 #   test_stream, test_session, test_arena
