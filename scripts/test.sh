@@ -4,6 +4,9 @@
 #   ./scripts/test.sh -R smoke     extra arguments go to ctest
 # The tests read the bundled model (models/pangu-tiny) and the shared data set at ../shared.
 # Set PANGU_BUILD_DIR to build somewhere other than build/.
+# Without extra arguments, three more steps follow the native suite: the multi-threaded tests under
+# ThreadSanitizer, the suite under AddressSanitizer + UBSan, and the AArch64 cross build under qemu-user;
+# PANGU_SKIP_TSAN=1, PANGU_SKIP_ASAN=1 and PANGU_SKIP_CROSS=1 skip them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,4 +42,15 @@ if [ "${PANGU_SKIP_ASAN:-0}" != 1 ] && [ $# -eq 0 ]; then
   ASAN_OPTIONS=alloc_dealloc_mismatch=0:detect_leaks=1:abort_on_error=0 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ctest --test-dir "$asan" --output-on-failure -j2 --timeout 1200 -E 'test_arena|install|abi_check|Perplexity|FiftyDevPrompts'
+fi
+
+# The AArch64 cross build (a 310P host: Kunpeng), tested under qemu-user: scripts/cross-test.sh, which installs
+# the cross compiler and qemu and unpacks the arm64 packages into build-aarch64-deps/. Only an x86-64 machine
+# cross-builds; PANGU_SKIP_CROSS=1 skips it.
+if [ "${PANGU_SKIP_CROSS:-0}" != 1 ] && [ $# -eq 0 ]; then
+  if [ "$(uname -m)" = x86_64 ]; then
+    PANGU_CROSS_BUILD_DIR=${build}-aarch64 ./scripts/cross-test.sh
+  else
+    echo "test: the AArch64 cross build and qemu tests are skipped: they need an x86-64 build machine ($(uname -m) here)"
+  fi
 fi
