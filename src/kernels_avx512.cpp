@@ -57,6 +57,21 @@ inline float hsum(__m512 v) {
     return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 0x55)));
 }
 
+// The same tree for four accumulators at once, transposed: [hsum(a), hsum(b), hsum(c), hsum(d)] bit for bit
+// (each addition pairs the same lanes; only the order of operands changes, and addition commutes), in 13
+// instructions instead of 4 x 8. Short dot products (head_dim 32-128, a small model's hidden size) spend a
+// large part of their time reducing.
+inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    // lanes j + j+8: [a | b] and [c | d], 8 sums each
+    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+    // j + j+4: one 128-bit lane each for a, b, c, d
+    __m512 z = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    z = _mm512_add_ps(z, _mm512_permute_ps(z, 0x4E));  // j + j+2
+    z = _mm512_add_ps(z, _mm512_permute_ps(z, 0xB1));  // j + j+1: the sums sit in lanes 0, 4, 8, 12
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), z));
+}
+
 // RM rows of x against NR weight rows, RM * NR accumulators in registers (RM + 1 + RM * NR <= 32). Each
 // weight vector is widened once and used by all RM rows. With PF, the rows that follow the block (the next
 // call's weights, nr rows further) are prefetched a cache line at a time while this block is computed:
@@ -89,8 +104,12 @@ inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t l
             for (int r = 0; r < RM; ++r) acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
         }
     }
-    for (int r = 0; r < RM; ++r)
-        for (int c = 0; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
+    for (int r = 0; r < RM; ++r) {
+        int c = 0;
+        for (; c + 4 <= NR; c += 4)
+            _mm_storeu_ps(y + r * ldy + c, hsum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3]));
+        for (; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
+    }
 }
 
 // Up to 4 weight rows against RM rows of x.

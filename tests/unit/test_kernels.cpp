@@ -107,22 +107,29 @@ TEST(Kernels, AttentionValuesMatchScalarAndAccumulateExactlyAcrossBlocks) {
 
 TEST(Kernels, RowResultsDoNotDependOnBlocking) {
     // A row's results must not depend on how many rows or weight rows share the call: the matmul groups
-    // them differently depending on the batch and on how the range is split between threads.
+    // them differently depending on the batch and on how the range is split between threads (and reduces
+    // four or one accumulator at a time depending on the group).
     std::mt19937 g(3);
     for (const kernels::Table *t : {&kernels::scalar(), kernels::avx2(), kernels::avx512(), kernels::neon()}) {
         if (!t) continue;
-        const int64_t n = 203, M = 5;
-        auto x = randv(M * n, g);
-        std::vector<uint16_t> w(4 * n);
-        for (auto &v : w) v = f32_to_bf16(randv(1, g)[0]);
-        std::vector<float> all(M * 4);
-        t->mm_bf16(x.data(), n, M, w.data(), n, n, 4, all.data(), 4);
-        for (int64_t m = 0; m < M; ++m)
-            for (int r = 0; r < 4; ++r) {
-                float one;
-                t->mm_bf16(x.data() + m * n, n, 1, w.data() + r * n, n, n, 1, &one, 1);
-                EXPECT_EQ(std::memcmp(&one, &all[m * 4 + r], 4), 0) << t->name << " row " << m << " col " << r;
+        for (int64_t n : {203, 32, 1536}) {
+            for (int nr_all : {4, 8}) {
+                for (int64_t M : {1, 5, 7}) {
+                    auto x = randv(M * n, g);
+                    std::vector<uint16_t> w(nr_all * n);
+                    for (auto &v : w) v = f32_to_bf16(randv(1, g)[0]);
+                    std::vector<float> all(M * 8);
+                    t->mm_bf16(x.data(), n, M, w.data(), n, n, nr_all, all.data(), 8);
+                    for (int64_t m = 0; m < M; ++m)
+                        for (int r = 0; r < nr_all; ++r) {
+                            float one;
+                            t->mm_bf16(x.data() + m * n, n, 1, w.data() + r * n, n, n, 1, &one, 1);
+                            EXPECT_EQ(std::memcmp(&one, &all[m * 8 + r], 4), 0)
+                                << t->name << " n " << n << " nr " << nr_all << " M " << M << " row " << m << " col " << r;
+                        }
+                }
             }
+        }
     }
 }
 
