@@ -594,7 +594,8 @@ typedef struct gen_out {
     int eos_resumes;
 } gen_out;
 
-static int32_t *g_tokens; /* context read-back buffer */
+static int g_device_clock; /* --backend with a latency model: time is the estimated device time */
+static int32_t *g_tokens;  /* context read-back buffer */
 static size_t g_tokens_cap;
 
 /* Reset the session, evaluate the prompt, then generate n tokens (resuming after EOS), timing generation. */
@@ -620,8 +621,18 @@ static pangu_status generate(pangu_session *s, const prompt *p, int n, int sampl
         pangu_generate_result res;
         memset(&res, 0, sizeof res);
         res.struct_size = sizeof res;
+        pangu_session_stats d0;
+        d0.struct_size = sizeof d0;
+        if ((st = pangu_session_get_stats(s, &d0))) return st;
         if ((st = pangu_session_generate_tokens(s, NULL, 0, &sp, NULL, NULL, &res))) return st;
-        o->ms += res.generate_ms;
+        if (g_device_clock) {
+            pangu_session_stats d1;
+            d1.struct_size = sizeof d1;
+            if ((st = pangu_session_get_stats(s, &d1))) return st;
+            o->ms += d1.device_est_ms - d0.device_est_ms;
+        } else {
+            o->ms += res.generate_ms;
+        }
         o->n_gen += res.n_generated;
         if (res.stop_reason != PANGU_STOP_EOS || res.n_generated == 0) break;
         if (o->n_gen < n) ++o->eos_resumes;
@@ -700,7 +711,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: bench_spec [-m DIR] [--draft DIR] [--shared DIR] [-t THREADS] [-r RUNS] [-n TOKENS]\n"
             "                  [--prompts K] [--modes off,pld,draft,self] [--draft-len K] [--ngram N]\n"
-            "                  [--self-layers 0,4] [--json FILE] [--dat FILE] [--show]\n"
+            "                  [--self-layers 0,4] [--backend NAME] [--json FILE] [--dat FILE] [--show]\n"
             "  -m DIR          target model (default %s)\n"
             "  --draft DIR     draft model (default SHARED/models/pangu-tiny-draft)\n"
             "  --shared DIR    the shared directory with data/dev.jsonl (default %s/../shared)\n"
@@ -711,6 +722,8 @@ static void usage(FILE *f) {
             "  --modes LIST    modes to run; off is the baseline and always runs (default off,pld,draft,self)\n"
             "  --draft-len K, --ngram N, --self-layers LIST\n"
             "                  spec_draft_len, spec_ngram, self_draft_layers (default: the library's)\n"
+            "  --backend NAME  device backend of both models (default: the library's, cpu); with npu-sim the times\n"
+            "                  are its latency model's estimated device time (deterministic: one repetition will do)\n"
             "  --json FILE     write every result as JSON\n"
             "  --dat FILE      write the speed-ups as a gnuplot table (workload, one column per mode)\n"
             "  --show          print every prompt and what plain decoding generates from it (stderr)\n"
@@ -761,7 +774,7 @@ static int parse_layers(const char *s, int32_t *out, int cap) {
 
 int main(int argc, char **argv) {
     const char *model_dir = PANGU_DEFAULT_MODEL, *draft_dir = NULL, *shared = PANGU_SOURCE_DIR "/../shared";
-    const char *json_path = NULL, *dat_path = NULL;
+    const char *json_path = NULL, *dat_path = NULL, *backend = NULL;
     int show = 0;
     int threads = 1, runs = 5, n_tokens = 128, k = 4, used[N_MODES] = {1, 1, 1, 1};
     int draft_len = 0, ngram = 0, n_layers = 0;
@@ -791,6 +804,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--prompts")) k = (int)parse_int(a, v, 1, MAX_PROMPTS);
         else if (!strcmp(a, "--draft-len")) draft_len = (int)parse_int(a, v, 1, 15);
         else if (!strcmp(a, "--ngram")) ngram = (int)parse_int(a, v, 1, 8);
+        else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--json")) json_path = v;
         else if (!strcmp(a, "--dat")) dat_path = v;
         else if (!strcmp(a, "--modes")) {
@@ -816,7 +830,10 @@ int main(int argc, char **argv) {
     }
     snprintf(data_path, sizeof data_path, "%s/data/dev.jsonl", shared);
 
-    pangu_status st = pangu_model_load(model_dir, NULL, &g_model);
+    pangu_model_params mp;
+    pangu_model_params_init(&mp);
+    mp.backend = backend;
+    pangu_status st = pangu_model_load(model_dir, &mp, &g_model);
     if (st) return die(model_dir, st);
     pangu_model_info info;
     info.struct_size = sizeof info;
@@ -831,7 +848,7 @@ int main(int argc, char **argv) {
     }
     pangu_model *draft = NULL;
     if (used[2]) {
-        if ((st = pangu_model_load(draft_dir, NULL, &draft))) {
+        if ((st = pangu_model_load(draft_dir, &mp, &draft))) {
             fprintf(stderr, "bench_spec: WARNING: no draft model (%s: %s: %s): the draft mode is skipped\n",
                     draft_dir, pangu_status_string(st), pangu_last_error());
             used[2] = 0;
@@ -887,14 +904,28 @@ int main(int argc, char **argv) {
     }
     if (!draft_len) draft_len = lib_draft_len;
     if (!ngram) ngram = lib_ngram;
+    {
+        /* Does the backend keep a device clock? Then that is the time to compare. */
+        pangu_session_stats ds;
+        ds.struct_size = sizeof ds;
+        const int32_t one = w[0].p[0].ids[0];
+        if ((st = pangu_session_eval(sess[0], &one, 1, NULL)) || (st = pangu_session_get_stats(sess[0], &ds)))
+            return die("probe", st);
+        g_device_clock = ds.device_est_ms > 0;
+        pangu_session_reset(sess[0]);
+    }
 
     printf("bench_spec: libpangu_c %s, target %s (%d layers), draft %s, %d thread%s, %d repetitions, %d tokens per "
            "prompt, draft length %d, n-gram %d, self-draft layers",
            pangu_version_string(), model_dir, info.n_layer, used[2] ? draft_dir : "(none)", threads, threads > 1 ? "s" : "",
            runs, n_tokens, draft_len, ngram);
     for (int i = 0; i < n_layers; ++i) printf("%s%d", i ? "," : " ", (int)layers[i]);
-    printf("\n  tok/s: generated tokens / pangu_generate_result.generate_ms (prompt evaluated before, untimed), summed "
-           "over the prompts; median of the repetitions\n"
+    printf("\n  backend %s; tok/s: generated tokens / %s (prompt evaluated before, untimed), summed over the "
+           "prompts; median of the repetitions\n",
+           pangu_model_backend(g_model),
+           g_device_clock ? "the backend's estimated device time of the generation (latency model)"
+                          : "pangu_generate_result.generate_ms");
+    printf(""
            "  speed-up: median(mode) / median(off), modes interleaved prompt by prompt in every repetition\n"
            "  accept: accepted / drafted; acc/step: accepted per verification step; fwd/tok: target forward passes per "
            "generated token;\n  resumes: restarts after an end of text to reach the token count; same as off: "

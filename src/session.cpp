@@ -273,6 +273,14 @@ int Session::propose_drafts(int room, int32_t *out, int *source) {
     return 0;
 }
 
+double Session::step_clock_ms() const {
+    // A backend that models a device (npu-sim) keeps its own clock, as a real one does with events
+    // (aclrtEventElapsedTime): the speculation controller weighs the device's costs, not the emulator's.
+    pgd_stream_stats st;
+    if (device_stats(&st)) return st.est_ms;
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 size_t Session::high_water() const {
     // Everything before the KV cache is written at creation or by the first forward; the cache is written
     // position by position.
@@ -538,7 +546,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
         // batched forward; then accept drafts while they agree with what the model samples.
         int k = 0, source = 0;  // drafted tokens, and where they came from (the PLD n-gram length)
         batch[0] = tokens[n_tokens - 1];
-        const auto t_step = std::chrono::steady_clock::now();
+        const double t_step = step_clock_ms();
         if (layout.spec_k > 0) {
             const size_t left = static_cast<size_t>(sp.max_new_tokens - r.n_generated);
             // Drafts must leave room for themselves and the token after them: at most C tokens in the end.
@@ -555,7 +563,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
         n_past = n_tokens - 1;
         forward(batch, k + 1, k + 1, rows);
         max_pos = std::max(max_pos, n_past + k + 1);
-        const double step_ms = ms_since(t_step);
+        const double step_ms = step_clock_ms() - t_step;
 
         int accepted = 0;
         bool stop = false;

@@ -67,6 +67,9 @@ public:
     void sync();
     const float *logits() const { return last_logits_; }
     size_t high_water() const;
+    // Milliseconds on the clock that speculative decoding weighs steps by: the device's own when the backend
+    // keeps one, else the host's.
+    double step_clock_ms() const;
     uint8_t *block() const { return block_; }
     // The device's accounting of this session's stream; false when the backend keeps none.
     bool device_stats(pgd_stream_stats *out) const {
