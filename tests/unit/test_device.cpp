@@ -985,6 +985,16 @@ TEST(DeviceNpuSimModel, PromptLookupEqualsPlainGreedyOnNpuSim) {
         EXPECT_EQ(off.fp16_overflows, 0);
     }
     EXPECT_GT(accepted, 0);
+    // The controller weighs steps on the device's (modelled) clock, not the emulator's: its decisions are the
+    // same on every run, and on the repetitive prompt speculation saves device time.
+    pangu_session_stats off{}, pld1{}, pld2{};
+    generate(npu, rep, PANGU_SPEC_OFF, 64, &off);
+    generate(npu, rep, PANGU_SPEC_PLD, 64, &pld1);
+    generate(npu, rep, PANGU_SPEC_PLD, 64, &pld2);
+    EXPECT_EQ(pld1.n_drafted, pld2.n_drafted);
+    EXPECT_EQ(pld1.n_forward, pld2.n_forward);
+    EXPECT_EQ(pld1.device_est_ms, pld2.device_est_ms);
+    EXPECT_LT(pld1.device_est_ms, off.device_est_ms);
     pangu_model_free(npu);
 }
 
