@@ -53,16 +53,21 @@ inline float hsum(__m256 v) {
 
 // RM rows of x against NR weight rows: RM * NR accumulators; the x vectors are loaded once per step and
 // each weight vector is converted once and used for all RM rows. Registers: RM + 1 + RM * NR <= 16.
-// Every output element sees the same sequence of FMAs whatever RM and NR are.
-template <typename W, int RM, int NR>
+// Every output element sees the same sequence of FMAs whatever RM and NR are. With PF (decode), the rows
+// that follow the block (the next call's weights) are prefetched a cache line at a time: decode reads every
+// weight once, in short row streams that the hardware prefetcher ramps up on too late.
+template <typename W, int RM, int NR, bool PF = false>
 inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, float *y,
                   int64_t ldy) {
     static_assert(RM + 1 + RM * NR <= 16, "block does not fit in the 16 vector registers");
+    constexpr int kLine = 64 / sizeof(typename W::T);  // elements per cache line
     __m256 acc[RM][NR];
     for (int r = 0; r < RM; ++r)
         for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
     const int64_t n8 = n - n % 8;
     for (int64_t i = 0; i < n8; i += 8) {
+        if (PF && i % kLine == 0)
+            for (int c = 0; c < NR; ++c) _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i), _MM_HINT_T0);
         __m256 xv[RM];
         for (int r = 0; r < RM; ++r) xv[r] = _mm256_loadu_ps(x + r * ldx + i);
         for (int c = 0; c < NR; ++c) {
@@ -108,10 +113,10 @@ void mm(const float *x, int64_t ldx, int64_t M, const void *wv, int64_t ldw, int
         const float *xr = x + m * ldx;
         float *yr = y + m * ldy;
         switch (nr) {
-            case 8: micro<W, 1, 8>(xr, ldx, w, ldw, n, yr, ldy); break;
-            case 7: micro<W, 1, 7>(xr, ldx, w, ldw, n, yr, ldy); break;
-            case 6: micro<W, 1, 6>(xr, ldx, w, ldw, n, yr, ldy); break;
-            case 5: micro<W, 1, 5>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 8: micro<W, 1, 8, true>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 7: micro<W, 1, 7, true>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 6: micro<W, 1, 6, true>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 5: micro<W, 1, 5, true>(xr, ldx, w, ldw, n, yr, ldy); break;
             default: block4<W, 1>(xr, ldx, w, ldw, n, nr, yr, ldy); break;
         }
     }
