@@ -202,6 +202,7 @@ Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L
             throw;
         }
     }
+    spec_ctrl_.reset(layout.spec_k);
     reset();
 }
 
@@ -295,7 +296,7 @@ void Session::reset() {
     draft_agreed_ = 0;
     if (draft_) draft_->reset();
     if (layout.ngram_bytes) ngram_.clear();
-    spec_ctrl_.reset(layout.spec_k);
+    spec_ctrl_.new_request();
 }
 
 void Session::truncate(size_t n_keep) {
@@ -560,10 +561,11 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
                 k = spec_ctrl_.choose(found, source);
             }
         }
+        const double t_verify = step_clock_ms();
         n_past = n_tokens - 1;
         forward(batch, k + 1, k + 1, rows);
         max_pos = std::max(max_pos, n_past + k + 1);
-        const double step_ms = step_clock_ms() - t_step;
+        const double verify_ms = step_clock_ms() - t_verify, draft_ms = t_verify - t_step;
 
         int accepted = 0;
         bool stop = false;
@@ -609,7 +611,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
             if (i == k || rejected) break;
             ++accepted;  // the draft was right: row i + 1 describes the context as it now is
         }
-        spec_ctrl_.record(k, accepted, step_ms, source);
+        spec_ctrl_.record(k, accepted, verify_ms, source, draft_ms);
         if (k > 0) {
             ++n_verify;
             n_drafted += k;

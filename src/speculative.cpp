@@ -98,8 +98,14 @@ int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out, in
 
 void SpecController::reset(int k_max) {
     k_max_ = k_max;
-    for (Rates &r : rates_) r = Rates{};
+    draft_per_token_ = 0;
     std::memset(ms_, 0, sizeof ms_);
+    hopeless_steps_ = 0;
+    new_request();
+}
+
+void SpecController::new_request() {
+    for (Rates &r : rates_) r = Rates{};
 }
 
 double SpecController::first_rate(int src) const {
@@ -147,15 +153,17 @@ int SpecController::choose(int available, int src) {
     // Drafting must beat a plain step by a margin: the estimates are noisy, and a draft that only breaks even
     // on paper loses in practice (misses cost cache traffic the estimate does not see).
     constexpr double kMargin = 1.15;
-    double best = kMargin / cost(1);
+    const double plain = kMargin / cost(1);
+    double best = plain, best_case = 0;
     int best_k = 0;
     double expect = 1.0, p = a1;
     for (int k = 1; k <= kmax; ++k) {
         expect += p;  // expected tokens from drafting k: 1 + a1 + a1 a2 + ... + a1 a2^(k-1)
         p *= a2;
-        const double score = expect / cost(k + 1);
-        if (score > best) {
-            best = score;
+        const double c = cost(k + 1) + draft_cost(k);
+        best_case = std::max(best_case, (k + 1) / c);
+        if (expect / c > best) {
+            best = expect / c;
             best_k = k;
         }
     }
@@ -164,8 +172,16 @@ int SpecController::choose(int available, int src) {
         r.since_probe = 0;
         return best_k;
     }
-    // Drafting does not pay at the current estimate: probe with one token every so often, less often the
-    // longer it keeps failing.
+    // A draft model's probe pays for catching up with every token since the last one. When even drafts that
+    // are always accepted would be slower than plain steps (a draft model nearly as slow as the target), no
+    // text can make it pay: probe only now and then, to notice that the costs changed.
+    if (draft_cost(1) > 0.25 * cost(1) && best_case * cost(1) <= 1.0) {
+        if (++hopeless_steps_ < kHopelessGap) return 0;
+        hopeless_steps_ = 0;
+        return 1;
+    }
+    // Otherwise drafting does not pay at the current acceptance estimate: probe with one token every so
+    // often, less often the longer it keeps failing.
     if (++r.since_probe >= r.probe_gap) {
         r.since_probe = 0;
         r.probe_gap = r.probe_gap < 64 ? r.probe_gap * 2 : 64;
@@ -174,13 +190,16 @@ int SpecController::choose(int available, int src) {
     return 0;
 }
 
-void SpecController::record(int k, int accepted, double ms, int src) {
+void SpecController::record(int k, int accepted, double verify_ms, int src, double draft_ms) {
     const int m = k + 1;
     // Noise on a shared machine only ever adds time (preemption, other programs' cache traffic), so track a
     // slowly rising minimum rather than a mean: one slow step must not make plain decoding look expensive
     // and drafting cheap (or the reverse).
-    if (m >= 1 && m <= 16) ms_[m] = ms_[m] > 0 ? std::min(ms, ms_[m] * 1.02) : ms;
+    if (m >= 1 && m <= 16) ms_[m] = ms_[m] > 0 ? std::min(verify_ms, ms_[m] * 1.02) : verify_ms;
     if (k <= 0) return;
+    // Drafting time varies with how far a draft model has to catch up: an average, not a minimum.
+    const double per_token = draft_ms / k;
+    draft_per_token_ = draft_per_token_ > 0 ? 0.7 * draft_per_token_ + 0.3 * per_token : per_token;
     Rates &r = rates_[std::min(std::max(src, 0), kSources - 1)];
     // A step examines drafted tokens until the first rejection: the first one always, each further one if
     // its predecessor was accepted. A memory of some seven steps per source: whether the text repeats changes

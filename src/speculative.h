@@ -51,19 +51,29 @@ private:
 class SpecController {
 public:
     static constexpr int kSources = 9;
+    // Forgets everything.
     void reset(int k_max);
+    // Forgets what it learnt of the text (acceptance), keeps what it measured of the costs, which belong to
+    // the model and the machine: a new request on the same session starts from them.
+    void new_request();
     // The number of tokens to draft, 0..min(k_max, available).
     int choose(int available, int src = 0);
-    // After a step that drafted k (>= 0) tokens from source `src`, of which `accepted` were accepted, with the
-    // step (drafting and the forward of k + 1 positions) taking `ms`.
-    void record(int k, int accepted, double ms, int src = 0);
+    // After a step that drafted k (>= 0) tokens from source `src`, of which `accepted` were accepted: the
+    // forward of k + 1 positions took `verify_ms`, drafting them `draft_ms` (a draft model's own steps,
+    // including catching up with the tokens it has not seen; next to nothing for prompt lookup).
+    void record(int k, int accepted, double verify_ms, int src = 0, double draft_ms = 0);
     // Estimated probability that a first drafted token from `src` is accepted, and that a further one is.
     double first_rate(int src) const;
     double next_rate(int src) const;
 
 private:
     double cost(int m) const;
+    // Time of drafting k tokens, by the recent drafting time per drafted token.
+    double draft_cost(int k) const { return k * draft_per_token_; }
     int k_max_ = 0;
+    double draft_per_token_ = 0;  // moving average
+    static constexpr int kHopelessGap = 512;
+    int hopeless_steps_ = 0;      // steps since the last probe while drafting cannot pay at any acceptance
     struct Rates {
         double first_acc = 0, first_seen = 0;  // decayed counts: first drafted tokens accepted / examined
         double next_acc = 0, next_seen = 0;    // further drafted tokens accepted / examined

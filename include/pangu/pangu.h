@@ -318,7 +318,9 @@ PANGU_API void pangu_session_free(pangu_session *session);
 /* The detailed message of the last failed call on this session ("" if none). Owned by the session. */
 PANGU_API const char *pangu_session_last_error(const pangu_session *session);
 
-/* Forget the context: the session is as if just created (its sampler seed included). */
+/* Forget the context: the session is as if just created (its sampler seed included), except that it keeps
+ * what it measured of the cost of speculative decoding on this machine (which changes its speed, never its
+ * output). */
 PANGU_API pangu_status pangu_session_reset(pangu_session *session);
 
 /* Number of tokens in the session's context (prompt and generated). 0 for NULL. */

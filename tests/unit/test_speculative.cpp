@@ -275,6 +275,37 @@ TEST(SpecController, BacksOffWhenDraftsFailAndProbesAgain) {
     EXPECT_EQ(c.choose(0), 0);
 }
 
+TEST(SpecController, DraftModelThatCannotPayStopsProbing) {
+    // Every draft is accepted, but drafting a token costs more than a plain step (a draft model as slow as
+    // the target, plus catching up): no acceptance could make it pay, so after measuring that it probes
+    // only every few hundred steps, and a new request on the session does not measure it all again.
+    pangu::SpecController c;
+    c.reset(4);
+    int drafted = 0;
+    for (int step = 0; step < 1000; ++step) {
+        const int k = c.choose(4);
+        drafted += k > 0;
+        c.record(k, k, 1.0 + 0.3 * k, 0, 1.2 * k);
+    }
+    EXPECT_LE(drafted, 4);
+    c.new_request();
+    drafted = 0;
+    for (int step = 0; step < 400; ++step) {
+        const int k = c.choose(4);
+        drafted += k > 0;
+        c.record(k, k, 1.0 + 0.3 * k, 0, 1.2 * k);
+    }
+    EXPECT_LE(drafted, 1);
+    // A cheap draft of the same quality drafts the full length.
+    pangu::SpecController d;
+    d.reset(4);
+    for (int step = 0; step < 100; ++step) {
+        const int k = d.choose(4);
+        d.record(k, k, 1.0 + 0.1 * k, 0, 0.1 * k);
+    }
+    EXPECT_EQ(d.choose(4), 4);
+}
+
 TEST(SpecController, KeepsAcceptancePerDraftSource) {
     // Prompt lookup: 3-gram matches are copied text and accepted, 1-gram matches are guesses and rejected.
     // Verifying costs a little per position, as on a memory-bound model.
