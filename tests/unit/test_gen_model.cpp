@@ -36,7 +36,7 @@ const char *const kPrompts[] = {"def fibonacci(n):\n", "《静夜思》\n作者�
                                 "import os\nimport sys\n\nclass Stack:\n"};
 
 // Per-position logits of the prompt (one row per token) from a fresh session on `dir`.
-std::vector<float> prompt_logits(const std::string &dir, const char *text, size_t *n_tokens, int32_t *n_vocab) {
+std::vector<float> prompt_logits(const std::string &dir, const char *text) {
     pangu_model *m = nullptr;
     EXPECT_EQ(pangu_model_load(dir.c_str(), nullptr, &m), PANGU_OK) << pangu_last_error();
     if (!m) return {};
@@ -52,46 +52,40 @@ std::vector<float> prompt_logits(const std::string &dir, const char *text, size_
     EXPECT_EQ(pangu_session_eval(s, ids, n, rows.data()), PANGU_OK) << pangu_last_error();
     pangu_session_free(s);
     pangu_model_free(m);
-    *n_tokens = n;
-    *n_vocab = info.n_vocab;
     return rows;
+}
+
+// Widens the bundled model with `sizes`, then calls check(original, wide, prompt) on every prompt's logits.
+template <typename Check>
+void widen_and_compare(const std::string &sizes, Check check) {
+    TempDir t;
+    const std::string wide = (t.path / "wide").string();
+    ASSERT_EQ(gen("--widen-from " PANGU_MODEL_DIR " -o " + wide + " " + sizes), 0);
+    for (const char *p : kPrompts) {
+        const auto a = prompt_logits(PANGU_MODEL_DIR, p), b = prompt_logits(wide, p);
+        ASSERT_FALSE(a.empty());
+        ASSERT_EQ(a.size(), b.size()) << p;
+        check(a, b, p);
+    }
 }
 
 }  // namespace
 
 TEST(GenModel, WidenedByAPowerOfFourIsBitIdentical) {
-    TempDir t;
-    const std::string wide = (t.path / "wide").string();
     // hidden 192 -> 768 (f = 4), 6 -> 9 layers, 6/2 -> 12/4 heads, MLP 512 -> 768
-    ASSERT_EQ(gen("--widen-from " PANGU_MODEL_DIR " -o " + wide + " --hidden 768 --layers 9 --heads 12 --ff 768"), 0);
-    for (const char *p : kPrompts) {
-        size_t n1 = 0, n2 = 0;
-        int32_t v1 = 0, v2 = 0;
-        const auto a = prompt_logits(PANGU_MODEL_DIR, p, &n1, &v1);
-        const auto b = prompt_logits(wide, p, &n2, &v2);
-        ASSERT_EQ(n1, n2);
-        ASSERT_EQ(v1, v2);
-        ASSERT_FALSE(a.empty());
+    widen_and_compare("--hidden 768 --layers 9 --heads 12 --ff 768", [](const auto &a, const auto &b, const char *p) {
         EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << p;
-    }
+    });
 }
 
 TEST(GenModel, WidenedByOtherFactorsAgreesToRounding) {
-    TempDir t;
-    const std::string wide = (t.path / "wide").string();
     // hidden 192 -> 384 (f = 2: the norms' weights are divided by sqrt(2), which rounds)
-    ASSERT_EQ(gen("--widen-from " PANGU_MODEL_DIR " -o " + wide + " --hidden 384 --layers 7 --ff 512"), 0);
-    for (const char *p : kPrompts) {
-        size_t n1 = 0, n2 = 0;
-        int32_t v1 = 0, v2 = 0;
-        const auto a = prompt_logits(PANGU_MODEL_DIR, p, &n1, &v1);
-        const auto b = prompt_logits(wide, p, &n2, &v2);
-        ASSERT_EQ(a.size(), b.size());
+    widen_and_compare("--hidden 384 --layers 7 --ff 512", [](const auto &a, const auto &b, const char *p) {
         double worst = 0;
         for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
         EXPECT_LT(worst, 1e-3) << p;
         EXPECT_GT(worst, 0.0) << "sqrt(2) cannot be exact: the comparison would not test anything";
-    }
+    });
 }
 
 TEST(GenModel, WideningRefusesSmallerSizesAndOtherHeadDims) {
