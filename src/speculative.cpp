@@ -84,13 +84,16 @@ int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out, in
             const size_t end = static_cast<size_t>(tab[i].pos);
             if (end + 1 >= n || end + 1 < static_cast<size_t>(len)) break;
             if (std::memcmp(tokens + end + 1 - len, suffix, sizeof(int32_t) * len) != 0) break;  // collision
-            int m = 0;
-            while (m < k && end + 1 + m < n) {
-                out[m] = tokens[end + 1 + m];
-                ++m;
+            // What followed that occurrence, as far as the context goes. When the occurrence is recent (closer
+            // than k tokens to the end) the text is repeating with that period, and the draft goes on with
+            // the period: positions past the end are the drafted tokens themselves (end + 1 < n, so
+            // `src - n` is always an index already written).
+            for (int m = 0; m < k; ++m) {
+                const size_t src = end + 1 + m;
+                out[m] = src < n ? tokens[src] : out[src - n];
             }
             if (matched) *matched = len;
-            return m;
+            return k;
         }
     }
     return 0;

@@ -19,8 +19,9 @@ public:
     // Brings the index up to date with tokens[0..n): incremental when tokens were only appended since the
     // last call, a rebuild after the context was cut (truncate, reset, slide).
     void update(const int32_t *tokens, size_t n);
-    // Up to k tokens that followed the most recent earlier occurrence of the context's last N tokens, for
-    // N = max_n down to 1. Returns how many were written to out; `matched` (optional) receives the N that
+    // The k tokens that followed the most recent earlier occurrence of the context's last N tokens, for
+    // N = max_n down to 1, continued with the period of the repetition when that occurrence is less than k
+    // tokens from the end. Returns k, or 0 if nothing matched; `matched` (optional) receives the N that
     // matched (0 if none).
     int propose(const int32_t *tokens, size_t n, int k, int32_t *out, int *matched = nullptr) const;
 

@@ -207,13 +207,19 @@ TEST(NgramIndex, ProposesTheMostRecentContinuationWithFallback) {
     ASSERT_EQ(n, 2);
     EXPECT_EQ(out[0], 1);
     EXPECT_EQ(out[1], 2);
-    // unigram fallback, and the continuation is cut at the end of the context
+    // unigram fallback; the occurrence is 2 tokens from the end, so the text repeats with period 2 and the
+    // draft goes on with it
     std::vector<int32_t> u = {4, 9, 4};
     idx.update(u.data(), u.size());  // shorter: rebuilt
     n = idx.propose(u.data(), u.size(), 4, out);
-    ASSERT_EQ(n, 2);
-    EXPECT_EQ(out[0], 9);
-    EXPECT_EQ(out[1], 4);
+    ASSERT_EQ(n, 4);
+    EXPECT_EQ(std::vector<int32_t>(out, out + 4), (std::vector<int32_t>{9, 4, 9, 4}));
+    // a run of one token continues as a run
+    std::vector<int32_t> r = {1, 2, 7, 7, 7};
+    idx.update(r.data(), r.size());
+    n = idx.propose(r.data(), r.size(), 4, out);
+    ASSERT_EQ(n, 4);
+    EXPECT_EQ(std::vector<int32_t>(out, out + 4), (std::vector<int32_t>{7, 7, 7, 7}));
     // nothing seen before: no draft
     std::vector<int32_t> v = {1, 2, 3};
     idx.update(v.data(), v.size());
@@ -233,17 +239,16 @@ TEST(NgramIndex, MatchesABruteForceSearchOnRandomText) {
         if (i % 7) continue;
         int32_t out[4];
         const int n = idx.propose(t.data(), t.size(), 4, out);
-        // brute force: longest N in 3..1 whose suffix occurred earlier, most recent occurrence
+        // brute force: longest N in 3..1 whose suffix occurred earlier, most recent occurrence, and the 4
+        // tokens after it in the context extended by the draft itself
         int expect = 0;
         int32_t ref[4];
         for (int len = 3; len >= 1 && !expect; --len) {
             if (static_cast<size_t>(len) >= t.size()) continue;
             for (int64_t end = static_cast<int64_t>(t.size()) - 2; end >= len - 1; --end) {
                 if (std::equal(t.end() - len, t.end(), t.begin() + end - len + 1)) {
-                    while (expect < 4 && end + 1 + expect < static_cast<int64_t>(t.size())) {
-                        ref[expect] = t[end + 1 + expect];
-                        ++expect;
-                    }
+                    std::vector<int32_t> ext = t;
+                    for (; expect < 4; ++expect) ext.push_back(ref[expect] = ext[end + 1 + expect]);
                     break;
                 }
             }
