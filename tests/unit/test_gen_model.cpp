@@ -12,19 +12,13 @@
 #include <vector>
 
 #include "pangu/pangu.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
-namespace {
+using pangu_test::TempDir;
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/pangu_gen_XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
+namespace {
 
 int gen(const std::string &args) {
     const std::string cmd = std::string(PANGU_GEN_MODEL_BIN) + " " + args + " 2>/dev/null";
@@ -58,7 +52,7 @@ std::vector<float> prompt_logits(const std::string &dir, const char *text) {
 // Widens the bundled model with `sizes`, then calls check(original, wide, prompt) on every prompt's logits.
 template <typename Check>
 void widen_and_compare(const std::string &sizes, Check check) {
-    TempDir t;
+    TempDir t("pangu_gen");
     const std::string wide = (t.path / "wide").string();
     ASSERT_EQ(gen("--widen-from " PANGU_MODEL_DIR " -o " + wide + " " + sizes), 0);
     for (const char *p : kPrompts) {
@@ -89,7 +83,7 @@ TEST(GenModel, WidenedByOtherFactorsAgreesToRounding) {
 }
 
 TEST(GenModel, WideningRefusesSmallerSizesAndOtherHeadDims) {
-    TempDir t;
+    TempDir t("pangu_gen");
     const std::string out = (t.path / "x").string();
     EXPECT_EQ(gen("--widen-from " PANGU_MODEL_DIR " -o " + out + " --hidden 128"), 2);   // narrower than 192
     EXPECT_EQ(gen("--widen-from " PANGU_MODEL_DIR " -o " + out + " --layers 3"), 2);     // fewer layers

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "pangu/pangu.h"
+#include "test_util.h"
 #include "safetensors.h"
 #include "safetensors_writer.h"
 #include "tensor.h"
@@ -19,18 +20,11 @@
 namespace fs = std::filesystem;
 using namespace pangu;
 
+using pangu_test::TempDir;
+
 namespace {
 
 const std::vector<int32_t> kPrompt = {1, 651, 681, 13, 651, 304, 497, 13, 13, 13, 310, 580, 263, 713, 295, 13};
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/pangu_loader_XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
 
 std::vector<float> to_f32(const TensorInfo &t) {
     const size_t n = t.nbytes / dtype_size(t.dtype);
@@ -103,7 +97,7 @@ auto keep_cfg = [](Json::Value &) {};
 }  // namespace
 
 TEST(Loader, F32WeightsGiveIdenticalLogits) {
-    TempDir t;
+    TempDir t("pangu_loader");
     write_variant(t.path, [](std::string &, DType &dt, std::vector<int64_t> &, std::vector<float> &) {
         dt = DType::F32;  // bf16 widens exactly, and the kernels reduce in the same order for every dtype
         return true;
@@ -112,7 +106,7 @@ TEST(Loader, F32WeightsGiveIdenticalLogits) {
 }
 
 TEST(Loader, F16WeightsAgreeClosely) {
-    TempDir t;
+    TempDir t("pangu_loader");
     write_variant(t.path, [](std::string &, DType &dt, std::vector<int64_t> &, std::vector<float> &) {
         dt = DType::F16;
         return true;
@@ -140,7 +134,7 @@ TEST(Loader, TiedEmbeddingsUseTheEmbeddingAsHead) {
 }
 
 TEST(Loader, MissingHeadWithoutTyingIsAnError) {
-    TempDir t;
+    TempDir t("pangu_loader");
     write_variant(t.path, [](std::string &name, DType &, std::vector<int64_t> &, std::vector<float> &) {
         return name != "lm_head.weight";
     }, keep_cfg);
@@ -177,7 +171,7 @@ TEST(Loader, PrunedLayersTakeTheirWidthFromTheTensors) {
 }
 
 TEST(Loader, InconsistentPrunedWidthsAreRejected) {
-    TempDir t;
+    TempDir t("pangu_loader");
     write_variant(t.path, [](std::string &name, DType &, std::vector<int64_t> &shape, std::vector<float> &v) {
         if (name == "model.layers.2.mlp.up_proj.weight") {  // gate keeps 512, up claims 256
             v.resize(256 * shape[1]);
@@ -196,7 +190,7 @@ TEST(Loader, RotaryCachesAreSkippedAndStrayLayersRejected) {
                   keep_cfg);
     {
         // Add a rotary inv_freq tensor the way old HF checkpoints carry it.
-        TempDir tmp;
+        TempDir tmp("pangu_loader");
         write_variant(tmp.path, [](std::string &, DType &, std::vector<int64_t> &, std::vector<float> &) { return true; },
                       keep_cfg);
         TensorStore store;
@@ -217,7 +211,7 @@ TEST(Loader, RotaryCachesAreSkippedAndStrayLayersRejected) {
 }
 
 TEST(Loader, NanInANormIsRejected) {
-    TempDir t;
+    TempDir t("pangu_loader");
     write_variant(t.path, [](std::string &name, DType &, std::vector<int64_t> &, std::vector<float> &v) {
         if (name == "model.norm.weight") v[3] = NAN;
         return true;

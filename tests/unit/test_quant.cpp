@@ -17,6 +17,7 @@
 #include "device.h"
 #include "kernels.h"
 #include "pangu/pangu.h"
+#include "test_util.h"
 #include "quantize.h"
 #include "safetensors.h"
 #include "safetensors_writer.h"
@@ -24,16 +25,9 @@
 namespace fs = std::filesystem;
 using namespace pangu;
 
-namespace {
+using pangu_test::TempDir;
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/pangu_quant_XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
+namespace {
 
 // ctest runs the tests of this program in parallel processes: each keeps the converter's stderr in a file
 // of its own.
@@ -52,7 +46,7 @@ std::string last_stderr() {
 
 // The quantized bundled model, made once for the whole test program.
 const std::string &q8_dir() {
-    static TempDir *dir = new TempDir();  // lives until exit; removed by the environment's cleanup below
+    static TempDir *dir = new TempDir("pangu_quant");  // lives until exit; removed by the environment's cleanup below
     static std::string path;
     if (path.empty()) {
         path = (dir->path / "q8").string();
@@ -235,7 +229,7 @@ TEST(Quantize, GreedyAgreesWithFp32OnGoldenPrompts) {
 }
 
 TEST(Quantize, QuantizedEmbeddingsLoadAndStayClose) {
-    TempDir t;
+    TempDir t("pangu_quant");
     const std::string out = (t.path / "q8e").string();
     ASSERT_EQ(run_quantize("--quantize-embeddings -i " PANGU_MODEL_DIR " -o " + out), 0) << last_stderr();
     TensorStore q;
@@ -316,7 +310,7 @@ std::string broken_model(const fs::path &dir, const std::string &victim, bool dr
 }  // namespace
 
 TEST(Quantize, RefusesNanInfAndMissingTensorsNamingThemAndLeavesNothing) {
-    TempDir t;
+    TempDir t("pangu_quant");
     const std::string victim = "model.layers.4.mlp.up_proj.weight";
     for (float bad : {NAN, INFINITY}) {
         const std::string in = broken_model(t.path / (std::isnan(bad) ? "nan" : "inf"), victim, false, bad);
@@ -339,7 +333,7 @@ TEST(Quantize, RefusesNanInfAndMissingTensorsNamingThemAndLeavesNothing) {
 }
 
 TEST(Quantize, UnknownQuantizationMethodIsUnsupported) {
-    TempDir t;
+    TempDir t("pangu_quant");
     fs::copy(q8_dir(), t.path / "m");
     Json::Value cfg;
     std::ifstream(t.path / "m" / "config.json") >> cfg;
