@@ -102,13 +102,13 @@ int main(int argc, char **argv) {
                 runs);
     std::printf("%4s %12s %12s %10s\n", "M", "ms/call", "weight GB/s", "GFLOP/s");
     for (int M : Ms) {
-        pgd_tensor xt{x.data(), PGD_F32, M, K, K, nullptr, 0};
-        pgd_tensor yt{y.data(), PGD_F32, M, N, N, nullptr, 0};
+        pgd_tensor xt{x.data(), PGD_F32, M, K, K, nullptr, 0, 0, 0};
+        pgd_tensor yt{y.data(), PGD_F32, M, N, N, nullptr, 0, 0, 0};
         std::vector<double> per_call;
         for (int r = 0; r <= runs; ++r) {  // pass 0 warms up
             const auto t0 = std::chrono::steady_clock::now();
             for (size_t m = 0; m < n_mats; ++m) {
-                pgd_tensor wt{wbuf.data() + m * mat_bytes, dt, N, K, K, dt == PGD_I8 ? scale.data() : nullptr, 0};
+                pgd_tensor wt{wbuf.data() + m * mat_bytes, dt, N, K, K, dt == PGD_I8 ? scale.data() : nullptr, 0, 0, 0};
                 if (dev->matmul(dev->ctx, s, &xt, &wt, nullptr, &yt, nullptr, 0) != 0) {
                     std::fprintf(stderr, "bench_matmul: matmul failed\n");
                     return 1;

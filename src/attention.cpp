@@ -32,28 +32,22 @@ uint64_t attention_task(const AttnProblem &a, int64_t t, float *sc) {
         }
         s0 += run;
     }
-    // softmax per head (the scale applied as attn_scores did: to each finished dot product)
+    // softmax per head (the scale applied to each finished dot product)
     uint64_t over = 0;
     float *inv = sc + int64_t(g) * kc.rows;
     for (int32_t j = 0; j < g; ++j) {
         float *p = sc + j * n_pos;
-        float mx = -INFINITY;
-        for (int64_t s = 0; s < n_pos; ++s) {
-            p[s] *= a.scale;
-            mx = p[s] > mx ? p[s] : mx;
-        }
-        float sum = 0.0f;
-        for (int64_t s = 0; s < n_pos; ++s) {
-            p[s] = std::exp(p[s] - mx);
-            if (a.round16) p[s] = a.round16(p[s], &over);  // in (0, 1]: never saturates
-            sum += p[s];
-        }
-        // Without fp16 rounding the probabilities are normalized before the values (as a reference
-        // implementation does); the emulated NPU normalizes the fp16 output instead, as its kernel would.
+        const float mx = a.k->scale_max(p, n_pos, a.scale);
+        float sum = a.k->exp_sum(p, n_pos, mx);
         if (!a.round16) {
+            // Normalized before the values, as a reference implementation does.
             const float r = 1.0f / sum;
             for (int64_t s = 0; s < n_pos; ++s) p[s] *= r;
         } else {
+            // The emulated NPU rounds the probabilities to fp16 for its second cube product (in (0, 1]: they
+            // never saturate) and normalizes the fp16 output instead, as its kernel would.
+            sum = 0.0f;
+            for (int64_t s = 0; s < n_pos; ++s) sum += (p[s] = a.round16(p[s], &over));
             inv[j] = 1.0f / sum;
         }
     }

@@ -235,12 +235,9 @@ int cpu_attention(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tenso
 }
 
 // ---- elementwise ----
-int cpu_swiglu(void *, pgd_stream *, pgd_tensor *g, const pgd_tensor *u) {
-    for (int64_t m = 0; m < g->rows; ++m) {
-        float *gr = rowf(g, m);
-        const float *ur = rowf(u, m);
-        for (int64_t i = 0; i < g->cols; ++i) gr[i] = gr[i] / (1.0f + std::exp(-gr[i])) * ur[i];
-    }
+int cpu_swiglu(void *ctx, pgd_stream *, pgd_tensor *g, const pgd_tensor *u) {
+    const kernels::Table *k = static_cast<CpuCtx *>(ctx)->k;
+    for (int64_t m = 0; m < g->rows; ++m) k->swiglu(rowf(g, m), rowf(u, m), g->cols);
     return 0;
 }
 

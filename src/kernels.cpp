@@ -1,5 +1,6 @@
 #include "kernels.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -48,13 +49,42 @@ void attn_values_scalar(const float *p, int64_t ldp, int32_t nq, const float *v,
             for (int32_t i = 0; i < d; ++i) out[j * ldo + i] += p[j * ldp + s] * v[s * ldv + i];
 }
 
+}  // namespace
+
+float scale_max_scalar(float *x, int64_t n, float scale) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] *= scale;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    return mx;
+}
+
+float exp_sum_scalar(float *x, int64_t n, float shift) {
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] = std::exp(x[i] - shift);
+        sum += x[i];
+    }
+    return sum;
+}
+
+void swiglu_scalar(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+namespace {
+
 const Table kScalar = {"scalar",
                        mm_scalar<float, conv_f32>,
                        mm_scalar<uint16_t, conv_bf16>,
                        mm_scalar<uint16_t, conv_f16>,
                        mm_scalar<int8_t, conv_i8>,
                        dot_scalar,
-                       attn_values_scalar};
+                       attn_values_scalar,
+                       scale_max_scalar,
+                       exp_sum_scalar,
+                       swiglu_scalar};
 
 const Table *choose() {
     if (const char *env = std::getenv("PANGU_KERNELS")) {

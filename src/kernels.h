@@ -37,7 +37,18 @@ struct Table {
     // (Attention scores are mm_f32 of the queries against the key rows: the order of a dot product.)
     void (*attn_values)(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
                         int32_t d, float *out, int64_t ldo);
+    // Softmax in two passes: x[i] *= scale for i < n, returning the largest; then x[i] = exp(x[i] - shift),
+    // returning their sum. Each table has its own exp and order of summation (fixed, so still invariant).
+    float (*scale_max)(float *x, int64_t n, float scale);
+    float (*exp_sum)(float *x, int64_t n, float shift);
+    // SwiGLU: g[i] = silu(g[i]) * u[i] for i < n.
+    void (*swiglu)(float *g, const float *u, int64_t n);
 };
+
+// The scalar reference's softmax and SwiGLU, for tables without vector versions of their own.
+float scale_max_scalar(float *x, int64_t n, float scale);
+float exp_sum_scalar(float *x, int64_t n, float shift);
+void swiglu_scalar(float *g, const float *u, int64_t n);
 
 // The best table for this CPU (decided once). PANGU_KERNELS=scalar|avx2|avx512|neon asks for a table (the
 // reference, or a narrower one to compare); a table the CPU or build lacks falls back to the best.

@@ -2,6 +2,7 @@
 // runs unless the CPU reports those features.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels.h"
@@ -170,7 +171,83 @@ void attn_values_avx2(const float *p, int64_t ldp, int32_t nq, const float *v, i
                 out[j * ldo + i] = __builtin_fmaf(p[j * ldp + s], v[s * ldv + i], out[j * ldo + i]);
 }
 
-const Table kAvx2 = {"avx2", mm<F32>, mm<BF16>, mm<F16>, mm<I8>, dot_avx2, attn_values_avx2};
+// exp(x) for x <= 0, as in kernels_avx512.cpp: 2^n assembled in the exponent bits (n >= -126 after the clamp).
+inline __m256 exp256(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(lo, x);  // this operand order keeps a NaN (max returns its second operand then)
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0f));
+    // 2^n: n + 127 in the exponent field (n in [-126, 0])
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(e, _mm256_castsi256_ps(bits)));
+}
+
+float scale_max_avx2(float *x, int64_t n, float scale) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), sc);
+        _mm256_storeu_ps(x + i, v);
+        mx = _mm256_max_ps(mx, v);
+    }
+    float lanes[8], m = -INFINITY;
+    _mm256_storeu_ps(lanes, mx);
+    for (float l : lanes) m = l > m ? l : m;
+    for (; i < n; ++i) {
+        x[i] *= scale;
+        m = x[i] > m ? x[i] : m;
+    }
+    return m;
+}
+
+float exp_sum_avx2(float *x, int64_t n, float shift) {
+    const __m256 sh = _mm256_set1_ps(shift);
+    __m256 sum = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+        _mm256_storeu_ps(x + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    if (i < n) {  // the tail through the same exp, in a zero-padded vector
+        float t[8] = {0};
+        for (int64_t j = i; j < n; ++j) t[j - i] = x[j] - shift;
+        __m256 e = exp256(_mm256_loadu_ps(t));
+        _mm256_storeu_ps(t, e);
+        for (int64_t j = i; j < n; ++j) x[j] = t[j - i];
+        for (int64_t j = n - i; j < 8; ++j) t[j] = 0.0f;
+        sum = _mm256_add_ps(sum, _mm256_loadu_ps(t));
+    }
+    return hsum(sum);
+}
+
+void swiglu_avx2(float *g, const float *u, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 e = exp256(_mm256_or_ps(gv, sign));  // e^-|g|
+        const __m256 d = _mm256_div_ps(one, _mm256_add_ps(one, e));
+        const __m256 sig = _mm256_blendv_ps(d, _mm256_mul_ps(e, d), _mm256_cmp_ps(gv, zero, _CMP_LT_OQ));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_mul_ps(gv, sig), _mm256_loadu_ps(u + i)));
+    }
+    swiglu_scalar(g + i, u + i, n - i);
+}
+
+const Table kAvx2 = {"avx2",           mm<F32>,        mm<BF16>,     mm<F16>,      mm<I8>, dot_avx2,
+                     attn_values_avx2, scale_max_avx2, exp_sum_avx2, swiglu_avx2};
 
 }  // namespace
 

@@ -17,6 +17,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "kernels.h"
 
 namespace pangu {
@@ -217,7 +219,80 @@ void attn_values_avx512(const float *p, int64_t ldp, int32_t nq, const float *v,
                 out[j * ldo + i] = __builtin_fmaf(p[j * ldp + s], v[s * ldv + i], out[j * ldo + i]);
 }
 
-const Table kAvx512 = {"avx512", mm<F32>, mm<BF16>, mm<F16>, mm<I8>, dot_avx512, attn_values_avx512};
+// exp(x) for x <= 0 (softmax shifts by the maximum; SwiGLU clamps): n = round(x / ln 2), r = x - n ln 2 in two
+// parts (Cody-Waite), e^r by its degree-6 Taylor-like minimax polynomial (the classic single-precision
+// coefficients, about 1 ulp), times 2^n. Below -87.3 the result is 0, as expf's is to within a denormal.
+inline __m512 exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.33654f);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(lo, x);  // this operand order keeps a NaN (max returns its second operand then)
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), _mm512_scalef_ps(e, n));
+}
+
+float scale_max_avx512(float *x, int64_t n, float scale) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), sc);
+        _mm512_storeu_ps(x + i, v);
+        mx = _mm512_max_ps(mx, v);
+    }
+    if (i < n) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), sc);
+        _mm512_mask_storeu_ps(x + i, m, v);
+        mx = _mm512_mask_max_ps(mx, m, mx, v);
+    }
+    return _mm512_reduce_max_ps(mx);
+}
+
+float exp_sum_avx512(float *x, int64_t n, float shift) {
+    const __m512 sh = _mm512_set1_ps(shift);
+    __m512 sum = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), sh));
+        _mm512_storeu_ps(x + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (i < n) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), sh)));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return hsum(sum);
+}
+
+// silu(g) = g / (1 + e^-g): e^-|g| never overflows, and for g < 0, e^-g = 1 / e^g.
+void swiglu_avx512(float *g, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(gv)));  // e^-|g|
+        const __mmask16 neg = _mm512_cmp_ps_mask(gv, _mm512_setzero_ps(), _CMP_LT_OQ);
+        // sigmoid(g) = 1 / (1 + e^-g) for g >= 0, e^g / (1 + e^g) for g < 0
+        const __m512 d = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        const __m512 sig = _mm512_mask_mul_ps(d, neg, e, d);
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_mul_ps(gv, sig), uv));
+    }
+}
+
+const Table kAvx512 = {"avx512",           mm<F32>,          mm<BF16>,       mm<F16>,      mm<I8>, dot_avx512,
+                       attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512};
 
 }  // namespace
 

@@ -105,6 +105,43 @@ TEST(Kernels, AttentionValuesMatchScalarAndAccumulateExactlyAcrossBlocks) {
     }
 }
 
+TEST(Kernels, SoftmaxAndSwigluMatchScalar) {
+    std::mt19937 g(13);
+    for (const auto *t : vector_tables()) {
+        for (int64_t n : {1, 5, 8, 15, 16, 17, 33, 100, 1000}) {
+            auto x = randv(n, g, 8.0f), y = x;
+            const float m1 = t->scale_max(x.data(), n, 0.7f), m2 = kernels::scalar().scale_max(y.data(), n, 0.7f);
+            ASSERT_EQ(m1, m2) << t->name << " n=" << n;
+            ASSERT_EQ(std::memcmp(x.data(), y.data(), n * sizeof(float)), 0);
+            const float s1 = t->exp_sum(x.data(), n, m1), s2 = kernels::scalar().exp_sum(y.data(), n, m2);
+            EXPECT_NEAR(s1, s2, 1e-5f * s2) << t->name << " n=" << n;
+            for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(x[i], y[i], 3e-7f * (1 + y[i])) << t->name << " " << i;
+            auto gv = randv(n, g, 6.0f), u = randv(n, g), gs = gv;
+            t->swiglu(gv.data(), u.data(), n);
+            kernels::scalar().swiglu(gs.data(), u.data(), n);
+            for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(gv[i], gs[i], 1e-6f * (1 + std::fabs(gs[i]))) << t->name;
+        }
+        // far below the maximum: exactly zero, as expf; far above zero in SwiGLU: g * u; NaN propagates
+        std::vector<float> x = {0.0f, -50.0f, -100.0f, -1000.0f, -INFINITY};
+        t->exp_sum(x.data(), 5, 0.0f);
+        EXPECT_EQ(x[0], 1.0f);
+        EXPECT_NEAR(x[1], std::exp(-50.0f), 1e-27f);
+        EXPECT_EQ(x[2], 0.0f);
+        EXPECT_EQ(x[3], 0.0f);
+        EXPECT_EQ(x[4], 0.0f);
+        std::vector<float> big = {200.0f, -200.0f}, one = {1.0f, 1.0f};
+        t->swiglu(big.data(), one.data(), 2);
+        EXPECT_EQ(big[0], 200.0f);
+        EXPECT_NEAR(big[1], 0.0f, 1e-30f);
+        std::vector<float> bad = {1.0f, NAN, 2.0f};
+        const float mx = t->scale_max(bad.data(), 3, 1.0f);
+        EXPECT_TRUE(std::isnan(t->exp_sum(bad.data(), 3, mx))) << t->name << ": NaN scores must not vanish";
+        std::vector<float> gn = {NAN, 1.0f};
+        t->swiglu(gn.data(), one.data(), 2);
+        EXPECT_TRUE(std::isnan(gn[0])) << t->name;
+    }
+}
+
 TEST(Kernels, RowResultsDoNotDependOnBlocking) {
     // A row's results must not depend on how many rows or weight rows share the call: the matmul groups
     // them differently depending on the batch and on how the range is split between threads (and reduces
