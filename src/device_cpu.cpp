@@ -1,5 +1,6 @@
 // The CPU backend of the device interface: host memory is device memory, weights are read in place from
 // the memory-mapped checkpoint, and operators split their rows or output channels over the stream's threads.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -144,21 +145,35 @@ void matmul_worker(void *p, int chunk, int n_chunks, int) {
     const size_t esz = j.w->dtype == PGD_F32 ? 4 : j.w->dtype == PGD_I8 ? 1 : 2;
     const float *scale = j.w->dtype == PGD_I8 ? j.w->scale : nullptr;
     const uint8_t *wbase = static_cast<const uint8_t *>(j.w->data);
-    // Eight output channels at a time against every input row: the weight rows are read from memory once
-    // per call and reused from registers and cache by all rows (prefill, draft verification).
-    for (int64_t n = n0; n < n1; n += 8) {
-        const int nr = static_cast<int>(n1 - n < 8 ? n1 - n : 8);
-        const void *wr = wbase + static_cast<size_t>(n * j.w->stride) * esz;
-        float *y0 = static_cast<float *>(j.y->data) + n;
-        j.mm(static_cast<const float *>(j.x->data), j.x->stride, M, wr, j.w->stride, K, nr, y0, j.y->stride);
-        for (int64_t m = 0; m < M; ++m) {
-            float *yr = y0 + m * j.y->stride;
-            // W8A16: y = (x . q) * s, the per-channel scale applied once to the finished sum.
-            if (scale)
-                for (int r = 0; r < nr; ++r) yr[r] *= scale[n + r];
-            if (j.bias)
-                for (int r = 0; r < nr; ++r) yr[r] += j.bias[n + r];
+    const float *x = static_cast<const float *>(j.x->data);
+    float *y = static_cast<float *>(j.y->data);
+    // Eight output channels at a time against the input rows: each weight row is read from memory once per
+    // call and reused from registers and cache by all rows (prefill, draft verification). With more rows
+    // than one register block, the weights go in panels of kPanel channels (a few tens of KiB, kept in L2)
+    // and the rows in blocks of kRows (kept in L1 while they sweep the panel), so that neither the rows nor
+    // the weights stream from L2 once per eight channels. Every output element still sees the kernel's one
+    // sequence of operations, whatever the blocking.
+    constexpr int64_t kPanel = 64, kRows = 6;
+    const int64_t panel = M > kRows ? kPanel : n1 - n0, rows = M > kRows ? kRows : M;
+    for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+        const int64_t p1 = std::min(n1, p0 + panel);
+        for (int64_t m0 = 0; m0 < M; m0 += rows) {
+            const int64_t mr = std::min(rows, M - m0);
+            for (int64_t n = p0; n < p1; n += 8) {
+                const int nr = static_cast<int>(p1 - n < 8 ? p1 - n : 8);
+                const void *wr = wbase + static_cast<size_t>(n * j.w->stride) * esz;
+                j.mm(x + m0 * j.x->stride, j.x->stride, mr, wr, j.w->stride, K, nr, y + m0 * j.y->stride + n,
+                     j.y->stride);
+            }
         }
+    }
+    for (int64_t m = 0; m < M; ++m) {
+        float *yr = y + m * j.y->stride;
+        // W8A16: y = (x . q) * s, the per-channel scale applied once to the finished sum.
+        if (scale)
+            for (int64_t n = n0; n < n1; ++n) yr[n] *= scale[n];
+        if (j.bias)
+            for (int64_t n = n0; n < n1; ++n) yr[n] += j.bias[n];
     }
 }
 
