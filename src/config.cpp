@@ -2,19 +2,14 @@
 
 #include <json/json.h>
 
-#include <fstream>
-#include <sstream>
+#include <memory>
 
 #include "common.h"
+#include "io.h"
 
 namespace pangu {
 
 namespace {
-
-bool file_exists(const std::string &path) {
-    std::ifstream f(path);
-    return f.good();
-}
 
 int get_int(const Json::Value &root, const std::string &path, const char *key, int def, bool required, int min_v,
             int max_v) {
@@ -50,17 +45,24 @@ bool get_bool(const Json::Value &root, const std::string &path, const char *key,
 
 ModelConfig load_config(const std::string &dir) {
     const std::string path = dir + "/config.json";
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        if (!file_exists(path)) fail(PANGU_ERR_FILE_NOT_FOUND, path + ": not found");
-        fail(PANGU_ERR_IO, path + ": cannot be opened");
+    std::string text, why;
+    switch (read_file(path, kMaxJsonBytes, text, why)) {
+        case ReadResult::kMissing: fail(PANGU_ERR_FILE_NOT_FOUND, path + ": not found");
+        case ReadResult::kError: fail(PANGU_ERR_IO, path + ": cannot read: " + why);
+        case ReadResult::kTooBig: fail(PANGU_ERR_CONFIG, path + ": " + why);
+        case ReadResult::kOk: break;
     }
+    return parse_config(text, path);
+}
+
+ModelConfig parse_config(const std::string &text, const std::string &path) {
     Json::CharReaderBuilder builder;
     builder["collectComments"] = false;
     builder["rejectDupKeys"] = true;
+    std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
     Json::Value root;
     std::string errs;
-    if (!Json::parseFromStream(builder, in, &root, &errs))
+    if (!reader->parse(text.data(), text.data() + text.size(), &root, &errs))
         fail(PANGU_ERR_CONFIG, path + ": invalid JSON: " + errs);
     if (!root.isObject()) fail(PANGU_ERR_CONFIG, path + ": top level must be a JSON object");
 

@@ -17,7 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
+#include <memory>
 #include <map>
 #include <mutex>
 #include <new>
@@ -26,6 +26,7 @@
 #include "common.h"
 #include "device.h"
 #include "device_npusim.h"
+#include "io.h"
 #include "kernels.h"
 #include "tensor.h"
 #include "threadpool.h"
@@ -51,16 +52,17 @@ struct Profile {
 };
 
 bool load_profile(const std::string &path, Profile *p, std::string *err) {
-    std::ifstream in(path);
-    if (!in) {
-        *err = path + ": cannot open the npu-sim device profile";
+    std::string text, why;
+    if (read_file(path, kMaxJsonBytes, text, why) != ReadResult::kOk) {
+        *err = path + ": cannot read the npu-sim device profile: " + why;
         return false;
     }
     Json::CharReaderBuilder builder;
     builder["rejectDupKeys"] = true;
+    std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
     Json::Value root;
     std::string errs;
-    if (!Json::parseFromStream(builder, in, &root, &errs) || !root.isObject()) {
+    if (!reader->parse(text.data(), text.data() + text.size(), &root, &errs) || !root.isObject()) {
         *err = path + ": the npu-sim device profile is not a JSON object" + (errs.empty() ? "" : ": " + errs);
         return false;
     }

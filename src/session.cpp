@@ -118,6 +118,10 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
 }
 
 Session *create_session(Model &m, const pangu_session_params &p) {
+    // A model file truncated since loading would fault (SIGBUS) in the first forward pass; refuse instead.
+    // One fstat per file: nothing next to the allocation below.
+    m.store.check_sizes();
+    if (p.spec_mode == PANGU_SPEC_DRAFT) from_handle(p.draft_model)->store.check_sizes();
     const SessionLayout L = plan_session(m, p);
     uint8_t *block = nullptr;
     const bool caller = p.arena != nullptr;

@@ -4,10 +4,10 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <sstream>
+
+#include "io.h"
 
 namespace pangu {
 
@@ -54,29 +54,6 @@ size_t utf8_invalid_offset(std::string_view s) {
         i += len;
     }
     return std::string_view::npos;
-}
-
-enum class ReadResult { kOk, kMissing, kError };
-
-ReadResult read_file(const std::string &path, std::string &out, std::string &why) {
-    FILE *f = std::fopen(path.c_str(), "rb");
-    if (!f) {
-        why = std::strerror(errno);
-        return errno == ENOENT ? ReadResult::kMissing : ReadResult::kError;
-    }
-    out.clear();
-    char buf[1 << 16];
-    size_t got;
-    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, got);
-    // fopen succeeds on a directory; the read then fails with EISDIR.
-    const bool failed = std::ferror(f);
-    const int err = errno;
-    std::fclose(f);
-    if (failed) {
-        why = std::strerror(err);
-        return ReadResult::kError;
-    }
-    return ReadResult::kOk;
 }
 
 // Minimal protobuf wire-format reader: the C++ API of libsentencepiece 0.1.97 hides the piece types
@@ -211,6 +188,29 @@ struct Vocab::Impl {
     void encode_text(std::string_view text, std::vector<int32_t> &out) const;
 };
 
+void parse_tokenizer_config(const std::string &text, const std::string &config_path, bool &add_bos, bool &add_eos) {
+    Json::Value root;
+    std::string errs;
+    Json::CharReaderBuilder builder;
+    std::istringstream in(text);
+    bool parsed = false;
+    try {
+        parsed = Json::parseFromStream(builder, in, &root, &errs);
+    } catch (const std::exception &e) {
+        errs = e.what();
+    }
+    if (!parsed) fail(PANGU_ERR_CONFIG, "malformed JSON in " + config_path + ": " + errs);
+    if (!root.isObject()) fail(PANGU_ERR_CONFIG, config_path + ": top level is not a JSON object");
+    auto read_bool = [&](const char *key, bool &value) {
+        const Json::Value &v = root[key];
+        if (v.isNull()) return;
+        if (!v.isBool()) fail(PANGU_ERR_CONFIG, config_path + ": \"" + key + "\" is not a boolean");
+        value = v.asBool();
+    };
+    read_bool("add_bos_token", add_bos);
+    read_bool("add_eos_token", add_eos);
+}
+
 Vocab::Vocab() : impl_(std::make_unique<Impl>()) {}
 Vocab::~Vocab() = default;
 
@@ -218,9 +218,10 @@ void Vocab::load(const std::string &dir) {
     auto im = std::make_unique<Impl>();
     const std::string model_path = dir + "/tokenizer.model";
     std::string data, why;
-    switch (read_file(model_path, data, why)) {
+    switch (read_file(model_path, kMaxTokenizerBytes, data, why)) {
     case ReadResult::kMissing: fail(PANGU_ERR_FILE_NOT_FOUND, "tokenizer file not found: " + model_path);
     case ReadResult::kError: fail(PANGU_ERR_IO, "cannot read " + model_path + ": " + why);
+    case ReadResult::kTooBig: fail(PANGU_ERR_TOKENIZER, model_path + ": " + why);
     case ReadResult::kOk: break;
     }
 
@@ -279,32 +280,11 @@ void Vocab::load(const std::string &dir) {
 
     const std::string config_path = dir + "/tokenizer_config.json";
     std::string config;
-    switch (read_file(config_path, config, why)) {
+    switch (read_file(config_path, kMaxJsonBytes, config, why)) {
     case ReadResult::kMissing: break;  // optional: defaults apply
     case ReadResult::kError: fail(PANGU_ERR_IO, "cannot read " + config_path + ": " + why);
-    case ReadResult::kOk: {
-        Json::Value root;
-        std::string errs;
-        Json::CharReaderBuilder builder;
-        std::istringstream in(config);
-        bool parsed = false;
-        try {
-            parsed = Json::parseFromStream(builder, in, &root, &errs);
-        } catch (const std::exception &e) {
-            errs = e.what();
-        }
-        if (!parsed) fail(PANGU_ERR_CONFIG, "malformed JSON in " + config_path + ": " + errs);
-        if (!root.isObject()) fail(PANGU_ERR_CONFIG, config_path + ": top level is not a JSON object");
-        auto read_bool = [&](const char *key, bool &value) {
-            const Json::Value &v = root[key];
-            if (v.isNull()) return;
-            if (!v.isBool()) fail(PANGU_ERR_CONFIG, config_path + ": \"" + key + "\" is not a boolean");
-            value = v.asBool();
-        };
-        read_bool("add_bos_token", im->add_bos);
-        read_bool("add_eos_token", im->add_eos);
-        break;
-    }
+    case ReadResult::kTooBig: fail(PANGU_ERR_CONFIG, config_path + ": " + why);
+    case ReadResult::kOk: parse_tokenizer_config(config, config_path, im->add_bos, im->add_eos); break;
     }
     impl_ = std::move(im);
 }

@@ -93,6 +93,10 @@ private:
     size_t n_pending_ = 0;
 };
 
+// Parses tokenizer_config.json: add_bos_token and add_eos_token, when present, overwrite the defaults passed
+// in. Throws PANGU_ERR_CONFIG naming `path`.
+void parse_tokenizer_config(const std::string &text, const std::string &path, bool &add_bos, bool &add_eos);
+
 // True if `s` is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
 bool utf8_valid(std::string_view s);
 
