@@ -2,6 +2,7 @@
 
 #include <json/json.h>
 
+#include <cmath>
 #include <memory>
 
 #include "common.h"
@@ -18,13 +19,18 @@ int get_int(const Json::Value &root, const std::string &path, const char *key, i
         if (required) fail(PANGU_ERR_CONFIG, path + ": missing required field \"" + key + "\"");
         return def;
     }
-    if (!v.isIntegral() && !(v.isDouble() && v.asDouble() == static_cast<double>(static_cast<int64_t>(v.asDouble()))))
+    // Integers written as 4096.0 are accepted. The range is checked on the double before any conversion:
+    // converting a double beyond int64_t's range (4.9e22, found by fuzz_config) is undefined behaviour, and
+    // jsoncpp's asInt64() throws on it.
+    if (!v.isNumeric() || !std::isfinite(v.asDouble()) || std::trunc(v.asDouble()) != v.asDouble())
         fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" must be an integer");
-    const int64_t x = v.asInt64();
-    if (x < min_v || x > max_v)
-        fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" = " + std::to_string(x) + " is out of range [" +
-                                   std::to_string(min_v) + ", " + std::to_string(max_v) + "]");
-    return static_cast<int>(x);
+    const bool in_range = v.isInt64() ? v.asInt64() >= min_v && v.asInt64() <= max_v
+                                      : !v.isUInt64() && v.asDouble() >= min_v && v.asDouble() <= max_v;
+    if (!in_range)
+        fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" = " +
+                                   (v.isInt64() ? std::to_string(v.asInt64()) : std::to_string(v.asDouble())) +
+                                   " is out of range [" + std::to_string(min_v) + ", " + std::to_string(max_v) + "]");
+    return v.isInt64() ? static_cast<int>(v.asInt64()) : static_cast<int>(v.asDouble());
 }
 
 double get_num(const Json::Value &root, const std::string &path, const char *key, double def) {

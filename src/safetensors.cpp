@@ -210,6 +210,8 @@ void parse_safetensors_index(const std::string &index_path, const std::string &t
     std::string errs;
     if (!reader->parse(text.data(), text.data() + text.size(), &root, &errs))
         fail(PANGU_ERR_CONFIG, index_path + ": invalid JSON: " + errs);
+    // jsoncpp throws Json::LogicError from operator[] on anything but an object (found by fuzz_config).
+    if (!root.isObject()) fail(PANGU_ERR_CONFIG, index_path + ": top level must be a JSON object");
     const Json::Value &wm = root["weight_map"];
     if (!wm.isObject() || wm.empty()) fail(PANGU_ERR_CONFIG, index_path + ": missing or empty weight_map");
     for (const auto &name : wm.getMemberNames()) {

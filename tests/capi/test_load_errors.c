@@ -427,6 +427,10 @@ static void test_config_out_of_range(void **state) {
         {"\"num_hidden_layers\": 6", "\"num_hidden_layers\": 0", "num_hidden_layers"},
         {"\"hidden_size\": 192", "\"hidden_size\": -192", "hidden_size"},
         {"\"vocab_size\": 4096", "\"vocab_size\": 99999999999", "vocab_size"},
+        /* beyond int64_t: converting it was undefined behaviour (found by fuzz_config) */
+        {"\"vocab_size\": 4096", "\"vocab_size\": 4.9e22", "vocab_size"},
+        {"\"vocab_size\": 4096", "\"vocab_size\": 18446744073709551615", "vocab_size"},
+        {"\"vocab_size\": 4096", "\"vocab_size\": 4096.5", "vocab_size"},
         /* 6 heads are not a multiple of 4 KV heads */
         {"\"num_key_value_heads\": 2", "\"num_key_value_heads\": 4", "num_key_value_heads"},
         {"\"head_dim\": 32", "\"head_dim\": 33", "head_dim"},
@@ -919,6 +923,9 @@ static void test_shard_missing(void **state) {
     fx_path(fx, "model.safetensors.index.json", ip, sizeof ip);
     write_all(ip, "{\"weight_map\": ", 15);
     expect_load(fx->dir, PANGU_ERR_CONFIG, ip, NULL);
+    /* valid JSON but not an object (was PANGU_ERR_INTERNAL: found by fuzz_config) */
+    write_all(ip, "[\"weight_map\"]", 14);
+    expect_load(fx->dir, PANGU_ERR_CONFIG, ip, "object");
 }
 
 static void test_shard_deleted(void **state) {
