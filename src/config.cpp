@@ -1,12 +1,11 @@
 #include "config.h"
 
-#include <json/json.h>
-
 #include <cmath>
 #include <memory>
 
 #include "common.h"
 #include "io.h"
+#include "json_util.h"
 
 namespace pangu {
 
@@ -62,14 +61,9 @@ ModelConfig load_config(const std::string &dir) {
 }
 
 ModelConfig parse_config(const std::string &text, const std::string &path) {
-    Json::CharReaderBuilder builder;
-    builder["collectComments"] = false;
-    builder["rejectDupKeys"] = true;
-    std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
     Json::Value root;
     std::string errs;
-    if (!reader->parse(text.data(), text.data() + text.size(), &root, &errs))
-        fail(PANGU_ERR_CONFIG, path + ": invalid JSON: " + errs);
+    if (!parse_json(text, root, errs)) fail(PANGU_ERR_CONFIG, path + ": invalid JSON: " + errs);
     if (!root.isObject()) fail(PANGU_ERR_CONFIG, path + ": top level must be a JSON object");
 
     const Json::Value &mt = root["model_type"];

@@ -27,6 +27,7 @@
 #include "device.h"
 #include "device_npusim.h"
 #include "io.h"
+#include "json_util.h"
 #include "kernels.h"
 #include "tensor.h"
 #include "threadpool.h"
@@ -57,12 +58,9 @@ bool load_profile(const std::string &path, Profile *p, std::string *err) {
         *err = path + ": cannot read the npu-sim device profile: " + why;
         return false;
     }
-    Json::CharReaderBuilder builder;
-    builder["rejectDupKeys"] = true;
-    std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
     Json::Value root;
     std::string errs;
-    if (!reader->parse(text.data(), text.data() + text.size(), &root, &errs) || !root.isObject()) {
+    if (!parse_json(text, root, errs) || !root.isObject()) {
         *err = path + ": the npu-sim device profile is not a JSON object" + (errs.empty() ? "" : ": " + errs);
         return false;
     }

@@ -1,7 +1,6 @@
 #include "safetensors.h"
 
 #include <fcntl.h>
-#include <json/json.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +10,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "json_util.h"
 
 namespace pangu {
 
@@ -118,12 +118,9 @@ uint64_t safetensors_header_length(const std::string &path, const uint8_t prefix
 
 std::vector<TensorInfo> parse_safetensors_header(const std::string &path, const char *hbegin, size_t hlen,
                                                  uint64_t data_size) {
-    Json::CharReaderBuilder builder;
-    builder["rejectDupKeys"] = true;
-    std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
     Json::Value root;
     std::string errs;
-    if (!reader->parse(hbegin, hbegin + hlen, &root, &errs))
+    if (!parse_json(hbegin, hbegin + hlen, root, errs))
         fail(PANGU_ERR_SAFETENSORS_HEADER, path + ": header is not valid JSON: " + errs);
     if (!root.isObject()) fail(PANGU_ERR_SAFETENSORS_HEADER, path + ": header is not a JSON object");
 
@@ -203,13 +200,9 @@ void TensorStore::open_file(const std::string &path, const MapOptions &opt) {
 
 void parse_safetensors_index(const std::string &index_path, const std::string &text,
                              std::map<std::string, std::string> &expected, std::vector<std::string> &shards) {
-    Json::CharReaderBuilder builder;
-    builder["rejectDupKeys"] = true;
-    std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
     Json::Value root;
     std::string errs;
-    if (!reader->parse(text.data(), text.data() + text.size(), &root, &errs))
-        fail(PANGU_ERR_CONFIG, index_path + ": invalid JSON: " + errs);
+    if (!parse_json(text, root, errs)) fail(PANGU_ERR_CONFIG, index_path + ": invalid JSON: " + errs);
     // jsoncpp throws Json::LogicError from operator[] on anything but an object (found by fuzz_config).
     if (!root.isObject()) fail(PANGU_ERR_CONFIG, index_path + ": top level must be a JSON object");
     const Json::Value &wm = root["weight_map"];

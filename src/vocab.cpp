@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <sstream>
 
 #include "io.h"
+#include "json_util.h"
 
 namespace pangu {
 
@@ -191,15 +191,7 @@ struct Vocab::Impl {
 void parse_tokenizer_config(const std::string &text, const std::string &config_path, bool &add_bos, bool &add_eos) {
     Json::Value root;
     std::string errs;
-    Json::CharReaderBuilder builder;
-    std::istringstream in(text);
-    bool parsed = false;
-    try {
-        parsed = Json::parseFromStream(builder, in, &root, &errs);
-    } catch (const std::exception &e) {
-        errs = e.what();
-    }
-    if (!parsed) fail(PANGU_ERR_CONFIG, "malformed JSON in " + config_path + ": " + errs);
+    if (!parse_json(text, root, errs, false)) fail(PANGU_ERR_CONFIG, "malformed JSON in " + config_path + ": " + errs);
     if (!root.isObject()) fail(PANGU_ERR_CONFIG, config_path + ": top level is not a JSON object");
     auto read_bool = [&](const char *key, bool &value) {
         const Json::Value &v = root[key];
