@@ -11,7 +11,16 @@ bool parse_json(const char *begin, const char *end, Json::Value &root, std::stri
     builder["collectComments"] = false;
     builder["rejectDupKeys"] = reject_dup_keys;
     const std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
-    if (reader->parse(begin, end, &root, &errs)) return true;
+    // Nesting deeper than jsoncpp's stack limit (1000) throws Json::RuntimeError instead of failing the parse.
+    auto parse = [&] {
+        try {
+            return reader->parse(begin, end, &root, &errs);
+        } catch (const Json::Exception &e) {
+            errs = e.what();
+            return false;
+        }
+    };
+    if (parse()) return true;
     // Found by test_faults: with one allocation refused inside the number parser, "1e-05" in a valid
     // config.json came out as "'1e-05' is not a number" (PANGU_ERR_CONFIG).
     void *probe = std::malloc(size_t(64) << 10);
@@ -19,7 +28,7 @@ bool parse_json(const char *begin, const char *end, Json::Value &root, std::stri
     std::free(probe);
     root = Json::Value();
     errs.clear();
-    return reader->parse(begin, end, &root, &errs);
+    return parse();
 }
 
 }  // namespace pangu

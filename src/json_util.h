@@ -8,7 +8,8 @@
 
 namespace pangu {
 
-// Parses [begin, end) into `root`; false with `errs` set if the text is not valid JSON. Throws std::bad_alloc
+// Parses [begin, end) into `root`; false with `errs` set if the text is not valid JSON (nested too deeply
+// included: jsoncpp throws for that). Throws std::bad_alloc
 // when memory runs out. jsoncpp reads numbers through an istringstream, and iostreams swallow a
 // std::bad_alloc and report a bad number, so a failed parse is not blamed on the text at once: if memory is
 // short it throws std::bad_alloc, otherwise it parses once more (the failure may have been one allocation).

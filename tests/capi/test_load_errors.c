@@ -395,6 +395,11 @@ static void test_malformed_config(void **state) {
     expect_load(fx->dir, PANGU_ERR_CONFIG, p, NULL);
     write_all(p, "", 0);
     expect_load(fx->dir, PANGU_ERR_CONFIG, p, NULL);
+    /* nested deeper than jsoncpp's stack limit, which throws (was PANGU_ERR_INTERNAL) */
+    char deep[1201];
+    memset(deep, '[', sizeof deep);
+    write_all(p, deep, sizeof deep);
+    expect_load(fx->dir, PANGU_ERR_CONFIG, p, "stackLimit");
 }
 
 static void test_config_wrong_type(void **state) {
