@@ -24,7 +24,7 @@ pgd_device *create_device(const ModelLoadOptions &opt) {
     } else {
         fail(PANGU_ERR_UNSUPPORTED, "unknown device backend \"" + opt.backend + "\" (available: cpu, npu-sim)");
     }
-    if (!d) fail(PANGU_ERR_OUT_OF_MEMORY, "cannot create the " + opt.backend + " device");
+    if (!d) fail(PANGU_ERR_OUT_OF_MEMORY, "out of memory creating the " + opt.backend + " device");
     return d;
 }
 

@@ -138,7 +138,8 @@ Session *create_session(Model &m, const pangu_session_params &p) {
         void *b = nullptr;
         const int rc = m.device->mem_alloc(m.device->ctx, &b, L.total);
         if (rc != 0)
-            fail(static_cast<pangu_status>(rc), "cannot allocate the session's " + std::to_string(L.total) +
+            fail(static_cast<pangu_status>(rc), std::string(pangu_status_string(static_cast<pangu_status>(rc))) +
+                                                    ": cannot allocate the session's " + std::to_string(L.total) +
                                                     " bytes (context " + std::to_string(p.n_ctx) + ")");
         block = static_cast<uint8_t *>(b);
     }
@@ -167,7 +168,8 @@ Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L
         stream_ = parent->stream_;
         owns_stream_ = false;
     } else if (dev_->stream_create(dev_->ctx, p.n_threads, &stream_) != 0) {
-        fail(PANGU_ERR_OUT_OF_MEMORY, "cannot start " + std::to_string(p.n_threads) + " compute threads");
+        fail(PANGU_ERR_OUT_OF_MEMORY, "out of memory or threads: cannot start " + std::to_string(p.n_threads) +
+                                          " compute threads");
     }
     int32_t *ids = reinterpret_cast<int32_t *>(block_ + layout.layer_ids);
     for (int32_t i = 0; i < layout.n_layers; ++i) ids[i] = subset.ids ? subset.ids[i] : i;

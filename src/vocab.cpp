@@ -4,6 +4,7 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "io.h"
@@ -218,6 +219,12 @@ void Vocab::load(const std::string &dir) {
     }
 
     im->sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    // libsentencepiece parses the file with protobuf, which is not exception-safe: a std::bad_alloc inside it
+    // ends in a protobuf CHECK failure (abort) or a crash in a destructor, as test_faults showed by refusing
+    // its allocations one by one. It keeps about 17 times the file's size; make sure far more than that can
+    // be had first, so that a device short of memory gets PANGU_ERR_OUT_OF_MEMORY here instead of inside.
+    if (void *probe = std::malloc(32 * data.size() + (size_t(1) << 20))) std::free(probe);
+    else throw std::bad_alloc();
     const auto status = im->sp->LoadFromSerializedProto(data);
     if (!status.ok())
         fail(PANGU_ERR_TOKENIZER, "cannot load SentencePiece model " + model_path + ": " + status.ToString());
