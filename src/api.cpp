@@ -540,6 +540,14 @@ pangu_status pangu_session_generate_tokens(pangu_session *session, const int32_t
         // Expected stops are recorded without exceptions or allocation.
         const pangu_status st = S.generate(ids, n, sp, callback, user_data, result);
         if (st == PANGU_ERR_CANCELLED) return record(st, "generation cancelled", &S.last_error);
+        if (st == PANGU_ERR_NUMERIC)
+            return recordf(st, &S.last_error,
+                           "generation stopped: the %s's logits after %zu tokens of context hold NaN or Inf (its "
+                           "weights or activations are not finite); reset or truncate the session before going on",
+                           !S.numeric_in_draft                       ? "model"
+                           : S.params.spec_mode == PANGU_SPEC_SELF   ? "self-draft"
+                                                                     : "draft model",
+                           S.numeric_pos);
         if (st == PANGU_ERR_CONTEXT_FULL)
             return record(st, "generation stopped: the context is full (context_policy PANGU_CONTEXT_SLIDE would slide it)",
                           &S.last_error);

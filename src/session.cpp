@@ -229,7 +229,7 @@ bool g_broken_acceptance_for_tests = false;
 
 void set_broken_acceptance_for_tests(bool on) { g_broken_acceptance_for_tests = on; }
 
-void Session::draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_params &sp) {
+bool Session::draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_params &sp) {
     Session &d = *draft_;
     // Level the draft's context with ours: keep what still agrees (everything up to the last step, and the
     // drafts we accepted), drop the rest, and run what it has not seen (at least our pending token).
@@ -245,13 +245,19 @@ void Session::draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_p
             tok = d.sampler_.sample(d.last_logits_, sp, d.tokens, d.n_tokens, rng_);
         } else {
             float *qj = q + static_cast<size_t>(j) * V;
-            d.sampler_.distribution(d.last_logits_, sp, d.tokens, d.n_tokens, qj);
-            tok = d.sampler_.draw(qj, rng_);
+            tok = d.sampler_.distribution(d.last_logits_, sp, d.tokens, d.n_tokens, qj) ? d.sampler_.draw(qj, rng_)
+                                                                                       : Sampler::kNonFinite;
+        }
+        if (tok == Sampler::kNonFinite) {
+            numeric_pos = d.n_tokens;
+            numeric_in_draft = true;
+            return false;
         }
         out[j] = tok;
         if (j + 1 < k) d.eval(&tok, 1, nullptr);
     }
     draft_agreed_ = n_tokens;
+    return true;
 }
 
 int Session::propose_drafts(int room, int32_t *out) {
@@ -428,6 +434,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
 
     pangu_status status = PANGU_OK;
     r.stop_reason = PANGU_STOP_NONE;
+    numeric_in_draft = false;
 
     // Appends one generated token to the streamed text and decides whether generation ends with it.
     // Returns true to stop (r.stop_reason and status say why).
@@ -509,6 +516,11 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
         if (logits_valid) {
             // The prompt's evaluation left the next token's logits: sample the first token from them.
             const int32_t tok = sampler_.sample(last_logits_, sp, tokens, n_tokens, rng_);
+            if (tok == Sampler::kNonFinite) {
+                numeric_pos = n_tokens;
+                status = PANGU_ERR_NUMERIC;
+                break;
+            }
             tokens[n_tokens++] = tok;  // its K/V are computed by the next forward (or the next call's)
             logits_valid = false;
             if (emit_token(tok)) break;
@@ -529,7 +541,10 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
             if (draft_) {
                 // A draft model costs time per drafted token: decide the length first, then draft.
                 k = spec_ctrl_.choose(static_cast<int>(room));
-                if (k > 0) draft_tokens(k, batch + 1, q_rows, sp);
+                if (k > 0 && !draft_tokens(k, batch + 1, q_rows, sp)) {
+                    status = PANGU_ERR_NUMERIC;
+                    break;
+                }
             } else {
                 k = spec_ctrl_.choose(propose_drafts(static_cast<int>(room), batch + 1));
             }
@@ -552,8 +567,9 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
             if (!spec_sampling) {
                 tok = sampler_.sample(row, sp, tokens, n_tokens, rng_);
                 rejected = i < k && tok != batch[i + 1];
+            } else if (!sampler_.distribution(row, sp, tokens, n_tokens, p_row)) {
+                tok = Sampler::kNonFinite;
             } else {
-                sampler_.distribution(row, sp, tokens, n_tokens, p_row);
                 if (i == k) {
                     tok = sampler_.draw(p_row, rng_);  // every draft accepted: a bonus token from p
                 } else {
@@ -573,6 +589,13 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
                         rejected = true;
                     }
                 }
+            }
+            if (tok == Sampler::kNonFinite) {
+                // Only the rows sampled from are checked; the context keeps what was accepted so far.
+                numeric_pos = n_tokens;
+                status = PANGU_ERR_NUMERIC;
+                stop = true;
+                break;
             }
             tokens[n_tokens++] = tok;
             n_past = n_tokens - 1;  // every input up to this token's predecessor is in the cache
