@@ -361,6 +361,10 @@ void Session::eval(const int32_t *ids, size_t n, float *logits_out) {
         // Keep what was evaluated, and what the context held before this call (a generated token that was
         // delivered but not yet run stays); drop the new tokens that were not evaluated.
         n_tokens = std::max(n_past, row0);
+        // Stopped between chunks, the last kept token was run but its logits were not kept (they are only when
+        // it ends the context): leave it pending, so that get_logits or the next call runs it again (same token,
+        // same position: same cache row) instead of finding no logits (found by the soak test).
+        if (!logits_valid && n_past == n_tokens && n_tokens > 0) n_past = n_tokens - 1;
         throw;
     }
 }
