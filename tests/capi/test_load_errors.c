@@ -772,6 +772,29 @@ static void test_truncated_tokenizer(void **state) {
     expect_load(fx->dir, PANGU_ERR_TOKENIZER, p, NULL);
 }
 
+/* Files far larger than any real one of their kind are refused before they are read: a 65 MiB config.json
+ * or tokenizer_config.json, a 257 MiB tokenizer.model (sparse files: nothing is written). */
+static void test_oversized_files(void **state) {
+    fixture *fx = (fixture *)*state;
+    static const struct {
+        const char *file;
+        long mib;
+        pangu_status want;
+    } cases[] = {{"config.json", 65, PANGU_ERR_CONFIG},
+                 {"tokenizer_config.json", 65, PANGU_ERR_CONFIG},
+                 {"tokenizer.model", 257, PANGU_ERR_TOKENIZER}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        char p[512], saved[520];
+        fx_path(fx, cases[i].file, p, sizeof p);
+        snprintf(saved, sizeof saved, "%s.saved", p);
+        assert_int_equal(rename(p, saved), 0);
+        write_all(p, "{", 1);
+        assert_int_equal(truncate(p, cases[i].mib << 20), 0);
+        expect_load(fx->dir, cases[i].want, p, "more than");
+        assert_int_equal(rename(saved, p), 0);
+    }
+}
+
 static void test_malformed_tokenizer_config(void **state) {
     fixture *fx = (fixture *)*state;
     char p[512];
@@ -971,6 +994,7 @@ int main(void) {
         FX(test_missing_tokenizer),
         FX(test_corrupt_tokenizer),
         FX(test_truncated_tokenizer),
+        FX(test_oversized_files),
         FX(test_malformed_tokenizer_config),
         FX(test_sharded_loads_identically),
         FX(test_shard_missing),
