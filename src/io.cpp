@@ -11,25 +11,26 @@ namespace pangu {
 
 int open_regular_file(const std::string &path, uint64_t *size, bool *missing, std::string &why) {
     *missing = false;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        *missing = errno == ENOENT || errno == ENOTDIR;
-        why = std::strerror(errno);
+    // The descriptor is closed on every way out, a std::bad_alloc from setting `why` included.
+    FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (fd.get() < 0) {
+        const int e = errno;
+        *missing = e == ENOENT || e == ENOTDIR;
+        why = std::strerror(e);
         return -1;
     }
     struct stat st;
-    if (::fstat(fd, &st) != 0) {
-        why = std::string("cannot stat: ") + std::strerror(errno);
-        ::close(fd);
+    if (::fstat(fd.get(), &st) != 0) {
+        const int e = errno;
+        why = std::string("cannot stat: ") + std::strerror(e);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
         why = S_ISDIR(st.st_mode) ? "is a directory, not a file" : "not a regular file";
-        ::close(fd);
         return -1;
     }
     *size = static_cast<uint64_t>(st.st_size);
-    return fd;
+    return fd.release();
 }
 
 long long read_at(int fd, uint64_t offset, size_t n, void *dst) {
@@ -59,7 +60,8 @@ ReadResult read_file(const std::string &path, size_t max_bytes, std::string &out
     out.resize(static_cast<size_t>(size));
     const long long got = read_at(fd.get(), 0, out.size(), &out[0]);
     if (got < 0) {
-        why = std::string("read failed: ") + std::strerror(errno);
+        const int e = errno;
+        why = std::string("read failed: ") + std::strerror(e);
         out.clear();
         return ReadResult::kError;
     }

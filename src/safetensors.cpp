@@ -1,9 +1,7 @@
 #include "safetensors.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,8 +17,6 @@ namespace {
 // A header larger than this is not a real checkpoint; the cap keeps a corrupt length from driving a huge
 // allocation.
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;
-
-std::string errno_text() { return std::strerror(errno); }
 
 bool mul_overflows(uint64_t a, uint64_t b, uint64_t *out) {
     if (a != 0 && b > UINT64_MAX / a) return true;
@@ -75,7 +71,10 @@ MappedFile::~MappedFile() {
 
 void MappedFile::read(uint64_t offset, size_t n, void *dst, const std::string &what) const {
     const long long got = read_at(fd_.get(), offset, n, dst);
-    if (got < 0) fail(PANGU_ERR_IO, path_ + ": cannot read " + what + ": " + errno_text());
+    if (got < 0) {
+        const int e = errno;
+        fail(PANGU_ERR_IO, path_ + ": cannot read " + what + ": " + std::strerror(e));
+    }
     if (static_cast<size_t>(got) < n)
         fail(PANGU_ERR_TENSOR_BOUNDS, path_ + ": " + what + " lies past the end of the file, which is shorter than " +
                                           "the " + std::to_string(size_) + " bytes it had when it was opened " +
@@ -84,7 +83,10 @@ void MappedFile::read(uint64_t offset, size_t n, void *dst, const std::string &w
 
 void MappedFile::check_size() const {
     struct stat st;
-    if (::fstat(fd_.get(), &st) != 0) fail(PANGU_ERR_IO, path_ + ": cannot stat: " + errno_text());
+    if (::fstat(fd_.get(), &st) != 0) {
+        const int e = errno;
+        fail(PANGU_ERR_IO, path_ + ": cannot stat: " + std::strerror(e));
+    }
     if (static_cast<uint64_t>(st.st_size) < size_)
         fail(PANGU_ERR_TENSOR_BOUNDS, path_ + ": the file has " + std::to_string(st.st_size) + " bytes, fewer than " +
                                           "the " + std::to_string(size_) + " it had when it was loaded (truncated " +
