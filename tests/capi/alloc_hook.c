@@ -2,13 +2,13 @@
 #define _GNU_SOURCE
 #include "alloc_hook.h"
 
-#include <dlfcn.h>
 #include <errno.h>
-#include <execinfo.h>
+#include <link.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unwind.h>
 
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
@@ -55,23 +55,43 @@ static void untrack(void *p) {
         }
 }
 
-static const char *g_spare;
+/* The spared shared object's code, [lo, hi), found once by alloc_hook_spare(): a frame is judged by its
+ * address alone, and the walk up the stack stops at the first frame inside it. */
+static uintptr_t g_spare_lo, g_spare_hi;
 static long g_spared;
-static __thread int t_inside; /* the hook's own backtrace() may allocate: never judge those */
+static __thread int t_inside; /* the unwinder may allocate the first time: never judge those allocations */
+
+static _Unwind_Reason_Code frame(struct _Unwind_Context *ctx, void *arg) {
+    int *hit = (int *)arg;
+    const uintptr_t ip = (uintptr_t)_Unwind_GetIP(ctx);
+    if (ip >= g_spare_lo && ip < g_spare_hi) {
+        *hit = 1;
+        return _URC_END_OF_STACK;
+    }
+    return _URC_NO_REASON;
+}
 
 /* Whether the calling stack passes through the spared shared object. */
 static int spared(void) {
-    if (!g_spare || t_inside) return 0;
+    if (g_spare_hi == 0 || t_inside) return 0;
     t_inside = 1;
-    void *frames[32];
-    const int n = backtrace(frames, 32);
     int hit = 0;
-    for (int i = 1; i < n && !hit; ++i) {
-        Dl_info info;
-        hit = dladdr(frames[i], &info) && info.dli_fname && strstr(info.dli_fname, g_spare) != NULL;
-    }
+    _Unwind_Backtrace(frame, &hit);
     t_inside = 0;
     return hit;
+}
+
+static int find_object(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    if (!info->dlpi_name || !strstr(info->dlpi_name, (const char *)arg)) return 0;
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+        const uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (g_spare_hi == 0 || lo < g_spare_lo) g_spare_lo = lo;
+        if (hi > g_spare_hi) g_spare_hi = hi;
+    }
+    return 1;
 }
 
 /* Decides whether this allocation fails; counts it. */
@@ -99,9 +119,12 @@ static int refuse(void) {
 }
 
 void alloc_hook_spare(const char *dso) {
-    void *frames[4];
-    backtrace(frames, 4); /* loads the unwinder now, not from inside an armed allocation */
-    g_spare = dso;
+    g_spare_lo = g_spare_hi = 0;
+    if (dso) dl_iterate_phdr(find_object, (void *)dso);
+    t_inside = 1;
+    int hit = 0;
+    _Unwind_Backtrace(frame, &hit); /* the unwinder's first use allocates: now, not from an armed allocation */
+    t_inside = 0;
 }
 long alloc_hook_spared(void) { return g_spared; }
 static void *done(void *p) {

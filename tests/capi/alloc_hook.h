@@ -20,10 +20,10 @@ long alloc_hook_stop(void);
 long alloc_hook_live(void);
 long alloc_hook_failed(void); /* allocations refused since alloc_hook_fail() */
 
-/* Never refuse an allocation made with a function of the shared object whose path contains `dso` on the
- * stack (NULL: refuse any): for a library that cannot survive an allocation failure, whose allocations are
- * then left out of the test. A spared allocation moves a single failure on to the next allocation. Returns
- * the number spared since alloc_hook_fail(). */
+/* Never refuse an allocation made with a function of the (loaded) shared object whose path contains `dso`
+ * on the stack (NULL: refuse any): for a library that cannot survive an allocation failure, whose
+ * allocations are then left out of the test. A spared allocation moves a single failure on to the next
+ * allocation. alloc_hook_spared() is the number spared since alloc_hook_fail(). */
 void alloc_hook_spare(const char *dso);
 long alloc_hook_spared(void);
 
