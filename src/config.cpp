@@ -16,6 +16,11 @@ int get_int(const Json::Value &root, const std::string &path, const char *key, i
     const Json::Value &v = root[key];
     if (v.isNull()) {
         if (required) fail(PANGU_ERR_CONFIG, path + ": missing required field \"" + key + "\"");
+        // A default derived from other fields must pass the same check: head_dim = hidden_size /
+        // num_attention_heads was 0 for hidden_size 1 and 2 heads (found by fuzz_config).
+        if (def < min_v || def > max_v)
+            fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" is missing and its default, " + std::to_string(def) +
+                                       ", is out of range [" + std::to_string(min_v) + ", " + std::to_string(max_v) + "]");
         return def;
     }
     // Integers written as 4096.0 are accepted. The range is checked on the double before any conversion:

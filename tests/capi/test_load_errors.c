@@ -449,6 +449,14 @@ static void test_config_out_of_range(void **state) {
         free(e);
         expect_load(fx->dir, PANGU_ERR_CONFIG, p, edits[i][2]);
     }
+    /* head_dim absent: its default, hidden_size / num_attention_heads, must be valid too (it was accepted as 0:
+     * found by fuzz_config) */
+    char *e1 = replace1(orig, "\"head_dim\": 32,", "");
+    char *e2 = replace1(e1, "\"hidden_size\": 192", "\"hidden_size\": 5");
+    write_all(p, e2, strlen(e2));
+    free(e1);
+    free(e2);
+    expect_load(fx->dir, PANGU_ERR_CONFIG, p, "head_dim");
     /* a required field missing */
     char *e = replace1(orig, "\"vocab_size\": 4096,", "");
     write_all(p, e, strlen(e));
