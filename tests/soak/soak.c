@@ -3,7 +3,7 @@
  * the token callback and the abort callback, resets, truncations, evaluations, caller arenas and draft
  * models. It fails if a call returns a status its contract does not allow, if memory (heap in use, anonymous
  * resident memory) grows from the end of the warm-up to the end beyond a small tolerance, or if sessions, file
- * descriptors or threads are left over.
+ * descriptors or threads are left over. PANGU_SOAK_SMAPS=1 lists the anonymous mappings at both points.
  *
  *   soak [SECONDS]          default: $PANGU_SOAK_SECONDS, else 30; CI runs 45, the documented long run 600
  *
@@ -332,6 +332,29 @@ static int count_threads(void) {
     return n;
 }
 
+/* PANGU_SOAK_SMAPS=1: at each quiescent point, the anonymous mappings holding more than 256 KB resident (for
+ * finding out what grew when the check fails). */
+static void print_anon_mappings(const char *when) {
+    if (!getenv("PANGU_SOAK_SMAPS")) return;
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return;
+    char line[512], range[128] = "", name[256] = "";
+    long anon_total = 0;
+    while (fgets(line, sizeof line, f)) {
+        long kb;
+        char r[128], n[256] = "";
+        if (sscanf(line, "%127s %*s %*s %*s %*s %255s", r, n) >= 1 && strchr(r, '-') && !strchr(r, ':')) {
+            snprintf(range, sizeof range, "%s", r);
+            snprintf(name, sizeof name, "%s", n);
+        } else if (sscanf(line, "Anonymous: %ld kB", &kb) == 1 && kb > 0) {
+            anon_total += kb;
+            if (kb > 256) printf("soak: %s: %8ld KB anonymous in %s %s\n", when, kb, range, name);
+        }
+    }
+    fclose(f);
+    printf("soak: %s: %ld KB anonymous in all\n", when, anon_total);
+}
+
 int main(int argc, char **argv) {
     const char *env = getenv("PANGU_SOAK_SECONDS");
     const double seconds = argc > 1 ? atof(argv[1]) : env ? atof(env) : 30.0;
@@ -339,6 +362,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: soak [SECONDS]\n");
         return 2;
     }
+    /* glibc raises its mmap threshold (up to 32 MB) each time a large block is freed, after which session
+     * blocks of several MB come from per-thread arenas whose free top it keeps resident, and malloc_trim does
+     * not trim non-main arenas' tops: measured over ten minutes, +12.7 MB of anonymous resident memory with
+     * the heap in use unchanged to the byte. Fixing the threshold at its initial 128 KiB makes resident memory
+     * follow the memory in use, which is what this test is about. PANGU_SOAK_MALLOC_DEFAULTS=1 keeps glibc's
+     * behaviour (then expect the anonymous memory to grow to a plateau of a few arenas' worth). */
+    const int malloc_defaults = getenv("PANGU_SOAK_MALLOC_DEFAULTS") != NULL;
+    if (!malloc_defaults && !SANITIZED) mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     load_docs(PANGU_SHARED_DIR "/data/dev.jsonl");
     pangu_status st = pangu_model_load(PANGU_MODEL_DIR, NULL, &g_model);
     if (st != PANGU_OK) {
@@ -353,20 +384,21 @@ int main(int argc, char **argv) {
     double warm = seconds / 5;
     warm = warm < 5 ? 5 : warm > 60 ? 60 : warm;
     if (warm > seconds / 2) warm = seconds / 2;
-    printf("soak: %d threads for %.0f s on %s (%zu documents for prompts, draft model %s)\n", N_WORKERS, seconds,
-           PANGU_MODEL_DIR, g_n_docs, g_draft ? "loaded" : "absent");
+    printf("soak: %d threads for %.0f s on %s (%zu documents for prompts, draft model %s, %s)\n", N_WORKERS,
+           seconds, PANGU_MODEL_DIR, g_n_docs, g_draft ? "loaded" : "absent",
+           malloc_defaults ? "glibc's malloc defaults" : "mmap threshold fixed at 128 KiB");
     fflush(stdout);
 
     /* Two phases, each with its own 4 workers: the warm-up, then the rest. Between them and at the end no
      * worker and no session is alive, and the allocator's free memory is handed back (malloc_trim), so the two
      * measurements compare what is still allocated, not how much free memory glibc keeps in its arenas. */
     long rss_max = 0, raw[2], rss[2], anon[2], heap[2];
+    double next_print = 0;
     int fds[2], threads[2];
     for (int phase = 0; phase < 2; ++phase) {
         g_deadline = phase == 0 ? t0 + warm : t0 + seconds;
         pthread_t th[N_WORKERS];
         for (intptr_t i = 0; i < N_WORKERS; ++i) pthread_create(&th[i], NULL, worker, (void *)(i + N_WORKERS * phase));
-        double next_print = now() - t0;
         while (now() < g_deadline) {
             usleep(200 * 1000);
             const long r = rss_kb();
@@ -385,6 +417,7 @@ int main(int argc, char **argv) {
         anon[phase] = anon_kb();
         const struct mallinfo2 mi = mallinfo2();
         heap[phase] = (long)((mi.uordblks + mi.hblkhd) / 1024);
+        print_anon_mappings(phase == 0 ? "after the warm-up" : "at the end");
         fds[phase] = count_fds();
         threads[phase] = count_threads();
     }
@@ -407,20 +440,18 @@ int main(int argc, char **argv) {
         failed = 1;
     }
     /* Checked: the heap in use (mallinfo2 over every arena, mmapped blocks included), which a leak raises by its
-     * size exactly, within 256 KB; and the anonymous resident memory, within 8 MB or 10 %, a guard against
-     * memory that bypasses malloc. glibc's arenas and cached thread stacks keep a few MB more or less from one
-     * phase to the next (4 MB was seen with the heap in use equal to the byte); one lost session block (0.5 to
-     * 8 MB here) per hundred sessions would be far more. The total resident memory also counts the weights'
-     * file pages, which come in as new tokens' embedding rows are read: reported, not checked. */
+     * size exactly, within 256 KB; and the anonymous resident memory, within 4 MB or 5 %, a guard against
+     * memory that bypasses malloc (one session block is 0.5 to 8 MB here). The total resident memory also
+     * counts the weights' file pages, which come in as new tokens' embedding rows are read: reported only. */
     const long heap_drift = heap[1] - heap[0], anon_drift = anon[1] - anon[0];
-    long tolerance = anon[0] / 10;
-    if (tolerance < 8192) tolerance = 8192;
+    long tolerance = anon[0] / 20;
+    if (tolerance < 4096) tolerance = 4096;
     printf("soak: with no session alive, after malloc_trim, warm-up (%.0f s) -> end: heap in use %ld -> %ld KB "
            "(%+ld), anonymous resident %ld -> %ld KB (%+ld), resident %ld -> %ld KB (%+ld); before malloc_trim "
            "%ld -> %ld KB; peak while running %ld KB%s\n",
            warm, heap[0], heap[1], heap_drift, anon[0], anon[1], anon_drift, rss[0], rss[1], rss[1] - rss[0], raw[0],
            raw[1], rss_max, SANITIZED ? " [not checked under a sanitizer]" : "");
-    if (!SANITIZED && (heap_drift > 256 || anon_drift > tolerance)) {
+    if (!SANITIZED && (heap_drift > 256 || (!malloc_defaults && anon_drift > tolerance))) {
         fprintf(stderr, "soak: memory grew: heap in use %+ld KB (tolerance 256), anonymous resident %+ld KB (tolerance %ld)\n",
                 heap_drift, anon_drift, tolerance);
         failed = 1;
