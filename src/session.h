@@ -39,6 +39,9 @@ struct SessionLayout {
 // Longest stop string accepted; the held-back text buffer is sized from it.
 constexpr size_t kMaxStopString = 256;
 constexpr size_t kTextBuffer = 2 * kMaxStopString + 64;
+// Held-back text (shorter than a stop string), one token's text, and up to three bytes of an incomplete
+// character turned into U+FFFD must fit.
+static_assert(kTextBuffer >= (kMaxStopString - 1) + kMaxPieceBytes + 9, "the text buffer cannot take a token");
 
 // A self-draft runs a subset of the target's layers; a draft model runs all of its own.
 struct LayerSubset {

@@ -266,6 +266,15 @@ void Vocab::load(const std::string &dir) {
             replace_all(text, kSpaceMarker, " ");
             im->bytes += text;
         }
+        // Streaming needs every token's text to fit its fixed buffer (kMaxPieceBytes) and to be UTF-8 (a byte
+        // token aside): a 702-byte user-defined piece made generation fail with PANGU_ERR_INTERNAL.
+        const size_t piece_bytes = im->bytes.size() - im->offsets.back();
+        if (piece_bytes > kMaxPieceBytes)
+            fail(PANGU_ERR_TOKENIZER, model_path + ": piece " + std::to_string(id) + " is " + std::to_string(piece_bytes) +
+                                          " bytes long, longer than the " + std::to_string(kMaxPieceBytes) +
+                                          " a token may be");
+        if (im->types[id] != kByte && !utf8_valid(std::string_view(im->bytes).substr(im->offsets.back())))
+            fail(PANGU_ERR_TOKENIZER, model_path + ": piece " + std::to_string(id) + " is not valid UTF-8");
         if (im->bytes.size() > UINT32_MAX) fail(PANGU_ERR_TOKENIZER, "vocabulary too large in " + model_path);
         im->offsets.push_back(uint32_t(im->bytes.size()));
 

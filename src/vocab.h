@@ -16,6 +16,10 @@ class SentencePieceProcessor;
 
 namespace pangu {
 
+// Longest text a single token may stand for; the loader refuses a tokenizer with a longer piece, so that the
+// generation loop's fixed text buffer always has room for a token.
+constexpr size_t kMaxPieceBytes = 256;
+
 class Vocab {
 public:
     Vocab();
