@@ -406,6 +406,10 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
         if (m == 0 || m > kMaxStopString)
             fail(PANGU_ERR_INVALID_ARGUMENT, "stop_strings[" + std::to_string(k) + "] must be 1 to " +
                                                  std::to_string(kMaxStopString) + " bytes");
+        // A stop string that is not UTF-8 (a lone continuation byte) can match inside a character, and the
+        // text before the match would then end with part of one (found by fuzz_api).
+        if (!utf8_valid(std::string_view(sp.stop_strings[k], m)))
+            fail(PANGU_ERR_INVALID_UTF8, "stop_strings[" + std::to_string(k) + "] is not valid UTF-8");
     }
     if (sp.n_stop_tokens && !sp.stop_tokens) fail(PANGU_ERR_INVALID_ARGUMENT, "stop_tokens is NULL");
     if (sp.temperature < 0 || !std::isfinite(sp.temperature) || sp.top_p <= 0 || sp.top_p > 1 || sp.min_p < 0 ||

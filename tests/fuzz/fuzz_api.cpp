@@ -155,7 +155,7 @@ void run_ops(pangu_session *s, int32_t n_ctx, Input &in) {
                     s, ids.data(), ids.size(), in.u8() > 239 ? nullptr : &sp, on_token, &cb, &r);
                 check(st, "pangu_session_generate_tokens",
                       {PANGU_ERR_CONTEXT_FULL, PANGU_ERR_INVALID_TOKEN, PANGU_ERR_CANCELLED, PANGU_ERR_INVALID_ARGUMENT,
-                       PANGU_ERR_STRUCT_SIZE, PANGU_ERR_NUMERIC});
+                       PANGU_ERR_STRUCT_SIZE, PANGU_ERR_NUMERIC, PANGU_ERR_INVALID_UTF8});
                 if (st == PANGU_OK) FUZZ_CHECK(r.stop_reason != PANGU_STOP_NONE, "success without a stop reason");
                 break;
             }
