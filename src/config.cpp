@@ -103,11 +103,16 @@ ModelConfig parse_config(const std::string &text, const std::string &path) {
         if (c.quant_method != "w8a16")
             fail(PANGU_ERR_UNSUPPORTED, path + ": quantization method \"" + c.quant_method +
                                             "\" is not supported (pangu-quantize writes \"w8a16\")");
-        if (q.isMember("bits") && (!q["bits"].isIntegral() || q["bits"].asInt() != 8))
+        // isInt() first: asInt() throws on integers beyond int's range (found by fuzz_config), and asString()
+        // on an object or array.
+        if (q.isMember("bits") && (!q["bits"].isInt() || q["bits"].asInt() != 8))
             fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.bits must be 8 for w8a16");
-        if (q.isMember("group_size") && (!q["group_size"].isIntegral() || q["group_size"].asInt() > 0))
+        if (q.isMember("group_size") && (!q["group_size"].isInt() || q["group_size"].asInt() > 0))
             fail(PANGU_ERR_UNSUPPORTED, path + ": only per-channel scales (group_size 0 or -1) are supported");
-        c.quant_activation = q.get("activation_dtype", "bfloat16").asString();
+        const Json::Value &act_dtype = q["activation_dtype"];
+        if (!act_dtype.isNull() && !act_dtype.isString())
+            fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype must be a string");
+        c.quant_activation = act_dtype.isNull() ? "bfloat16" : act_dtype.asString();
         if (c.quant_activation != "bfloat16" && c.quant_activation != "float16" && c.quant_activation != "float32")
             fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype \"" + c.quant_activation +
                                        "\" is not one of bfloat16, float16, float32");

@@ -420,6 +420,19 @@ static void test_config_wrong_type(void **state) {
         free(e);
         expect_load(fx->dir, PANGU_ERR_CONFIG, p, edits[i][2]);
     }
+    /* quantization_config fields of the wrong kind (both were PANGU_ERR_INTERNAL: jsoncpp throws; found by
+     * fuzz_config) */
+    static const char *const quant[][2] = {
+        {"\"bias\": true", "\"bias\": true, \"quantization_config\": {\"quant_method\": \"w8a16\", \"bits\": 7718197871008284672}"},
+        {"\"bias\": true", "\"bias\": true, \"quantization_config\": {\"quant_method\": \"w8a16\", \"activation_dtype\": {}}"},
+    };
+    const pangu_status quant_status[] = {PANGU_ERR_UNSUPPORTED, PANGU_ERR_CONFIG};
+    for (size_t i = 0; i < 2; ++i) {
+        char *e = replace1(orig, quant[i][0], quant[i][1]);
+        write_all(p, e, strlen(e));
+        free(e);
+        expect_load(fx->dir, quant_status[i], p, i == 0 ? "bits" : "activation_dtype");
+    }
     free(orig);
 }
 
