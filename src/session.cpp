@@ -38,7 +38,11 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
     L.n_ctx = p.n_ctx;
     L.n_batch = p.n_batch;
     L.n_threads = p.n_threads;
-    L.spec_k = p.spec_mode == PANGU_SPEC_OFF ? 0 : p.spec_draft_len;
+    // A verification runs the pending token and the drafts in one forward pass, which n_batch bounds like any
+    // other (the activation buffers hold n_batch rows): n_batch 1 leaves no room for drafts. (A verification
+    // of spec_draft_len + 1 rows used to overrun the activations of a session with a smaller n_batch, found by
+    // the soak test under ThreadSanitizer.)
+    L.spec_k = p.spec_mode == PANGU_SPEC_OFF ? 0 : std::min(p.spec_draft_len, p.n_batch - 1);
     // The head runs over up to n_logit_rows rows at once: enough for a whole verification batch.
     L.n_logit_rows = std::max({1, std::min(p.n_batch, 16), L.spec_k + 1});
     L.alignment = std::max<size_t>(64, m.device->mem_alignment);
