@@ -9,7 +9,6 @@
  * make a file unreadable, so unreadable files are simulated the same way.) Not run under AddressSanitizer,
  * which brings its own allocator. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -28,6 +27,7 @@
 #include <cmocka.h>
 
 #include "alloc_hook.h"
+#include "proc_self.h"
 #include "pangu/pangu.h"
 
 #define TINY_DIR PANGU_FUZZ_DATA_DIR "/tiny-chat"
@@ -118,16 +118,6 @@ int fstat(int fd, struct stat *st) { return (int)syscall(SYS_fstat, fd, st); }
 /* ---------------------------------------------------------------------------------------------- */
 /* helpers                                                                                        */
 /* ---------------------------------------------------------------------------------------------- */
-
-static int open_fds(void) {
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d) return -1;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
 static void copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb");
@@ -251,7 +241,7 @@ static int teardown(void **state) {
  * nothing either. Returns whether an allocation was refused at all (false: the load needs fewer than n). */
 static int load_failing_at(const char *dir, long n, int persistent) {
     pangu_model *m = (pangu_model *)&m;
-    const int fds = open_fds();
+    const int fds = proc_open_fds();
     alloc_hook_fail(n, persistent);
     const pangu_status st = pangu_model_load(dir, NULL, &m);
     if (st == PANGU_OK) pangu_model_free(m);
@@ -265,7 +255,7 @@ static int load_failing_at(const char *dir, long n, int persistent) {
         if (!strstr(pangu_last_error(), "memory")) fail_msg("allocation %ld refused: message: %s", n, pangu_last_error());
     }
     if (live != 0) fail_msg("allocation %ld%s refused: %ld blocks leaked", n, persistent ? "+" : "", live);
-    assert_int_equal(open_fds(), fds);
+    assert_int_equal(proc_open_fds(), fds);
     return refused > 0;
 }
 
@@ -321,7 +311,7 @@ static void test_session_create_survives_every_allocation_failure(void **state) 
             p.draft_model = draft;
             for (long n = 1;; ++n) {
                 pangu_session *s = (pangu_session *)&s;
-                const int fds = open_fds();
+                const int fds = proc_open_fds();
                 alloc_hook_fail(n, persistent);
                 const pangu_status st = pangu_session_create(m, &p, &s);
                 const long live = alloc_hook_live();
@@ -342,7 +332,7 @@ static void test_session_create_survives_every_allocation_failure(void **state) 
                 assert_null(s);
                 assert_true(pangu_last_error()[0] != '\0');
                 if (live != 0) fail_msg("session allocation %ld refused: %ld blocks leaked", n, live);
-                assert_int_equal(open_fds(), fds);
+                assert_int_equal(proc_open_fds(), fds);
                 witness_check();
             }
         }
@@ -448,7 +438,7 @@ static void expect_fault(pangu_status want, const char *needle) {
     pangu_model_params mp;
     pangu_model_params_init(&mp);
     mp.prefault = g_prefault;
-    const int fds = open_fds();
+    const int fds = proc_open_fds();
     alloc_hook_fail(0, 0);
     const pangu_status st = pangu_model_load(g_tmp, &mp, &m);
     const long live = alloc_hook_live();
@@ -463,7 +453,7 @@ static void expect_fault(pangu_status want, const char *needle) {
     assert_null(m);
     if (needle && !strstr(pangu_last_error(), needle)) fail_msg("\"%s\" not in: %s", needle, pangu_last_error());
     if (live != 0) fail_msg("%ld blocks leaked", live);
-    assert_int_equal(open_fds(), fds);
+    assert_int_equal(proc_open_fds(), fds);
     witness_check();
 }
 

@@ -10,7 +10,6 @@
  * Public API only. Under AddressSanitizer or ThreadSanitizer (whose shadow memory and quarantine make RSS
  * meaningless) the memory check is skipped; LeakSanitizer does that job there. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -23,6 +22,7 @@
 #include <unistd.h>
 
 #include "pangu/pangu.h"
+#include "proc_self.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SANITIZED 1
@@ -290,48 +290,6 @@ static void *worker(void *arg) {
 
 /* ---- the process's resources ---- */
 
-/* Resident anonymous memory (heap, stacks, sessions): the weights are file-backed and page in as new tokens'
- * embedding rows are read, which is not growth the library could give back. */
-static long anon_kb(void) {
-    long kb = -1;
-    char line[256];
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "RssAnon: %ld kB", &kb) == 1) break;
-    fclose(f);
-    return kb;
-}
-
-static long rss_kb(void) {
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f) return -1;
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
-    fclose(f);
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static int count_fds(void) {
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d) return -1;
-    for (struct dirent *e; (e = readdir(d)) != NULL;) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
-static int count_threads(void) {
-    int n = -1;
-    char line[256];
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "Threads: %d", &n) == 1) break;
-    fclose(f);
-    return n;
-}
-
 /* PANGU_SOAK_SMAPS=1: at each quiescent point, the anonymous mappings holding more than 256 KB resident (for
  * finding out what grew when the check fails). */
 static void print_anon_mappings(const char *when) {
@@ -377,7 +335,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (pangu_model_load(PANGU_DRAFT_DIR, NULL, &g_draft) != PANGU_OK) g_draft = NULL;  /* optional */
-    const int fds0 = count_fds(), threads0 = count_threads();
+    const int fds0 = proc_open_fds(), threads0 = (int)proc_status_value("Threads");
     const double t0 = now();
     /* The warm-up is a fifth of the run (5 to 60 s): long enough for the weights' pages to be in and the
      * allocator to have seen every size of session. */
@@ -401,7 +359,7 @@ int main(int argc, char **argv) {
         for (intptr_t i = 0; i < N_WORKERS; ++i) pthread_create(&th[i], NULL, worker, (void *)(i + N_WORKERS * phase));
         while (now() < g_deadline) {
             usleep(200 * 1000);
-            const long r = rss_kb();
+            const long r = proc_status_value("VmRSS");
             if (r > rss_max) rss_max = r;
             if (now() - t0 >= next_print) {
                 printf("soak: %4.0f s  rss %6ld KB  sessions %ld  generations %ld  tokens %ld\n", now() - t0, r,
@@ -411,15 +369,15 @@ int main(int argc, char **argv) {
             }
         }
         for (int i = 0; i < N_WORKERS; ++i) pthread_join(th[i], NULL);
-        raw[phase] = rss_kb();
+        raw[phase] = proc_status_value("VmRSS");
         malloc_trim(0);
-        rss[phase] = rss_kb();
-        anon[phase] = anon_kb();
+        rss[phase] = proc_status_value("VmRSS");
+        anon[phase] = proc_status_value("RssAnon"); /* heap, stacks, sessions: not the weights' file pages */
         const struct mallinfo2 mi = mallinfo2();
         heap[phase] = (long)((mi.uordblks + mi.hblkhd) / 1024);
         print_anon_mappings(phase == 0 ? "after the warm-up" : "at the end");
-        fds[phase] = count_fds();
-        threads[phase] = count_threads();
+        fds[phase] = proc_open_fds();
+        threads[phase] = (int)proc_status_value("Threads");
     }
 
     int failed = 0;
