@@ -13,6 +13,8 @@ PACKAGES=(
   libcmocka-dev          # C API tests
   libgtest-dev           # internal C++ tests
   abigail-tools          # abidw/abidiff: the ABI gate (abi/check.sh)
+  clang                  # the fuzz harnesses (tests/fuzz) are libFuzzer programs
+  libclang-rt-dev        # libFuzzer and the sanitizer runtimes for clang
 )
 missing=()
 for p in "${PACKAGES[@]}" "$@"; do

@@ -19,19 +19,19 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DPANGU_BUILD_TESTS=ON
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j2 --timeout 600 "$@"
 
-# The multi-threaded tests again under ThreadSanitizer (a separate build of the library and those tests).
-# PANGU_SKIP_TSAN=1 skips this step, e.g. for a quick local run.
+# The multi-threaded tests (test_threads, the soak test) again under ThreadSanitizer (a separate build of the
+# library and those tests). PANGU_SKIP_TSAN=1 skips this step, e.g. for a quick local run.
 if [ "${PANGU_SKIP_TSAN:-0}" != 1 ] && [ $# -eq 0 ]; then
   tsan=${build}-tsan
   cmake -S . -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPANGU_SANITIZE=thread -DPANGU_BUILD_TESTS=ON \
     -DPANGU_BUILD_SAMPLES=OFF -DPANGU_BUILD_TOOLS=OFF -DPANGU_BUILD_BENCH=OFF
-  cmake --build "$tsan" -j"$(nproc)" --target test_threads
+  cmake --build "$tsan" -j"$(nproc)" --target test_threads soak
   ctest --test-dir "$tsan" --output-on-failure -L threads --timeout 900
 fi
 
 # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer (PANGU_SKIP_ASAN=1 skips it).
-# test_arena interposes malloc itself and the install test builds programs outside the sanitizer, so both
-# stay out; so do the two longest tests (perplexity over 16k tokens, 50 prompts), which only repeat paths the
+# test_arena and test_faults replace the allocator themselves (tests/capi/alloc_hook.c) and the install test
+# builds programs outside the sanitizer, so they stay out; so do the two longest tests (perplexity over 16k tokens, 50 prompts), which only repeat paths the
 # others cover and take minutes each under ASan. GCC 12's libstdc++ frees std::stable_sort's temporary buffer in a way ASan mistakes for an
 # allocator mismatch (operator new vs free), hence alloc_dealloc_mismatch=0.
 if [ "${PANGU_SKIP_ASAN:-0}" != 1 ] && [ $# -eq 0 ]; then
@@ -41,7 +41,14 @@ if [ "${PANGU_SKIP_ASAN:-0}" != 1 ] && [ $# -eq 0 ]; then
   cmake --build "$asan" -j"$(nproc)"
   ASAN_OPTIONS=alloc_dealloc_mismatch=0:detect_leaks=1:abort_on_error=0 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    ctest --test-dir "$asan" --output-on-failure -j2 --timeout 1200 -E 'test_arena|install|abi_check|Perplexity|FiftyDevPrompts'
+    ctest --test-dir "$asan" --output-on-failure -j2 --timeout 1200 -E 'test_arena|test_faults|install|abi_check|Perplexity|FiftyDevPrompts'
+fi
+
+# Every fuzz harness for 60 s (tests/fuzz/run.sh: a clang build in build-fuzz/ with ASan + UBSan); a crash
+# fails the run and is left in build-fuzz/fuzz-work/<harness>/. PANGU_SKIP_FUZZ=1 skips this step,
+# PANGU_FUZZ_SECONDS changes the time per harness.
+if [ "${PANGU_SKIP_FUZZ:-0}" != 1 ] && [ $# -eq 0 ]; then
+  PANGU_FUZZ_BUILD_DIR=${build}-fuzz tests/fuzz/run.sh "${PANGU_FUZZ_SECONDS:-60}"
 fi
 
 # The AArch64 cross build (a 310P host: Kunpeng), tested under qemu-user: scripts/cross-test.sh, which installs

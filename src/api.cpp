@@ -1,5 +1,9 @@
 // The extern "C" boundary: argument checks, struct_size checks, and the one place where pangu::Error and
 // every other exception are caught and turned into a status plus a message.
+#include <json/json.h>
+
+#include <cstdarg>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -24,14 +28,22 @@ constexpr size_t kSamplingParamsV1 = sizeof(pangu_sampling_params);
 constexpr size_t kModelInfoV1 = sizeof(pangu_model_info);
 constexpr size_t kResultV1 = sizeof(pangu_generate_result);
 
+// Recording an error allocates nothing (messages are formatted into fixed buffers), so that a call can report
+// its failure even when no memory is left, and so that no exception can escape while it does.
 pangu_status record(pangu_status st, const char *msg, pangu::ErrorSlot *handle_error) {
     t_last_error.set(msg);
     if (handle_error) handle_error->set(msg);
     return st;
 }
 
-pangu_status record(pangu_status st, const std::string &msg, pangu::ErrorSlot *handle_error) {
-    return record(st, msg.c_str(), handle_error);
+__attribute__((format(printf, 3, 4))) pangu_status recordf(pangu_status st, pangu::ErrorSlot *handle_error,
+                                                           const char *fmt, ...) {
+    char msg[sizeof(pangu::ErrorSlot::msg)];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return record(st, msg, handle_error);
 }
 
 // Runs `fn`, translating exceptions; `err` is the handle's message slot (may be null).
@@ -43,15 +55,20 @@ pangu_status guarded(pangu::ErrorSlot *err, Fn &&fn) {
         return record(e.status(), e.what(), err);
     } catch (const std::bad_alloc &) {
         return record(PANGU_ERR_OUT_OF_MEMORY, "out of memory", err);
+    } catch (const Json::Exception &e) {
+        // jsoncpp reports a failed allocation as a Json::LogicError with this message, nothing more specific
+        // (found by test_faults); any other jsoncpp exception is a bug of ours.
+        if (std::strstr(e.what(), "Failed to allocate")) return record(PANGU_ERR_OUT_OF_MEMORY, "out of memory", err);
+        return recordf(PANGU_ERR_INTERNAL, err, "internal error: %s", e.what());
     } catch (const std::exception &e) {
-        return record(PANGU_ERR_INTERNAL, std::string("internal error: ") + e.what(), err);
+        return recordf(PANGU_ERR_INTERNAL, err, "internal error: %s", e.what());
     } catch (...) {
         return record(PANGU_ERR_INTERNAL, "internal error: unknown exception", err);
     }
 }
 
 pangu_status bad_arg(pangu::ErrorSlot *err, const char *fn, const char *what) {
-    return record(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + what, err);
+    return recordf(PANGU_ERR_INVALID_ARGUMENT, err, "%s: %s", fn, what);
 }
 
 // Copies a caller's parameter struct over defaults, honouring its struct_size.
@@ -59,10 +76,9 @@ template <typename T>
 pangu_status read_params(const T *in, T *out, size_t v1, const char *fn, pangu::ErrorSlot *err) {
     if (!in) return PANGU_OK;
     if (in->struct_size < v1 || in->struct_size > sizeof(T))
-        return record(PANGU_ERR_STRUCT_SIZE,
-                      std::string(fn) + ": struct_size " + std::to_string(in->struct_size) + " is not one this library (" +
-                          PANGU_VERSION_STRING + ") knows; expected " + std::to_string(sizeof(T)),
-                      err);
+        return recordf(PANGU_ERR_STRUCT_SIZE, err,
+                       "%s: struct_size %zu is not one this library (%s) knows; expected %zu", fn, in->struct_size,
+                       PANGU_VERSION_STRING, sizeof(T));
     std::memcpy(out, in, in->struct_size);
     out->struct_size = sizeof(T);
     return PANGU_OK;
@@ -71,10 +87,8 @@ pangu_status read_params(const T *in, T *out, size_t v1, const char *fn, pangu::
 template <typename T>
 pangu_status check_out_struct(const T *s, size_t v1, const char *fn, pangu::ErrorSlot *err) {
     if (s->struct_size < v1 || s->struct_size > sizeof(T))
-        return record(PANGU_ERR_STRUCT_SIZE,
-                      std::string(fn) + ": struct_size " + std::to_string(s->struct_size) + " is not one this library knows; expected " +
-                          std::to_string(sizeof(T)),
-                      err);
+        return recordf(PANGU_ERR_STRUCT_SIZE, err, "%s: struct_size %zu is not one this library knows; expected %zu",
+                       fn, s->struct_size, sizeof(T));
     return PANGU_OK;
 }
 
@@ -420,10 +434,8 @@ pangu_status pangu_session_get_tokens(const pangu_session *session, int32_t *ids
     const pangu::Session &S = *pangu::from_handle(session);
     *n = S.n_tokens;
     if (S.n_tokens > capacity)
-        return record(PANGU_ERR_BUFFER_TOO_SMALL,
-                      "pangu_session_get_tokens: " + std::to_string(S.n_tokens) + " tokens do not fit in " +
-                          std::to_string(capacity),
-                      &S.last_error);
+        return recordf(PANGU_ERR_BUFFER_TOO_SMALL, &S.last_error, "pangu_session_get_tokens: %zu tokens do not fit in %zu",
+                       S.n_tokens, capacity);
     if (S.n_tokens) std::memcpy(ids, S.tokens, S.n_tokens * sizeof(int32_t));
     return PANGU_OK;
 }
@@ -528,6 +540,14 @@ pangu_status pangu_session_generate_tokens(pangu_session *session, const int32_t
         // Expected stops are recorded without exceptions or allocation.
         const pangu_status st = S.generate(ids, n, sp, callback, user_data, result);
         if (st == PANGU_ERR_CANCELLED) return record(st, "generation cancelled", &S.last_error);
+        if (st == PANGU_ERR_NUMERIC)
+            return recordf(st, &S.last_error,
+                           "generation stopped: the %s's logits after %zu tokens of context hold NaN or Inf (its "
+                           "weights or activations are not finite); reset or truncate the session before going on",
+                           !S.numeric_in_draft                       ? "model"
+                           : S.params.spec_mode == PANGU_SPEC_SELF   ? "self-draft"
+                                                                     : "draft model",
+                           S.numeric_pos);
         if (st == PANGU_ERR_CONTEXT_FULL)
             return record(st, "generation stopped: the context is full (context_policy PANGU_CONTEXT_SLIDE would slide it)",
                           &S.last_error);

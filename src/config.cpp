@@ -1,35 +1,40 @@
 #include "config.h"
 
-#include <json/json.h>
-
-#include <fstream>
-#include <sstream>
+#include <cmath>
+#include <memory>
 
 #include "common.h"
+#include "io.h"
+#include "json_util.h"
 
 namespace pangu {
 
 namespace {
-
-bool file_exists(const std::string &path) {
-    std::ifstream f(path);
-    return f.good();
-}
 
 int get_int(const Json::Value &root, const std::string &path, const char *key, int def, bool required, int min_v,
             int max_v) {
     const Json::Value &v = root[key];
     if (v.isNull()) {
         if (required) fail(PANGU_ERR_CONFIG, path + ": missing required field \"" + key + "\"");
+        // A default derived from other fields must pass the same check: head_dim = hidden_size /
+        // num_attention_heads was 0 for hidden_size 1 and 2 heads (found by fuzz_config).
+        if (def < min_v || def > max_v)
+            fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" is missing and its default, " + std::to_string(def) +
+                                       ", is out of range [" + std::to_string(min_v) + ", " + std::to_string(max_v) + "]");
         return def;
     }
-    if (!v.isIntegral() && !(v.isDouble() && v.asDouble() == static_cast<double>(static_cast<int64_t>(v.asDouble()))))
+    // Integers written as 4096.0 are accepted. The range is checked on the double before any conversion:
+    // converting a double beyond int64_t's range (4.9e22, found by fuzz_config) is undefined behaviour, and
+    // jsoncpp's asInt64() throws on it.
+    if (!v.isNumeric() || !std::isfinite(v.asDouble()) || std::trunc(v.asDouble()) != v.asDouble())
         fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" must be an integer");
-    const int64_t x = v.asInt64();
-    if (x < min_v || x > max_v)
-        fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" = " + std::to_string(x) + " is out of range [" +
-                                   std::to_string(min_v) + ", " + std::to_string(max_v) + "]");
-    return static_cast<int>(x);
+    const bool in_range = v.isInt64() ? v.asInt64() >= min_v && v.asInt64() <= max_v
+                                      : !v.isUInt64() && v.asDouble() >= min_v && v.asDouble() <= max_v;
+    if (!in_range)
+        fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" = " +
+                                   (v.isInt64() ? std::to_string(v.asInt64()) : std::to_string(v.asDouble())) +
+                                   " is out of range [" + std::to_string(min_v) + ", " + std::to_string(max_v) + "]");
+    return v.isInt64() ? static_cast<int>(v.asInt64()) : static_cast<int>(v.asDouble());
 }
 
 double get_num(const Json::Value &root, const std::string &path, const char *key, double def) {
@@ -50,18 +55,20 @@ bool get_bool(const Json::Value &root, const std::string &path, const char *key,
 
 ModelConfig load_config(const std::string &dir) {
     const std::string path = dir + "/config.json";
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        if (!file_exists(path)) fail(PANGU_ERR_FILE_NOT_FOUND, path + ": not found");
-        fail(PANGU_ERR_IO, path + ": cannot be opened");
+    std::string text, why;
+    switch (read_file(path, kMaxJsonBytes, text, why)) {
+        case ReadResult::kMissing: fail(PANGU_ERR_FILE_NOT_FOUND, path + ": not found");
+        case ReadResult::kError: fail(PANGU_ERR_IO, path + ": cannot read: " + why);
+        case ReadResult::kTooBig: fail(PANGU_ERR_CONFIG, path + ": " + why);
+        case ReadResult::kOk: break;
     }
-    Json::CharReaderBuilder builder;
-    builder["collectComments"] = false;
-    builder["rejectDupKeys"] = true;
+    return parse_config(text, path);
+}
+
+ModelConfig parse_config(const std::string &text, const std::string &path) {
     Json::Value root;
     std::string errs;
-    if (!Json::parseFromStream(builder, in, &root, &errs))
-        fail(PANGU_ERR_CONFIG, path + ": invalid JSON: " + errs);
+    if (!parse_json(text, root, errs)) fail(PANGU_ERR_CONFIG, path + ": invalid JSON: " + errs);
     if (!root.isObject()) fail(PANGU_ERR_CONFIG, path + ": top level must be a JSON object");
 
     const Json::Value &mt = root["model_type"];
@@ -96,11 +103,16 @@ ModelConfig load_config(const std::string &dir) {
         if (c.quant_method != "w8a16")
             fail(PANGU_ERR_UNSUPPORTED, path + ": quantization method \"" + c.quant_method +
                                             "\" is not supported (pangu-quantize writes \"w8a16\")");
-        if (q.isMember("bits") && (!q["bits"].isIntegral() || q["bits"].asInt() != 8))
+        // isInt() first: asInt() throws on integers beyond int's range (found by fuzz_config), and asString()
+        // on an object or array.
+        if (q.isMember("bits") && (!q["bits"].isInt() || q["bits"].asInt() != 8))
             fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.bits must be 8 for w8a16");
-        if (q.isMember("group_size") && (!q["group_size"].isIntegral() || q["group_size"].asInt() > 0))
+        if (q.isMember("group_size") && (!q["group_size"].isInt() || q["group_size"].asInt() > 0))
             fail(PANGU_ERR_UNSUPPORTED, path + ": only per-channel scales (group_size 0 or -1) are supported");
-        c.quant_activation = q.get("activation_dtype", "bfloat16").asString();
+        const Json::Value &act_dtype = q["activation_dtype"];
+        if (!act_dtype.isNull() && !act_dtype.isString())
+            fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype must be a string");
+        c.quant_activation = act_dtype.isNull() ? "bfloat16" : act_dtype.asString();
         if (c.quant_activation != "bfloat16" && c.quant_activation != "float16" && c.quant_activation != "float32")
             fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype \"" + c.quant_activation +
                                        "\" is not one of bfloat16, float16, float32");

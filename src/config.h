@@ -27,5 +27,7 @@ struct ModelConfig {
 // Parses and checks <dir>/config.json. Throws PANGU_ERR_FILE_NOT_FOUND or PANGU_ERR_CONFIG naming the
 // file and the field.
 ModelConfig load_config(const std::string &dir);
+// The same from the text of a config.json (`path` names it in messages).
+ModelConfig parse_config(const std::string &text, const std::string &path);
 
 }  // namespace pangu

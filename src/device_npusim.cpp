@@ -17,8 +17,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <string>
@@ -27,6 +27,8 @@
 #include "common.h"
 #include "device.h"
 #include "device_npusim.h"
+#include "io.h"
+#include "json_util.h"
 #include "kernels.h"
 #include "tensor.h"
 #include "threadpool.h"
@@ -52,16 +54,14 @@ struct Profile {
 };
 
 bool load_profile(const std::string &path, Profile *p, std::string *err) {
-    std::ifstream in(path);
-    if (!in) {
-        *err = path + ": cannot open the npu-sim device profile";
+    std::string text, why;
+    if (read_file(path, kMaxJsonBytes, text, why) != ReadResult::kOk) {
+        *err = path + ": cannot read the npu-sim device profile: " + why;
         return false;
     }
-    Json::CharReaderBuilder builder;
-    builder["rejectDupKeys"] = true;
     Json::Value root;
     std::string errs;
-    if (!Json::parseFromStream(builder, in, &root, &errs) || !root.isObject()) {
+    if (!parse_json(text, root, errs) || !root.isObject()) {
         *err = path + ": the npu-sim device profile is not a JSON object" + (errs.empty() ? "" : ": " + errs);
         return false;
     }

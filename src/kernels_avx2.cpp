@@ -1,5 +1,6 @@
 // AVX2 + FMA + F16C kernels (x86-64). This file alone is compiled with -mavx2 -mfma -mf16c; nothing here
 // runs unless the CPU reports those features.
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cmath>
@@ -252,8 +253,11 @@ const Table kAvx2 = {"avx2",           mm<F32>,        mm<BF16>,     mm<F16>,   
 }  // namespace
 
 const Table *avx2() {
-    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                           __builtin_cpu_supports("f16c");
+    // F16C through cpuid: clang (14) does not know __builtin_cpu_supports("f16c").
+    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && [] {
+        unsigned a, b, c, d;
+        return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+    }();
     return ok ? &kAvx2 : nullptr;
 }
 

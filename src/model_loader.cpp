@@ -24,7 +24,7 @@ pgd_device *create_device(const ModelLoadOptions &opt) {
     } else {
         fail(PANGU_ERR_UNSUPPORTED, "unknown device backend \"" + opt.backend + "\" (available: cpu, npu-sim)");
     }
-    if (!d) fail(PANGU_ERR_OUT_OF_MEMORY, "cannot create the " + opt.backend + " device");
+    if (!d) fail(PANGU_ERR_OUT_OF_MEMORY, "out of memory creating the " + opt.backend + " device");
     return d;
 }
 
@@ -146,7 +146,7 @@ struct ModelBuilder {
         // that is not aligned to its element size (possible only in hand-made files) is copied once.
         if (reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
             m.owned_.emplace_back((t.nbytes + 3) / 4);
-            std::memcpy(m.owned_.back().data(), t.data, t.nbytes);
+            t.file->read(t.offset, t.nbytes, m.owned_.back().data(), "tensor " + t.name);
             w.data = m.owned_.back().data();
         }
         m.n_params += w.rows * w.cols;
@@ -166,7 +166,10 @@ struct ModelBuilder {
 const float *Model::widen(const TensorInfo &t) {
     const size_t n = t.nbytes / dtype_size(t.dtype);
     std::vector<float> v(n);
-    const uint8_t *p = static_cast<const uint8_t *>(t.data);
+    // Read from the file, not the mapping: see MappedFile.
+    std::vector<uint8_t> bytes(t.nbytes);
+    t.file->read(t.offset, t.nbytes, bytes.data(), "tensor " + t.name);
+    const uint8_t *p = bytes.data();
     for (size_t i = 0; i < n; ++i) {
         uint16_t h;
         switch (t.dtype) {
@@ -322,7 +325,11 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
     }
 
     m->device = create_device(opt);
+    // A device that keeps its own copy (npu-sim) reads every weight through the mapping now.
+    if (m->device->weight_upload) m->store.check_sizes();
     m->upload_weights();
+    // A file cut short while loading would make inference fault (SIGBUS) on the pages past its new end.
+    m->store.check_sizes();
     return m;
 }
 

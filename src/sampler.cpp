@@ -54,7 +54,17 @@ int32_t Sampler::prepare(const float *logits, const pangu_sampling_params &p, co
                          size_t n_history, double *total) {
     const int32_t V = n_vocab_;
     float *val = b_.val;
-    std::memcpy(val, logits, sizeof(float) * V);
+    // The copy doubles as the check for NaN and Inf (all exponent bits set): one pass over the row that is
+    // sampled from, which the compiler vectorizes, instead of a NaN that greedy decoding would silently
+    // turn into token 0 and sampling into the last candidate.
+    uint32_t non_finite = 0;
+    for (int32_t i = 0; i < V; ++i) {
+        uint32_t u;
+        std::memcpy(&u, logits + i, 4);
+        non_finite |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
+        std::memcpy(val + i, &u, 4);
+    }
+    if (non_finite) return kNonFinite;
 
     if (p.repetition_penalty != 1.0f && n_history > 0) {
         if (++step_ == 0) {  // wrapped: clear stale stamps once every 2^32 steps
@@ -135,6 +145,7 @@ int32_t Sampler::sample(const float *logits, const pangu_sampling_params &p, con
     double kept = 0;
     const int32_t keep = prepare(logits, p, history, n_history, &kept);
     const int32_t *idx = b_.idx;
+    if (keep == kNonFinite) return kNonFinite;
     if (keep == 0) return idx[0];
     double r = rng.uniform() * kept;
     for (int32_t i = 0; i < keep; ++i) {
@@ -144,16 +155,18 @@ int32_t Sampler::sample(const float *logits, const pangu_sampling_params &p, con
     return idx[keep - 1];
 }
 
-void Sampler::distribution(const float *logits, const pangu_sampling_params &p, const int32_t *history,
+bool Sampler::distribution(const float *logits, const pangu_sampling_params &p, const int32_t *history,
                            size_t n_history, float *probs) {
     double kept = 0;
     const int32_t keep = prepare(logits, p, history, n_history, &kept);
+    if (keep == kNonFinite) return false;
     std::memset(probs, 0, sizeof(float) * n_vocab_);
     if (keep == 0) {
         probs[b_.idx[0]] = 1.0f;
-        return;
+        return true;
     }
     for (int32_t i = 0; i < keep; ++i) probs[b_.idx[i]] = static_cast<float>(b_.val[b_.idx[i]] / kept);
+    return true;
 }
 
 int32_t Sampler::draw(const float *probs, Rng &rng) const {

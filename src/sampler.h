@@ -30,12 +30,15 @@ public:
     static size_t buffer_bytes(int32_t n_vocab);  // what SamplerBuffers needs, in bytes
     void init(int32_t n_vocab, void *buffer);     // carve SamplerBuffers from `buffer`
 
-    // Picks the next token. `history` (n_history tokens) feeds the repetition penalty.
+    // Picks the next token. `history` (n_history tokens) feeds the repetition penalty. Returns kNonFinite,
+    // and picks nothing, when the logits hold NaN or Inf.
+    static constexpr int32_t kNonFinite = -1;
     int32_t sample(const float *logits, const pangu_sampling_params &p, const int32_t *history, size_t n_history,
                    Rng &rng);
     // The distribution sample() draws from, as n_vocab probabilities in `probs` (one-hot at the argmax when
-    // greedy): what speculative sampling compares between target and draft.
-    void distribution(const float *logits, const pangu_sampling_params &p, const int32_t *history,
+    // greedy): what speculative sampling compares between target and draft. False, and `probs` untouched,
+    // when the logits hold NaN or Inf.
+    bool distribution(const float *logits, const pangu_sampling_params &p, const int32_t *history,
                       size_t n_history, float *probs);
     // Draws from a distribution over the vocabulary (one uniform number).
     int32_t draw(const float *probs, Rng &rng) const;
@@ -43,7 +46,7 @@ public:
 private:
     // Penalty, temperature and truncation: leaves the kept candidates' ids in idx[0..keep) (most likely
     // first when truncated) and their unnormalized weights in val[id]; returns keep (0 = greedy, the argmax
-    // in idx[0]) and their total in *total.
+    // in idx[0]) and their total in *total; kNonFinite if a logit is NaN or Inf.
     int32_t prepare(const float *logits, const pangu_sampling_params &p, const int32_t *history, size_t n_history,
                     double *total);
     int32_t n_vocab_ = 0;

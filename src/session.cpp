@@ -38,7 +38,11 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
     L.n_ctx = p.n_ctx;
     L.n_batch = p.n_batch;
     L.n_threads = p.n_threads;
-    L.spec_k = p.spec_mode == PANGU_SPEC_OFF ? 0 : p.spec_draft_len;
+    // A verification runs the pending token and the drafts in one forward pass, which n_batch bounds like any
+    // other (the activation buffers hold n_batch rows): n_batch 1 leaves no room for drafts. (A verification
+    // of spec_draft_len + 1 rows used to overrun the activations of a session with a smaller n_batch, found by
+    // the soak test under ThreadSanitizer.)
+    L.spec_k = p.spec_mode == PANGU_SPEC_OFF ? 0 : std::min(p.spec_draft_len, p.n_batch - 1);
     // The head runs over up to n_logit_rows rows at once: enough for a whole verification batch.
     L.n_logit_rows = std::max({1, std::min(p.n_batch, 16), L.spec_k + 1});
     L.alignment = std::max<size_t>(64, m.device->mem_alignment);
@@ -123,6 +127,10 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
 }
 
 Session *create_session(Model &m, const pangu_session_params &p) {
+    // A model file truncated since loading would fault (SIGBUS) in the first forward pass; refuse instead.
+    // One fstat per file: nothing next to the allocation below.
+    m.store.check_sizes();
+    if (p.spec_mode == PANGU_SPEC_DRAFT) from_handle(p.draft_model)->store.check_sizes();
     const SessionLayout L = plan_session(m, p);
     uint8_t *block = nullptr;
     const bool caller = p.arena != nullptr;
@@ -139,7 +147,8 @@ Session *create_session(Model &m, const pangu_session_params &p) {
         void *b = nullptr;
         const int rc = m.device->mem_alloc(m.device->ctx, &b, L.total);
         if (rc != 0)
-            fail(static_cast<pangu_status>(rc), "cannot allocate the session's " + std::to_string(L.total) +
+            fail(static_cast<pangu_status>(rc), std::string(pangu_status_string(static_cast<pangu_status>(rc))) +
+                                                    ": cannot allocate the session's " + std::to_string(L.total) +
                                                     " bytes (context " + std::to_string(p.n_ctx) + ")");
         block = static_cast<uint8_t *>(b);
     }
@@ -168,7 +177,8 @@ Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L
         stream_ = parent->stream_;
         owns_stream_ = false;
     } else if (dev_->stream_create(dev_->ctx, p.n_threads, &stream_) != 0) {
-        fail(PANGU_ERR_OUT_OF_MEMORY, "cannot start " + std::to_string(p.n_threads) + " compute threads");
+        fail(PANGU_ERR_OUT_OF_MEMORY, "out of memory or threads: cannot start " + std::to_string(p.n_threads) +
+                                          " compute threads");
     }
     int32_t *ids = reinterpret_cast<int32_t *>(block_ + layout.layer_ids);
     for (int32_t i = 0; i < layout.n_layers; ++i) ids[i] = subset.ids ? subset.ids[i] : i;
@@ -238,7 +248,7 @@ bool g_broken_acceptance_for_tests = false;
 
 void set_broken_acceptance_for_tests(bool on) { g_broken_acceptance_for_tests = on; }
 
-void Session::draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_params &sp) {
+bool Session::draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_params &sp) {
     Session &d = *draft_;
     // Level the draft's context with ours: keep what still agrees (everything up to the last step, and the
     // drafts we accepted), drop the rest, and run what it has not seen (at least our pending token).
@@ -255,13 +265,19 @@ void Session::draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_p
             tok = d.sampler_.sample(d.last_logits_, sp, d.tokens, d.n_tokens, rng_);
         } else {
             float *qj = q + static_cast<size_t>(j) * V;
-            d.sampler_.distribution(d.last_logits_, sp, d.tokens, d.n_tokens, qj);
-            tok = d.sampler_.draw(qj, rng_);
+            tok = d.sampler_.distribution(d.last_logits_, sp, d.tokens, d.n_tokens, qj) ? d.sampler_.draw(qj, rng_)
+                                                                                       : Sampler::kNonFinite;
+        }
+        if (tok == Sampler::kNonFinite) {
+            numeric_pos = d.n_tokens;
+            numeric_in_draft = true;
+            return false;
         }
         out[j] = tok;
         if (j + 1 < k) d.eval(&tok, 1, nullptr);
     }
     draft_agreed_ = n_tokens;
+    return true;
 }
 
 int Session::propose_drafts(int room, int32_t *out, int *source) {
@@ -381,6 +397,10 @@ void Session::eval(const int32_t *ids, size_t n, float *logits_out) {
         // Keep what was evaluated, and what the context held before this call (a generated token that was
         // delivered but not yet run stays); drop the new tokens that were not evaluated.
         n_tokens = std::max(n_past, row0);
+        // Stopped between chunks, the last kept token was run but its logits were not kept (they are only when
+        // it ends the context): leave it pending, so that get_logits or the next call runs it again (same token,
+        // same position: same cache row) instead of finding no logits (found by the soak test).
+        if (!logits_valid && n_past == n_tokens && n_tokens > 0) n_past = n_tokens - 1;
         throw;
     }
 }
@@ -422,6 +442,10 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
         if (m == 0 || m > kMaxStopString)
             fail(PANGU_ERR_INVALID_ARGUMENT, "stop_strings[" + std::to_string(k) + "] must be 1 to " +
                                                  std::to_string(kMaxStopString) + " bytes");
+        // A stop string that is not UTF-8 (a lone continuation byte) can match inside a character, and the
+        // text before the match would then end with part of one (found by fuzz_api).
+        if (!utf8_valid(std::string_view(sp.stop_strings[k], m)))
+            fail(PANGU_ERR_INVALID_UTF8, "stop_strings[" + std::to_string(k) + "] is not valid UTF-8");
     }
     if (sp.n_stop_tokens && !sp.stop_tokens) fail(PANGU_ERR_INVALID_ARGUMENT, "stop_tokens is NULL");
     if (sp.temperature < 0 || !std::isfinite(sp.temperature) || sp.top_p <= 0 || sp.top_p > 1 || sp.min_p < 0 ||
@@ -454,6 +478,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
 
     pangu_status status = PANGU_OK;
     r.stop_reason = PANGU_STOP_NONE;
+    numeric_in_draft = false;
 
     // Appends one generated token to the streamed text and decides whether generation ends with it.
     // Returns true to stop (r.stop_reason and status say why).
@@ -535,6 +560,11 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
         if (logits_valid) {
             // The prompt's evaluation left the next token's logits: sample the first token from them.
             const int32_t tok = sampler_.sample(last_logits_, sp, tokens, n_tokens, rng_);
+            if (tok == Sampler::kNonFinite) {
+                numeric_pos = n_tokens;
+                status = PANGU_ERR_NUMERIC;
+                break;
+            }
             tokens[n_tokens++] = tok;  // its K/V are computed by the next forward (or the next call's)
             logits_valid = false;
             if (emit_token(tok)) break;
@@ -555,7 +585,10 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
             if (draft_) {
                 // A draft model costs time per drafted token: decide the length first, then draft.
                 k = spec_ctrl_.choose(static_cast<int>(room));
-                if (k > 0) draft_tokens(k, batch + 1, q_rows, sp);
+                if (k > 0 && !draft_tokens(k, batch + 1, q_rows, sp)) {
+                    status = PANGU_ERR_NUMERIC;
+                    break;
+                }
             } else {
                 const int found = propose_drafts(static_cast<int>(room), batch + 1, &source);
                 k = spec_ctrl_.choose(found, source);
@@ -580,8 +613,9 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
             if (!spec_sampling) {
                 tok = sampler_.sample(row, sp, tokens, n_tokens, rng_);
                 rejected = i < k && tok != batch[i + 1];
+            } else if (!sampler_.distribution(row, sp, tokens, n_tokens, p_row)) {
+                tok = Sampler::kNonFinite;
             } else {
-                sampler_.distribution(row, sp, tokens, n_tokens, p_row);
                 if (i == k) {
                     tok = sampler_.draw(p_row, rng_);  // every draft accepted: a bonus token from p
                 } else {
@@ -601,6 +635,13 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
                         rejected = true;
                     }
                 }
+            }
+            if (tok == Sampler::kNonFinite) {
+                // Only the rows sampled from are checked; the context keeps what was accepted so far.
+                numeric_pos = n_tokens;
+                status = PANGU_ERR_NUMERIC;
+                stop = true;
+                break;
             }
             tokens[n_tokens++] = tok;
             n_past = n_tokens - 1;  // every input up to this token's predecessor is in the cache

@@ -43,6 +43,9 @@ struct SessionLayout {
 // Longest stop string accepted; the held-back text buffer is sized from it.
 constexpr size_t kMaxStopString = 256;
 constexpr size_t kTextBuffer = 2 * kMaxStopString + 64;
+// Held-back text (shorter than a stop string), one token's text, and up to three bytes of an incomplete
+// character turned into U+FFFD must fit.
+static_assert(kTextBuffer >= (kMaxStopString - 1) + kMaxPieceBytes + 9, "the text buffer cannot take a token");
 
 // A self-draft runs a subset of the target's layers; a draft model runs all of its own.
 struct LayerSubset {
@@ -96,6 +99,10 @@ public:
     int64_t n_generated_total = 0, n_verify = 0, n_drafted = 0, n_accepted = 0, accepted_hist[16] = {0};
     double generate_ms_total = 0;
     size_t max_pos = 0;  // largest n_past reached: the KV high-water mark
+    // Where generation met non-finite logits (PANGU_ERR_NUMERIC): the context length whose next-token logits
+    // they were, and whether they were the draft model's.
+    size_t numeric_pos = 0;
+    bool numeric_in_draft = false;
 
     Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller_arena,
             Session *parent = nullptr, LayerSubset subset = {});
@@ -114,7 +121,8 @@ private:
     int propose_drafts(int room, int32_t *out, int *source);
     // Draft model / self-draft: brings the draft's context level with ours, then drafts k tokens
     // autoregressively into out; with sampling, their distributions go to q (k rows of V).
-    void draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_params &sp);
+    // False (numeric_pos and numeric_in_draft set) when the draft's logits hold NaN or Inf.
+    bool draft_tokens(int k, int32_t *out, float *q, const pangu_sampling_params &sp);
     // The K/V cache of layer slot `li` of this session ([n_ctx, KVD], blocked): its own, or the target's for
     // shared layers.
     void kv_view(int li, pgd_tensor *k, pgd_tensor *v);

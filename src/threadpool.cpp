@@ -19,10 +19,20 @@ constexpr int kSpinIterations = 4000;
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
     workers_.reserve(n_threads_ - 1);
-    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+    try {
+        for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+    } catch (...) {
+        // Out of memory or threads part way: the destructor does not run for a constructor that throws, and
+        // destroying a joinable std::thread calls std::terminate (found by test_faults). Stop the workers
+        // already started before reporting the failure.
+        stop_workers();
+        throw;
+    }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
     {
         std::lock_guard<std::mutex> lk(mu_);
         stop_ = true;

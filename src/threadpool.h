@@ -34,6 +34,7 @@ public:
 
 private:
     void worker(int slot);
+    void stop_workers();
     // Claims and runs chunks of generation `gen` until none are left.
     void work(uint32_t gen, Fn fn, void *ctx, int n_chunks, int slot);
 

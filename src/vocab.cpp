@@ -4,10 +4,11 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <sstream>
+
+#include "io.h"
+#include "json_util.h"
 
 namespace pangu {
 
@@ -54,29 +55,6 @@ size_t utf8_invalid_offset(std::string_view s) {
         i += len;
     }
     return std::string_view::npos;
-}
-
-enum class ReadResult { kOk, kMissing, kError };
-
-ReadResult read_file(const std::string &path, std::string &out, std::string &why) {
-    FILE *f = std::fopen(path.c_str(), "rb");
-    if (!f) {
-        why = std::strerror(errno);
-        return errno == ENOENT ? ReadResult::kMissing : ReadResult::kError;
-    }
-    out.clear();
-    char buf[1 << 16];
-    size_t got;
-    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, got);
-    // fopen succeeds on a directory; the read then fails with EISDIR.
-    const bool failed = std::ferror(f);
-    const int err = errno;
-    std::fclose(f);
-    if (failed) {
-        why = std::strerror(err);
-        return ReadResult::kError;
-    }
-    return ReadResult::kOk;
 }
 
 // Minimal protobuf wire-format reader: the C++ API of libsentencepiece 0.1.97 hides the piece types
@@ -211,6 +189,21 @@ struct Vocab::Impl {
     void encode_text(std::string_view text, std::vector<int32_t> &out) const;
 };
 
+void parse_tokenizer_config(const std::string &text, const std::string &config_path, bool &add_bos, bool &add_eos) {
+    Json::Value root;
+    std::string errs;
+    if (!parse_json(text, root, errs, false)) fail(PANGU_ERR_CONFIG, "malformed JSON in " + config_path + ": " + errs);
+    if (!root.isObject()) fail(PANGU_ERR_CONFIG, config_path + ": top level is not a JSON object");
+    auto read_bool = [&](const char *key, bool &value) {
+        const Json::Value &v = root[key];
+        if (v.isNull()) return;
+        if (!v.isBool()) fail(PANGU_ERR_CONFIG, config_path + ": \"" + key + "\" is not a boolean");
+        value = v.asBool();
+    };
+    read_bool("add_bos_token", add_bos);
+    read_bool("add_eos_token", add_eos);
+}
+
 Vocab::Vocab() : impl_(std::make_unique<Impl>()) {}
 Vocab::~Vocab() = default;
 
@@ -218,13 +211,20 @@ void Vocab::load(const std::string &dir) {
     auto im = std::make_unique<Impl>();
     const std::string model_path = dir + "/tokenizer.model";
     std::string data, why;
-    switch (read_file(model_path, data, why)) {
+    switch (read_file(model_path, kMaxTokenizerBytes, data, why)) {
     case ReadResult::kMissing: fail(PANGU_ERR_FILE_NOT_FOUND, "tokenizer file not found: " + model_path);
     case ReadResult::kError: fail(PANGU_ERR_IO, "cannot read " + model_path + ": " + why);
+    case ReadResult::kTooBig: fail(PANGU_ERR_TOKENIZER, model_path + ": " + why);
     case ReadResult::kOk: break;
     }
 
     im->sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    // libsentencepiece parses the file with protobuf, which is not exception-safe: a std::bad_alloc inside it
+    // ends in a protobuf CHECK failure (abort) or a crash in a destructor, as test_faults showed by refusing
+    // its allocations one by one. It keeps about 17 times the file's size; make sure far more than that can
+    // be had first, so that a device short of memory gets PANGU_ERR_OUT_OF_MEMORY here instead of inside.
+    if (void *probe = std::malloc(32 * data.size() + (size_t(1) << 20))) std::free(probe);
+    else throw std::bad_alloc();
     const auto status = im->sp->LoadFromSerializedProto(data);
     if (!status.ok())
         fail(PANGU_ERR_TOKENIZER, "cannot load SentencePiece model " + model_path + ": " + status.ToString());
@@ -266,6 +266,15 @@ void Vocab::load(const std::string &dir) {
             replace_all(text, kSpaceMarker, " ");
             im->bytes += text;
         }
+        // Streaming needs every token's text to fit its fixed buffer (kMaxPieceBytes) and to be UTF-8 (a byte
+        // token aside): a 702-byte user-defined piece made generation fail with PANGU_ERR_INTERNAL.
+        const size_t piece_bytes = im->bytes.size() - im->offsets.back();
+        if (piece_bytes > kMaxPieceBytes)
+            fail(PANGU_ERR_TOKENIZER, model_path + ": piece " + std::to_string(id) + " is " + std::to_string(piece_bytes) +
+                                          " bytes long, longer than the " + std::to_string(kMaxPieceBytes) +
+                                          " a token may be");
+        if (im->types[id] != kByte && !utf8_valid(std::string_view(im->bytes).substr(im->offsets.back())))
+            fail(PANGU_ERR_TOKENIZER, model_path + ": piece " + std::to_string(id) + " is not valid UTF-8");
         if (im->bytes.size() > UINT32_MAX) fail(PANGU_ERR_TOKENIZER, "vocabulary too large in " + model_path);
         im->offsets.push_back(uint32_t(im->bytes.size()));
 
@@ -279,32 +288,11 @@ void Vocab::load(const std::string &dir) {
 
     const std::string config_path = dir + "/tokenizer_config.json";
     std::string config;
-    switch (read_file(config_path, config, why)) {
+    switch (read_file(config_path, kMaxJsonBytes, config, why)) {
     case ReadResult::kMissing: break;  // optional: defaults apply
     case ReadResult::kError: fail(PANGU_ERR_IO, "cannot read " + config_path + ": " + why);
-    case ReadResult::kOk: {
-        Json::Value root;
-        std::string errs;
-        Json::CharReaderBuilder builder;
-        std::istringstream in(config);
-        bool parsed = false;
-        try {
-            parsed = Json::parseFromStream(builder, in, &root, &errs);
-        } catch (const std::exception &e) {
-            errs = e.what();
-        }
-        if (!parsed) fail(PANGU_ERR_CONFIG, "malformed JSON in " + config_path + ": " + errs);
-        if (!root.isObject()) fail(PANGU_ERR_CONFIG, config_path + ": top level is not a JSON object");
-        auto read_bool = [&](const char *key, bool &value) {
-            const Json::Value &v = root[key];
-            if (v.isNull()) return;
-            if (!v.isBool()) fail(PANGU_ERR_CONFIG, config_path + ": \"" + key + "\" is not a boolean");
-            value = v.asBool();
-        };
-        read_bool("add_bos_token", im->add_bos);
-        read_bool("add_eos_token", im->add_eos);
-        break;
-    }
+    case ReadResult::kTooBig: fail(PANGU_ERR_CONFIG, config_path + ": " + why);
+    case ReadResult::kOk: parse_tokenizer_config(config, config_path, im->add_bos, im->add_eos); break;
     }
     impl_ = std::move(im);
 }

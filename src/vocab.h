@@ -16,6 +16,10 @@ class SentencePieceProcessor;
 
 namespace pangu {
 
+// Longest text a single token may stand for; the loader refuses a tokenizer with a longer piece, so that the
+// generation loop's fixed text buffer always has room for a token.
+constexpr size_t kMaxPieceBytes = 256;
+
 class Vocab {
 public:
     Vocab();
@@ -92,6 +96,10 @@ private:
     unsigned char pending_[4] = {0, 0, 0, 0};
     size_t n_pending_ = 0;
 };
+
+// Parses tokenizer_config.json: add_bos_token and add_eos_token, when present, overwrite the defaults passed
+// in. Throws PANGU_ERR_CONFIG naming `path`.
+void parse_tokenizer_config(const std::string &text, const std::string &path, bool &add_bos, bool &add_eos);
 
 // True if `s` is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
 bool utf8_valid(std::string_view s);

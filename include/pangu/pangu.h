@@ -258,7 +258,8 @@ typedef struct pangu_session_params {
     int32_t spec_mode;
     /* PLD: longest n-gram looked up (tries spec_ngram, then shorter down to 1). Default 3, range 1..8. */
     int32_t spec_ngram;
-    /* Most tokens drafted per step (K); each step verifies up to K+1 positions in one batched forward.
+    /* Most tokens drafted per step (K); each step verifies up to K+1 positions in one batched forward, which
+     * n_batch bounds like any forward pass: at most n_batch - 1 tokens are drafted (none with n_batch 1).
      * Default 4, range 1..15. */
     int32_t spec_draft_len;
     /* PANGU_SPEC_DRAFT: a smaller model with the same vocabulary that drafts autoregressively (its KV cache

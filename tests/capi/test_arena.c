@@ -1,12 +1,9 @@
 /* Static memory: pangu_session_estimate() sizes a caller-provided arena exactly; once a session exists,
  * evaluation and generation perform no heap allocation at all; nothing is written outside the arena.
  *
- * Allocation counting: this program defines malloc, calloc, realloc, free and the aligned allocators
- * itself, forwarding to glibc's __libc_* entry points. The dynamic linker binds every call in the process
- * (libpangu_c, libstdc++'s operator new, libsentencepiece) to these definitions, so the counters see every
- * heap allocation made while `g_counting` is set. */
+ * Allocation counting: alloc_hook.c replaces the process's allocator and counts every heap allocation (in
+ * libpangu_c, libstdc++'s operator new, libsentencepiece) made while alloc_hook_counting is set. */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,43 +14,8 @@
 
 #include <cmocka.h>
 
+#include "alloc_hook.h"
 #include "pangu/pangu.h"
-
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void __libc_free(void *);
-extern void *__libc_memalign(size_t, size_t);
-
-static volatile int g_counting;
-static volatile long g_allocs;
-
-void *malloc(size_t n) {
-    if (g_counting) g_allocs++;
-    return __libc_malloc(n);
-}
-void *calloc(size_t a, size_t b) {
-    if (g_counting) g_allocs++;
-    return __libc_calloc(a, b);
-}
-void *realloc(void *p, size_t n) {
-    if (g_counting) g_allocs++;
-    return __libc_realloc(p, n);
-}
-void free(void *p) { __libc_free(p); }
-void *memalign(size_t a, size_t n) {
-    if (g_counting) g_allocs++;
-    return __libc_memalign(a, n);
-}
-void *aligned_alloc(size_t a, size_t n) {
-    if (g_counting) g_allocs++;
-    return __libc_memalign(a, n);
-}
-int posix_memalign(void **p, size_t a, size_t n) {
-    if (g_counting) g_allocs++;
-    *p = __libc_memalign(a, n);
-    return *p ? 0 : ENOMEM;
-}
 
 #define CANARY 0xA5
 #define GUARD 4096
@@ -180,16 +142,16 @@ static void run_in_arena_mode(int n_threads, const pangu_sampling_params *sp, in
     pangu_generate_result r;
     memset(&r, 0, sizeof r);
     r.struct_size = sizeof r;
-    g_allocs = 0;
-    g_counting = 1;
+    alloc_hook_allocs = 0;
+    alloc_hook_counting = 1;
     pangu_status st = pangu_session_generate_tokens(s, ids, n_ids, &gp, count_tokens, &c, &r);
-    g_counting = 0;
+    alloc_hook_counting = 0;
     assert_int_equal(st, expect_status);
     if (expect_status == PANGU_OK) {
         assert_int_equal(r.n_generated, n_new);
         assert_int_equal(c.n, n_new);
     }
-    if (g_allocs != 0) fail_msg("%ld heap allocations during generation", g_allocs);
+    if (alloc_hook_allocs != 0) fail_msg("%ld heap allocations during generation", alloc_hook_allocs);
 
     pangu_session_stats stats;
     memset(&stats, 0, sizeof stats);

@@ -529,6 +529,16 @@ static void test_invalid_stop_strings(void **state) {
     sp.n_stop_strings = 1;
     sp.max_new_tokens = 4;
     assert_int_equal(pangu_session_generate(s, "床前明月光", &sp, NULL, NULL, NULL), PANGU_OK);
+    /* not UTF-8: the last byte of 光, which could match inside a character and cut it (found by fuzz_api) */
+    pangu_session_reset(s);
+    const char *broken[] = {"ok", "\x89", "\xe5\x85"};
+    for (int i = 1; i < 3; ++i) {
+        sp.stop_strings = broken;
+        sp.n_stop_strings = (size_t)i + 1;
+        assert_int_equal(pangu_session_generate(s, "床前明月光", &sp, NULL, NULL, NULL), PANGU_ERR_INVALID_UTF8);
+        assert_int_equal(pangu_session_n_tokens(s), 0);
+        expect_contains(pangu_session_last_error(s), "stop_strings[1]");
+    }
     pangu_session_free(s);
 }
 

@@ -395,6 +395,11 @@ static void test_malformed_config(void **state) {
     expect_load(fx->dir, PANGU_ERR_CONFIG, p, NULL);
     write_all(p, "", 0);
     expect_load(fx->dir, PANGU_ERR_CONFIG, p, NULL);
+    /* nested deeper than jsoncpp's stack limit, which throws (was PANGU_ERR_INTERNAL) */
+    char deep[1201];
+    memset(deep, '[', sizeof deep);
+    write_all(p, deep, sizeof deep);
+    expect_load(fx->dir, PANGU_ERR_CONFIG, p, "stackLimit");
 }
 
 static void test_config_wrong_type(void **state) {
@@ -415,6 +420,19 @@ static void test_config_wrong_type(void **state) {
         free(e);
         expect_load(fx->dir, PANGU_ERR_CONFIG, p, edits[i][2]);
     }
+    /* quantization_config fields of the wrong kind (both were PANGU_ERR_INTERNAL: jsoncpp throws; found by
+     * fuzz_config) */
+    static const char *const quant[][2] = {
+        {"\"bias\": true", "\"bias\": true, \"quantization_config\": {\"quant_method\": \"w8a16\", \"bits\": 7718197871008284672}"},
+        {"\"bias\": true", "\"bias\": true, \"quantization_config\": {\"quant_method\": \"w8a16\", \"activation_dtype\": {}}"},
+    };
+    const pangu_status quant_status[] = {PANGU_ERR_UNSUPPORTED, PANGU_ERR_CONFIG};
+    for (size_t i = 0; i < 2; ++i) {
+        char *e = replace1(orig, quant[i][0], quant[i][1]);
+        write_all(p, e, strlen(e));
+        free(e);
+        expect_load(fx->dir, quant_status[i], p, i == 0 ? "bits" : "activation_dtype");
+    }
     free(orig);
 }
 
@@ -427,6 +445,10 @@ static void test_config_out_of_range(void **state) {
         {"\"num_hidden_layers\": 6", "\"num_hidden_layers\": 0", "num_hidden_layers"},
         {"\"hidden_size\": 192", "\"hidden_size\": -192", "hidden_size"},
         {"\"vocab_size\": 4096", "\"vocab_size\": 99999999999", "vocab_size"},
+        /* beyond int64_t: converting it was undefined behaviour (found by fuzz_config) */
+        {"\"vocab_size\": 4096", "\"vocab_size\": 4.9e22", "vocab_size"},
+        {"\"vocab_size\": 4096", "\"vocab_size\": 18446744073709551615", "vocab_size"},
+        {"\"vocab_size\": 4096", "\"vocab_size\": 4096.5", "vocab_size"},
         /* 6 heads are not a multiple of 4 KV heads */
         {"\"num_key_value_heads\": 2", "\"num_key_value_heads\": 4", "num_key_value_heads"},
         {"\"head_dim\": 32", "\"head_dim\": 33", "head_dim"},
@@ -440,6 +462,14 @@ static void test_config_out_of_range(void **state) {
         free(e);
         expect_load(fx->dir, PANGU_ERR_CONFIG, p, edits[i][2]);
     }
+    /* head_dim absent: its default, hidden_size / num_attention_heads, must be valid too (it was accepted as 0:
+     * found by fuzz_config) */
+    char *e1 = replace1(orig, "\"head_dim\": 32,", "");
+    char *e2 = replace1(e1, "\"hidden_size\": 192", "\"hidden_size\": 5");
+    write_all(p, e2, strlen(e2));
+    free(e1);
+    free(e2);
+    expect_load(fx->dir, PANGU_ERR_CONFIG, p, "head_dim");
     /* a required field missing */
     char *e = replace1(orig, "\"vocab_size\": 4096,", "");
     write_all(p, e, strlen(e));
@@ -763,6 +793,29 @@ static void test_truncated_tokenizer(void **state) {
     expect_load(fx->dir, PANGU_ERR_TOKENIZER, p, NULL);
 }
 
+/* Files far larger than any real one of their kind are refused before they are read: a 65 MiB config.json
+ * or tokenizer_config.json, a 257 MiB tokenizer.model (sparse files: nothing is written). */
+static void test_oversized_files(void **state) {
+    fixture *fx = (fixture *)*state;
+    static const struct {
+        const char *file;
+        long mib;
+        pangu_status want;
+    } cases[] = {{"config.json", 65, PANGU_ERR_CONFIG},
+                 {"tokenizer_config.json", 65, PANGU_ERR_CONFIG},
+                 {"tokenizer.model", 257, PANGU_ERR_TOKENIZER}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        char p[512], saved[520];
+        fx_path(fx, cases[i].file, p, sizeof p);
+        snprintf(saved, sizeof saved, "%s.saved", p);
+        assert_int_equal(rename(p, saved), 0);
+        write_all(p, "{", 1);
+        assert_int_equal(truncate(p, cases[i].mib << 20), 0);
+        expect_load(fx->dir, cases[i].want, p, "more than");
+        assert_int_equal(rename(saved, p), 0);
+    }
+}
+
 static void test_malformed_tokenizer_config(void **state) {
     fixture *fx = (fixture *)*state;
     char p[512];
@@ -919,6 +972,9 @@ static void test_shard_missing(void **state) {
     fx_path(fx, "model.safetensors.index.json", ip, sizeof ip);
     write_all(ip, "{\"weight_map\": ", 15);
     expect_load(fx->dir, PANGU_ERR_CONFIG, ip, NULL);
+    /* valid JSON but not an object (was PANGU_ERR_INTERNAL: found by fuzz_config) */
+    write_all(ip, "[\"weight_map\"]", 14);
+    expect_load(fx->dir, PANGU_ERR_CONFIG, ip, "object");
 }
 
 static void test_shard_deleted(void **state) {
@@ -959,6 +1015,7 @@ int main(void) {
         FX(test_missing_tokenizer),
         FX(test_corrupt_tokenizer),
         FX(test_truncated_tokenizer),
+        FX(test_oversized_files),
         FX(test_malformed_tokenizer_config),
         FX(test_sharded_loads_identically),
         FX(test_shard_missing),

@@ -236,6 +236,16 @@ static void test_abort_during_prefill(void **state) {
     assert_int_equal(pangu_session_n_tokens(s), 5 + 2 * (size_t)n_batch);
     pangu_session_set_abort_callback(s, NULL, NULL);
     const size_t done = pangu_session_n_tokens(s);
+    /* the logits after the kept tokens are there at once, as a fresh evaluation of them gives them (they
+     * were refused as "no token has been evaluated": found by the soak test) */
+    float *kept = logits_copy(s);
+    pangu_session *k = new_session(64, 1);
+    assert_int_equal(pangu_session_eval(k, ids, done, NULL), PANGU_OK);
+    float *fresh = logits_copy(k);
+    assert_same_logits(kept, fresh, "logits after an aborted eval");
+    free(kept);
+    free(fresh);
+    pangu_session_free(k);
     assert_int_equal(pangu_session_eval(s, ids + done, n - done, NULL), PANGU_OK);
     free(resumed);
     resumed = logits_copy(s);
@@ -619,6 +629,51 @@ static void test_truncate_then_eval_runs_only_new_tokens(void **state) {
     pangu_session_free(s);
 }
 
+/* Speculative decoding with a small n_batch: a verification is one forward pass, so it holds at most n_batch
+ * tokens, and the output is that of plain decoding. (Verifications of spec_draft_len + 1 rows used to overrun
+ * the activation buffers of a session with n_batch below that, and n_batch 1 gave different text: found by
+ * the soak test under ThreadSanitizer.) */
+static void test_speculation_with_small_batches(void **state) {
+    (void)state;
+    static const char *prompt = "def add(a, b):\n    return a + b\n\ndef add(a, b):\n    return a + b\n\ndef add(";
+    pangu_model *draft = NULL;
+    assert_int_equal(pangu_model_load(PANGU_DRAFT_DIR, NULL, &draft), PANGU_OK);
+    pangu_sampling_params sp = sampling(0, 0, 96);
+    cb_state ref;
+    memset(&ref, 0, sizeof ref);
+    pangu_session_params p;
+    pangu_session_params_init(&p);
+    p.n_ctx = 256;
+    p.spec_mode = PANGU_SPEC_OFF;
+    pangu_session *s = NULL;
+    assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);
+    assert_int_equal(pangu_session_generate(s, prompt, &sp, counting_cb, &ref, NULL), PANGU_OK);
+    pangu_session_free(s);
+    static const int32_t modes[] = {PANGU_SPEC_PLD, PANGU_SPEC_SELF, PANGU_SPEC_DRAFT};
+    for (int32_t n_batch = 1; n_batch <= 4; ++n_batch)
+        for (size_t m = 0; m < 3; ++m) {
+            pangu_session_params_init(&p);
+            p.n_ctx = 256;
+            p.n_batch = n_batch;
+            p.spec_mode = modes[m];
+            p.draft_model = draft;
+            assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);
+            cb_state c;
+            memset(&c, 0, sizeof c);
+            assert_int_equal(pangu_session_generate(s, prompt, &sp, counting_cb, &c, NULL), PANGU_OK);
+            assert_int_equal(c.calls, ref.calls);
+            if (memcmp(c.toks, ref.toks, sizeof(int32_t) * (size_t)ref.calls) != 0)
+                fail_msg("n_batch %d, spec mode %d: output differs from plain decoding", n_batch, modes[m]);
+            pangu_session_stats st;
+            memset(&st, 0, sizeof st);
+            st.struct_size = sizeof st;
+            assert_int_equal(pangu_session_get_stats(s, &st), PANGU_OK);
+            assert_true(st.n_drafted <= st.n_verify * (n_batch - 1));
+            pangu_session_free(s);
+        }
+    pangu_model_free(draft);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancel_from_token_callback),
@@ -632,6 +687,7 @@ int main(void) {
         cmocka_unit_test(test_eval_logits_rows),
         cmocka_unit_test(test_threads_in_session_same_logits),
         cmocka_unit_test(test_two_threads_shared_model),
+        cmocka_unit_test(test_speculation_with_small_batches),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

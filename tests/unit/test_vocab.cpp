@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -362,6 +363,37 @@ TEST_F(VocabLoad, GarbageModelIsTokenizerError) {
         EXPECT_EQ(status_of([&] { v.load(dir()); }, &message), PANGU_ERR_TOKENIZER);
         EXPECT_NE(message.find(dir() + "/tokenizer.model"), std::string::npos) << message;
     }
+}
+
+// A piece longer than kMaxPieceBytes, or one whose text is not UTF-8, is refused at load: generation streams
+// every token through a fixed buffer (a 702-byte user-defined piece made it fail with PANGU_ERR_INTERNAL).
+TEST_F(VocabLoad, OverlongOrNonUtf8PieceIsTokenizerError) {
+    spit(tmp_.path / "corpus.txt", "def f(x):\n    return x + 1\nclass A:\n    pass\nimport os\n");
+    const std::string long_symbol = "[" + std::string(pangu::kMaxPieceBytes, 'a') + "]";
+    const std::unordered_map<std::string, std::string> args = {
+        {"input", (tmp_.path / "corpus.txt").string()},   {"model_prefix", (tmp_.path / "tokenizer").string()},
+        {"vocab_size", "60"},                             {"model_type", "char"},
+        {"user_defined_symbols", long_symbol},            {"hard_vocab_limit", "false"},
+        {"normalization_rule_name", "identity"},          {"minloglevel", "2"}};
+    ASSERT_TRUE(sentencepiece::SentencePieceTrainer::Train(args).ok());
+    Vocab v;
+    std::string message;
+    EXPECT_EQ(status_of([&] { v.load(dir()); }, &message), PANGU_ERR_TOKENIZER);
+    EXPECT_NE(message.find("longer than the 256"), std::string::npos) << message;
+
+    // pangu-tiny's tokenizer with the first byte of a three-letter piece made 0xFF.
+    std::string model = slurp(kModelDir + "/tokenizer.model");
+    size_t at = std::string::npos;
+    for (size_t i = 0; i + 5 < model.size() && at == std::string::npos; ++i)
+        if (model[i] == '\x0a' && model[i + 1] == 3 && std::isalpha(static_cast<unsigned char>(model[i + 2])) &&
+            std::isalpha(static_cast<unsigned char>(model[i + 3])) && std::isalpha(static_cast<unsigned char>(model[i + 4])))
+            at = i + 2;
+    ASSERT_NE(at, std::string::npos);
+    model[at] = '\xff';
+    spit(tmp_.path / "tokenizer.model", model);
+    Vocab w;
+    EXPECT_EQ(status_of([&] { w.load(dir()); }, &message), PANGU_ERR_TOKENIZER);
+    EXPECT_NE(message.find("not valid UTF-8"), std::string::npos) << message;
 }
 
 TEST_F(VocabLoad, ModelPathIsADirectoryIsIoError) {

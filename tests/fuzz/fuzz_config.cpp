@@ -1,0 +1,45 @@
+// Fuzzes the JSON files of a model directory from memory: the input is given, as it is, to the parsers of
+// config.json, model.safetensors.index.json and tokenizer_config.json. Each either accepts it, with values
+// inside the ranges the rest of the library relies on, or throws pangu::Error with its documented status.
+#include <cstddef>
+#include <cstdint>
+#include <map>
+
+#include "common.h"
+#include "config.h"
+#include "fuzz_util.h"
+#include "safetensors.h"
+#include "vocab.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    const std::string text(reinterpret_cast<const char *>(data), size);
+    try {
+        const pangu::ModelConfig c = pangu::parse_config(text, "config.json");
+        FUZZ_CHECK(c.n_vocab >= 1 && c.n_embd >= 1 && c.n_ff >= 1 && c.n_layer >= 1 && c.n_head >= 1 &&
+                       c.n_head_kv >= 1 && c.n_head % c.n_head_kv == 0 && c.head_dim >= 2 && c.head_dim % 2 == 0 &&
+                       c.n_ctx_train >= 1,
+                   "accepted an inconsistent configuration");
+        FUZZ_CHECK(c.rms_eps > 0.0f && c.rope_theta > 1.0, "accepted eps %g theta %g", c.rms_eps, c.rope_theta);
+        FUZZ_CHECK(c.bos < c.n_vocab && c.eos < c.n_vocab, "special ids outside the vocabulary");
+    } catch (const pangu::Error &e) {
+        FUZZ_CHECK(fuzz::one_of(e.status(), {PANGU_ERR_CONFIG, PANGU_ERR_UNSUPPORTED}), "config.json: status %d: %s",
+                   (int)e.status(), e.what());
+    }
+    try {
+        std::map<std::string, std::string> shard_of;
+        std::vector<std::string> shards;
+        pangu::parse_safetensors_index("model.safetensors.index.json", text, shard_of, shards);
+        FUZZ_CHECK(!shard_of.empty() && !shards.empty(), "accepted an empty weight_map");
+        for (const auto &s : shards) FUZZ_CHECK(!s.empty() && s.find('/') == std::string::npos && s != ".." && s != ".",
+                                                "accepted shard name %s", s.c_str());
+    } catch (const pangu::Error &e) {
+        FUZZ_CHECK(e.status() == PANGU_ERR_CONFIG, "index: status %d: %s", (int)e.status(), e.what());
+    }
+    try {
+        bool add_bos = true, add_eos = false;
+        pangu::parse_tokenizer_config(text, "tokenizer_config.json", add_bos, add_eos);
+    } catch (const pangu::Error &e) {
+        FUZZ_CHECK(e.status() == PANGU_ERR_CONFIG, "tokenizer_config.json: status %d: %s", (int)e.status(), e.what());
+    }
+    return 0;
+}

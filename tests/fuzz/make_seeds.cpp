@@ -1,0 +1,319 @@
+// Writes the fuzzers' fixed data and seed corpora (run by hand when the harnesses' input formats change;
+// the output is committed):
+//   data/tiny-chat/            a complete model of 2 layers, hidden size 8, with a 400-piece tokenizer that
+//                              has chat tokens, trained here on ../shared/data/dev.jsonl
+//   corpus/fuzz_model_dir/     tiny model directories (bf16 tied, f16 untied without biases and with pruned
+//                              MLP widths, W8A16, sharded), as "==> NAME <==" file bundles
+//   corpus/fuzz_safetensors/   tiny checkpoints, pangu-tiny's real header with its data cut short
+//   corpus/fuzz_config/        config.json variants, an index, tokenizer_config.json
+//   corpus/fuzz_tokenizer/     text from dev.jsonl, special pieces, broken UTF-8, token ids, raw bytes
+//   corpus/fuzz_api/           a few programs (all defaults on either target model; pseudo-random bytes)
+// Usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR
+#include <json/json.h>
+#include <sentencepiece_trainer.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "safetensors.h"
+#include "safetensors_writer.h"
+#include "tensor.h"
+
+namespace fs = std::filesystem;
+using namespace pangu;
+
+namespace {
+
+std::string slurp(const fs::path &p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot read " + p.string());
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void spit(const fs::path &p, const std::string &s) {
+    fs::create_directories(p.parent_path());
+    std::ofstream out(p, std::ios::binary);
+    out << s;
+    if (!out) throw std::runtime_error("cannot write " + p.string());
+}
+
+std::string json(const Json::Value &v) {
+    Json::StreamWriterBuilder b;
+    b["indentation"] = "  ";
+    return Json::writeString(b, v) + "\n";
+}
+
+uint64_t g_rng = 12345;
+float uniform() {  // splitmix64 -> [-1, 1)
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return static_cast<float>(z >> 40) / 8388608.0f - 1.0f;
+}
+
+struct Tiny {
+    DType dtype = DType::BF16;
+    bool tied = true, bias = true, w8a16 = false, pruned = false;
+    int vocab = 400, hidden = 8, layers = 2, heads = 2, kv = 1, head_dim = 4, ff = 12;
+};
+
+Json::Value tiny_config(const Tiny &t) {
+    Json::Value c;
+    c["architectures"].append("PanguEmbeddedForCausalLM");
+    c["model_type"] = "PanguEmbedded";
+    c["vocab_size"] = t.vocab;
+    c["hidden_size"] = t.hidden;
+    c["intermediate_size"] = t.ff;
+    c["num_hidden_layers"] = t.layers;
+    c["num_attention_heads"] = t.heads;
+    c["num_key_value_heads"] = t.kv;
+    c["head_dim"] = t.head_dim;
+    c["hidden_act"] = "silu";
+    c["max_position_embeddings"] = 64;
+    c["rms_norm_eps"] = 1e-5;
+    c["rope_theta"] = 10000.0;
+    c["bias"] = t.bias;
+    c["tie_word_embeddings"] = t.tied;
+    c["bos_token_id"] = 1;
+    c["eos_token_id"] = 2;
+    c["pad_token_id"] = 0;
+    if (t.w8a16) {
+        c["quantization_config"]["quant_method"] = "w8a16";
+        c["quantization_config"]["bits"] = 8;
+        c["quantization_config"]["group_size"] = -1;
+        c["quantization_config"]["activation_dtype"] = "bfloat16";
+    }
+    return c;
+}
+
+// The tensors of a tiny model, added to one writer or split over two (shards: embeddings and head in the
+// first, layers in the second).
+void tiny_tensors(const Tiny &t, SafetensorsWriter &w0, SafetensorsWriter &w1) {
+    auto add = [&](SafetensorsWriter &w, const std::string &name, std::vector<int64_t> shape, float scale,
+                   float offset, bool matrix) {
+        size_t n = 1;
+        for (int64_t d : shape) n *= static_cast<size_t>(d);
+        std::vector<float> v(n);
+        for (auto &x : v) x = offset + scale * uniform();
+        if (matrix && t.w8a16) {
+            const int64_t rows = shape[0], cols = shape[1];
+            std::vector<int8_t> q(n);
+            std::vector<float> sc(static_cast<size_t>(rows));
+            for (int64_t r = 0; r < rows; ++r) {
+                float mx = 0;
+                for (int64_t c = 0; c < cols; ++c) mx = std::max(mx, std::fabs(v[r * cols + c]));
+                sc[r] = mx / 127.0f;
+                for (int64_t c = 0; c < cols; ++c)
+                    q[r * cols + c] = static_cast<int8_t>(std::lround(sc[r] > 0 ? v[r * cols + c] / sc[r] : 0));
+            }
+            w.add_copy(name, DType::I8, shape, q.data());
+            w.add_copy(name + "_scale", DType::F32, {rows}, sc.data());
+            return;
+        }
+        std::vector<uint8_t> bytes(n * dtype_size(t.dtype));
+        for (size_t i = 0; i < n; ++i) {
+            if (t.dtype == DType::F32) std::memcpy(&bytes[4 * i], &v[i], 4);
+            else {
+                const uint16_t h = t.dtype == DType::F16 ? f32_to_f16(v[i]) : f32_to_bf16(v[i]);
+                std::memcpy(&bytes[2 * i], &h, 2);
+            }
+        }
+        w.add_copy(name, t.dtype, shape, bytes.data());
+    };
+    const int64_t H = t.hidden, QD = int64_t(t.heads) * t.head_dim, KVD = int64_t(t.kv) * t.head_dim;
+    add(w0, "model.embed_tokens.weight", {t.vocab, H}, 0.5f, 0, false);
+    if (!t.tied) add(w0, "lm_head.weight", {t.vocab, H}, 0.5f, 0, true);
+    add(w0, "model.norm.weight", {H}, 0.1f, 1.0f, false);
+    for (int l = 0; l < t.layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        const int64_t F = t.pruned ? t.ff - 4 * l : t.ff;
+        add(w1, p + "input_layernorm.weight", {H}, 0.1f, 1.0f, false);
+        add(w1, p + "post_attention_layernorm.weight", {H}, 0.1f, 1.0f, false);
+        add(w1, p + "self_attn.q_proj.weight", {QD, H}, 0.5f, 0, true);
+        add(w1, p + "self_attn.k_proj.weight", {KVD, H}, 0.5f, 0, true);
+        add(w1, p + "self_attn.v_proj.weight", {KVD, H}, 0.5f, 0, true);
+        add(w1, p + "self_attn.o_proj.weight", {H, QD}, 0.5f, 0, true);
+        if (t.bias) {
+            add(w1, p + "self_attn.q_proj.bias", {QD}, 0.05f, 0, false);
+            add(w1, p + "self_attn.k_proj.bias", {KVD}, 0.05f, 0, false);
+            add(w1, p + "self_attn.v_proj.bias", {KVD}, 0.05f, 0, false);
+            add(w1, p + "self_attn.o_proj.bias", {H}, 0.05f, 0, false);
+        }
+        add(w1, p + "mlp.gate_proj.weight", {F, H}, 0.5f, 0, true);
+        add(w1, p + "mlp.up_proj.weight", {F, H}, 0.5f, 0, true);
+        add(w1, p + "mlp.down_proj.weight", {H, F}, 0.4f, 0, true);
+    }
+}
+
+// A bundle of files in the fuzz_model_dir input format.
+std::string bundle(const std::vector<std::pair<std::string, std::string>> &files) {
+    std::string out;
+    for (size_t i = 0; i < files.size(); ++i) {
+        if (i) out += "\n";
+        out += "==> " + files[i].first + " <==\n" + files[i].second;
+    }
+    return out;
+}
+
+std::string write_tiny(const Tiny &t, const fs::path &tmp, const std::string &tokenizer, bool sharded,
+                       const fs::path &save_dir = {}) {
+    fs::create_directories(tmp);
+    SafetensorsWriter a, b;
+    tiny_tensors(t, a, sharded ? b : a);
+    const std::string config = json(tiny_config(t));
+    const std::string tok_config = "{\"add_bos_token\": true, \"add_eos_token\": false}\n";
+    spit(tmp / "config.json", config);
+    std::vector<std::pair<std::string, std::string>> files = {{"config.json", config}};
+    if (!sharded) {
+        a.write((tmp / "model.safetensors").string());
+        files.emplace_back("model.safetensors", slurp(tmp / "model.safetensors"));
+    } else {
+        const std::string s1 = "model-00001-of-00002.safetensors", s2 = "model-00002-of-00002.safetensors";
+        a.write((tmp / s1).string());
+        b.write((tmp / s2).string());
+        Json::Value index;
+        index["metadata"]["total_size"] = Json::UInt64(a.data_bytes() + b.data_bytes());
+        for (const auto &[file, shard] : {std::make_pair(tmp / s1, s1), std::make_pair(tmp / s2, s2)}) {
+            TensorStore st;
+            st.open_file(file.string(), MapOptions{});
+            for (const auto &kv : st.tensors()) index["weight_map"][kv.first] = shard;
+        }
+        spit(tmp / "model.safetensors.index.json", json(index));
+        files.emplace_back("model.safetensors.index.json", json(index));
+        files.emplace_back(s1, slurp(tmp / s1));
+        files.emplace_back(s2, slurp(tmp / s2));
+    }
+    files.emplace_back("tokenizer.model", tokenizer);
+    files.emplace_back("tokenizer_config.json", tok_config);
+    if (!save_dir.empty())
+        for (const auto &f : files) spit(save_dir / f.first, f.second);
+    return bundle(files);
+}
+
+std::string train_tokenizer(const fs::path &tmp, const fs::path &dev_jsonl) {
+    // The first documents of dev.jsonl: Python and Chinese text, as the real models see.
+    std::ifstream in(dev_jsonl);
+    std::string line, corpus;
+    Json::CharReaderBuilder rb;
+    for (int i = 0; i < 40 && std::getline(in, line); ++i) {
+        Json::Value doc;
+        std::string errs;
+        std::istringstream ls(line);
+        if (Json::parseFromStream(rb, ls, &doc, &errs)) corpus += doc["text"].asString().substr(0, 4000) + "\n";
+    }
+    spit(tmp / "corpus.txt", corpus);
+    const std::unordered_map<std::string, std::string> args = {
+        {"input", (tmp / "corpus.txt").string()},
+        {"model_prefix", (tmp / "tokenizer").string()},
+        {"vocab_size", "400"},
+        {"model_type", "bpe"},
+        {"byte_fallback", "true"},
+        {"character_coverage", "0.98"},
+        {"user_defined_symbols", "[unused9],[unused10]"},
+        {"add_dummy_prefix", "true"},
+        {"normalization_rule_name", "identity"},  // no 240 KB character map in the file
+        {"num_threads", "1"},
+        {"minloglevel", "2"},
+    };
+    const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+    if (!status.ok()) throw std::runtime_error("training the tokenizer failed: " + status.ToString());
+    return slurp(tmp / "tokenizer.model");
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        std::cerr << "usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR\n";
+        return 2;
+    }
+    const fs::path out = argv[1], shared = argv[2];
+    const fs::path tmp = fs::temp_directory_path() / "pangu_fuzz_seeds";
+    try {
+        fs::remove_all(tmp);
+        fs::create_directories(tmp);
+        const std::string tokenizer = train_tokenizer(tmp, shared / "data/dev.jsonl");
+        const fs::path corpus = out / "corpus";
+        for (const char *h : {"fuzz_model_dir", "fuzz_safetensors", "fuzz_config", "fuzz_tokenizer", "fuzz_api"})
+            fs::remove_all(corpus / h);
+        fs::remove_all(out / "data/tiny-chat");
+
+        // model directories
+        Tiny bf16;
+        spit(corpus / "fuzz_model_dir/tiny-bf16-tied",
+             write_tiny(bf16, tmp / "a", tokenizer, false, out / "data/tiny-chat"));
+        Tiny f16;
+        f16.dtype = DType::F16;
+        f16.tied = false;
+        f16.bias = false;
+        f16.pruned = true;
+        spit(corpus / "fuzz_model_dir/tiny-f16-untied-nobias-pruned", write_tiny(f16, tmp / "b", tokenizer, false));
+        Tiny q;
+        q.w8a16 = true;
+        q.dtype = DType::F32;
+        spit(corpus / "fuzz_model_dir/tiny-w8a16", write_tiny(q, tmp / "c", tokenizer, false));
+        spit(corpus / "fuzz_model_dir/tiny-sharded", write_tiny(bf16, tmp / "d", tokenizer, true));
+
+        // safetensors files
+        spit(corpus / "fuzz_safetensors/tiny-bf16", slurp(tmp / "a/model.safetensors"));
+        spit(corpus / "fuzz_safetensors/tiny-w8a16", slurp(tmp / "c/model.safetensors"));
+        spit(corpus / "fuzz_safetensors/tiny-shard2", slurp(tmp / "d/model-00002-of-00002.safetensors"));
+        {
+            // pangu-tiny's real header, its data section cut to 256 bytes
+            const std::string st = slurp(shared / "models/pangu-tiny/model.safetensors");
+            uint64_t hlen = 0;
+            for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | static_cast<uint8_t>(st[i]);
+            spit(corpus / "fuzz_safetensors/pangu-tiny-header", st.substr(0, 8 + hlen + 256));
+        }
+        spit(corpus / "fuzz_safetensors/empty-header", std::string("\x0f\0\0\0\0\0\0\0{\"__metadata__\":{}}", 24));
+
+        // JSON files
+        spit(corpus / "fuzz_config/pangu-tiny-config.json", slurp(shared / "models/pangu-tiny/config.json"));
+        spit(corpus / "fuzz_config/tiny-w8a16-config.json", slurp(tmp / "c/config.json"));
+        spit(corpus / "fuzz_config/index.json", slurp(tmp / "d/model.safetensors.index.json"));
+        spit(corpus / "fuzz_config/tokenizer_config.json", slurp(out / "data/tiny-chat/tokenizer_config.json"));
+
+        // tokenizer inputs: mode byte (bit 0 vocabulary, bits 1-2 mode, bit 3 add_bos, bit 4 parse_special)
+        const std::string python = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1)\n";
+        const std::string poem = "《静夜思》\n作者：李白\n床前明月光，疑是地上霜。";
+        const std::string chat = "[unused9]用户：hello world[unused10]</s><s>[unused9]助手：";
+        for (int vocab = 0; vocab < 2; ++vocab) {
+            const std::string v = std::to_string(vocab);
+            spit(corpus / ("fuzz_tokenizer/text-python-" + v), std::string(1, char(vocab | 8)) + python);
+            spit(corpus / ("fuzz_tokenizer/text-poem-" + v), std::string(1, char(vocab | 8 | 16)) + poem);
+            spit(corpus / ("fuzz_tokenizer/text-chat-" + v), std::string(1, char(vocab | 16)) + chat);
+            spit(corpus / ("fuzz_tokenizer/text-bad-utf8-" + v), std::string(1, char(vocab)) + "ok\xe4\xbd\xff\xc0\x80");
+            std::string ids(1, char(vocab | 2));
+            for (int i = 0; i < 64; ++i) ids += std::string{char(i * 37 % 200), char((i * 13) & 0xff)};
+            spit(corpus / ("fuzz_tokenizer/ids-" + v), ids);
+            spit(corpus / ("fuzz_tokenizer/mixed-" + v),
+                 std::string(1, char(vocab | 6)) + std::string(1, char(poem.size())) + poem + ids.substr(1));
+        }
+        spit(corpus / "fuzz_tokenizer/bytes", std::string("\x04\x03", 2) + poem + "\xf0\x9f\x98" + "\xed\xa0\x80\xf4\x90");
+
+        // API programs: all defaults, then pseudo-random bytes
+        spit(corpus / "fuzz_api/defaults", std::string(96, '\0'));  // the tiny chat model
+        spit(corpus / "fuzz_api/defaults-pangu-tiny", std::string(1, '\3') + std::string(95, '\0'));
+        for (int i = 0; i < 6; ++i) {
+            std::string p;
+            for (int j = 0; j < 160 + 40 * i; ++j) p += char(static_cast<int>((uniform() + 1.0f) * 128.0f));
+            spit(corpus / ("fuzz_api/random-" + std::to_string(i)), p);
+        }
+        fs::remove_all(tmp);
+    } catch (const std::exception &e) {
+        std::cerr << "fuzz-make-seeds: " << e.what() << "\n";
+        return 1;
+    }
+    return 0;
+}
