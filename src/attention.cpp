@@ -2,13 +2,21 @@
 
 #include <cmath>
 
+#include "common.h"
+#include "threadpool.h"
+
 namespace pangu {
 
-size_t attention_scratch_floats(int32_t n_head, int32_t n_head_kv, int64_t n_ctx) {
+namespace {
+
+// Scratch floats one task needs: the scores of a head group over the whole context, then one normalizer per
+// head.
+size_t scratch_floats(int32_t n_head, int32_t n_head_kv, int64_t n_ctx) {
     const int64_t group = n_head_kv > 0 ? n_head / n_head_kv : n_head;
-    return static_cast<size_t>(group * (n_ctx + 1));  // scores, then one normalizer per head
+    return static_cast<size_t>(group * (n_ctx + 1));
 }
 
+// Task t: query row t / n_head_kv against KV head t % n_head_kv.
 uint64_t attention_task(const AttnProblem &a, int64_t t, float *sc) {
     const int32_t g = a.n_head / a.n_head_kv;
     const int64_t m = t / a.n_head_kv;
@@ -62,6 +70,29 @@ uint64_t attention_task(const AttnProblem &a, int64_t t, float *sc) {
     if (a.round16)
         for (int32_t j = 0; j < g; ++j)
             for (int32_t i = 0; i < d; ++i) og[j * d + i] = a.round16(og[j * d + i] * inv[j], &over);
+    return over;
+}
+
+}  // namespace
+
+size_t attention_workspace_bytes(int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
+    return sizeof(float) * scratch_floats(n_head, n_head_kv, n_ctx) * static_cast<size_t>(n_threads > 0 ? n_threads : 1);
+}
+
+int attention_check(const AttnProblem &a, const void *ws, size_t ws_size, int n_threads) {
+    if (a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0) return PANGU_ERR_SHAPE;
+    if (a.pos0 < 0 || a.pos0 + a.q->rows > a.kc->rows) return PANGU_ERR_CONTEXT_FULL;
+    if (!ws || ws_size < attention_workspace_bytes(a.n_head, a.n_head_kv, a.kc->rows, n_threads))
+        return PANGU_ERR_BUFFER_TOO_SMALL;
+    return 0;
+}
+
+uint64_t attention_chunk(const AttnProblem &a, void *ws, int chunk, int n_chunks, int slot) {
+    int64_t t0, t1;
+    split_range(a.q->rows * a.n_head_kv, n_chunks, chunk, 1, &t0, &t1);
+    float *sc = static_cast<float *>(ws) + slot * scratch_floats(a.n_head, a.n_head_kv, a.kc->rows);
+    uint64_t over = 0;
+    for (int64_t t = t0; t < t1; ++t) over += attention_task(a, t, sc);
     return over;
 }
 

@@ -27,11 +27,17 @@ struct AttnProblem {
     float (*round16)(float v, uint64_t *overflows);
 };
 
-// Scratch floats one task needs: the scores of a head group over the whole context.
-size_t attention_scratch_floats(int32_t n_head, int32_t n_head_kv, int64_t n_ctx);
+// Workspace bytes for n_threads threads (at least one): each thread's scratch holds the scores of a head
+// group over the whole context.
+size_t attention_workspace_bytes(int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads);
 
-// Runs task t (0 .. q->rows * n_head_kv - 1) with `scratch` of attention_scratch_floats(); returns the
-// saturations counted by round16.
-uint64_t attention_task(const AttnProblem &a, int64_t t, float *scratch);
+// The checks a backend makes before running: 0, or PANGU_ERR_SHAPE (heads not a multiple of the KV heads),
+// PANGU_ERR_CONTEXT_FULL (rows past the cache), PANGU_ERR_BUFFER_TOO_SMALL (workspace missing or short).
+int attention_check(const AttnProblem &a, const void *ws, size_t ws_size, int n_threads);
+
+// Runs chunk `chunk` of `n_chunks` of the tasks (one per query row and KV head, q->rows * n_head_kv in all)
+// with the scratch of thread `slot` in ws: the scratch belongs to the thread, whichever chunk it runs.
+// Returns the saturations counted by round16.
+uint64_t attention_chunk(const AttnProblem &a, void *ws, int chunk, int n_chunks, int slot);
 
 }  // namespace pangu

@@ -219,32 +219,23 @@ int cpu_rope(void *, pgd_stream *, pgd_tensor *x, const int32_t *pos, int32_t n_
 // ---- attention ----
 struct AttnJob {
     AttnProblem a;
-    float *ws;
-    size_t ws_floats;  // per thread
+    void *ws;
 };
 
 void attn_worker(void *p, int chunk, int n_chunks, int slot) {
     const AttnJob &j = *static_cast<AttnJob *>(p);
-    int64_t t0, t1;
-    split_range(j.a.q->rows * j.a.n_head_kv, n_chunks, chunk, 1, &t0, &t1);
-    float *sc = j.ws + slot * j.ws_floats;  // scratch belongs to the thread, whichever chunk it runs
-    for (int64_t t = t0; t < t1; ++t) attention_task(j.a, t, sc);
+    attention_chunk(j.a, j.ws, chunk, n_chunks, slot);
 }
 
 size_t cpu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
-    return sizeof(float) * attention_scratch_floats(n_head, n_head_kv, n_ctx) * static_cast<size_t>(n_threads);
+    return attention_workspace_bytes(n_head, n_head_kv, n_ctx, n_threads);
 }
 
 int cpu_attention(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
                   int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t hd, float scale, pgd_tensor *out,
                   void *ws, size_t ws_size) {
-    const int64_t n_ctx = kc->rows;
-    if (n_head_kv <= 0 || n_head % n_head_kv != 0) return PANGU_ERR_SHAPE;
-    if (pos0 < 0 || pos0 + q->rows > n_ctx) return PANGU_ERR_CONTEXT_FULL;
-    if (!ws || ws_size < cpu_attention_workspace(ctx, q->rows, n_head, n_head_kv, n_ctx, s->pool.size()))
-        return PANGU_ERR_BUFFER_TOO_SMALL;
-    AttnJob j{{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, nullptr},
-              static_cast<float *>(ws), attention_scratch_floats(n_head, n_head_kv, n_ctx)};
+    AttnJob j{{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, nullptr}, ws};
+    if (const int rc = attention_check(j.a, ws, ws_size, s->pool.size())) return rc;
     s->pool.run(attn_worker, &j, chunks_for(s, q->rows * n_head_kv));
     return 0;
 }

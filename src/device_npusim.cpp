@@ -632,8 +632,7 @@ int npu_rope(void *ctx, pgd_stream *st, pgd_tensor *x, const int32_t *pos, int32
 // rounded to fp16 for the second cube product, normalized at the end, output fp16.
 struct AttnJob {
     AttnProblem a;
-    float *ws;
-    size_t ws_floats;  // per thread
+    void *ws;
     std::atomic<uint64_t> over{0};
 };
 
@@ -641,17 +640,11 @@ float round16(float v, uint64_t *over) { return f16(v, over); }
 
 void attn_worker(void *p, int chunk, int n_chunks, int slot) {
     AttnJob &j = *static_cast<AttnJob *>(p);
-    int64_t t0, t1;
-    split_range(j.a.q->rows * j.a.n_head_kv, n_chunks, chunk, 1, &t0, &t1);
-    float *sc = j.ws + slot * j.ws_floats;
-    uint64_t over = 0;
-    for (int64_t t = t0; t < t1; ++t) over += attention_task(j.a, t, sc);
-    j.over += over;
+    j.over += attention_chunk(j.a, j.ws, chunk, n_chunks, slot);
 }
 
 size_t npu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
-    return sizeof(float) * attention_scratch_floats(n_head, n_head_kv, n_ctx) *
-           static_cast<size_t>(n_threads > 0 ? n_threads : 1);
+    return attention_workspace_bytes(n_head, n_head_kv, n_ctx, n_threads);
 }
 
 int npu_attention(void *ctx, pgd_stream *st, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
@@ -659,15 +652,10 @@ int npu_attention(void *ctx, pgd_stream *st, const pgd_tensor *q, const pgd_tens
                   size_t ws_size) {
     NpuCtx *c = C(ctx);
     NpuStream *s = begin(ctx, st);
-    const int64_t n_ctx = kc->rows;
-    if (n_head_kv <= 0 || n_head % n_head_kv != 0) return PANGU_ERR_SHAPE;
-    if (pos0 < 0 || pos0 + q->rows > n_ctx) return PANGU_ERR_CONTEXT_FULL;
-    if (!ws || ws_size < npu_attention_workspace(ctx, q->rows, n_head, n_head_kv, n_ctx, s->pool.size()))
-        return PANGU_ERR_BUFFER_TOO_SMALL;
     AttnJob j;
     j.a = AttnProblem{c->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, round16};
-    j.ws = static_cast<float *>(ws);
-    j.ws_floats = attention_scratch_floats(n_head, n_head_kv, n_ctx);
+    j.ws = ws;
+    if (const int rc = attention_check(j.a, ws, ws_size, s->pool.size())) return rc;
     s->pool.run(attn_worker, &j, chunks_for(s, q->rows * n_head_kv));
     const int64_t M = q->rows;
     const double attended = double(M) * double(pos0) + double(M) * double(M + 1) / 2;  // sum of n_pos
