@@ -4,9 +4,10 @@
 #   ./scripts/test.sh -R smoke     extra arguments go to ctest
 # The tests read the bundled model (models/pangu-tiny) and the shared data set at ../shared.
 # Set PANGU_BUILD_DIR to build somewhere other than build/.
-# Without extra arguments, three more steps follow the native suite: the multi-threaded tests under
-# ThreadSanitizer, the suite under AddressSanitizer + UBSan, and the AArch64 cross build under qemu-user;
-# PANGU_SKIP_TSAN=1, PANGU_SKIP_ASAN=1 and PANGU_SKIP_CROSS=1 skip them.
+# Without extra arguments, four more steps follow the native suite: the multi-threaded tests under
+# ThreadSanitizer, the suite under AddressSanitizer + UBSan, the fuzz harnesses for 60 s each, and the AArch64
+# cross build under qemu-user; PANGU_SKIP_TSAN=1, PANGU_SKIP_ASAN=1, PANGU_SKIP_FUZZ=1 and PANGU_SKIP_CROSS=1
+# skip them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,9 +32,10 @@ fi
 
 # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer (PANGU_SKIP_ASAN=1 skips it).
 # test_arena and test_faults replace the allocator themselves (tests/capi/alloc_hook.c) and the install test
-# builds programs outside the sanitizer, so they stay out; so do the two longest tests (perplexity over 16k tokens, 50 prompts), which only repeat paths the
-# others cover and take minutes each under ASan. GCC 12's libstdc++ frees std::stable_sort's temporary buffer in a way ASan mistakes for an
-# allocator mismatch (operator new vs free), hence alloc_dealloc_mismatch=0.
+# builds programs outside the sanitizer, so they stay out; so do the two longest tests (perplexity over 16k
+# tokens, 50 prompts), which only repeat paths the others cover and take minutes each under ASan. GCC 12's
+# libstdc++ frees std::stable_sort's temporary buffer in a way ASan mistakes for an allocator mismatch
+# (operator new vs free), hence alloc_dealloc_mismatch=0.
 if [ "${PANGU_SKIP_ASAN:-0}" != 1 ] && [ $# -eq 0 ]; then
   asan=${build}-asan
   cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPANGU_SANITIZE="address;undefined" \
