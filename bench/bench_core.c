@@ -14,6 +14,14 @@
  *  - besides the process's peak RSS, the resident part of the weight mapping (Rss of the mappings of the
  *    model's .safetensors files in /proc/self/smaps) after the runs is reported.
  *
+ * --floor-bytes B measures decode against the memory-bandwidth floor in the same process, interleaved: B is
+ * the weight bytes one decode step reads (bench_quant.sh computes it from the checkpoint); before and after
+ * each run's decode, the best of five passes of the membw read (bench/membw.h, as many threads) over a
+ * B-byte buffer. Each
+ * decode step is timed on its own (between successive streamed tokens), so that a burst of another tenant on
+ * a shared machine costs the steps it hits rather than a whole run; reported: the median step against the
+ * median pass ("fraction of floor, steps") and the runs' decode speed against the median pass ("runs").
+ *
  * --curve K instead measures what speculative decoding pays to verify drafts: after the P-token prompt, one
  * forward of m = 1..K positions that returns the logits of every position (as a verification does), rolled
  * back after each call; the median milliseconds of R calls per m and their ratio to m = 1, the m values
@@ -26,6 +34,7 @@
 #include <time.h>
 
 #include "pangu/pangu.h"
+#include "membw.h"
 
 static double now_ms(void) {
     struct timespec ts;
@@ -51,6 +60,34 @@ static const char *kText =
 static int die(const char *what, pangu_status st) {
     fprintf(stderr, "bench_core: %s: %s: %s\n", what, pangu_status_string(st), pangu_last_error());
     return 1;
+}
+
+/* Decode steps timed from the streaming callback: with speculation off each token after the first is one
+ * forward pass plus its sampling. */
+typedef struct {
+    double *t;
+    int n, cap;
+} step_clock;
+
+static int on_token(void *user, int32_t token, const char *piece, size_t len) {
+    (void)token, (void)piece, (void)len;
+    step_clock *c = (step_clock *)user;
+    if (c->n < c->cap) c->t[c->n++] = now_ms();
+    return 0;
+}
+
+/* The read bandwidth at one point between runs: the best of five passes. On the development machine (a VM) a
+ * buffer left alone for the seconds a run lasts reads at a fraction of the bandwidth in its first pass or two,
+ * as memory the host reclaimed while idle does; taking the slow passes would lower the floor and flatter the
+ * decode, whose weights are touched every step. */
+static double floor_point(const float *buf, size_t n, int threads, float *sink) {
+    double best = -1;
+    for (int i = 0; i < 5; ++i) {
+        const double g = membw_pass(buf, n, threads, sink);
+        if (g < 0) return g;
+        if (g > best) best = g;
+    }
+    return best;
 }
 
 /* Resident bytes of the file mappings whose path ends in ".safetensors" (-1 if /proc is unavailable). */
@@ -122,6 +159,7 @@ static int verify_curve(pangu_model *model, pangu_session *s, const int32_t *pro
 int main(int argc, char **argv) {
     const char *dir = NULL, *precision = "auto", *spec = "off";
     int threads = 1, runs = 5, n_prefill = 128, n_decode = 128, json = 0, curve = 0;
+    long long floor_bytes = 0;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -132,9 +170,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--spec") && i + 1 < argc) spec = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--curve") && i + 1 < argc) curve = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--floor-bytes") && i + 1 < argc) floor_bytes = atoll(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL] [-n DECODE]\n"
-                            "                       [--precision auto|f32|bf16] [--spec off|pld] [--json] [--curve K]\n");
+                            "                       [--precision auto|f32|bf16] [--spec off|pld] [--json] [--curve K]\n"
+                            "                       [--floor-bytes BYTES_READ_PER_TOKEN]\n");
             return 2;
         }
     }
@@ -148,7 +188,7 @@ int main(int argc, char **argv) {
     if (!strcmp(spec, "off")) spec_mode = PANGU_SPEC_OFF;
     else if (!strcmp(spec, "pld")) spec_mode = PANGU_SPEC_PLD;
     if (!dir || spec_mode < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000 ||
-        curve < 0 || curve > 64) {
+        curve < 0 || curve > 64 || floor_bytes < 0 || (floor_bytes && threads > 64)) {
         fprintf(stderr, "bench_core: -m DIR is required; counts must be positive (decode at least 2); "
                         "precision auto|f32|bf16, spec off|pld\n");
         return 2;
@@ -186,6 +226,20 @@ int main(int argc, char **argv) {
 
     double *pre = calloc((size_t)runs, sizeof(double)), *dec = calloc((size_t)runs, sizeof(double));
     if (!pre || !dec) return 1;
+    /* --floor-bytes: the read buffer, the passes' bandwidths and the decode steps of all runs. */
+    const size_t bw_n = (size_t)floor_bytes / sizeof(float);
+    float *bw_buf = NULL, sink = 0;
+    double *bw = NULL, *steps = NULL;
+    int n_bw = 0, n_steps = 0;
+    step_clock clk = {NULL, 0, 0};
+    if (floor_bytes) {
+        bw_buf = malloc(bw_n * sizeof(float));
+        bw = calloc((size_t)(2 * runs + 2), sizeof(double));
+        steps = calloc((size_t)runs * (size_t)n_decode, sizeof(double));
+        clk.t = calloc((size_t)n_decode + 1, sizeof(double));
+        if (!bw_buf || !bw || !steps || !clk.t) return 1;
+        for (size_t i = 0; i < bw_n; ++i) bw_buf[i] = (float)(i & 1023);
+    }
     int eos_continued = 0;
     for (int r = -1; r < runs; ++r) { /* run -1 warms caches and page-ins */
         pangu_session_reset(s);
@@ -197,6 +251,11 @@ int main(int argc, char **argv) {
         a.struct_size = sizeof a;
         b = a;
         pangu_session_get_stats(s, &a);
+        if (floor_bytes) {
+            const double g = floor_point(bw_buf, bw_n, threads, &sink);
+            if (g < 0) return die("membw threads", PANGU_ERR_INTERNAL);
+            if (r >= 0) bw[n_bw++] = g;
+        }
         int generated = 0;
         double gen_ms = 0;
         while (generated < n_decode) {
@@ -204,13 +263,22 @@ int main(int argc, char **argv) {
             memset(&res, 0, sizeof res);
             res.struct_size = sizeof res;
             gp.max_new_tokens = n_decode - generated;
-            if ((st = pangu_session_generate_tokens(s, NULL, 0, &gp, NULL, NULL, &res))) return die("generate", st);
+            clk.n = 0;
+            clk.cap = n_decode + 1;
+            if ((st = pangu_session_generate_tokens(s, NULL, 0, &gp, floor_bytes ? on_token : NULL, &clk, &res)))
+                return die("generate", st);
+            for (int i = 1; r >= 0 && i < clk.n; ++i) steps[n_steps++] = clk.t[i] - clk.t[i - 1];
             generated += res.n_generated;
             gen_ms += res.generate_ms;
             if (res.stop_reason != PANGU_STOP_MAX_TOKENS && res.n_generated > 0) ++eos_continued;
             if (res.n_generated == 0) break;
         }
         pangu_session_get_stats(s, &b);
+        if (floor_bytes) {
+            const double g = floor_point(bw_buf, bw_n, threads, &sink);
+            if (g < 0) return die("membw threads", PANGU_ERR_INTERNAL);
+            if (r >= 0) bw[n_bw++] = g;
+        }
         if (r < 0) continue;
         pre[r] = n_prefill / ((t1 - t0) / 1e3);
         /* Forward passes of the generation: each streams the weights once. */
@@ -222,17 +290,41 @@ int main(int argc, char **argv) {
     const long long resident = weights_resident_bytes();
     const double p_med = median(pre, runs), d_med = median(dec, runs);
     const char *act = info.activation_precision == PANGU_PRECISION_BF16 ? "bf16" : "f32";
-    if (json)
+    /* Against the floor: bytes per step / step time over the read bandwidth of the interleaved passes. */
+    double bw_med = 0, step_med = 0, step_p90 = 0, frac_steps = 0, frac_runs = 0;
+    if (floor_bytes && n_bw && n_steps) {
+        bw_med = median(bw, n_bw);
+        step_med = median(steps, n_steps); /* sorts steps */
+        step_p90 = steps[(n_steps - 1) * 9 / 10];
+        frac_steps = (double)floor_bytes / (step_med / 1e3) / 1e9 / bw_med;
+        frac_runs = d_med * (double)floor_bytes / 1e9 / bw_med;
+    }
+    if (json) {
         printf("{\"model\": \"%s\", \"threads\": %d, \"runs\": %d, \"prefill_tokens\": %d, \"decode_tokens\": %d, "
                "\"activation_precision\": \"%s\", \"spec\": \"%s\", \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.3f, "
                "\"peak_rss_kb\": %ld, \"weights_resident_bytes\": %lld, \"weight_bytes\": %lld, "
-               "\"n_params\": %lld, \"n_quantized\": %d, \"eos_continued\": %d}\n",
+               "\"n_params\": %lld, \"n_quantized\": %d, \"eos_continued\": %d",
                dir, threads, runs, n_prefill, n_decode, act, spec, p_med, d_med, ru.ru_maxrss, resident,
                (long long)info.weight_bytes, (long long)info.n_params, info.n_quantized, eos_continued);
-    else
+        if (floor_bytes)
+            printf(", \"floor\": {\"bytes_per_token\": %lld, \"read_gb_s\": %.3f, \"passes\": %d, "
+                   "\"step_ms_median\": %.4f, \"step_ms_p90\": %.4f, \"steps\": %d, \"fraction_steps\": %.4f, \"fraction_runs\": %.4f}",
+                   floor_bytes, bw_med, n_bw, step_med, step_p90, n_steps, frac_steps, frac_runs);
+        printf("}\n");
+    } else {
         printf("%-40s threads %d  act %-4s  prefill %8.1f tok/s  decode %8.2f tok/s  (median of %d)  "
                "peak RSS %ld KiB  weights resident %.1f MiB\n",
                dir, threads, act, p_med, d_med, runs, ru.ru_maxrss, resident / 1048576.0);
+        if (floor_bytes)
+            printf("  floor, interleaved: read %.2f GB/s (median of %d points, best of 5 passes of %.1f MB each); "
+                   "decode step median %.3f ms, p90 %.3f ms (%d steps) -> %.1f%% of floor (steps), %.1f%% (runs)\n",
+                   bw_med, n_bw, floor_bytes / 1e6, step_med, step_p90, n_steps, 100 * frac_steps, 100 * frac_runs);
+    }
+    free(bw_buf);
+    free(bw);
+    free(steps);
+    free(clk.t);
+    (void)sink;
     free(pre);
     free(dec);
     free(prompt);
