@@ -85,15 +85,15 @@ inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t l
         }
 }
 
-// Up to 4 weight rows against RM rows of x.
-template <typename W, int RM>
+// Up to 4 weight rows against RM rows of x; PF as in micro.
+template <typename W, int RM, bool PF = false>
 inline void block4(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, int nr, float *y,
                    int64_t ldy) {
     switch (nr) {
-        case 4: micro<W, RM, 4>(x, ldx, w, ldw, n, y, ldy); break;
-        case 3: micro<W, RM, 3>(x, ldx, w, ldw, n, y, ldy); break;
-        case 2: micro<W, RM, 2>(x, ldx, w, ldw, n, y, ldy); break;
-        default: micro<W, RM, 1>(x, ldx, w, ldw, n, y, ldy); break;
+        case 4: micro<W, RM, 4, PF>(x, ldx, w, ldw, n, y, ldy); break;
+        case 3: micro<W, RM, 3, PF>(x, ldx, w, ldw, n, y, ldy); break;
+        case 2: micro<W, RM, 2, PF>(x, ldx, w, ldw, n, y, ldy); break;
+        default: micro<W, RM, 1, PF>(x, ldx, w, ldw, n, y, ldy); break;
     }
 }
 
@@ -104,13 +104,22 @@ template <typename W>
 void mm(const float *x, int64_t ldx, int64_t M, const void *wv, int64_t ldw, int64_t n, int nr, float *y,
         int64_t ldy) {
     const typename W::T *w = static_cast<const typename W::T *>(wv);
+    // A few rows (a draft's verification) read the weights from memory in their first row block, as decode
+    // does on a large model: that block prefetches the next weight rows (the later blocks find them cached).
+    const bool pf = M <= 6;
     int64_t m = 0;
     for (; m + 3 <= M; m += 3)
-        for (int c = 0; c < nr; c += 4)
-            block4<W, 3>(x + m * ldx, ldx, w + c * ldw, ldw, n, nr - c < 4 ? nr - c : 4, y + m * ldy + c, ldy);
+        for (int c = 0; c < nr; c += 4) {
+            const int nc = nr - c < 4 ? nr - c : 4;
+            if (pf && m == 0) block4<W, 3, true>(x, ldx, w + c * ldw, ldw, n, nc, y + c, ldy);
+            else block4<W, 3>(x + m * ldx, ldx, w + c * ldw, ldw, n, nc, y + m * ldy + c, ldy);
+        }
     for (; m + 2 <= M; m += 2)
-        for (int c = 0; c < nr; c += 4)
-            block4<W, 2>(x + m * ldx, ldx, w + c * ldw, ldw, n, nr - c < 4 ? nr - c : 4, y + m * ldy + c, ldy);
+        for (int c = 0; c < nr; c += 4) {
+            const int nc = nr - c < 4 ? nr - c : 4;
+            if (pf && m == 0) block4<W, 2, true>(x, ldx, w + c * ldw, ldw, n, nc, y + c, ldy);
+            else block4<W, 2>(x + m * ldx, ldx, w + c * ldw, ldw, n, nc, y + m * ldy + c, ldy);
+        }
     if (m < M) {
         const float *xr = x + m * ldx;
         float *yr = y + m * ldy;
