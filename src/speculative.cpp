@@ -108,7 +108,14 @@ void SpecController::reset(int k_max) {
 }
 
 void SpecController::new_request() {
-    for (Rates &r : rates_) r = Rates{};
+    // A source not yet seen in this request is probed the first time it offers drafts: with the prior's even
+    // odds, drafting pays only where a verification costs under 1.3 steps, and a prompt lookup on a model whose
+    // verification costs more (1.35 steps on the 1B shape on the CPU) would otherwise wait for its first
+    // scheduled probe while a copy of the prompt goes by undrafted. One failed probe costs a fraction of a step.
+    for (Rates &r : rates_) {
+        r = Rates{};
+        r.probe_gap = 1;
+    }
 }
 
 double SpecController::first_rate(int src) const {
@@ -187,7 +194,7 @@ int SpecController::choose(int available, int src) {
     // often, less often the longer it keeps failing.
     if (++r.since_probe >= r.probe_gap) {
         r.since_probe = 0;
-        r.probe_gap = r.probe_gap < 64 ? r.probe_gap * 2 : 64;
+        r.probe_gap = r.probe_gap < 4 ? 4 : r.probe_gap < 64 ? r.probe_gap * 2 : 64;
         return 1;
     }
     return 0;

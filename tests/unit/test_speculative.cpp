@@ -280,6 +280,24 @@ TEST(SpecController, BacksOffWhenDraftsFailAndProbesAgain) {
     EXPECT_EQ(c.choose(0), 0);
 }
 
+TEST(SpecController, ProbesANewSourceAtOnce) {
+    // A verification of 2 positions costs 1.35 plain steps (prompt lookup on the 1B shape on the CPU): at the
+    // prior's even odds drafting would not pay, so a source is tried the first time it offers drafts in a
+    // request, and then drafts on if it was right or waits for its scheduled probes if it was wrong.
+    pangu::SpecController c;
+    c.reset(4);
+    c.record(0, 0, 1.0);  // a plain step
+    EXPECT_EQ(c.choose(4, 3), 1);
+    c.record(1, 1, 1.35, 3);
+    EXPECT_GE(c.choose(4, 3), 1);
+    EXPECT_EQ(c.choose(4, 1), 1);
+    c.record(1, 0, 1.35, 1);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(c.choose(4, 1), 0) << i;
+    // The next request starts over: its text may repeat where the last one's did not.
+    c.new_request();
+    EXPECT_EQ(c.choose(4, 1), 1);
+}
+
 TEST(SpecController, DraftModelThatCannotPayStopsProbing) {
     // Every draft is accepted, but drafting a token costs more than a plain step (a draft model as slow as
     // the target, plus catching up): no acceptance could make it pay, so after measuring that it probes
