@@ -112,10 +112,7 @@ void SpecController::new_request() {
     // odds, drafting pays only where a verification costs under 1.3 steps, and a prompt lookup on a model whose
     // verification costs more (1.35 steps on the 1B shape on the CPU) would otherwise wait for its first
     // scheduled probe while a copy of the prompt goes by undrafted. One failed probe costs a fraction of a step.
-    for (Rates &r : rates_) {
-        r = Rates{};
-        r.probe_gap = 1;
-    }
+    for (Rates &r : rates_) r = Rates{};
 }
 
 double SpecController::first_rate(int src) const {
@@ -178,7 +175,7 @@ int SpecController::choose(int available, int src) {
         }
     }
     if (best_k > 0) {
-        r.probe_gap = 4;
+        r.probe_gap = kProbeGap;
         r.since_probe = 0;
         return best_k;
     }
@@ -194,7 +191,7 @@ int SpecController::choose(int available, int src) {
     // often, less often the longer it keeps failing.
     if (++r.since_probe >= r.probe_gap) {
         r.since_probe = 0;
-        r.probe_gap = r.probe_gap < 4 ? 4 : r.probe_gap < 64 ? r.probe_gap * 2 : 64;
+        r.probe_gap = r.probe_gap < kProbeGap ? kProbeGap : std::min(2 * r.probe_gap, kMaxProbeGap);
         return 1;
     }
     return 0;
@@ -226,7 +223,7 @@ void SpecController::record(int k, int accepted, double verify_ms, int src, doub
     // A probe that succeeded: look again sooner. Not at once: a source right one time in four (sampling from
     // a flat distribution, say) must not be probed every few steps; if it has really started to repeat, a few
     // successes raise its rate until drafting pays.
-    if (accepted == k && r.probe_gap > 4) r.probe_gap /= 2;
+    if (accepted == k && r.probe_gap > kProbeGap) r.probe_gap /= 2;
 }
 
 }  // namespace pangu

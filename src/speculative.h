@@ -75,10 +75,14 @@ private:
     double draft_per_token_ = 0;  // moving average
     static constexpr int kHopelessGap = 512;
     int hopeless_steps_ = 0;      // steps since the last probe while drafting cannot pay at any acceptance
+    // Steps between probes of a source after drafting paid or a first probe failed; doubled up to kMaxProbeGap
+    // while probes keep failing.
+    static constexpr int kProbeGap = 4, kMaxProbeGap = 64;
     struct Rates {
         double first_acc = 0, first_seen = 0;  // decayed counts: first drafted tokens accepted / examined
         double next_acc = 0, next_seen = 0;    // further drafted tokens accepted / examined
-        int since_probe = 0, probe_gap = 4;
+        // A source not yet seen in the request is probed the first time it offers drafts (see new_request).
+        int since_probe = 0, probe_gap = 1;
     };
     Rates rates_[kSources];
     double ms_[17] = {0};  // slowly rising minimum of the step time by number of positions
