@@ -17,10 +17,9 @@
  * --floor-bytes B measures decode against the memory-bandwidth floor in the same process, interleaved: B is
  * the weight bytes one decode step reads (bench_quant.sh computes it from the checkpoint); before and after
  * each run's decode, the best of five passes of the membw read (bench/membw.h, as many threads) over a
- * B-byte buffer. Each
- * decode step is timed on its own (between successive streamed tokens), so that a burst of another tenant on
- * a shared machine costs the steps it hits rather than a whole run; reported: the median step against the
- * median pass ("fraction of floor, steps") and the runs' decode speed against the median pass ("runs").
+ * B-byte buffer. Each decode step is timed on its own (between successive streamed tokens), so that a burst of
+ * another tenant on a shared machine costs the steps it hits rather than a whole run; reported: the median step
+ * against the median pass ("fraction of floor, steps") and the runs' decode speed against it ("runs").
  *
  * --curve K instead measures what speculative decoding pays to verify drafts: after the P-token prompt, one
  * forward of m = 1..K positions that returns the logits of every position (as a verification does), rolled
@@ -308,7 +307,8 @@ int main(int argc, char **argv) {
                (long long)info.weight_bytes, (long long)info.n_params, info.n_quantized, eos_continued);
         if (floor_bytes)
             printf(", \"floor\": {\"bytes_per_token\": %lld, \"read_gb_s\": %.3f, \"passes\": %d, "
-                   "\"step_ms_median\": %.4f, \"step_ms_p90\": %.4f, \"steps\": %d, \"fraction_steps\": %.4f, \"fraction_runs\": %.4f}",
+                   "\"step_ms_median\": %.4f, \"step_ms_p90\": %.4f, \"steps\": %d, \"fraction_steps\": %.4f, "
+                   "\"fraction_runs\": %.4f}",
                    floor_bytes, bw_med, n_bw, step_med, step_p90, n_steps, frac_steps, frac_runs);
         printf("}\n");
     } else {
@@ -324,7 +324,6 @@ int main(int argc, char **argv) {
     free(bw);
     free(steps);
     free(clk.t);
-    (void)sink;
     free(pre);
     free(dec);
     free(prompt);
