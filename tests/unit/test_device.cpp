@@ -472,6 +472,35 @@ TEST_P(DeviceConformance, MatmulIsBatchAndThreadInvariant) {
     dev->stream_destroy(dev->ctx, s1);
 }
 
+// A single row (decode) is claimed in pieces of a range per thread: every channel must be computed exactly
+// once, whatever the thread count and however many pieces (none, one, several, a partial last one) a range has.
+TEST_P(DeviceConformance, SingleRowMatmulIsThreadInvariantForAnyWidth) {
+    pgd_stream *s1 = nullptr;
+    ASSERT_EQ(dev->stream_create(dev->ctx, 1, &s1), 0);
+    const int64_t K = 70;
+    std::vector<float> x(K);
+    fill(x.data(), K, 2.0f);
+    for (int32_t dtype : {PGD_F32, PGD_I8})
+        for (int64_t N : {2, 7, 8, 9, 64, 65, 200, 389}) {  // N = 1 in F32 uploads as a vector on npu-sim
+            HostWeight hw = make_weight(rng, dtype, N, K);
+            const pgd_tensor w = upload(hw.t);
+            const std::vector<float> y3 = run_matmul(x.data(), 1, K, K, w, N, nullptr, N);
+            std::swap(s, s1);
+            const std::vector<float> y1 = run_matmul(x.data(), 1, K, K, w, N, nullptr, N);
+            std::swap(s, s1);
+            ASSERT_EQ(std::memcmp(y1.data(), y3.data(), sizeof(float) * N), 0) << "dtype " << dtype << " N " << N;
+            for (int64_t n = 0; n < N; ++n) {
+                double ref = 0, terms = 0;
+                for (int64_t k = 0; k < K; ++k) {
+                    ref += double(x[k]) * hw.ref[n * K + k];
+                    terms += std::fabs(double(x[k]) * hw.ref[n * K + k]);
+                }
+                ASSERT_TRUE(tol.ok(y3[n], ref, terms)) << "dtype " << dtype << " N " << N << " channel " << n;
+            }
+        }
+    dev->stream_destroy(dev->ctx, s1);
+}
+
 TEST_P(DeviceConformance, AttentionIsBatchInvariant) {
     const int32_t n_head = 4, n_kv = 1, hd = 32;
     const int64_t n_ctx = 50, QD = n_head * hd, KVD = n_kv * hd, M = 6, pos0 = 20;
