@@ -105,11 +105,14 @@ int main(int argc, char **argv) {
         pgd_tensor xt{x.data(), PGD_F32, M, K, K, nullptr, 0, 0, 0};
         pgd_tensor yt{y.data(), PGD_F32, M, N, N, nullptr, 0, 0, 0};
         std::vector<double> per_call;
+        pgd_tensor w0{wbuf.data(), dt, N, K, K, dt == PGD_I8 ? scale.data() : nullptr, 0, 0, 0};
+        const size_t ws_size = dev->matmul_workspace ? dev->matmul_workspace(dev->ctx, &xt, &w0) : 0;
+        std::vector<float> ws((ws_size + 3) / 4);
         for (int r = 0; r <= runs; ++r) {  // pass 0 warms up
             const auto t0 = std::chrono::steady_clock::now();
             for (size_t m = 0; m < n_mats; ++m) {
                 pgd_tensor wt{wbuf.data() + m * mat_bytes, dt, N, K, K, dt == PGD_I8 ? scale.data() : nullptr, 0, 0, 0};
-                if (dev->matmul(dev->ctx, s, &xt, &wt, nullptr, &yt, nullptr, 0) != 0) {
+                if (dev->matmul(dev->ctx, s, &xt, &wt, nullptr, &yt, ws.data(), ws_size) != 0) {
                     std::fprintf(stderr, "bench_matmul: matmul failed\n");
                     return 1;
                 }
