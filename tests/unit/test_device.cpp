@@ -517,6 +517,41 @@ TEST_P(DeviceConformance, SingleRowMatmulIsThreadInvariantForAnyWidth) {
     dev->stream_destroy(dev->ctx, s1);
 }
 
+// Row-wise operators split a batch of rows over the stream's threads: the bits must not depend on it.
+TEST_P(DeviceConformance, RowwiseOperatorsAreThreadInvariant) {
+    pgd_stream *s1 = nullptr;
+    ASSERT_EQ(dev->stream_create(dev->ctx, 1, &s1), 0);
+    const int64_t M = 37, D = 64;
+    const int32_t n_heads = 2, hd = 32;
+    std::vector<float> norm_w(D), rope(M * hd);
+    fill(norm_w.data(), D, 1.0f);
+    for (int64_t p = 0; p < M; ++p)
+        for (int32_t i = 0; i < hd / 2; ++i) {
+            rope[p * hd + i] = std::cos(0.1f * p * (i + 1));
+            rope[p * hd + hd / 2 + i] = std::sin(0.1f * p * (i + 1));
+        }
+    const float *w = vector(norm_w), *cs = vector(rope);
+    std::vector<int32_t> pos(M);
+    for (int64_t m = 0; m < M; ++m) pos[m] = int32_t(m);
+    float *x0 = fill(buffer(M * D), M * D, 3.0f), *u = fill(buffer(M * D), M * D, 2.0f);
+    std::vector<float> results[2];
+    for (int pass = 0; pass < 2; ++pass) {
+        pgd_stream *st = pass == 0 ? s : s1;  // three threads, then one
+        float *a = buffer(M * D), *b = buffer(M * D);
+        std::memcpy(a, x0, sizeof(float) * M * D);
+        pgd_tensor at = view(a, PGD_F32, M, D), bt = view(b, PGD_F32, M, D), ut = view(u, PGD_F32, M, D);
+        ASSERT_EQ(dev->rms_norm(dev->ctx, st, &at, w, 1e-5f, &bt), 0);
+        ASSERT_EQ(dev->rope(dev->ctx, st, &bt, pos.data(), n_heads, hd, cs), 0);
+        ASSERT_EQ(dev->add(dev->ctx, st, &at, &bt), 0);
+        ASSERT_EQ(dev->swiglu(dev->ctx, st, &bt, &ut), 0);
+        ASSERT_EQ(dev->round(dev->ctx, st, &at, PGD_BF16), 0);
+        results[pass].assign(a, a + M * D);
+        results[pass].insert(results[pass].end(), b, b + M * D);
+    }
+    EXPECT_EQ(std::memcmp(results[0].data(), results[1].data(), sizeof(float) * results[0].size()), 0);
+    dev->stream_destroy(dev->ctx, s1);
+}
+
 TEST_P(DeviceConformance, AttentionIsBatchInvariant) {
     const int32_t n_head = 4, n_kv = 1, hd = 32;
     const int64_t n_ctx = 50, QD = n_head * hd, KVD = n_kv * hd, M = 6, pos0 = 20;
