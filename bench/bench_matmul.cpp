@@ -88,6 +88,9 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < wbuf.size(); i += 4) wbuf[i + 3] = 0x3c;
     std::vector<float> scale(N, 0.01f), x(max_m * K), y(max_m * N);
     for (auto &v : x) v = std::uniform_real_distribution<float>(-1, 1)(g);
+    // int8 weights come with 16-bit activations (W8A16): x holds bf16 values, as the forward rounds them
+    if (dt == PGD_I8)
+        for (auto &v : x) v = bf16_to_f32(f32_to_bf16(v));
 
     pgd_device *dev = pgd_cpu_device_create();
     pgd_stream *s = nullptr;

@@ -175,6 +175,12 @@ struct MatmulJob {
     pgd_tensor *y;
     kernels::MatmulBlockFn mm;
     PieceCounter *ranges;  // single-row calls: the claim counter of each range
+    // int8 weights on a CPU with bf16 dot products: the rows of x as bf16 (ldxb apart), and for each row
+    // whether it is exactly that (then mm_i8_bx computes it; otherwise mm, in fp32).
+    const uint16_t *xb = nullptr;
+    int64_t ldxb = 0;
+    const uint8_t *exact = nullptr;
+    decltype(kernels::Table::mm_i8_bx) mm_bx = nullptr;
 };
 
 // Output channels [n0, n1) for every row of x.
@@ -200,8 +206,21 @@ void matmul_channels(const MatmulJob &j, int64_t n0, int64_t n1) {
             for (int64_t n = p0; n < p1; n += 8) {
                 const int nr = static_cast<int>(p1 - n < 8 ? p1 - n : 8);
                 const void *wr = wbase + static_cast<size_t>(n * j.w->stride) * esz;
-                j.mm(x + m0 * j.x->stride, j.x->stride, mr, wr, j.w->stride, K, nr, y + m0 * j.y->stride + n,
-                     j.y->stride);
+                if (!j.xb) {
+                    j.mm(x + m0 * j.x->stride, j.x->stride, mr, wr, j.w->stride, K, nr, y + m0 * j.y->stride + n,
+                         j.y->stride);
+                    continue;
+                }
+                // Runs of rows that are all bf16 values, or all not, each with its kernel.
+                for (int64_t a = m0, b; a < m0 + mr; a = b) {
+                    for (b = a + 1; b < m0 + mr && j.exact[b] == j.exact[a]; ++b) {
+                    }
+                    float *ya = y + a * j.y->stride + n;
+                    if (j.exact[a])
+                        j.mm_bx(j.xb + a * j.ldxb, j.ldxb, b - a, wr, j.w->stride, K, nr, ya, j.y->stride);
+                    else
+                        j.mm(x + a * j.x->stride, j.x->stride, b - a, wr, j.w->stride, K, nr, ya, j.y->stride);
+                }
             }
             // W8A16: y = (x . q) * s, the per-channel scale applied once to the finished sum; then the bias.
             // Block by block while the results are in L1: a pass over the whole output afterwards took 16 % of
@@ -239,8 +258,21 @@ void matmul_decode_worker(void *p, int chunk, int n_chunks, int) {
     }
 }
 
+// Rows of x packed as bf16 per pass over the weights, with bf16 dot products; a larger batch is taken in
+// passes of this many rows, so that the workspace stays small (the weights are read once per pass, which a
+// batch that large, compute-bound, does not notice).
+constexpr int64_t kBxRows = 64;
+
+int64_t bx_stride(int64_t K) { return (K + 31) / 32 * 32; }  // bf16 elements: 64-byte rows, pad included
+
+size_t cpu_matmul_workspace(void *ctx, const pgd_tensor *x, const pgd_tensor *w) {
+    if (w->dtype != PGD_I8 || !static_cast<CpuCtx *>(ctx)->k->mm_i8_bx) return 0;
+    const int64_t rows = std::min(x->rows, kBxRows);
+    return static_cast<size_t>(rows * bx_stride(x->cols)) * sizeof(uint16_t) + static_cast<size_t>(kBxRows);
+}
+
 int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const float *bias, pgd_tensor *y,
-               void *, size_t) {
+               void *ws, size_t ws_size) {
     const kernels::Table *k = static_cast<CpuCtx *>(ctx)->k;
     MatmulJob j{x, w, bias, y, nullptr, nullptr};
     switch (w->dtype) {
@@ -254,6 +286,26 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
         default: return PANGU_ERR_DTYPE;
     }
     if (x->cols != w->cols || y->cols < w->rows || y->rows < x->rows) return PANGU_ERR_SHAPE;
+    if (w->dtype == PGD_I8 && k->mm_i8_bx) {
+        if (!ws || ws_size < cpu_matmul_workspace(ctx, x, w)) return PANGU_ERR_BUFFER_TOO_SMALL;
+        if (x->rows > kBxRows) {  // in passes of kBxRows rows
+            for (int64_t m0 = 0; m0 < x->rows; m0 += kBxRows) {
+                pgd_tensor xp = *x, yp = *y;
+                xp.rows = yp.rows = std::min(kBxRows, x->rows - m0);
+                xp.data = static_cast<float *>(x->data) + m0 * x->stride;
+                yp.data = static_cast<float *>(y->data) + m0 * y->stride;
+                if (const int rc = cpu_matmul(ctx, s, &xp, w, bias, &yp, ws, ws_size)) return rc;
+            }
+            return 0;
+        }
+        j.ldxb = bx_stride(x->cols);
+        uint16_t *xb = static_cast<uint16_t *>(ws);
+        uint8_t *exact = reinterpret_cast<uint8_t *>(xb + x->rows * j.ldxb);
+        k->pack_bx(static_cast<const float *>(x->data), x->stride, x->rows, x->cols, xb, j.ldxb, exact);
+        j.xb = xb;
+        j.exact = exact;
+        j.mm_bx = k->mm_i8_bx;
+    }
     const int64_t units = (w->rows + 7) / 8;
     if (x->rows == 1 && s->pool.size() > 1) {
         // Decode: one range per thread keeps one weight stream per thread (a few chunks each restarted the
@@ -397,7 +449,7 @@ extern "C" pgd_device *pgd_cpu_device_create(void) {
     d->stream_sync = cpu_stream_sync;
     d->embed = cpu_embed;
     d->rms_norm = cpu_rms_norm;
-    d->matmul_workspace = nullptr;
+    d->matmul_workspace = cpu_matmul_workspace;
     d->matmul = cpu_matmul;
     d->rope = cpu_rope;
     d->attention_workspace = cpu_attention_workspace;

@@ -84,7 +84,9 @@ const Table kScalar = {"scalar",
                        attn_values_scalar,
                        scale_max_scalar,
                        exp_sum_scalar,
-                       swiglu_scalar};
+                       swiglu_scalar,
+                       nullptr,
+                       nullptr};
 
 const Table *choose() {
     if (const char *env = std::getenv("PANGU_KERNELS")) {

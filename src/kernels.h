@@ -43,7 +43,22 @@ struct Table {
     float (*exp_sum)(float *x, int64_t n, float shift);
     // SwiGLU: g[i] = silu(g[i]) * u[i] for i < n.
     void (*swiglu)(float *g, const float *u, int64_t n);
+    // Optional (NULL where the CPU lacks bf16 dot products): int8 weights against rows of x that are bf16
+    // values, the W8A16 activations. pack_bx writes row m of x (n floats, ldx apart) as bf16 at out + m * ldo
+    // (ldo >= n rounded up to even, the pad zero) and sets exact[m] to whether every value was a bf16 value
+    // already; mm_i8_bx is mm_i8 for such rows (x: ldx uint16 apart), pairs of elements multiplied exactly
+    // and summed by the dot-product instruction, half the multiply-add instructions of mm_i8. Rows that are
+    // not exact go to mm_i8, a choice made per row from the row alone, so results stay batch-invariant.
+    void (*pack_bx)(const float *x, int64_t ldx, int64_t M, int64_t n, uint16_t *out, int64_t ldo, uint8_t *exact);
+    void (*mm_i8_bx)(const uint16_t *x, int64_t ldx, int64_t M, const void *w, int64_t ldw, int64_t n, int nr,
+                     float *y, int64_t ldy);
 };
+
+// The AVX512-BF16 kernels (kernels_avx512bf16.cpp), for the AVX-512 table on CPUs that have the extension.
+void pack_bx_avx512bf16(const float *x, int64_t ldx, int64_t M, int64_t n, uint16_t *out, int64_t ldo,
+                        uint8_t *exact);
+void mm_i8_bx_avx512bf16(const uint16_t *x, int64_t ldx, int64_t M, const void *w, int64_t ldw, int64_t n, int nr,
+                         float *y, int64_t ldy);
 
 // The scalar reference's softmax and SwiGLU, for tables without vector versions of their own.
 float scale_max_scalar(float *x, int64_t n, float scale);

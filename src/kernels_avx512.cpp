@@ -17,6 +17,7 @@
 #if !defined(__clang__)  // clang (the fuzzing build) has neither the bug nor this warning
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cmath>
@@ -312,14 +313,24 @@ void swiglu_avx512(float *g, const float *u, int64_t n) {
 }
 
 const Table kAvx512 = {"avx512",           mm<F32>,          mm<BF16>,       mm<F16>,      mm<I8>, dot_avx512,
-                       attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512};
+                       attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512,
+                       nullptr,            nullptr};
+// With AVX512-BF16 (Zen 4 and later, Cooper Lake, Sapphire Rapids): W8A16 products by bf16 dot products.
+const Table kAvx512Bf16 = {"avx512",           mm<F32>,          mm<BF16>,       mm<F16>,      mm<I8>, dot_avx512,
+                           attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512,
+                           pack_bx_avx512bf16, mm_i8_bx_avx512bf16};
 
 }  // namespace
 
 const Table *avx512() {
     static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                            __builtin_cpu_supports("avx512vl");
-    return ok ? &kAvx512 : nullptr;
+    // CPUID leaf 7 sub-leaf 1, EAX bit 5: AVX512_BF16 (compilers differ in the names __builtin_cpu_supports knows).
+    static const bool bf16 = ok && [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+    }();
+    return bf16 ? &kAvx512Bf16 : ok ? &kAvx512 : nullptr;
 }
 
 }  // namespace kernels

@@ -149,7 +149,8 @@ void attn_values_neon(const float *p, int64_t ldp, int32_t nq, const float *v, i
 }
 
 const Table kNeon = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
-                     attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar};
+                     attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
+                     nullptr,          nullptr};
 
 }  // namespace
 

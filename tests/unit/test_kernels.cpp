@@ -74,6 +74,55 @@ TEST(Kernels, VectorPathsMatchScalarOnAwkwardSizes) {
     }
 }
 
+// int8 weights against bf16 rows (W8A16 activations) by bf16 dot products: the scalar reference's results,
+// the bits of a single row whatever the blocking, and rows that are not bf16 values reported as such.
+TEST(Kernels, Int8BySixteenBitDotProductsMatchScalarAndAreBatchInvariant) {
+    std::vector<const kernels::Table *> with;
+    for (const auto *t : vector_tables())
+        if (t->mm_i8_bx) with.push_back(t);
+    if (with.empty()) GTEST_SKIP() << "no bf16 dot products on this CPU/build";
+    std::mt19937 g(17);
+    for (const auto *t : with)
+        for (int64_t n : {1, 2, 7, 31, 32, 33, 63, 64, 100, 255, 1536}) {
+            const int nr_all = 8;
+            const int64_t M = 7, ldo = (n + 31) / 32 * 32;
+            auto x = randv(M * n, g);
+            for (auto &v : x) v = bf16_to_f32(f32_to_bf16(v));  // the activations, rounded as the forward does
+            std::vector<int8_t> w(nr_all * n);
+            for (auto &v : w) v = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
+            std::vector<uint16_t> xb(M * ldo, 0xdead);
+            std::vector<uint8_t> exact(M);
+            t->pack_bx(x.data(), n, M, n, xb.data(), ldo, exact.data());
+            for (int64_t m = 0; m < M; ++m) ASSERT_TRUE(exact[m]) << "n " << n << " row " << m;
+            std::vector<float> all(M * 8), ref(M * 8);
+            t->mm_i8_bx(xb.data(), ldo, M, w.data(), n, n, nr_all, all.data(), 8);
+            kernels::scalar().mm_i8(x.data(), n, M, w.data(), n, n, nr_all, ref.data(), 8);
+            const float tol = 1e-5f * std::sqrt(static_cast<float>(n)) * 127 + 1e-6f;
+            for (int64_t m = 0; m < M; ++m)
+                for (int r = 0; r < nr_all; ++r) {
+                    EXPECT_NEAR(all[m * 8 + r], ref[m * 8 + r], tol) << t->name << " n " << n;
+                    for (int64_t blk : {1, 2, 3, 5, 6}) {  // the same row inside blocks of other sizes
+                        const int64_t m0 = std::max<int64_t>(0, std::min(m, M - blk));
+                        std::vector<float> part(blk * 8);
+                        t->mm_i8_bx(xb.data() + m0 * ldo, ldo, blk, w.data() + r * n, n, n, 1, part.data(), 8);
+                        EXPECT_EQ(std::memcmp(&part[(m - m0) * 8], &all[m * 8 + r], 4), 0)
+                            << t->name << " n " << n << " row " << m << " col " << r << " block " << blk;
+                    }
+                }
+        }
+    // a value that is not a bf16 value marks its row
+    const auto *t = with[0];
+    std::vector<float> x = {1.0f, 1.0f + 1.0f / 1024, 2.0f, 3.0f};  // row 0 exact, row 1 not
+    std::vector<uint16_t> xb(2 * 32);
+    std::vector<uint8_t> exact(2);
+    t->pack_bx(x.data(), 2, 2, 2, xb.data(), 32, exact.data());
+    EXPECT_FALSE(exact[0]);
+    t->pack_bx(x.data() + 2, 2, 1, 2, xb.data(), 32, exact.data());
+    EXPECT_TRUE(exact[0]);
+    EXPECT_EQ(xb[0], f32_to_bf16(2.0f));
+    EXPECT_EQ(xb[1], f32_to_bf16(3.0f));
+}
+
 TEST(Kernels, AttentionValuesMatchScalarAndAccumulateExactlyAcrossBlocks) {
     std::mt19937 g(7);
     for (const auto *t : vector_tables()) {
@@ -189,6 +238,13 @@ pgd_tensor view(float *p, int64_t rows, int64_t cols) {
     return t;
 }
 
+// dev's matmul with the workspace it asks for.
+int matmul(const Dev &dev, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const float *bias, pgd_tensor *y) {
+    const size_t ws = dev.d->matmul_workspace(dev.d->ctx, x, w);
+    std::vector<float> buf((ws + 3) / 4);
+    return dev.d->matmul(dev.d->ctx, s, x, w, bias, y, buf.data(), ws);
+}
+
 }  // namespace
 
 TEST(CpuDevice, MatmulIsBatchAndThreadInvariant) {
@@ -215,11 +271,11 @@ TEST(CpuDevice, MatmulIsBatchAndThreadInvariant) {
             // each batch covers rows [0, M) of x; compare every row with the M = 1 result of that row
             std::vector<float> y(M * N);
             pgd_tensor xt = view(x.data(), M, K), yt = view(y.data(), M, N);
-            ASSERT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, bias.data(), &yt, nullptr, 0), 0);
+            ASSERT_EQ(matmul(dev, s, &xt, &w, bias.data(), &yt), 0);
             for (int64_t m = 0; m < M; ++m) {
                 std::vector<float> one(N);
                 pgd_tensor x1 = view(x.data() + m * K, 1, K), y1 = view(one.data(), 1, N);
-                ASSERT_EQ(dev.d->matmul(dev.d->ctx, s, &x1, &w, bias.data(), &y1, nullptr, 0), 0);
+                ASSERT_EQ(matmul(dev, s, &x1, &w, bias.data(), &y1), 0);
                 ASSERT_EQ(std::memcmp(one.data(), y.data() + m * N, N * sizeof(float)), 0)
                     << "row " << m << " of a batch of " << M << " with " << threads << " threads";
                 if (threads == 1 && M == 9) std::memcpy(ref.data() + m * N, one.data(), N * sizeof(float));
@@ -237,6 +293,10 @@ TEST(CpuDevice, Int8MatmulAppliesPerChannelScalesAndIsBatchInvariant) {
     std::mt19937 g(21);
     const int64_t M = 6, K = 261, N = 35;
     auto x = randv(M * K, g);
+    // rows 0, 2 and 3 bf16 values (W8A16 activations: bf16 dot products where the CPU has them), the others
+    // not: each row must give its bits whichever rows share its batch
+    for (int64_t m : {0, 2, 3})
+        for (int64_t k = 0; k < K; ++k) x[m * K + k] = bf16_to_f32(f32_to_bf16(x[m * K + k]));
     std::vector<int8_t> q(N * K);
     for (auto &v : q) v = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
     auto sc = randv(N, g, 0.01f);
@@ -253,11 +313,11 @@ TEST(CpuDevice, Int8MatmulAppliesPerChannelScalesAndIsBatchInvariant) {
     ASSERT_EQ(dev.d->stream_create(dev.d->ctx, 2, &s), 0);
     std::vector<float> y(M * N);
     pgd_tensor xt = view(x.data(), M, K), yt = view(y.data(), M, N);
-    ASSERT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, bias.data(), &yt, nullptr, 0), 0);
+    ASSERT_EQ(matmul(dev, s, &xt, &w, bias.data(), &yt), 0);
     for (int64_t m = 0; m < M; ++m) {
         std::vector<float> one(N);
         pgd_tensor x1 = view(x.data() + m * K, 1, K), y1 = view(one.data(), 1, N);
-        ASSERT_EQ(dev.d->matmul(dev.d->ctx, s, &x1, &w, bias.data(), &y1, nullptr, 0), 0);
+        ASSERT_EQ(matmul(dev, s, &x1, &w, bias.data(), &y1), 0);
         EXPECT_EQ(std::memcmp(one.data(), y.data() + m * N, N * 4), 0) << "row " << m;
         for (int64_t n = 0; n < N; ++n) {
             double r = 0;
@@ -265,9 +325,15 @@ TEST(CpuDevice, Int8MatmulAppliesPerChannelScalesAndIsBatchInvariant) {
             EXPECT_NEAR(y[m * N + n], r + bias[n], 1e-3);
         }
     }
+    // a kernel table with bf16 dot products packs x in the workspace it asked for
+    if (const size_t ws = dev.d->matmul_workspace(dev.d->ctx, &xt, &w)) {
+        std::vector<float> small(ws / 4);
+        EXPECT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, bias.data(), &yt, small.data(), ws - 1), PANGU_ERR_BUFFER_TOO_SMALL);
+        EXPECT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, bias.data(), &yt, nullptr, 0), PANGU_ERR_BUFFER_TOO_SMALL);
+    }
     // group-wise scales are not implemented by this backend: refused, not misread
     w.group_size = 32;
-    EXPECT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, bias.data(), &yt, nullptr, 0), PANGU_ERR_UNSUPPORTED);
+    EXPECT_EQ(matmul(dev, s, &xt, &w, bias.data(), &yt), PANGU_ERR_UNSUPPORTED);
     dev.d->stream_destroy(dev.d->ctx, s);
 }
 
@@ -281,7 +347,7 @@ TEST(CpuDevice, MatmulMatchesDoubleReference) {
     pgd_tensor yt = view(y.data(), M, N);
     pgd_stream *s = nullptr;
     ASSERT_EQ(dev.d->stream_create(dev.d->ctx, 2, &s), 0);
-    ASSERT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &wt, nullptr, &yt, nullptr, 0), 0);
+    ASSERT_EQ(matmul(dev, s, &xt, &wt, nullptr, &yt), 0);
     for (int64_t m = 0; m < M; ++m)
         for (int64_t n = 0; n < N; ++n) {
             double r = 0;
