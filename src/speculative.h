@@ -83,6 +83,7 @@ private:
         double next_acc = 0, next_seen = 0;    // further drafted tokens accepted / examined
         // A source not yet seen in the request is probed the first time it offers drafts (see new_request).
         int since_probe = 0, probe_gap = 1;
+        bool proven = false;  // a draft of it accepted in this request: until then it drafts one token at a time
     };
     Rates rates_[kSources];
     double ms_[17] = {0};  // slowly rising minimum of the step time by number of positions

@@ -298,6 +298,22 @@ TEST(SpecController, ProbesANewSourceAtOnce) {
     EXPECT_EQ(c.choose(4, 1), 1);
 }
 
+TEST(SpecController, AnUnprovenSourceDraftsOneToken) {
+    // Verifying is cheap (a memory-bound model): the prior alone would draft the full length. Until a source
+    // has had a draft accepted in the request it drafts one token; once it has, the full length.
+    pangu::SpecController c;
+    c.reset(4);
+    c.record(0, 0, 1.0);
+    c.record(4, 0, 1.1, 0);  // 5 positions cost 1.1 steps (source 0, which failed)
+    EXPECT_EQ(c.choose(4, 2), 1);
+    c.record(1, 0, 1.05, 2);
+    EXPECT_EQ(c.choose(4, 3), 1);
+    c.record(1, 1, 1.05, 3);
+    EXPECT_EQ(c.choose(4, 3), 4);
+    c.new_request();  // proven in the last request, not in this one
+    EXPECT_EQ(c.choose(4, 3), 1);
+}
+
 TEST(SpecController, DraftModelThatCannotPayStopsProbing) {
     // Every draft is accepted, but drafting a token costs more than a plain step (a draft model as slow as
     // the target, plus catching up): no acceptance could make it pay, so after measuring that it probes
