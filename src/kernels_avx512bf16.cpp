@@ -19,20 +19,12 @@
 #include <immintrin.h>
 
 #include "kernels.h"
+#include "kernels_avx512_tree.h"
 
 namespace pangu {
 namespace kernels {
 
 namespace {
-
-// s[j] + s[j+8], then lanes (0+4, 1+5, 2+6, 3+7), (0+2, 1+3) and the last pair: the tree of kernels.h.
-inline float hsum(__m512 v) {
-    const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
-                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    const __m128 u = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 0x55)));
-}
 
 // 32 int8 weights (the first `m` bytes only with a mask) as 32 bf16 values in order.
 inline __m512bh widen(const int8_t *p) {
@@ -89,9 +81,14 @@ inline void micro(const uint16_t *x, int64_t ldx, const int8_t *w, int64_t ldw, 
         }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < RM; ++r)
+    for (int r = 0; r < RM; ++r) {
+        int c = 0;
 #pragma GCC unroll 8
-        for (int c = 0; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
+        for (; c + 4 <= NR; c += 4)
+            _mm_storeu_ps(y + r * ldy + c, hsum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3]));
+#pragma GCC unroll 8
+        for (; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
+    }
 }
 
 template <int RM, bool PF>
