@@ -40,13 +40,15 @@ inline float bf16_to_f32(uint16_t h) {
     return f;
 }
 
-// Round to nearest even, as PyTorch does; NaN stays NaN.
+// Round to nearest even, as PyTorch does; NaN stays NaN (made quiet). A select rather than an early return
+// for NaN, so that loops over it vectorize (the CPU backend rounds every activation with it: element by
+// element it took 3.7 % of a W8A16 pangu-tiny prefill).
 inline uint16_t f32_to_bf16(float f) {
     uint32_t u;
     std::memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>(u >> 16);
+    const uint32_t nearest_even = u + 0x7fffu + ((u >> 16) & 1u);
+    const uint32_t quiet_nan = u | 0x00400000u;
+    return static_cast<uint16_t>(((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : nearest_even) >> 16);
 }
 
 float f16_to_f32(uint16_t h);

@@ -386,20 +386,24 @@ TEST_P(DeviceConformance, ElementwiseMatchReference) {
         ASSERT_EQ(r[i], npu ? round_f16(r0[i]) : bf16_to_f32(f32_to_bf16(r0[i]))) << i;
     EXPECT_EQ(dev->round(dev->ctx, s, &rt, PGD_F32), PANGU_ERR_UNSUPPORTED);
     // the edges of bf16 rounding, bit for bit: ties to even (both ways), the carry into the exponent and to
-    // infinity, infinities, quiet and signalling NaNs of both signs, zeros and subnormals
-    const uint32_t edge[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x3fffffffu, 0x7f7fffffu, 0xff7fffffu,
-                             0x7f800000u, 0xff800000u, 0x7fc00001u, 0x7f800001u, 0xff812345u, 0x7fffffffu,
-                             0x00000000u, 0x80000000u, 0x00008000u, 0x00018000u, 0x807fffffu, 0x00000001u};
+    // infinity, infinities, quiet and signalling NaNs of both signs (made quiet), zeros and subnormals
+    const uint32_t edge[][2] = {{0x3f808000u, 0x3f80u}, {0x3f818000u, 0x3f82u}, {0x3f80ffffu, 0x3f81u},
+                                {0x3fffffffu, 0x4000u}, {0x7f7fffffu, 0x7f80u}, {0xff7fffffu, 0xff80u},
+                                {0x7f800000u, 0x7f80u}, {0xff800000u, 0xff80u}, {0x7fc00001u, 0x7fc0u},
+                                {0x7f800001u, 0x7fc0u}, {0xff812345u, 0xffc1u}, {0x7fffffffu, 0x7fffu},
+                                {0x00000000u, 0x0000u}, {0x80000000u, 0x8000u}, {0x00008000u, 0x0000u},
+                                {0x00018000u, 0x0002u}, {0x807fffffu, 0x8080u}, {0x00000001u, 0x0000u}};
     const int64_t n_edge = sizeof(edge) / sizeof(edge[0]);
     float *e = buffer(n_edge);
-    std::memcpy(e, edge, sizeof(edge));
+    for (int64_t i = 0; i < n_edge; ++i) {
+        std::memcpy(&e[i], &edge[i][0], 4);
+        EXPECT_EQ(f32_to_bf16(e[i]), edge[i][1]) << "edge value " << std::hex << edge[i][0];
+    }
     pgd_tensor et = view(e, PGD_F32, 1, n_edge);
     ASSERT_EQ(dev->round(dev->ctx, s, &et, PGD_BF16), 0);
     for (int64_t i = 0; !npu && i < n_edge; ++i) {
-        float v;
-        std::memcpy(&v, &edge[i], 4);
-        const float want = bf16_to_f32(f32_to_bf16(v));
-        EXPECT_EQ(std::memcmp(&e[i], &want, 4), 0) << "edge value " << std::hex << edge[i];
+        const uint32_t want = edge[i][1] << 16;
+        EXPECT_EQ(std::memcmp(&e[i], &want, 4), 0) << "edge value " << std::hex << edge[i][0];
     }
 }
 
