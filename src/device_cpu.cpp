@@ -13,6 +13,7 @@
 #include "common.h"
 #include "device.h"
 #include "kernels.h"
+#include "rope.h"
 #include "tensor.h"
 #include "threadpool.h"
 
@@ -325,21 +326,8 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
 // ---- rope ----
 int cpu_rope(void *, pgd_stream *s, pgd_tensor *x, const int32_t *pos, int32_t n_heads, int32_t hd,
              const float *cos_sin) {
-    const int32_t half = hd / 2;
     for_rows(s, x->rows, [&](int64_t r0, int64_t r1) {
-        for (int64_t m = r0; m < r1; ++m) {
-            const float *cs = cos_sin + static_cast<int64_t>(pos[m]) * hd;
-            const float *sn = cs + half;
-            float *row = rowf(x, m);
-            for (int32_t h = 0; h < n_heads; ++h) {
-                float *v = row + h * hd;
-                for (int32_t i = 0; i < half; ++i) {
-                    const float a = v[i], b = v[i + half];
-                    v[i] = a * cs[i] - b * sn[i];
-                    v[i + half] = b * cs[i] + a * sn[i];
-                }
-            }
-        }
+        rope_rows(x, pos, n_heads, hd, cos_sin, r0, r1, [](float v) { return v; });
     });
     return 0;
 }

@@ -30,6 +30,7 @@
 #include "io.h"
 #include "json_util.h"
 #include "kernels.h"
+#include "rope.h"
 #include "tensor.h"
 #include "threadpool.h"
 
@@ -608,21 +609,8 @@ int npu_rope(void *ctx, pgd_stream *st, pgd_tensor *x, const int32_t *pos, int32
              const float *cos_sin) {
     NpuCtx *c = C(ctx);
     NpuStream *s = begin(ctx, st);
-    const int32_t half = hd / 2;
     uint64_t over = 0;
-    for (int64_t m = 0; m < x->rows; ++m) {
-        const float *cs = cos_sin + static_cast<int64_t>(pos[m]) * hd;
-        const float *sn = cs + half;
-        float *row = rowf(x, m);
-        for (int32_t h = 0; h < n_heads; ++h) {
-            float *v = row + h * hd;
-            for (int32_t i = 0; i < half; ++i) {
-                const float a = v[i], b = v[i + half];
-                v[i] = f16(a * cs[i] - b * sn[i], &over);
-                v[i + half] = f16(b * cs[i] + a * sn[i], &over);
-            }
-        }
-    }
+    rope_rows(x, pos, n_heads, hd, cos_sin, 0, x->rows, [&](float v) { return f16(v, &over); });
     account(c, s, PGD_NPUSIM_ROPE, 0, double(x->rows) * (n_heads * hd * 4.0 + hd * 4.0), over);
     return 0;
 }
