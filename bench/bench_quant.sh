@@ -231,10 +231,7 @@ raw, out, git_rev, load_before, load_after = sys.argv[1:6]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
 
 # Rounds of single runs (pangu-tiny) become one row per configuration: the median speeds over the rounds.
-def median(v):
-    v = sorted(v)
-    n = len(v)
-    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+from statistics import median
 merged, order = {}, []
 for r in rows:
     if r["kind"] != "bench":
