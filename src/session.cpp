@@ -213,6 +213,8 @@ Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L
         }
     }
     spec_ctrl_.reset(layout.spec_k);
+    if (layout.ngram_bytes)
+        for (int src = 0; src < SpecController::kSources; ++src) spec_ctrl_.set_prior(src, pld_source_prior(src));
     reset();
 }
 
@@ -285,7 +287,10 @@ int Session::propose_drafts(int room, int32_t *out, int *source) {
     if (room <= 0) return 0;
     if (params.spec_mode == PANGU_SPEC_PLD) {
         ngram_.update(tokens, n_tokens);
-        return ngram_.propose(tokens, n_tokens, room, out, source);
+        int depth = 0;
+        const int found = ngram_.propose(tokens, n_tokens, room, out, &depth);
+        *source = pld_source(depth);
+        return found;
     }
     return 0;
 }

@@ -116,8 +116,8 @@ private:
     void forward(const int32_t *ids, int n, int n_out, float *out);
     // Evaluates context tokens not yet in the cache, up to position `upto` (exclusive; default all).
     void eval_pending(float *logits_out, size_t out_row0, size_t upto = SIZE_MAX);
-    // PLD: up to `room` tokens from the n-gram index into out; returns how many, with the length of the
-    // n-gram that matched in *source.
+    // PLD: up to `room` tokens from the n-gram index into out; returns how many, with the draft source (the
+    // match's depth bucket, pld_source) in *source.
     int propose_drafts(int room, int32_t *out, int *source);
     // Draft model / self-draft: brings the draft's context level with ours, then drafts k tokens
     // autoregressively into out; with sampling, their distributions go to q (k rows of V).

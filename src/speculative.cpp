@@ -71,8 +71,8 @@ void NgramIndex::update(const int32_t *tokens, size_t n) {
     fingerprint_ = n ? (static_cast<uint64_t>(n) << 32 | static_cast<uint32_t>(tokens[n - 1])) : 0;
 }
 
-int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out, int *matched) const {
-    if (matched) *matched = 0;
+int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out, int *depth) const {
+    if (depth) *depth = 0;
     if (!tables_ || k <= 0) return 0;
     for (int len = max_n_; len >= 1; --len) {
         if (static_cast<size_t>(len) >= n) continue;
@@ -92,17 +92,48 @@ int NgramIndex::propose(const int32_t *tokens, size_t n, int k, int32_t *out, in
                 const size_t src = end + 1 + m;
                 out[m] = src < n ? tokens[src] : out[src - n];
             }
-            if (matched) *matched = len;
+            if (depth) {
+                // How far back the context goes on agreeing with the text before the occurrence (bounded, so
+                // a step costs O(1); end < n - 1, so the two never coincide).
+                size_t d = static_cast<size_t>(len);
+                while (d < static_cast<size_t>(kMaxDepth) && d <= end && tokens[end - d] == tokens[n - 1 - d]) ++d;
+                *depth = static_cast<int>(d);
+            }
             return k;
         }
     }
     return 0;
 }
 
+namespace {
+// The least depth of each prompt-lookup source's bucket.
+constexpr int kDepthFloor[] = {1, 2, 3, 4, 6, 9, 17, 33};
+constexpr int kDepthSources = static_cast<int>(sizeof kDepthFloor / sizeof kDepthFloor[0]);
+static_assert(kDepthSources <= SpecController::kSources, "a source per depth bucket");
+static_assert(kDepthFloor[kDepthSources - 1] <= NgramIndex::kMaxDepth, "the deepest bucket is reachable");
+}  // namespace
+
+int pld_source(int depth) {
+    int s = 0;
+    while (s + 1 < kDepthSources && depth >= kDepthFloor[s + 1]) ++s;
+    return s;
+}
+
+double pld_source_prior(int src) {
+    const double d = kDepthFloor[std::min(std::max(src, 0), kDepthSources - 1)];
+    return d / (d + 1.0);
+}
+
+void SpecController::set_prior(int src, double first_rate) {
+    if (src >= 0 && src < kSources) prior_[src] = std::min(std::max(first_rate, 0.0), 1.0);
+}
+
 void SpecController::reset(int k_max) {
     k_max_ = k_max;
     draft_per_token_ = 0;
     std::memset(ms_, 0, sizeof ms_);
+    std::memset(measured_at_, 0, sizeof measured_at_);
+    steps_ = 0;
     hopeless_steps_ = 0;
     new_request();
 }
@@ -117,7 +148,7 @@ void SpecController::new_request() {
 
 double SpecController::first_rate(int src) const {
     const Rates &r = rates_[src];
-    return (r.first_acc + 0.5) / (r.first_seen + 1.0);
+    return (r.first_acc + prior_[src]) / (r.first_seen + 1.0);
 }
 
 double SpecController::next_rate(int src) const {
@@ -128,18 +159,23 @@ double SpecController::next_rate(int src) const {
 }
 
 double SpecController::cost(int m) const {
-    if (ms_[m] > 0) return ms_[m];
-    // Not measured yet: extrapolate linearly from one position and the largest batch measured; with nothing
-    // measured, assume each extra position adds a quarter of a plain step, which holds when weights dominate
-    // (memory-bound decode) and errs towards drafting, so that the real cost gets measured.
+    if (ms_[m] > 0 && fresh(m)) return ms_[m];
+    // Not measured lately: extrapolate linearly from one position and the largest batch measured lately; with
+    // nothing measured, assume each extra position adds a quarter of a plain step, which holds when weights
+    // dominate (memory-bound decode) and errs towards drafting, so that the real cost gets measured.
     const double one = ms_[1] > 0 ? ms_[1] : 1.0;
     double slope = 0.25 * one;
     for (int j = 16; j >= 2; --j)
-        if (ms_[j] > 0 && ms_[1] > 0) {
+        if (ms_[j] > 0 && fresh(j) && ms_[1] > 0) {
             slope = std::max(0.0, (ms_[j] - ms_[1]) / (j - 1));
             break;
         }
-    return one + slope * (m - 1);
+    const double guess = one + slope * (m - 1);
+    // An old measurement stands only while it is below what the recent ones suggest: a batch size measured
+    // once, slowly (the first use of its buffers, another program's burst), and never chosen again because of
+    // that, would otherwise keep drafting short for good (a 4-position forward measured at 3.6 plain steps on
+    // pangu-tiny, where it costs about 2, held every prompt-lookup draft there to one token).
+    return ms_[m] > 0 ? std::min(ms_[m], guess) : guess;
 }
 
 namespace {
@@ -177,10 +213,11 @@ int SpecController::choose(int available, int src) {
     if (best_k > 0) {
         r.probe_gap = kProbeGap;
         r.since_probe = 0;
-        // The prior's even odds alone never buy a long draft: a failed first draft of 4 tokens cost about half
-        // a step where one of 1 token costs a quarter (with 3 prompt-lookup sources, about 4 % of a sampled
+        // A weak prior alone never buys a long draft: a failed first draft of 4 tokens cost about half a step
+        // where one of 1 token costs a quarter (shallow prompt-lookup matches under sampling, about 4 % of a
         // generation of 48 tokens on the 1B shape on the CPU), and a source that copies proves it in one step.
-        return r.proven ? best_k : 1;
+        // A deep match needs no proof: it is a copy under way.
+        return r.proven || prior_[src] >= kTrustedPrior ? best_k : 1;
     }
     // A draft model's probe pays for catching up with every token since the last one. When even drafts that
     // are always accepted would be slower than plain steps (a draft model nearly as slow as the target), no
@@ -205,7 +242,11 @@ void SpecController::record(int k, int accepted, double verify_ms, int src, doub
     // Noise on a shared machine only ever adds time (preemption, other programs' cache traffic), so track a
     // slowly rising minimum rather than a mean: one slow step must not make plain decoding look expensive
     // and drafting cheap (or the reverse).
-    if (m >= 1 && m <= 16) ms_[m] = ms_[m] > 0 ? std::min(verify_ms, ms_[m] * 1.02) : verify_ms;
+    ++steps_;
+    if (m >= 1 && m <= 16) {
+        ms_[m] = ms_[m] > 0 ? std::min(verify_ms, ms_[m] * 1.02) : verify_ms;
+        measured_at_[m] = steps_;
+    }
     if (k <= 0) return;
     // Drafting time varies with how far a draft model has to catch up: an average, not a minimum.
     const double per_token = draft_ms / k;

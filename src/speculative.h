@@ -21,9 +21,11 @@ public:
     void update(const int32_t *tokens, size_t n);
     // The k tokens that followed the most recent earlier occurrence of the context's last N tokens, for
     // N = max_n down to 1, continued with the period of the repetition when that occurrence is less than k
-    // tokens from the end. Returns k, or 0 if nothing matched; `matched` (optional) receives the N that
-    // matched (0 if none).
-    int propose(const int32_t *tokens, size_t n, int k, int32_t *out, int *matched = nullptr) const;
+    // tokens from the end. Returns k, or 0 if nothing matched; `depth` (optional) receives how far the match
+    // reaches back: the number of the context's last tokens that equal those before the occurrence's
+    // continuation (at least the N that matched, at most kMaxDepth; 0 if nothing matched).
+    int propose(const int32_t *tokens, size_t n, int k, int32_t *out, int *depth = nullptr) const;
+    static constexpr int kMaxDepth = 64;
 
 private:
     struct Slot {
@@ -39,21 +41,34 @@ private:
     uint64_t fingerprint_ = 0;  // last indexed token, to notice a cut that kept the length
 };
 
+// Prompt lookup's draft sources are the depths of its matches (NgramIndex::propose) in buckets. Returns the
+// source (0..7) of a match reaching `depth` tokens back, and the acceptance of a first drafted token to assume
+// for a source before it has been seen: d / (d + 1) for the least depth d of its bucket, odds of d to 1 that a
+// copy that has run for d tokens goes on. (On pangu-tiny's greedy bench_spec outputs, first drafted tokens
+// were right 0.33 of the time at depth 1, 0.70 at 3, 0.90 at 5-6, 0.93-0.95 at 9-32 and 1.00 beyond.)
+int pld_source(int depth);
+double pld_source_prior(int src);
+
 // Chooses the draft length for the next step from what it has seen: how often drafted tokens are accepted,
 // and the measured cost of verifying m positions at once relative to one. It drafts only when the expected
 // tokens per unit of time beat plain decoding, and while that is not the case it probes with one drafted token
 // now and then, backing off exponentially, so that it notices when the text starts repeating.
 //
-// Acceptance is estimated per draft source (`src`, 0..kSources-1: for prompt lookup, the length of the n-gram
-// that matched; a draft model has one source), and in two parts: the first drafted token, and each further one
-// given that its predecessor was accepted. Drafts behave that way: a 3-gram match is right far more often than
-// a 1-gram one, and once a copy is under way it tends to continue, so a single rate would draft too little
-// after strong matches and too much after weak ones.
+// Acceptance is estimated per draft source (`src`, 0..kSources-1: for prompt lookup, the depth of the match,
+// see pld_source; a draft model has one source), and in two parts: the first drafted token, and each further
+// one given that its predecessor was accepted. Drafts behave that way: a match reaching 30 tokens back is right
+// far more often than a lone repeated token, and once a copy is under way it tends to continue, so a single
+// rate would draft too little after strong matches and too much after weak ones.
 class SpecController {
 public:
     static constexpr int kSources = 9;
-    // Forgets everything.
+    // Forgets everything it measured and learnt (not the priors).
     void reset(int k_max);
+    // The acceptance of a first drafted token from `src` to assume before any was seen (default 0.5). A
+    // source whose prior is at least kTrustedPrior drafts the full length at once; any other drafts one token
+    // until one of its drafts has been accepted in the request.
+    void set_prior(int src, double first_rate);
+    static constexpr double kTrustedPrior = 0.75;
     // Forgets what it learnt of the text (acceptance), keeps what it measured of the costs, which belong to
     // the model and the machine: a new request on the same session starts from them.
     void new_request();
@@ -86,7 +101,13 @@ private:
         bool proven = false;  // a draft of it accepted in this request: until then it drafts one token at a time
     };
     Rates rates_[kSources];
+    double prior_[kSources] = {0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5};
     double ms_[17] = {0};  // slowly rising minimum of the step time by number of positions
+    // When each ms_ entry was last measured, counted in recorded steps: an entry older than kStaleSteps is
+    // only trusted while it is below what the fresh ones suggest (see cost).
+    int64_t steps_ = 0, measured_at_[17] = {0};
+    static constexpr int64_t kStaleSteps = 64;
+    bool fresh(int m) const { return steps_ - measured_at_[m] <= kStaleSteps; }
 };
 
 // Test hook: draft whatever is available, whatever the timings say, so that tests of the drafting mechanism

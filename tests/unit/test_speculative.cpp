@@ -223,7 +223,75 @@ TEST(NgramIndex, ProposesTheMostRecentContinuationWithFallback) {
     // nothing seen before: no draft
     std::vector<int32_t> v = {1, 2, 3};
     idx.update(v.data(), v.size());
-    EXPECT_EQ(idx.propose(v.data(), v.size(), 4, out), 0);
+    int depth = -1;
+    EXPECT_EQ(idx.propose(v.data(), v.size(), 4, out, &depth), 0);
+    EXPECT_EQ(depth, 0);
+}
+
+TEST(NgramIndex, ReportsHowFarBackAMatchReaches) {
+    std::vector<uint8_t> mem(pangu::NgramIndex::bytes(64, 3));
+    pangu::NgramIndex idx;
+    idx.init(mem.data(), 64, 3);
+    int32_t out[4];
+    int depth = -1;
+    // "3 4 5" matched, and before it "1 2" too, up to the start of the context: 5 tokens
+    std::vector<int32_t> t = {1, 2, 3, 4, 5, 9, 1, 2, 3, 4, 5};
+    idx.update(t.data(), t.size());
+    ASSERT_EQ(idx.propose(t.data(), t.size(), 4, out, &depth), 4);
+    EXPECT_EQ(out[0], 9);
+    EXPECT_EQ(depth, 5);
+    // only the bigram "6 7" matches, and the tokens before it differ (5 against 3)
+    std::vector<int32_t> u = {5, 6, 7, 8, 9, 3, 6, 7};
+    idx.update(u.data(), u.size());
+    ASSERT_EQ(idx.propose(u.data(), u.size(), 2, out, &depth), 2);
+    EXPECT_EQ(depth, 2);
+    // a long run: the depth stops at kMaxDepth
+    std::vector<int32_t> r(200, 7);
+    idx.update(r.data(), r.size());
+    ASSERT_EQ(idx.propose(r.data(), r.size(), 4, out, &depth), 4);
+    EXPECT_EQ(depth, pangu::NgramIndex::kMaxDepth);
+}
+
+TEST(SpecController, PromptLookupSourcesAreMatchDepths) {
+    // Buckets of depth, and odds of d to 1 for the least depth d of a bucket.
+    EXPECT_EQ(pangu::pld_source(1), 0);
+    EXPECT_EQ(pangu::pld_source(2), 1);
+    EXPECT_EQ(pangu::pld_source(3), 2);
+    EXPECT_EQ(pangu::pld_source(5), 3);
+    EXPECT_EQ(pangu::pld_source(8), 4);
+    EXPECT_EQ(pangu::pld_source(16), 5);
+    EXPECT_EQ(pangu::pld_source(32), 6);
+    EXPECT_EQ(pangu::pld_source(33), 7);
+    EXPECT_EQ(pangu::pld_source(pangu::NgramIndex::kMaxDepth), 7);
+    EXPECT_LT(pangu::pld_source(pangu::NgramIndex::kMaxDepth), pangu::SpecController::kSources);
+    EXPECT_DOUBLE_EQ(pangu::pld_source_prior(0), 0.5);
+    EXPECT_DOUBLE_EQ(pangu::pld_source_prior(2), 0.75);
+    EXPECT_DOUBLE_EQ(pangu::pld_source_prior(7), 33.0 / 34.0);
+    for (int s = 1; s < 8; ++s) EXPECT_GT(pangu::pld_source_prior(s), pangu::pld_source_prior(s - 1)) << s;
+}
+
+TEST(SpecController, ADeepMatchDraftsTheFullLengthAtOnce) {
+    // Verifying 5 positions costs 1.5 steps (prompt lookup on the 1B shape on the CPU). A source with even
+    // odds is not worth a long draft before it has proven itself; a match 20 tokens deep is a copy under way,
+    // and its prior alone buys the full length.
+    pangu::SpecController c;
+    c.reset(4);
+    for (int s = 0; s < pangu::SpecController::kSources; ++s) c.set_prior(s, pangu::pld_source_prior(s));
+    c.record(0, 0, 1.0);
+    c.record(4, 0, 1.5, 0);
+    const int deep = pangu::pld_source(20), shallow = pangu::pld_source(1);
+    EXPECT_EQ(c.choose(4, deep), 4);
+    EXPECT_LE(c.choose(4, shallow), 1);
+    // The priors survive a new request and a reset; what was learnt does not.
+    for (int i = 0; i < 20; ++i) c.record(4, 0, 1.5, deep);
+    EXPECT_LT(c.first_rate(deep), 0.2);
+    EXPECT_EQ(c.choose(4, deep) < 4, true);
+    c.new_request();
+    EXPECT_NEAR(c.first_rate(deep), 17.0 / 18.0, 1e-12);
+    c.reset(4);
+    c.record(0, 0, 1.0);
+    c.record(4, 0, 1.5, 0);
+    EXPECT_EQ(c.choose(4, deep), 4);
 }
 
 TEST(NgramIndex, MatchesABruteForceSearchOnRandomText) {
@@ -241,12 +309,17 @@ TEST(NgramIndex, MatchesABruteForceSearchOnRandomText) {
         const int n = idx.propose(t.data(), t.size(), 4, out);
         // brute force: longest N in 3..1 whose suffix occurred earlier, most recent occurrence, and the 4
         // tokens after it in the context extended by the draft itself
-        int expect = 0;
+        int expect = 0, expect_depth = 0;
         int32_t ref[4];
         for (int len = 3; len >= 1 && !expect; --len) {
             if (static_cast<size_t>(len) >= t.size()) continue;
             for (int64_t end = static_cast<int64_t>(t.size()) - 2; end >= len - 1; --end) {
                 if (std::equal(t.end() - len, t.end(), t.begin() + end - len + 1)) {
+                    // the longest run of the context's last tokens equal to those ending at `end`
+                    const int64_t last = static_cast<int64_t>(t.size()) - 1;
+                    while (expect_depth < pangu::NgramIndex::kMaxDepth && end - expect_depth >= 0 &&
+                           t[end - expect_depth] == t[last - expect_depth])
+                        ++expect_depth;
                     std::vector<int32_t> ext = t;
                     for (; expect < 4; ++expect) ext.push_back(ref[expect] = ext[end + 1 + expect]);
                     break;
@@ -255,6 +328,9 @@ TEST(NgramIndex, MatchesABruteForceSearchOnRandomText) {
         }
         ASSERT_EQ(n, expect) << "at " << i;
         for (int j = 0; j < n; ++j) ASSERT_EQ(out[j], ref[j]) << "at " << i;
+        int depth = -1;
+        idx.propose(t.data(), t.size(), 4, out, &depth);
+        ASSERT_EQ(depth, expect_depth) << "at " << i;
     }
 }
 
@@ -312,6 +388,23 @@ TEST(SpecController, AnUnprovenSourceDraftsOneToken) {
     EXPECT_EQ(c.choose(4, 3), 4);
     c.new_request();  // proven in the last request, not in this one
     EXPECT_EQ(c.choose(4, 3), 1);
+}
+
+TEST(SpecController, ASlowMeasurementDoesNotHoldDraftsShortForGood) {
+    // One 5-position verification is hit by a burst (4 plain steps instead of 1.8). Believed at first, it
+    // would keep the controller from ever drafting 4 tokens again, and so from measuring it again; once it is
+    // older than the measurements of smaller batches, what those suggest wins.
+    pangu::SpecController c;
+    c.reset(4);
+    c.record(0, 0, 1.0);
+    c.record(1, 1, 1.2, 7);
+    c.record(4, 4, 4.0, 7);
+    EXPECT_LT(c.choose(4, 7), 4);
+    for (int step = 0; step < 100; ++step) {
+        const int k = c.choose(4, 7);
+        c.record(k, k, 1.0 + 0.2 * k, 7);  // every draft accepted; the true cost of k + 1 positions
+    }
+    EXPECT_EQ(c.choose(4, 7), 4);
 }
 
 TEST(SpecController, DraftModelThatCannotPayStopsProbing) {
