@@ -3,6 +3,7 @@
  *   bench_spec [-m DIR] [--draft DIR] [--shared DIR] [-t THREADS] [-r RUNS] [-n TOKENS] [--prompts K]
  *              [--modes off,pld,draft,self] [--draft-len K] [--ngram N] [--self-layers 0,4]
  *              [--json FILE] [--dat FILE]
+ * (--json also records every prompt and what plain decoding generated from it, for bench/pld_ceiling.py)
  *
  * Workloads (prompts built from the shared held-out text, ../shared/data/dev.jsonl):
  *   grounded   continue  the first part of documents (up to 60 % of the document, at most 160 tokens)
@@ -1052,7 +1053,12 @@ int main(int argc, char **argv) {
             for (int i = 0; i < W->n; ++i) {
                 fprintf(f, "%s{\"label\": ", i ? ", " : "");
                 json_str(f, W->p[i].label);
-                fprintf(f, ", \"tokens\": %zu}", W->p[i].n);
+                fprintf(f, ", \"tokens\": %zu, \"ids\": [", W->p[i].n);
+                for (size_t t = 0; t < W->p[i].n; ++t) fprintf(f, "%s%d", t ? "," : "", (int)W->p[i].ids[t]);
+                /* off's output in the first repetition: what bench/pld_ceiling.py replays */
+                fputs("], \"off\": [", f);
+                for (size_t t = 0; t < W->p[i].n_ref; ++t) fprintf(f, "%s%d", t ? "," : "", (int)W->p[i].ref[t]);
+                fputs("]}", f);
             }
             fprintf(f, "],\n     \"modes\": [\n");
             const double off_med = median(W->m[0].tok_s, runs);
