@@ -24,7 +24,8 @@
  * --curve K instead measures what speculative decoding pays to verify drafts: after the P-token prompt, one
  * forward of m = 1..K positions that returns the logits of every position (as a verification does), rolled
  * back after each call; the median milliseconds of R calls per m and their ratio to m = 1, the m values
- * interleaved so that machine noise hits them alike. */
+ * interleaved so that machine noise hits them alike. With a backend that keeps a device clock (npu-sim: run
+ * with PANGU_BACKEND=npu-sim) the times are its latency model's estimated device time. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,17 +129,24 @@ static int verify_curve(pangu_model *model, pangu_session *s, const int32_t *pro
     int32_t ids[64];
     if (!logits || !ms) return 1;
     for (int i = 0; i < kmax; ++i) ids[i] = prompt[(size_t)(i + 1) % (size_t)n_prefill];
+    /* A backend with a latency model (npu-sim) reports its estimated device time: that is the cost to
+     * compare, as the speculation controller does, not the emulator's own. */
+    pangu_session_stats ds;
+    ds.struct_size = sizeof ds;
+    if ((st = pangu_session_get_stats(s, &ds))) return die("stats", st);
+    const int device_clock = ds.device_est_ms > 0;
     for (int r = -1; r < runs; ++r)
         for (int m = 1; m <= kmax; ++m) {
-            const double t0 = now_ms();
+            const double t0 = device_clock ? ds.device_est_ms : now_ms();
             if ((st = pangu_session_eval(s, ids, (size_t)m, logits))) return die("eval", st);
-            const double t = now_ms() - t0;
+            if (device_clock && (st = pangu_session_get_stats(s, &ds))) return die("stats", st);
+            const double t = (device_clock ? ds.device_est_ms : now_ms()) - t0;
             if ((st = pangu_session_truncate(s, (size_t)n_prefill))) return die("truncate", st);
             if (r >= 0) ms[(size_t)(m - 1) * (size_t)runs + (size_t)r] = t;
         }
     double one = 0;
-    if (!json) printf("%s: threads %d, context %d, median of %d\n   m  ms/forward  x one position\n", dir, threads,
-                      n_prefill, runs);
+    if (!json) printf("%s: threads %d, context %d, median of %d%s\n   m  ms/forward  x one position\n", dir, threads,
+                      n_prefill, runs, device_clock ? ", estimated device time (latency model)" : "");
     else printf("{\"model\": \"%s\", \"threads\": %d, \"context\": %d, \"runs\": %d, \"ms\": [", dir, threads,
                 n_prefill, runs);
     for (int m = 1; m <= kmax; ++m) {
