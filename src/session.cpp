@@ -580,7 +580,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
 
         // One step: run the pending token, plus k drafted tokens when drafting is expected to pay, in one
         // batched forward; then accept drafts while they agree with what the model samples.
-        int k = 0, source = 0;  // drafted tokens, and where they came from (the PLD n-gram length)
+        int k = 0, source = 0;  // drafted tokens, and where they came from (for PLD the match's depth bucket)
         batch[0] = tokens[n_tokens - 1];
         const double t_step = step_clock_ms();
         if (layout.spec_k > 0) {

@@ -375,19 +375,50 @@ TEST(SpecController, ProbesANewSourceAtOnce) {
 }
 
 TEST(SpecController, AnUnprovenSourceDraftsOneToken) {
-    // Verifying is cheap (a memory-bound model): the prior alone would draft the full length. Until a source
-    // has had a draft accepted in the request it drafts one token; once it has, the full length.
+    // Verifying is fairly cheap (the 1B shape on the CPU: 2 positions 1.23 steps, 5 positions 1.52): the
+    // prior alone would draft 3 tokens. Until a source has had a draft accepted in the request it
+    // drafts one token; once it has, the full length.
     pangu::SpecController c;
     c.reset(4);
     c.record(0, 0, 1.0);
-    c.record(4, 0, 1.1, 0);  // 5 positions cost 1.1 steps (source 0, which failed)
+    const double curve[] = {1.23, 1.40, 1.41, 1.52};  // 2..5 positions (source 0, which failed)
+    for (int k = 1; k <= 4; ++k) c.record(k, 0, curve[k - 1], 0);
     EXPECT_EQ(c.choose(4, 2), 1);
-    c.record(1, 0, 1.05, 2);
+    c.record(1, 0, 1.23, 2);
     EXPECT_EQ(c.choose(4, 3), 1);
-    c.record(1, 1, 1.05, 3);
+    c.record(1, 1, 1.23, 3);
     EXPECT_EQ(c.choose(4, 3), 4);
     c.new_request();  // proven in the last request, not in this one
     EXPECT_EQ(c.choose(4, 3), 1);
+}
+
+TEST(SpecController, WhereVerifyingCostsNextToNothingMoreDraftsDespiteWeakOdds) {
+    // A device whose steps are dominated by fixed costs (npu-sim: 5 positions cost 1.01 steps). A failed draft
+    // of 4 tokens costs no more than one of 1, so an unproven source drafts the full length; and a source
+    // right one time in ten still drafts, where verification costs a real share of a step it does not.
+    pangu::SpecController flat;
+    flat.reset(4);
+    flat.record(0, 0, 1.0);
+    flat.record(1, 0, 1.005, 0);
+    flat.record(4, 0, 1.01, 0);
+    EXPECT_EQ(flat.choose(4, 1), 4);
+    pangu::SpecController cpu;
+    cpu.reset(4);
+    cpu.record(0, 0, 1.0);
+    cpu.record(1, 0, 1.23, 0);
+    cpu.record(4, 0, 1.52, 0);
+    for (int i = 0; i < 30; ++i) {  // source 1 is right one time in ten
+        flat.record(1, i % 10 == 0, 1.005, 1);
+        cpu.record(1, i % 10 == 0, 1.23, 1);
+    }
+    ASSERT_LT(flat.first_rate(1), 0.3);
+    int flat_drafts = 0, cpu_drafts = 0;  // of 8 steps; the CPU only probes now and then
+    for (int i = 0; i < 8; ++i) {
+        flat_drafts += flat.choose(4, 1) > 0;
+        cpu_drafts += cpu.choose(4, 1) > 0;
+    }
+    EXPECT_EQ(flat_drafts, 8);
+    EXPECT_LE(cpu_drafts, 3);
 }
 
 TEST(SpecController, ASlowMeasurementDoesNotHoldDraftsShortForGood) {
