@@ -15,6 +15,7 @@ PACKAGES=(
   abigail-tools          # abidw/abidiff: the ABI gate (abi/check.sh)
   clang                  # the fuzz harnesses (tests/fuzz) are libFuzzer programs
   libclang-rt-dev        # libFuzzer and the sanitizer runtimes for clang
+  python3                # bench scripts (pld_ceiling.py, bench_quant.sh's report) and their test
 )
 missing=()
 for p in "${PACKAGES[@]}" "$@"; do
