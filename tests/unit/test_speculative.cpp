@@ -396,17 +396,17 @@ TEST(SpecController, WhereVerifyingCostsNextToNothingMoreDraftsDespiteWeakOdds) 
     // A device whose steps are dominated by fixed costs (npu-sim: 5 positions cost 1.01 steps). A failed draft
     // of 4 tokens costs no more than one of 1, so an unproven source drafts the full length; and a source
     // right one time in ten still drafts, where verification costs a real share of a step it does not.
-    pangu::SpecController flat;
-    flat.reset(4);
-    flat.record(0, 0, 1.0);
-    flat.record(1, 0, 1.005, 0);
-    flat.record(4, 0, 1.01, 0);
+    // A plain step costs 1; verifying 2 and 5 positions `two` and `five` (measured on source 0's failed drafts).
+    const auto measured = [](pangu::SpecController &c, double two, double five) {
+        c.reset(4);
+        c.record(0, 0, 1.0);
+        c.record(1, 0, two, 0);
+        c.record(4, 0, five, 0);
+    };
+    pangu::SpecController flat, cpu;
+    measured(flat, 1.005, 1.01);
+    measured(cpu, 1.23, 1.52);
     EXPECT_EQ(flat.choose(4, 1), 4);
-    pangu::SpecController cpu;
-    cpu.reset(4);
-    cpu.record(0, 0, 1.0);
-    cpu.record(1, 0, 1.23, 0);
-    cpu.record(4, 0, 1.52, 0);
     for (int i = 0; i < 30; ++i) {  // source 1 is right one time in ten
         flat.record(1, i % 10 == 0, 1.005, 1);
         cpu.record(1, i % 10 == 0, 1.23, 1);
