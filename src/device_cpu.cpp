@@ -77,8 +77,6 @@ int cpu_stream_create(void *, int n_threads, pgd_stream **out) {
 void cpu_stream_destroy(void *, pgd_stream *s) { delete s; }
 int cpu_stream_sync(void *, pgd_stream *) { return 0; }  // operators complete before returning
 
-float *rowf(const pgd_tensor *t, int64_t r) { return static_cast<float *>(t->data) + r * t->stride; }
-
 // Chunks for `units` of work: a few per thread, so that a thread the system does not schedule in time
 // leaves its share to the others instead of holding the operator up.
 int chunks_for(const pgd_stream *s, int64_t units) {

@@ -430,8 +430,6 @@ int npu_stream_stats(void *, pgd_stream *s, pgd_stream_stats *out) {
     return 0;
 }
 
-float *rowf(const pgd_tensor *t, int64_t r) { return static_cast<float *>(t->data) + r * t->stride; }
-
 int chunks_for(const NpuStream *s, int64_t units) {
     const int64_t want = s->pool.size() == 1 ? 1 : int64_t(s->pool.size()) * 4;
     return static_cast<int>(units < want ? (units > 0 ? units : 1) : want);

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "device.h"
+#include "tensor.h"
 
 namespace pangu {
 
@@ -17,7 +17,7 @@ void rope_rows(pgd_tensor *x, const int32_t *pos, int32_t n_heads, int32_t hd, c
     for (int64_t m = r0; m < r1; ++m) {
         const float *cs = cos_sin + static_cast<int64_t>(pos[m]) * hd;
         const float *sn = cs + half;
-        float *row = static_cast<float *>(x->data) + m * x->stride;
+        float *row = rowf(x, m);
         for (int32_t h = 0; h < n_heads; ++h) {
             float *v = row + h * hd;
             for (int32_t i = 0; i < half; ++i) {

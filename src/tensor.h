@@ -32,6 +32,9 @@ inline const char *dtype_name(DType t) {
     return "?";
 }
 
+// Row r of an f32 activation tensor (unblocked), as the backends' operators address them.
+inline float *rowf(const pgd_tensor *t, int64_t r) { return static_cast<float *>(t->data) + r * t->stride; }
+
 // bf16 is the top half of an fp32, so widening is exact.
 inline float bf16_to_f32(uint16_t h) {
     uint32_t u = static_cast<uint32_t>(h) << 16;
