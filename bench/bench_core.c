@@ -137,6 +137,8 @@ static int verify_curve(pangu_model *model, pangu_session *s, const int32_t *pro
     const int device_clock = ds.device_est_ms > 0;
     for (int r = -1; r < runs; ++r)
         for (int m = 1; m <= kmax; ++m) {
+            /* the device clock read right around the forward: the truncate after it is not the forward's */
+            if (device_clock && (st = pangu_session_get_stats(s, &ds))) return die("stats", st);
             const double t0 = device_clock ? ds.device_est_ms : now_ms();
             if ((st = pangu_session_eval(s, ids, (size_t)m, logits))) return die("eval", st);
             if (device_clock && (st = pangu_session_get_stats(s, &ds))) return die("stats", st);
