@@ -66,7 +66,8 @@ public:
     void reset(int k_max);
     // The acceptance of a first drafted token from `src` to assume before any was seen (default 0.5). A
     // source whose prior is at least kTrustedPrior drafts the full length at once; any other drafts one token
-    // until one of its drafts has been accepted in the request.
+    // until one of its drafts has been accepted in the request, unless a long draft costs about what a
+    // one-token draft does (see choose).
     void set_prior(int src, double first_rate);
     static constexpr double kTrustedPrior = 0.75;
     // Forgets what it learnt of the text (acceptance), keeps what it measured of the costs, which belong to
