@@ -3,6 +3,8 @@
 #include <json/json.h>
 
 #include <cstdarg>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,13 +22,29 @@ namespace {
 
 thread_local pangu::ErrorSlot t_last_error;
 
-// The first published size of each parameter struct: a caller compiled against any later header passes a
-// larger struct_size, which is accepted as long as this library knows it.
-constexpr size_t kModelParamsV1 = sizeof(pangu_model_params);
-constexpr size_t kSessionParamsV1 = sizeof(pangu_session_params);
-constexpr size_t kSamplingParamsV1 = sizeof(pangu_sampling_params);
-constexpr size_t kModelInfoV1 = sizeof(pangu_model_info);
-constexpr size_t kResultV1 = sizeof(pangu_generate_result);
+// The size of each struct as the 1.0 header published it (LP64). A caller built against 1.0 passes exactly
+// this as struct_size, forever: these are literals, not sizeof, so that appending a field (the ABI only grows
+// at the end of a struct) keeps that caller working. tests/abi/caller_v1.c checks it with a frozen 1.0 header.
+// Portable form: the end of the last 1.0 field, rounded up to the struct's alignment.
+#define PANGU_V1_END(T, last) \
+    ((offsetof(T, last) + sizeof(static_cast<T *>(nullptr)->last) + alignof(T) - 1) / alignof(T) * alignof(T))
+constexpr size_t kModelParamsV1 = PANGU_V1_END(pangu_model_params, device_profile);
+constexpr size_t kModelInfoV1 = PANGU_V1_END(pangu_model_info, activation_precision);
+constexpr size_t kSessionParamsV1 = PANGU_V1_END(pangu_session_params, n_self_draft_layers);
+constexpr size_t kSessionMemoryV1 = PANGU_V1_END(pangu_session_memory, other_bytes);
+constexpr size_t kSessionStatsV1 = PANGU_V1_END(pangu_session_stats, fp16_overflows);
+constexpr size_t kSamplingParamsV1 = PANGU_V1_END(pangu_sampling_params, n_stop_strings);
+constexpr size_t kResultV1 = PANGU_V1_END(pangu_generate_result, generate_ms);
+#if UINTPTR_MAX == 0xffffffffffffffffu
+static_assert(kModelParamsV1 == 48 && kModelInfoV1 == 80 && kSessionParamsV1 == 88 && kSessionMemoryV1 == 56 &&
+                  kSessionStatsV1 == 272 && kSamplingParamsV1 == 80 && kResultV1 == 40,
+              "a 1.0 struct changed before its last 1.0 field: the ABI only grows at the end of a struct");
+#endif
+// The *_params_init functions of 1.0 fill exactly the 1.0 size, since a 1.0 caller's struct is no larger. A
+// struct that grows needs a sized successor of its init (docs/abi.md) before this assert may change.
+static_assert(sizeof(pangu_model_params) == kModelParamsV1 && sizeof(pangu_session_params) == kSessionParamsV1 &&
+                  sizeof(pangu_sampling_params) == kSamplingParamsV1,
+              "a parameter struct grew: add a sized init for it (docs/abi.md), then split this assert");
 
 // Recording an error allocates nothing (messages are formatted into fixed buffers), so that a call can report
 // its failure even when no memory is left, and so that no exception can escape while it does.
@@ -372,7 +390,7 @@ void resolve_session_params(const pangu::Model &m, pangu_session_params &p, cons
 pangu_status pangu_session_estimate(const pangu_model *model, const pangu_session_params *params,
                                     pangu_session_memory *out) {
     if (!model || !out) return bad_arg(nullptr, "pangu_session_estimate", "model and out must not be NULL");
-    if (pangu_status st = check_out_struct(out, sizeof(pangu_session_memory), "pangu_session_estimate", nullptr))
+    if (pangu_status st = check_out_struct(out, kSessionMemoryV1, "pangu_session_estimate", nullptr))
         return model_guarded_finish(model, st);
     pangu_session_params p;
     pangu_session_params_init(&p);
@@ -472,7 +490,7 @@ pangu_status pangu_session_get_logits(pangu_session *session, const float **logi
 
 pangu_status pangu_session_get_stats(const pangu_session *session, pangu_session_stats *stats) {
     if (!session || !stats) return bad_arg(nullptr, "pangu_session_get_stats", "session and stats must not be NULL");
-    if (pangu_status st = check_out_struct(stats, sizeof(pangu_session_stats), "pangu_session_get_stats", nullptr))
+    if (pangu_status st = check_out_struct(stats, kSessionStatsV1, "pangu_session_get_stats", nullptr))
         return st;
     const pangu::Session &S = *pangu::from_handle(session);
     pangu_session_stats r{};

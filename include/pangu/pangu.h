@@ -269,6 +269,8 @@ typedef struct pangu_session_params {
      * 4th layer from 0: 0, 4, 8, ...), always followed by the final norm and the head. */
     const int32_t *self_draft_layers;
     int32_t n_self_draft_layers;
+    /* 1.0 ends here, followed on LP64 by 4 bytes of padding that a 1.0 caller passes in struct_size (88) but may
+     * not have zeroed: a field appended later starts at offset 88 or beyond (docs/abi.md). */
 } pangu_session_params;
 
 /* spec_mode values */
