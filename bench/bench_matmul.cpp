@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "device.h"
-#include "kernels.h"
-#include "tensor.h"
+#include "device/device.h"
+#include "device/cpu/kernels.h"
+#include "model/tensor.h"
 
 using namespace pangu;
 

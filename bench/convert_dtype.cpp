@@ -16,11 +16,11 @@
 #include <iostream>
 #include <string>
 
-#include "common.h"
+#include "common/common.h"
 #include "quantize.h"
-#include "safetensors.h"
+#include "format/safetensors.h"
 #include "safetensors_writer.h"
-#include "tensor.h"
+#include "model/tensor.h"
 
 namespace fs = std::filesystem;
 using namespace pangu;

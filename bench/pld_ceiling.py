@@ -27,7 +27,7 @@ import sys
 
 
 class Lookup:
-    """The library's n-gram index (src/speculative.cpp) without hashing: n-gram -> last position it ended."""
+    """The library's n-gram index (src/decode/speculative.cpp) without hashing: n-gram -> last position it ended."""
 
     def __init__(self, max_n):
         self.max_n = max_n

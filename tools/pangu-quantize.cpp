@@ -23,8 +23,8 @@
 #include <mutex>
 #include <string>
 
-#include "common.h"
-#include "model.h"
+#include "common/common.h"
+#include "model/model.h"
 #include "quantize.h"
 #include "safetensors_writer.h"
 

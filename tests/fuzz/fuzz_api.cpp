@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "fuzz_util.h"
-#include "vocab.h"
+#include "model/vocab.h"
 
 namespace {
 

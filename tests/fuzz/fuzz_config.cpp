@@ -5,11 +5,11 @@
 #include <cstdint>
 #include <map>
 
-#include "common.h"
-#include "config.h"
+#include "common/common.h"
+#include "format/config.h"
 #include "fuzz_util.h"
-#include "safetensors.h"
-#include "vocab.h"
+#include "format/safetensors.h"
+#include "model/vocab.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const std::string text(reinterpret_cast<const char *>(data), size);

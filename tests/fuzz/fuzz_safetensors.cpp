@@ -4,9 +4,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "common.h"
+#include "common/common.h"
 #include "fuzz_util.h"
-#include "safetensors.h"
+#include "format/safetensors.h"
 
 namespace {
 volatile uint64_t g_sink;

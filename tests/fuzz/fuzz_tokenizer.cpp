@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "common/common.h"
 #include "fuzz_util.h"
-#include "vocab.h"
+#include "model/vocab.h"
 
 namespace {
 

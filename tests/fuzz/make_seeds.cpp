@@ -23,9 +23,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "safetensors.h"
+#include "format/safetensors.h"
 #include "safetensors_writer.h"
-#include "tensor.h"
+#include "model/tensor.h"
 
 namespace fs = std::filesystem;
 using namespace pangu;

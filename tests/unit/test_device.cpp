@@ -18,11 +18,11 @@
 
 #include <unistd.h>
 
-#include "device.h"
-#include "device_npusim.h"
-#include "model.h"
+#include "device/device.h"
+#include "device/npusim/device_npusim.h"
+#include "model/model.h"
 #include "pangu/pangu.h"
-#include "tensor.h"
+#include "model/tensor.h"
 
 namespace {
 

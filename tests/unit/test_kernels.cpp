@@ -7,10 +7,10 @@
 #include <random>
 #include <vector>
 
-#include "device.h"
+#include "device/device.h"
 #include "pangu/pangu.h"
-#include "kernels.h"
-#include "tensor.h"
+#include "device/cpu/kernels.h"
+#include "model/tensor.h"
 
 using namespace pangu;
 

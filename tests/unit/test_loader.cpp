@@ -13,9 +13,9 @@
 
 #include "pangu/pangu.h"
 #include "test_util.h"
-#include "safetensors.h"
+#include "format/safetensors.h"
 #include "safetensors_writer.h"
-#include "tensor.h"
+#include "model/tensor.h"
 
 namespace fs = std::filesystem;
 using namespace pangu;

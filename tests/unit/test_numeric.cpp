@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "pangu/pangu.h"
-#include "safetensors.h"
+#include "format/safetensors.h"
 
 namespace fs = std::filesystem;
 

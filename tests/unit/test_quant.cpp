@@ -14,12 +14,12 @@
 #include <string>
 #include <vector>
 
-#include "device.h"
-#include "kernels.h"
+#include "device/device.h"
+#include "device/cpu/kernels.h"
 #include "pangu/pangu.h"
 #include "test_util.h"
 #include "quantize.h"
-#include "safetensors.h"
+#include "format/safetensors.h"
 #include "safetensors_writer.h"
 
 namespace fs = std::filesystem;

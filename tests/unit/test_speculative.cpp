@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "pangu/pangu.h"
-#include "session.h"
-#include "speculative.h"
+#include "runtime/session.h"
+#include "decode/speculative.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // Unit tests of pangu::Vocab and the streaming UTF-8 assembler, checked against golden data and against
 // libsentencepiece itself.
-#include "vocab.h"
+#include "model/vocab.h"
 
 #include <gtest/gtest.h>
 #include <json/json.h>

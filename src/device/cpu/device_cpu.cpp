@@ -1,0 +1,434 @@
+// The CPU backend of the device interface: host memory is device memory, weights are read in place from
+// the memory-mapped checkpoint, and operators split their rows or output channels over the stream's threads.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include <unistd.h>
+
+#include "device/attention.h"
+#include "common/common.h"
+#include "device/device.h"
+#include "device/cpu/kernels.h"
+#include "device/rope.h"
+#include "model/tensor.h"
+#include "common/threadpool.h"
+
+struct pgd_stream {
+    pangu::ThreadPool pool;
+    explicit pgd_stream(int n) : pool(n) {}
+};
+
+namespace pangu {
+namespace {
+
+constexpr size_t kAlign = 64;
+
+struct CpuCtx {
+    const kernels::Table *k;
+};
+
+int cpu_mem_alloc(void *, void **ptr, size_t size) {
+    if (!ptr) return PANGU_ERR_INVALID_ARGUMENT;
+    void *p = std::aligned_alloc(kAlign, align_up(size ? size : 1, kAlign));
+    if (!p) return PANGU_ERR_OUT_OF_MEMORY;
+    *ptr = p;
+    return 0;
+}
+
+void cpu_mem_free(void *, void *ptr) { std::free(ptr); }
+
+int cpu_mem_info(void *, size_t *free_bytes, size_t *total_bytes) {
+    // Host memory: report what the kernel says is available.
+    long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    if (total_bytes) *total_bytes = static_cast<size_t>(pages) * static_cast<size_t>(psize);
+    if (free_bytes) *free_bytes = static_cast<size_t>(avail) * static_cast<size_t>(psize);
+    return 0;
+}
+
+int cpu_memcpy(void *, void *dst, size_t dst_max, const void *src, size_t count, int) {
+    if (count > dst_max) return PANGU_ERR_BUFFER_TOO_SMALL;
+    if (count) std::memcpy(dst, src, count);
+    return 0;
+}
+
+int cpu_memcpy2d(void *, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                 int) {
+    if (width > dpitch || width > spitch) return PANGU_ERR_INVALID_ARGUMENT;
+    for (size_t r = 0; r < height; ++r)
+        std::memcpy(static_cast<char *>(dst) + r * dpitch, static_cast<const char *>(src) + r * spitch, width);
+    return 0;
+}
+
+int cpu_stream_create(void *, int n_threads, pgd_stream **out) {
+    try {
+        *out = new pgd_stream(n_threads);
+        return 0;
+    } catch (const std::bad_alloc &) {
+        return PANGU_ERR_OUT_OF_MEMORY;
+    } catch (...) {
+        return PANGU_ERR_INTERNAL;  // thread creation failed
+    }
+}
+
+void cpu_stream_destroy(void *, pgd_stream *s) { delete s; }
+int cpu_stream_sync(void *, pgd_stream *) { return 0; }  // operators complete before returning
+
+// Chunks for `units` of work: a few per thread, so that a thread the system does not schedule in time
+// leaves its share to the others instead of holding the operator up.
+int chunks_for(const pgd_stream *s, int64_t units) {
+    const int64_t want = s->pool.size() == 1 ? 1 : int64_t(s->pool.size()) * 4;
+    return static_cast<int>(units < want ? (units > 0 ? units : 1) : want);
+}
+
+// Row-wise operators (norms, rotary, elementwise): f(r0, r1) over rows [r0, r1). A batch of rows (prefill) is
+// split over the stream's threads: done on the calling thread alone, they kept the others waiting for about
+// a tenth of a 2-thread pangu-tiny prefill (perf samples of ThreadPool::worker). A few rows (decode,
+// verification) are not worth a dispatch.
+template <typename F>
+void for_rows(pgd_stream *s, int64_t rows, F &&f) {
+    constexpr int64_t kMinRowsPerThread = 4;
+    const int parts = static_cast<int>(std::min<int64_t>(s->pool.size(), rows / kMinRowsPerThread));
+    if (parts < 2) {
+        f(int64_t(0), rows);
+        return;
+    }
+    struct Ctx {
+        F *f;
+        int64_t rows;
+    } c{&f, rows};
+    s->pool.run(
+        [](void *p, int chunk, int n_chunks, int) {
+            const Ctx &c = *static_cast<const Ctx *>(p);
+            int64_t r0, r1;
+            split_range(c.rows, n_chunks, chunk, 1, &r0, &r1);
+            (*c.f)(r0, r1);
+        },
+        &c, parts);
+}
+
+// ---- embed ----
+int cpu_embed(void *, pgd_stream *, const int32_t *ids, int64_t n, const pgd_tensor *table, pgd_tensor *out) {
+    const int64_t d = table->cols;
+    for (int64_t m = 0; m < n; ++m) {
+        float *o = rowf(out, m);
+        const int64_t id = ids[m];
+        const uint8_t *src = static_cast<const uint8_t *>(table->data);
+        switch (table->dtype) {
+            case PGD_F32: std::memcpy(o, reinterpret_cast<const float *>(src) + id * table->stride, d * 4); break;
+            case PGD_BF16: {
+                const uint16_t *r = reinterpret_cast<const uint16_t *>(src) + id * table->stride;
+                for (int64_t i = 0; i < d; ++i) o[i] = bf16_to_f32(r[i]);
+                break;
+            }
+            case PGD_F16: {
+                const uint16_t *r = reinterpret_cast<const uint16_t *>(src) + id * table->stride;
+                for (int64_t i = 0; i < d; ++i) o[i] = f16_to_f32(r[i]);
+                break;
+            }
+            case PGD_I8: {
+                const int8_t *r = reinterpret_cast<const int8_t *>(src) + id * table->stride;
+                const float s = table->scale[id];
+                for (int64_t i = 0; i < d; ++i) o[i] = r[i] * s;
+                break;
+            }
+            default: return PANGU_ERR_DTYPE;
+        }
+    }
+    return 0;
+}
+
+// ---- rms_norm ----
+int cpu_rms_norm(void *ctx, pgd_stream *s, const pgd_tensor *x, const float *w, float eps, pgd_tensor *out) {
+    const kernels::Table *k = static_cast<CpuCtx *>(ctx)->k;
+    const int64_t d = x->cols;
+    for_rows(s, x->rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t m = r0; m < r1; ++m) {
+            const float *xi = rowf(x, m);
+            float *o = rowf(out, m);
+            const float ss = k->dot(xi, xi, d);
+            const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + eps);
+            for (int64_t i = 0; i < d; ++i) o[i] = xi[i] * inv * w[i];
+        }
+    });
+    return 0;
+}
+
+// ---- matmul ----
+// Decode's weight stream is cut into one contiguous range per thread, each range into pieces that threads
+// claim in order: the range's owner streams it front to back, and a thread that finishes early takes the
+// pieces its slower peer has not reached yet instead of spinning until the peer is done.
+constexpr int kMaxRanges = 64;
+constexpr int64_t kPiece = 32;  // output channels per claim: 48-192 KiB of int8 weights on the 1B shape
+
+struct alignas(64) PieceCounter {
+    std::atomic<int64_t> next{0};
+};
+
+struct MatmulJob {
+    const pgd_tensor *x, *w;
+    const float *bias;
+    pgd_tensor *y;
+    kernels::MatmulBlockFn mm;
+    PieceCounter *ranges;  // single-row calls: the claim counter of each range
+    // int8 weights on a CPU with bf16 dot products: the rows of x as bf16 (ldxb apart), and for each row
+    // whether it is exactly that (then mm_i8_bx computes it; otherwise mm, in fp32).
+    const uint16_t *xb = nullptr;
+    int64_t ldxb = 0;
+    const uint8_t *exact = nullptr;
+    decltype(kernels::Table::mm_i8_bx) mm_bx = nullptr;
+};
+
+// Output channels [n0, n1) for every row of x.
+void matmul_channels(const MatmulJob &j, int64_t n0, int64_t n1) {
+    const int64_t K = j.w->cols, M = j.x->rows;
+    const size_t esz = j.w->dtype == PGD_F32 ? 4 : j.w->dtype == PGD_I8 ? 1 : 2;
+    const float *scale = j.w->dtype == PGD_I8 ? j.w->scale : nullptr;
+    const uint8_t *wbase = static_cast<const uint8_t *>(j.w->data);
+    const float *x = static_cast<const float *>(j.x->data);
+    float *y = static_cast<float *>(j.y->data);
+    // Eight output channels at a time against the input rows: each weight row is read from memory once per
+    // call and reused from registers and cache by all rows (prefill, draft verification). With more rows
+    // than one register block, the weights go in panels of kPanel channels (a few tens of KiB, kept in L2)
+    // and the rows in blocks of kRows (kept in L1 while they sweep the panel), so that neither the rows nor
+    // the weights stream from L2 once per eight channels. Every output element still sees the kernel's one
+    // sequence of operations, whatever the blocking.
+    constexpr int64_t kPanel = 64, kRows = 6;
+    const int64_t panel = M > kRows ? kPanel : n1 - n0, rows = M > kRows ? kRows : M;
+    for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+        const int64_t p1 = std::min(n1, p0 + panel);
+        for (int64_t m0 = 0; m0 < M; m0 += rows) {
+            const int64_t mr = std::min(rows, M - m0);
+            for (int64_t n = p0; n < p1; n += 8) {
+                const int nr = static_cast<int>(p1 - n < 8 ? p1 - n : 8);
+                const void *wr = wbase + static_cast<size_t>(n * j.w->stride) * esz;
+                if (!j.xb) {
+                    j.mm(x + m0 * j.x->stride, j.x->stride, mr, wr, j.w->stride, K, nr, y + m0 * j.y->stride + n,
+                         j.y->stride);
+                    continue;
+                }
+                // Runs of rows that are all bf16 values, or all not, each with its kernel.
+                for (int64_t a = m0, b; a < m0 + mr; a = b) {
+                    for (b = a + 1; b < m0 + mr && j.exact[b] == j.exact[a]; ++b) {
+                    }
+                    float *ya = y + a * j.y->stride + n;
+                    if (j.exact[a])
+                        j.mm_bx(j.xb + a * j.ldxb, j.ldxb, b - a, wr, j.w->stride, K, nr, ya, j.y->stride);
+                    else
+                        j.mm(x + a * j.x->stride, j.x->stride, b - a, wr, j.w->stride, K, nr, ya, j.y->stride);
+                }
+            }
+            // W8A16: y = (x . q) * s, the per-channel scale applied once to the finished sum; then the bias.
+            // Block by block while the results are in L1: a pass over the whole output afterwards took 16 % of
+            // a W8A16 pangu-tiny prefill with 2 threads (perf samples).
+            for (int64_t m = m0; m < m0 + mr; ++m) {
+                float *yr = y + m * j.y->stride;
+                if (scale)
+                    for (int64_t n = p0; n < p1; ++n) yr[n] *= scale[n];
+                if (j.bias)
+                    for (int64_t n = p0; n < p1; ++n) yr[n] += j.bias[n];
+            }
+        }
+    }
+}
+
+void matmul_worker(void *p, int chunk, int n_chunks, int) {
+    const MatmulJob &j = *static_cast<MatmulJob *>(p);
+    int64_t n0, n1;
+    split_range(j.w->rows, n_chunks, chunk, 8, &n0, &n1);
+    matmul_channels(j, n0, n1);
+}
+
+// Chunk c owns range c; after it, the other ranges' remaining pieces, the next range first.
+void matmul_decode_worker(void *p, int chunk, int n_chunks, int) {
+    const MatmulJob &j = *static_cast<MatmulJob *>(p);
+    for (int i = 0; i < n_chunks; ++i) {
+        const int r = (chunk + i) % n_chunks;
+        int64_t r0, r1;
+        split_range(j.w->rows, n_chunks, r, 8, &r0, &r1);
+        for (;;) {
+            const int64_t n0 = r0 + j.ranges[r].next.fetch_add(1, std::memory_order_relaxed) * kPiece;
+            if (n0 >= r1) break;
+            matmul_channels(j, n0, std::min(r1, n0 + kPiece));
+        }
+    }
+}
+
+// Rows of x packed as bf16 per pass over the weights, with bf16 dot products; a larger batch is taken in
+// passes of this many rows, so that the workspace stays small (the weights are read once per pass, which a
+// batch that large, compute-bound, does not notice).
+constexpr int64_t kBxRows = 64;
+
+int64_t bx_stride(int64_t K) { return (K + 31) / 32 * 32; }  // bf16 elements: 64-byte rows, pad included
+
+size_t cpu_matmul_workspace(void *ctx, const pgd_tensor *x, const pgd_tensor *w) {
+    if (w->dtype != PGD_I8 || !static_cast<CpuCtx *>(ctx)->k->mm_i8_bx) return 0;
+    const int64_t rows = std::min(x->rows, kBxRows);
+    return static_cast<size_t>(rows * bx_stride(x->cols)) * sizeof(uint16_t) + static_cast<size_t>(kBxRows);
+}
+
+int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const float *bias, pgd_tensor *y,
+               void *ws, size_t ws_size) {
+    const kernels::Table *k = static_cast<CpuCtx *>(ctx)->k;
+    MatmulJob j{x, w, bias, y, nullptr, nullptr};
+    switch (w->dtype) {
+        case PGD_F32: j.mm = k->mm_f32; break;
+        case PGD_BF16: j.mm = k->mm_bf16; break;
+        case PGD_F16: j.mm = k->mm_f16; break;
+        case PGD_I8:
+            if (!w->scale || w->group_size != 0) return PANGU_ERR_UNSUPPORTED;
+            j.mm = k->mm_i8;
+            break;
+        default: return PANGU_ERR_DTYPE;
+    }
+    if (x->cols != w->cols || y->cols < w->rows || y->rows < x->rows) return PANGU_ERR_SHAPE;
+    if (w->dtype == PGD_I8 && k->mm_i8_bx) {
+        if (!ws || ws_size < cpu_matmul_workspace(ctx, x, w)) return PANGU_ERR_BUFFER_TOO_SMALL;
+        if (x->rows > kBxRows) {  // in passes of kBxRows rows
+            for (int64_t m0 = 0; m0 < x->rows; m0 += kBxRows) {
+                pgd_tensor xp = *x, yp = *y;
+                xp.rows = yp.rows = std::min(kBxRows, x->rows - m0);
+                xp.data = static_cast<float *>(x->data) + m0 * x->stride;
+                yp.data = static_cast<float *>(y->data) + m0 * y->stride;
+                if (const int rc = cpu_matmul(ctx, s, &xp, w, bias, &yp, ws, ws_size)) return rc;
+            }
+            return 0;
+        }
+        j.ldxb = bx_stride(x->cols);
+        uint16_t *xb = static_cast<uint16_t *>(ws);
+        uint8_t *exact = reinterpret_cast<uint8_t *>(xb + x->rows * j.ldxb);
+        k->pack_bx(static_cast<const float *>(x->data), x->stride, x->rows, x->cols, xb, j.ldxb, exact);
+        j.xb = xb;
+        j.exact = exact;
+        j.mm_bx = k->mm_i8_bx;
+    }
+    const int64_t units = (w->rows + 7) / 8;
+    if (x->rows == 1 && s->pool.size() > 1) {
+        // Decode: one range per thread keeps one weight stream per thread (a few chunks each restarted the
+        // streams and prefetchers: 77.0 % of the bandwidth floor against 80.3 % on the 1B shape, 2 threads);
+        // claiming it in pieces lets the first thread done help the other instead of waiting (time spent
+        // spinning at the operator's end, perf samples of a 2-thread 1B W8A16 decode: 10.5 % -> 3.7 %).
+        PieceCounter ranges[kMaxRanges];
+        j.ranges = ranges;
+        const int n = static_cast<int>(std::min<int64_t>({units, s->pool.size(), kMaxRanges}));
+        s->pool.run(matmul_decode_worker, &j, n);
+        return 0;
+    }
+    s->pool.run(matmul_worker, &j, chunks_for(s, units));
+    return 0;
+}
+
+// ---- rope ----
+int cpu_rope(void *, pgd_stream *s, pgd_tensor *x, const int32_t *pos, int32_t n_heads, int32_t hd,
+             const float *cos_sin) {
+    for_rows(s, x->rows, [&](int64_t r0, int64_t r1) {
+        rope_rows(x, pos, n_heads, hd, cos_sin, r0, r1, [](float v) { return v; });
+    });
+    return 0;
+}
+
+// ---- attention ----
+struct AttnJob {
+    AttnProblem a;
+    void *ws;
+};
+
+void attn_worker(void *p, int chunk, int n_chunks, int slot) {
+    const AttnJob &j = *static_cast<AttnJob *>(p);
+    attention_chunk(j.a, j.ws, chunk, n_chunks, slot);
+}
+
+size_t cpu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
+    return attention_workspace_bytes(n_head, n_head_kv, n_ctx, n_threads);
+}
+
+int cpu_attention(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
+                  int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t hd, float scale, pgd_tensor *out,
+                  void *ws, size_t ws_size) {
+    AttnJob j{{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, nullptr}, ws};
+    if (const int rc = attention_check(j.a, ws, ws_size, s->pool.size())) return rc;
+    s->pool.run(attn_worker, &j, chunks_for(s, q->rows * n_head_kv));
+    return 0;
+}
+
+// ---- elementwise ----
+int cpu_swiglu(void *ctx, pgd_stream *s, pgd_tensor *g, const pgd_tensor *u) {
+    const kernels::Table *k = static_cast<CpuCtx *>(ctx)->k;
+    for_rows(s, g->rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t m = r0; m < r1; ++m) k->swiglu(rowf(g, m), rowf(u, m), g->cols);
+    });
+    return 0;
+}
+
+int cpu_round(void *, pgd_stream *s, pgd_tensor *x, int32_t dtype) {
+    if (dtype != PGD_BF16 && dtype != PGD_F16) return PANGU_ERR_UNSUPPORTED;
+    for_rows(s, x->rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t m = r0; m < r1; ++m) {
+            float *r = rowf(x, m);
+            if (dtype == PGD_BF16)
+                for (int64_t i = 0; i < x->cols; ++i) r[i] = bf16_to_f32(f32_to_bf16(r[i]));
+            else
+                for (int64_t i = 0; i < x->cols; ++i) r[i] = f16_to_f32(f32_to_f16(r[i]));
+        }
+    });
+    return 0;
+}
+
+int cpu_add(void *, pgd_stream *s, pgd_tensor *x, const pgd_tensor *y) {
+    for_rows(s, x->rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t m = r0; m < r1; ++m) {
+            float *xr = rowf(x, m);
+            const float *yr = rowf(y, m);
+            for (int64_t i = 0; i < x->cols; ++i) xr[i] += yr[i];
+        }
+    });
+    return 0;
+}
+
+void cpu_destroy(pgd_device *dev) {
+    delete static_cast<CpuCtx *>(dev->ctx);
+    delete dev;
+}
+
+}  // namespace
+}  // namespace pangu
+
+extern "C" pgd_device *pgd_cpu_device_create(void) {
+    using namespace pangu;
+    CpuCtx *ctx = new (std::nothrow) CpuCtx{&kernels::best()};
+    pgd_device *d = new (std::nothrow) pgd_device();
+    if (!ctx || !d) {
+        delete ctx;
+        delete d;
+        return nullptr;
+    }
+    d->api_version = PGD_API_VERSION;
+    d->name = "cpu";
+    d->ctx = ctx;
+    d->destroy = cpu_destroy;
+    d->mem_alloc = cpu_mem_alloc;
+    d->mem_free = cpu_mem_free;
+    d->mem_info = cpu_mem_info;
+    d->memcpy = cpu_memcpy;
+    d->memcpy2d = cpu_memcpy2d;
+    d->mem_alignment = kAlign;
+    d->weight_upload = nullptr;  // unified memory: weights are used where they are mapped
+    d->weight_release = nullptr;
+    d->stream_create = cpu_stream_create;
+    d->stream_destroy = cpu_stream_destroy;
+    d->stream_sync = cpu_stream_sync;
+    d->embed = cpu_embed;
+    d->rms_norm = cpu_rms_norm;
+    d->matmul_workspace = cpu_matmul_workspace;
+    d->matmul = cpu_matmul;
+    d->rope = cpu_rope;
+    d->attention_workspace = cpu_attention_workspace;
+    d->attention = cpu_attention;
+    d->swiglu = cpu_swiglu;
+    d->round = cpu_round;
+    d->add = cpu_add;
+    return d;
+}

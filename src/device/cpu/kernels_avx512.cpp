@@ -1,0 +1,316 @@
+// AVX-512 kernels (x86-64 with AVX512F/BW/VL). This file alone is compiled with -mavx512f -mavx512bw
+// -mavx512vl; nothing here runs unless the CPU reports those features.
+//
+// Reduction order of this table: 16 partial sums s[j] (j = i mod 16) over all n elements, the tail loaded
+// with a mask (absent elements are zeros, which leave the sums unchanged), then s[j] + s[j+8] and the 8-lane
+// tree of kernels.h. Every output element sees that sequence whatever the blocking, so results are batch-
+// and thread-invariant within this table (they differ from the AVX2 table's in the last bits).
+//
+// Why not the integer VNNI instructions for int8 weights: vpdpbusd / vpdpwssd multiply integers, so they
+// would need integer activations (W8A8, or int16 activations with a dynamic scale and an int32 sum that
+// can overflow over K = 6144); W8A16 keeps bf16 activations and fp32 sums, and widening int8 to fp32 costs
+// two instructions per 16 weights, which the FMAs of a batch amortize and decode hides behind memory.
+// GCC 12's avx512fintrin.h initializes its "undefined" vectors from themselves, which -Wuninitialized
+// reports at every use of the intrinsics that start from one (GCC bug 105593, fixed in GCC 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)  // clang (the fuzzing build) has neither the bug nor this warning
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <cpuid.h>
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "device/cpu/kernels.h"
+#include "device/cpu/kernels_avx512_tree.h"
+
+namespace pangu {
+namespace kernels {
+
+namespace {
+
+// 16 weights widened to fp32; `tail` loads only the first `mask` elements (the rest read as zero).
+struct F32 {
+    using T = float;
+    static __m512 load(const float *p) { return _mm512_loadu_ps(p); }
+    static __m512 load(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+};
+struct BF16 {
+    using T = uint16_t;
+    static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+    static __m512 load(const uint16_t *p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
+    static __m512 load(const uint16_t *p, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p)); }
+};
+struct F16 {
+    using T = uint16_t;
+    static __m512 load(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
+    static __m512 load(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+};
+struct I8 {
+    using T = int8_t;
+    static __m512 widen(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)); }
+    static __m512 load(const int8_t *p) { return widen(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))); }
+    static __m512 load(const int8_t *p, __mmask16 m) { return widen(_mm_maskz_loadu_epi8(m, p)); }
+};
+
+// RM rows of x against NR weight rows, RM * NR accumulators in registers (RM + 1 + RM * NR <= 32). Each
+// weight vector is widened once and used by all RM rows. With PF, the rows that follow the block (the next
+// call's weights, nr rows further) are prefetched a cache line at a time while this block is computed:
+// decode reads every weight once, in short row streams that the hardware prefetcher ramps up on too late.
+template <typename W, int RM, int NR, bool PF>
+inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, float *y,
+                  int64_t ldy) {
+    static_assert(RM + 1 + RM * NR <= 32, "block does not fit in the 32 vector registers");
+    constexpr int kLine = 64 / sizeof(typename W::T);  // elements per cache line
+    __m512 acc[RM][NR];
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) acc[r][c] = _mm512_setzero_ps();
+    const int64_t n16 = n - n % 16;
+    for (int64_t i = 0; i < n16; i += 16) {
+        if (PF && i % kLine == 0)
+            for (int c = 0; c < NR; ++c) _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i), _MM_HINT_T0);
+        __m512 xv[RM];
+        for (int r = 0; r < RM; ++r) xv[r] = _mm512_loadu_ps(x + r * ldx + i);
+        for (int c = 0; c < NR; ++c) {
+            const __m512 wv = W::load(w + c * ldw + i);
+            for (int r = 0; r < RM; ++r) acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
+        }
+    }
+    if (n16 < n) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (n - n16)) - 1);
+        __m512 xv[RM];
+        for (int r = 0; r < RM; ++r) xv[r] = _mm512_maskz_loadu_ps(m, x + r * ldx + n16);
+        for (int c = 0; c < NR; ++c) {
+            const __m512 wv = W::load(w + c * ldw + n16, m);
+            for (int r = 0; r < RM; ++r) acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
+        }
+    }
+    for (int r = 0; r < RM; ++r) {
+        int c = 0;
+        for (; c + 4 <= NR; c += 4)
+            _mm_storeu_ps(y + r * ldy + c, hsum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3]));
+        for (; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
+    }
+}
+
+// Up to 4 weight rows against RM rows of x; PF as in micro.
+template <typename W, int RM, bool PF = false>
+inline void block4(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, int nr, float *y,
+                   int64_t ldy) {
+    switch (nr) {
+        case 4: micro<W, RM, 4, PF>(x, ldx, w, ldw, n, y, ldy); break;
+        case 3: micro<W, RM, 3, PF>(x, ldx, w, ldw, n, y, ldy); break;
+        case 2: micro<W, RM, 2, PF>(x, ldx, w, ldw, n, y, ldy); break;
+        default: micro<W, RM, 1, PF>(x, ldx, w, ldw, n, y, ldy); break;
+    }
+}
+
+// Rows of x in blocks of 6 against 4 weight rows (24 accumulators), the remainder (1-5 rows, e.g. the 5
+// positions of a 4-token draft's verification) in one block, so each weight vector is widened once per
+// 6 rows. A single row (decode) runs against all nr <= 8 weight rows at once, prefetching the next ones.
+template <typename W>
+void mm(const float *x, int64_t ldx, int64_t M, const void *wv, int64_t ldw, int64_t n, int nr, float *y,
+        int64_t ldy) {
+    const typename W::T *w = static_cast<const typename W::T *>(wv);
+    if (M == 1) {
+        switch (nr) {
+            case 8: micro<W, 1, 8, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 7: micro<W, 1, 7, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 6: micro<W, 1, 6, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 5: micro<W, 1, 5, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 4: micro<W, 1, 4, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 3: micro<W, 1, 3, true>(x, ldx, w, ldw, n, y, ldy); return;
+            case 2: micro<W, 1, 2, true>(x, ldx, w, ldw, n, y, ldy); return;
+            default: micro<W, 1, 1, true>(x, ldx, w, ldw, n, y, ldy); return;
+        }
+    }
+    // 2-6 rows (a draft's verification): one pass over the weights, as memory-bound as decode on a large
+    // model, so the next rows are prefetched as in decode (without it a 5-row verification of the 1B shape
+    // cost 1.9x a single row instead of about 1.2x).
+    if (M <= 6) {
+        for (int c = 0; c < nr; c += 4) {
+            const int nc = nr - c < 4 ? nr - c : 4;
+            const typename W::T *wc = w + c * ldw;
+            float *yc = y + c;
+            switch (M) {
+                case 6: block4<W, 6, true>(x, ldx, wc, ldw, n, nc, yc, ldy); break;
+                case 5: block4<W, 5, true>(x, ldx, wc, ldw, n, nc, yc, ldy); break;
+                case 4: block4<W, 4, true>(x, ldx, wc, ldw, n, nc, yc, ldy); break;
+                case 3: block4<W, 3, true>(x, ldx, wc, ldw, n, nc, yc, ldy); break;
+                default: block4<W, 2, true>(x, ldx, wc, ldw, n, nc, yc, ldy); break;
+            }
+        }
+        return;
+    }
+    for (int c = 0; c < nr; c += 4) {
+        const int nc = nr - c < 4 ? nr - c : 4;
+        const typename W::T *wc = w + c * ldw;
+        int64_t m = 0;
+        for (; m + 6 <= M; m += 6) block4<W, 6>(x + m * ldx, ldx, wc, ldw, n, nc, y + m * ldy + c, ldy);
+        const float *xr = x + m * ldx;
+        float *yr = y + m * ldy + c;
+        switch (M - m) {
+            case 5: block4<W, 5>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            case 4: block4<W, 4>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            case 3: block4<W, 3>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            case 2: block4<W, 2>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            case 1: block4<W, 1>(xr, ldx, wc, ldw, n, nc, yr, ldy); break;
+            default: break;
+        }
+    }
+}
+
+float dot_avx512(const float *a, const float *b, int64_t n) {
+    float y;
+    micro<F32, 1, 1, false>(a, 0, b, 0, n, &y, 0);
+    return y;
+}
+
+// NV vectors of d floats per query; V rows are loaded once for up to 24 / NV queries, whose accumulators stay
+// in registers (the sizes are compile-time so that they do). Each element's sum runs in order of s.
+template <int NV, int kQ = (24 / NV > 0 ? 24 / NV : 1)>
+void values_block(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
+                  __mmask16 tail, float *out, int64_t ldo) {
+    for (int32_t j0 = 0; j0 < nq; j0 += kQ) {
+        if (nq - j0 < kQ) {  // the last few queries: one at a time, same order
+            for (int32_t j = j0; j < nq; ++j)
+                values_block<NV, 1>(p + j * ldp, ldp, 1, v, ldv, n_pos, tail, out + j * ldo, ldo);
+            return;
+        }
+        __m512 acc[kQ][NV];
+        for (int j = 0; j < kQ; ++j)
+            for (int c = 0; c < NV; ++c)
+                acc[j][c] = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, out + (j0 + j) * ldo + 16 * c);
+        for (int64_t s = 0; s < n_pos; ++s) {
+            const float *vr = v + s * ldv;
+            __m512 ps[kQ];
+            for (int j = 0; j < kQ; ++j) ps[j] = _mm512_set1_ps(p[(j0 + j) * ldp + s]);
+            for (int c = 0; c < NV; ++c) {
+                const __m512 vv = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, vr + 16 * c);
+                for (int j = 0; j < kQ; ++j) acc[j][c] = _mm512_fmadd_ps(ps[j], vv, acc[j][c]);
+            }
+        }
+        for (int j = 0; j < kQ; ++j)
+            for (int c = 0; c < NV; ++c)
+                _mm512_mask_storeu_ps(out + (j0 + j) * ldo + 16 * c, c + 1 < NV ? 0xffff : tail, acc[j][c]);
+    }
+}
+
+void attn_values_avx512(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
+                        int32_t d, float *out, int64_t ldo) {
+    const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
+    switch ((d + 15) / 16) {
+        case 1: return values_block<1>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 2: return values_block<2>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 3: return values_block<3>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 4: return values_block<4>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 5: return values_block<5>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 6: return values_block<6>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 7: return values_block<7>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 8: return values_block<8>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        default: break;
+    }
+    for (int32_t j = 0; j < nq; ++j)  // head_dim > 128: not a shape of this model family
+        for (int64_t s = 0; s < n_pos; ++s)
+            for (int32_t i = 0; i < d; ++i)
+                out[j * ldo + i] = __builtin_fmaf(p[j * ldp + s], v[s * ldv + i], out[j * ldo + i]);
+}
+
+// exp(x) for x <= 0 (softmax shifts by the maximum; SwiGLU clamps): n = round(x / ln 2), r = x - n ln 2 in two
+// parts (Cody-Waite), e^r by its degree-6 Taylor-like minimax polynomial (the classic single-precision
+// coefficients, about 1 ulp), times 2^n. Below -87.3 the result is 0, as expf's is to within a denormal.
+inline __m512 exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.33654f);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(lo, x);  // this operand order keeps a NaN (max returns its second operand then)
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), _mm512_scalef_ps(e, n));
+}
+
+float scale_max_avx512(float *x, int64_t n, float scale) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), sc);
+        _mm512_storeu_ps(x + i, v);
+        mx = _mm512_max_ps(mx, v);
+    }
+    if (i < n) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), sc);
+        _mm512_mask_storeu_ps(x + i, m, v);
+        mx = _mm512_mask_max_ps(mx, m, mx, v);
+    }
+    return _mm512_reduce_max_ps(mx);
+}
+
+float exp_sum_avx512(float *x, int64_t n, float shift) {
+    const __m512 sh = _mm512_set1_ps(shift);
+    __m512 sum = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), sh));
+        _mm512_storeu_ps(x + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (i < n) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), sh)));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return hsum(sum);
+}
+
+// silu(g) = g / (1 + e^-g): e^-|g| never overflows, and for g < 0, e^-g = 1 / e^g.
+void swiglu_avx512(float *g, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(gv)));  // e^-|g|
+        const __mmask16 neg = _mm512_cmp_ps_mask(gv, _mm512_setzero_ps(), _CMP_LT_OQ);
+        // sigmoid(g) = 1 / (1 + e^-g) for g >= 0, e^g / (1 + e^g) for g < 0
+        const __m512 d = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        const __m512 sig = _mm512_mask_mul_ps(d, neg, e, d);
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_mul_ps(gv, sig), uv));
+    }
+}
+
+const Table kAvx512 = {"avx512",           mm<F32>,          mm<BF16>,       mm<F16>,      mm<I8>, dot_avx512,
+                       attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512,
+                       nullptr,            nullptr};
+// With AVX512-BF16 (Zen 4 and later, Cooper Lake, Sapphire Rapids): W8A16 products by bf16 dot products.
+const Table kAvx512Bf16 = {"avx512",           mm<F32>,          mm<BF16>,       mm<F16>,      mm<I8>, dot_avx512,
+                           attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512,
+                           pack_bx_avx512bf16, mm_i8_bx_avx512bf16};
+
+}  // namespace
+
+const Table *avx512() {
+    static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vl");
+    // CPUID leaf 7 sub-leaf 1, EAX bit 5: AVX512_BF16 (compilers differ in the names __builtin_cpu_supports knows).
+    static const bool bf16 = ok && [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+    }();
+    return bf16 ? &kAvx512Bf16 : ok ? &kAvx512 : nullptr;
+}
+
+}  // namespace kernels
+}  // namespace pangu
+
+#pragma GCC diagnostic pop

@@ -1,0 +1,161 @@
+// AArch64 NEON kernels. Advanced SIMD (with fp16 conversions) is part of the AArch64 baseline, so these
+// are compiled for every AArch64 build and always used there. The reduction order is the canonical one of
+// kernels.h: an output's 8 partial sums live in two 4-lane accumulators (sums 0-3 and 4-7) and are reduced
+// with the same tree as on x86.
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+#include <cstring>
+
+#include "device/cpu/kernels.h"
+
+namespace pangu {
+namespace kernels {
+
+namespace {
+
+struct V8 {
+    float32x4_t lo, hi;
+};
+
+struct F32 {
+    using T = float;
+    static V8 load(const float *p) { return {vld1q_f32(p), vld1q_f32(p + 4)}; }
+    static float conv(float v) { return v; }
+};
+struct BF16 {
+    using T = uint16_t;
+    static V8 load(const uint16_t *p) {
+        const uint16x8_t h = vld1q_u16(p);
+        return {vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)),
+                vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16))};
+    }
+    static float conv(uint16_t h) {
+        uint32_t u = static_cast<uint32_t>(h) << 16;
+        float f;
+        std::memcpy(&f, &u, 4);
+        return f;
+    }
+};
+struct F16 {
+    using T = uint16_t;
+    static V8 load(const uint16_t *p) {
+        const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(p));
+        return {vcvt_f32_f16(vget_low_f16(h)), vcvt_high_f32_f16(h)};
+    }
+    static float conv(uint16_t h) {
+        return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+    }
+};
+struct I8 {
+    using T = int8_t;
+    static V8 load(const int8_t *p) {
+        const int16x8_t w = vmovl_s8(vld1_s8(p));
+        return {vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), vcvtq_f32_s32(vmovl_s16(vget_high_s16(w)))};
+    }
+    static float conv(int8_t v) { return static_cast<float>(v); }
+};
+
+// The tree of kernels.h: (s0+s4, s1+s5, s2+s6, s3+s7), then (0+2, 1+3), then the last pair.
+inline float hsum(const V8 &a) {
+    const float32x4_t t = vaddq_f32(a.lo, a.hi);
+    const float32x2_t u = vadd_f32(vget_low_f32(t), vget_high_f32(t));
+    return vget_lane_f32(u, 0) + vget_lane_f32(u, 1);
+}
+
+template <typename W, int RM, int NR>
+inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, float *y,
+                  int64_t ldy) {
+    V8 acc[RM][NR];
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) acc[r][c] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+    const int64_t n8 = n - n % 8;
+    for (int64_t i = 0; i < n8; i += 8) {
+        V8 xv[RM];
+        for (int r = 0; r < RM; ++r) xv[r] = F32::load(x + r * ldx + i);
+        for (int c = 0; c < NR; ++c) {
+            const V8 wv = W::load(w + c * ldw + i);
+            for (int r = 0; r < RM; ++r) {
+                acc[r][c].lo = vfmaq_f32(acc[r][c].lo, xv[r].lo, wv.lo);
+                acc[r][c].hi = vfmaq_f32(acc[r][c].hi, xv[r].hi, wv.hi);
+            }
+        }
+    }
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) {
+            float s = hsum(acc[r][c]);
+            for (int64_t i = n8; i < n; ++i) s = __builtin_fmaf(x[r * ldx + i], W::conv(w[c * ldw + i]), s);
+            y[r * ldy + c] = s;
+        }
+}
+
+template <typename W, int RM>
+inline void block4(const float *x, int64_t ldx, const typename W::T *w, int64_t ldw, int64_t n, int nr, float *y,
+                   int64_t ldy) {
+    switch (nr) {
+        case 4: micro<W, RM, 4>(x, ldx, w, ldw, n, y, ldy); break;
+        case 3: micro<W, RM, 3>(x, ldx, w, ldw, n, y, ldy); break;
+        case 2: micro<W, RM, 2>(x, ldx, w, ldw, n, y, ldy); break;
+        default: micro<W, RM, 1>(x, ldx, w, ldw, n, y, ldy); break;
+    }
+}
+
+// Blocks of 2 rows x 4 weight rows (32 vector registers: 16 accumulators, 4 x, 2 w), then a single row
+// against up to 8 weight rows.
+template <typename W>
+void mm(const float *x, int64_t ldx, int64_t M, const void *wv, int64_t ldw, int64_t n, int nr, float *y,
+        int64_t ldy) {
+    const typename W::T *w = static_cast<const typename W::T *>(wv);
+    int64_t m = 0;
+    for (; m + 2 <= M; m += 2)
+        for (int c = 0; c < nr; c += 4)
+            block4<W, 2>(x + m * ldx, ldx, w + c * ldw, ldw, n, nr - c < 4 ? nr - c : 4, y + m * ldy + c, ldy);
+    if (m < M) {
+        const float *xr = x + m * ldx;
+        float *yr = y + m * ldy;
+        switch (nr) {
+            case 8: micro<W, 1, 8>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 7: micro<W, 1, 7>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 6: micro<W, 1, 6>(xr, ldx, w, ldw, n, yr, ldy); break;
+            case 5: micro<W, 1, 5>(xr, ldx, w, ldw, n, yr, ldy); break;
+            default: block4<W, 1>(xr, ldx, w, ldw, n, nr, yr, ldy); break;
+        }
+    }
+}
+
+float dot_neon(const float *a, const float *b, int64_t n) {
+    float y;
+    micro<F32, 1, 1>(a, 0, b, 0, n, &y, 0);
+    return y;
+}
+
+void attn_values_neon(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
+                      int32_t d, float *out, int64_t ldo) {
+    for (int32_t j = 0; j < nq; ++j) {
+        const float *pj = p + j * ldp;
+        float *oj = out + j * ldo;
+        int32_t i = 0;
+        for (; i + 4 <= d; i += 4) {
+            float32x4_t acc = vld1q_f32(oj + i);
+            for (int64_t s = 0; s < n_pos; ++s) acc = vfmaq_n_f32(acc, vld1q_f32(v + s * ldv + i), pj[s]);
+            vst1q_f32(oj + i, acc);
+        }
+        for (; i < d; ++i) {
+            float acc = oj[i];
+            for (int64_t s = 0; s < n_pos; ++s) acc = __builtin_fmaf(pj[s], v[s * ldv + i], acc);
+            oj[i] = acc;
+        }
+    }
+}
+
+const Table kNeon = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
+                     attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
+                     nullptr,          nullptr};
+
+}  // namespace
+
+const Table *neon() { return &kNeon; }
+
+}  // namespace kernels
+}  // namespace pangu
+#endif

@@ -1,0 +1,47 @@
+// The npu-sim backend's own queries, beyond the device interface: what its tests and tools read to check the
+// emulation (fp16 overflows per operator kind, weight traffic). Plain C, like device.h.
+#pragma once
+
+#include <stdint.h>
+
+#include "device/device.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Operator kinds, for per-kind fp16 overflow counts. */
+typedef enum pgd_npusim_op {
+    PGD_NPUSIM_EMBED = 0,
+    PGD_NPUSIM_RMS_NORM,
+    PGD_NPUSIM_MATMUL,
+    PGD_NPUSIM_ROPE,
+    PGD_NPUSIM_ATTENTION,
+    PGD_NPUSIM_SWIGLU,
+    PGD_NPUSIM_ROUND,
+    PGD_NPUSIM_ADD,
+    PGD_NPUSIM_WEIGHT_UPLOAD, /* BF16/F32 weights that do not fit fp16 */
+    PGD_NPUSIM_N_OPS
+} pgd_npusim_op;
+
+/* "matmul", "weight_upload", ...; "?" for an unknown kind. */
+const char *pgd_npusim_op_name(int op);
+
+/* Copies min(n, PGD_NPUSIM_N_OPS) counts of values saturated to +-65504 since the device was created (all
+ * streams), indexed by pgd_npusim_op. Returns PGD_NPUSIM_N_OPS, or -1 if `dev` is not an npu-sim device. */
+int pgd_npusim_overflow_counts(const pgd_device *dev, uint64_t *counts, int n);
+
+/* Device-wide transfer totals. Weight uploads belong to no stream, and a copy made on a thread that has not
+ * run an operator yet cannot be charged to one: both are only counted here. Returns 0, or -1 if `dev` is not
+ * an npu-sim device. */
+typedef struct pgd_npusim_totals {
+    uint64_t weight_upload_bytes;  /* device bytes written by weight_upload (fractal layout, padding included) */
+    uint64_t host_to_device_bytes; /* every H2D copy: weights, memcpy/memcpy2d, token ids */
+    uint64_t device_to_host_bytes;
+    size_t peak_used_bytes;        /* high water of device memory in use */
+} pgd_npusim_totals;
+int pgd_npusim_get_totals(const pgd_device *dev, pgd_npusim_totals *out);
+
+#ifdef __cplusplus
+}
+#endif

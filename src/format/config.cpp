@@ -1,0 +1,132 @@
+#include "format/config.h"
+
+#include <cmath>
+#include <memory>
+
+#include "common/common.h"
+#include "common/io.h"
+#include "common/json_util.h"
+
+namespace pangu {
+
+namespace {
+
+int get_int(const Json::Value &root, const std::string &path, const char *key, int def, bool required, int min_v,
+            int max_v) {
+    const Json::Value &v = root[key];
+    if (v.isNull()) {
+        if (required) fail(PANGU_ERR_CONFIG, path + ": missing required field \"" + key + "\"");
+        // A default derived from other fields must pass the same check: head_dim = hidden_size /
+        // num_attention_heads was 0 for hidden_size 1 and 2 heads (found by fuzz_config).
+        if (def < min_v || def > max_v)
+            fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" is missing and its default, " + std::to_string(def) +
+                                       ", is out of range [" + std::to_string(min_v) + ", " + std::to_string(max_v) + "]");
+        return def;
+    }
+    // Integers written as 4096.0 are accepted. The range is checked on the double before any conversion:
+    // converting a double beyond int64_t's range (4.9e22, found by fuzz_config) is undefined behaviour, and
+    // jsoncpp's asInt64() throws on it.
+    if (!v.isNumeric() || !std::isfinite(v.asDouble()) || std::trunc(v.asDouble()) != v.asDouble())
+        fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" must be an integer");
+    const bool in_range = v.isInt64() ? v.asInt64() >= min_v && v.asInt64() <= max_v
+                                      : !v.isUInt64() && v.asDouble() >= min_v && v.asDouble() <= max_v;
+    if (!in_range)
+        fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" = " +
+                                   (v.isInt64() ? std::to_string(v.asInt64()) : std::to_string(v.asDouble())) +
+                                   " is out of range [" + std::to_string(min_v) + ", " + std::to_string(max_v) + "]");
+    return v.isInt64() ? static_cast<int>(v.asInt64()) : static_cast<int>(v.asDouble());
+}
+
+double get_num(const Json::Value &root, const std::string &path, const char *key, double def) {
+    const Json::Value &v = root[key];
+    if (v.isNull()) return def;
+    if (!v.isNumeric()) fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" must be a number");
+    return v.asDouble();
+}
+
+bool get_bool(const Json::Value &root, const std::string &path, const char *key, bool def) {
+    const Json::Value &v = root[key];
+    if (v.isNull()) return def;
+    if (!v.isBool()) fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" must be true or false");
+    return v.asBool();
+}
+
+}  // namespace
+
+ModelConfig load_config(const std::string &dir) {
+    const std::string path = dir + "/config.json";
+    std::string text, why;
+    switch (read_file(path, kMaxJsonBytes, text, why)) {
+        case ReadResult::kMissing: fail(PANGU_ERR_FILE_NOT_FOUND, path + ": not found");
+        case ReadResult::kError: fail(PANGU_ERR_IO, path + ": cannot read: " + why);
+        case ReadResult::kTooBig: fail(PANGU_ERR_CONFIG, path + ": " + why);
+        case ReadResult::kOk: break;
+    }
+    return parse_config(text, path);
+}
+
+ModelConfig parse_config(const std::string &text, const std::string &path) {
+    Json::Value root;
+    std::string errs;
+    if (!parse_json(text, root, errs)) fail(PANGU_ERR_CONFIG, path + ": invalid JSON: " + errs);
+    if (!root.isObject()) fail(PANGU_ERR_CONFIG, path + ": top level must be a JSON object");
+
+    const Json::Value &mt = root["model_type"];
+    if (!mt.isNull() && !mt.isString()) fail(PANGU_ERR_CONFIG, path + ": model_type must be a string");
+    const Json::Value &act = root["hidden_act"];
+    if (!act.isNull() && (!act.isString() || act.asString() != "silu"))
+        fail(PANGU_ERR_CONFIG, path + ": hidden_act must be \"silu\" (openPangu-Embedded uses SwiGLU)");
+
+    constexpr int kBig = 1 << 24;
+    ModelConfig c;
+    c.n_vocab = get_int(root, path, "vocab_size", 0, true, 1, kBig);
+    c.n_embd = get_int(root, path, "hidden_size", 0, true, 1, 1 << 16);
+    c.n_ff = get_int(root, path, "intermediate_size", 0, true, 1, 1 << 20);
+    c.n_layer = get_int(root, path, "num_hidden_layers", 0, true, 1, 1024);
+    c.n_head = get_int(root, path, "num_attention_heads", 0, true, 1, 1024);
+    c.n_head_kv = get_int(root, path, "num_key_value_heads", c.n_head, false, 1, 1024);
+    c.head_dim = get_int(root, path, "head_dim", c.n_embd / c.n_head, false, 2, 4096);
+    c.n_ctx_train = get_int(root, path, "max_position_embeddings", 2048, false, 1, kBig);
+    c.rms_eps = static_cast<float>(get_num(root, path, "rms_norm_eps", 1e-5));
+    c.rope_theta = get_num(root, path, "rope_theta", 10000.0);
+    c.bias = get_bool(root, path, "bias", true);
+    c.tie_embeddings = get_bool(root, path, "tie_word_embeddings", false);
+    c.bos = get_int(root, path, "bos_token_id", -1, false, -1, kBig);
+    c.eos = get_int(root, path, "eos_token_id", -1, false, -1, kBig);
+    c.pad = get_int(root, path, "pad_token_id", -1, false, -1, kBig);
+
+    const Json::Value &q = root["quantization_config"];
+    if (!q.isNull()) {
+        if (!q.isObject() || !q["quant_method"].isString())
+            fail(PANGU_ERR_CONFIG, path + ": quantization_config must be an object with a quant_method string");
+        c.quant_method = q["quant_method"].asString();
+        if (c.quant_method != "w8a16")
+            fail(PANGU_ERR_UNSUPPORTED, path + ": quantization method \"" + c.quant_method +
+                                            "\" is not supported (pangu-quantize writes \"w8a16\")");
+        // isInt() first: asInt() throws on integers beyond int's range (found by fuzz_config), and asString()
+        // on an object or array.
+        if (q.isMember("bits") && (!q["bits"].isInt() || q["bits"].asInt() != 8))
+            fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.bits must be 8 for w8a16");
+        if (q.isMember("group_size") && (!q["group_size"].isInt() || q["group_size"].asInt() > 0))
+            fail(PANGU_ERR_UNSUPPORTED, path + ": only per-channel scales (group_size 0 or -1) are supported");
+        const Json::Value &act_dtype = q["activation_dtype"];
+        if (!act_dtype.isNull() && !act_dtype.isString())
+            fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype must be a string");
+        c.quant_activation = act_dtype.isNull() ? "bfloat16" : act_dtype.asString();
+        if (c.quant_activation != "bfloat16" && c.quant_activation != "float16" && c.quant_activation != "float32")
+            fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype \"" + c.quant_activation +
+                                       "\" is not one of bfloat16, float16, float32");
+    }
+
+    if (c.n_head % c.n_head_kv != 0)
+        fail(PANGU_ERR_CONFIG, path + ": num_attention_heads (" + std::to_string(c.n_head) +
+                                   ") is not a multiple of num_key_value_heads (" + std::to_string(c.n_head_kv) + ")");
+    if (c.head_dim % 2 != 0) fail(PANGU_ERR_CONFIG, path + ": head_dim must be even for rotary embeddings");
+    if (!(c.rms_eps > 0.0f) || !(c.rope_theta > 1.0))
+        fail(PANGU_ERR_CONFIG, path + ": rms_norm_eps must be > 0 and rope_theta > 1");
+    if (c.bos >= c.n_vocab || c.eos >= c.n_vocab)
+        fail(PANGU_ERR_CONFIG, path + ": bos/eos token id outside the vocabulary");
+    return c;
+}
+
+}  // namespace pangu

@@ -1,0 +1,80 @@
+// A loaded model: configuration, tokenizer, and every weight as a view into the memory-mapped checkpoint.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "format/config.h"
+#include "device/device.h"
+#include "format/safetensors.h"
+#include "model/tensor.h"
+#include "model/vocab.h"
+
+namespace pangu {
+
+struct LayerWeights {
+    const float *attn_norm = nullptr;  // [n_embd]
+    Tensor wq, wk, wv, wo;             // [n_head*hd, n_embd], [n_kv*hd, n_embd] x2, [n_embd, n_head*hd]
+    const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;  // null when config.bias is false
+    const float *ffn_norm = nullptr;   // [n_embd]
+    Tensor w_gate, w_up, w_down;       // [n_ff, n_embd] x2, [n_embd, n_ff]
+    int n_ff = 0;                      // this layer's MLP width (pruned models differ per layer)
+};
+
+struct ModelLoadOptions {
+    MapOptions map;
+    int activation_precision = 0;  // pangu_model_params.activation_precision
+    std::string backend = "cpu";   // device backend by name
+    size_t device_memory = 0;      // device memory budget in bytes (0 = the backend's default)
+    std::string device_profile;    // backend-specific profile file (e.g. the npu-sim latency model)
+};
+
+class Model {
+public:
+    // Throws pangu::Error with the file and tensor named.
+    static std::unique_ptr<Model> load(const std::string &dir, const ModelLoadOptions &opt);
+    ~Model();
+
+    std::string dir;
+    ModelConfig cfg;
+    Vocab vocab;
+    TensorStore store;
+    Tensor tok_embd;                 // [n_vocab, n_embd]
+    const float *out_norm = nullptr; // [n_embd]
+    Tensor output;                   // [n_vocab, n_embd]; the embedding table when tied
+    std::vector<LayerWeights> layers;
+    int max_ff = 0;                  // widest MLP over layers (sizes the activation buffers)
+    int64_t n_params = 0;
+    int64_t weight_bytes = 0;
+    int n_quantized = 0;             // I8 weight matrices
+    // Precision of the activations fed to matrix multiplications: F32, or BF16 ("A16" of W8A16: inputs are
+    // rounded to bf16, products accumulate in f32).
+    DType activation_dtype = DType::F32;
+
+    pgd_device *device = nullptr;    // owned
+
+    // Per-handle last error, guarded because a model is used from many threads.
+    mutable std::mutex error_mu;
+    mutable ErrorSlot last_error;
+
+private:
+    Model() = default;
+    // Makes every weight usable by the device: on a unified-memory device the mapping itself, otherwise a
+    // copy in device memory (which may fail when the model does not fit the device's budget).
+    void upload_weights();
+    const float *upload_vector(const float *host, int64_t n, const std::string &name);
+    std::vector<pgd_tensor> uploaded_;
+    std::vector<std::vector<float>> owned_;  // small tensors widened to F32 at load (norms, biases)
+    const float *widen(const TensorInfo &t);
+    friend struct ModelBuilder;
+};
+
+// The C handles are never defined: a pangu_model* is a Model*, a pangu_session* a Session*, so the
+// library's internals are no part of its ABI (abidw sees only opaque declarations).
+inline Model *from_handle(pangu_model *h) { return reinterpret_cast<Model *>(h); }
+inline const Model *from_handle(const pangu_model *h) { return reinterpret_cast<const Model *>(h); }
+inline pangu_model *to_handle(Model *m) { return reinterpret_cast<pangu_model *>(m); }
+
+}  // namespace pangu

@@ -1,0 +1,336 @@
+// Turns a checkpoint directory into a Model: config.json, tokenizer, and weights checked against the
+// configuration one by one, so that a bad file fails here with a message instead of later with garbage.
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "common/common.h"
+#include "model/model.h"
+
+namespace pangu {
+
+// The device backends by name. A backend that is not built in is a clean error.
+pgd_device *create_device(const ModelLoadOptions &opt) {
+    pgd_device *d = nullptr;
+    pgd_device_options o{};
+    o.memory_budget = opt.device_memory;
+    o.profile_path = opt.device_profile.empty() ? nullptr : opt.device_profile.c_str();
+    if (opt.backend == "cpu") {
+        d = pgd_cpu_device_create();
+    } else if (opt.backend == "npu-sim") {
+        char err[512];
+        d = pgd_npusim_device_create(&o, err, sizeof err);
+        if (!d && err[0]) fail(PANGU_ERR_CONFIG, err);  // the message names the profile file
+    } else {
+        fail(PANGU_ERR_UNSUPPORTED, "unknown device backend \"" + opt.backend + "\" (available: cpu, npu-sim)");
+    }
+    if (!d) fail(PANGU_ERR_OUT_OF_MEMORY, "out of memory creating the " + opt.backend + " device");
+    return d;
+}
+
+float f16_to_f32(uint16_t h) {
+    const uint32_t sign = (h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else {  // subnormal: renormalize
+            exp = 127 - 15 + 1;
+            while ((mant & 0x400u) == 0) {
+                mant <<= 1;
+                --exp;
+            }
+            mant &= 0x3ffu;
+            u = sign | (exp << 23) | (mant << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    const uint32_t absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
+    if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504: inf
+    if (absx < 0x38800000u) {                                               // subnormal or zero in f16
+        if (absx < 0x33000000u) return static_cast<uint16_t>(sign);
+        const uint32_t e = absx >> 23;
+        const uint32_t m = (absx & 0x7fffffu) | 0x800000u;
+        const uint32_t shift = 126 - e;  // value * 2^24 = m * 2^(e - 126): the f16 subnormal grid
+        uint32_t r = m >> shift;
+        const uint32_t rem = m & ((1u << shift) - 1);
+        const uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1u))) ++r;
+        return static_cast<uint16_t>(sign | r);
+    }
+    uint32_t r = absx - 0x38000000u;  // rebias exponent 127 -> 15
+    r = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
+    return static_cast<uint16_t>(sign | r);
+}
+
+struct ModelBuilder {
+    Model &m;
+    const std::string &dir;
+    std::set<std::string> used;
+
+    const TensorInfo &need(const std::string &name) {
+        const TensorInfo *t = m.store.find(name);
+        if (!t) fail(PANGU_ERR_MISSING_TENSOR, dir + ": required tensor " + name + " is missing");
+        used.insert(name);
+        return *t;
+    }
+    const TensorInfo *maybe(const std::string &name) {
+        const TensorInfo *t = m.store.find(name);
+        if (t) used.insert(name);
+        return t;
+    }
+    static std::string shape_str(const std::vector<int64_t> &s) {
+        std::string r = "[";
+        for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+        return r + "]";
+    }
+    void check_shape(const TensorInfo &t, std::vector<int64_t> want) {
+        if (t.shape != want)
+            fail(PANGU_ERR_SHAPE, t.file->path() + ": tensor " + t.name + " has shape " + shape_str(t.shape) +
+                                      " but config.json implies " + shape_str(want));
+    }
+    void check_float(const TensorInfo &t) {
+        if (t.dtype == DType::I8)
+            fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name + " is I8, which only weight matrices may be");
+    }
+    // A weight matrix: floating point as stored, or I8 with one scale per row in "<name>_scale"
+    // (e.g. q_proj.weight + q_proj.weight_scale, the layout pangu-quantize writes).
+    Tensor matrix(const std::string &name, int64_t rows, int64_t cols) {
+        const TensorInfo &t = need(name);
+        check_shape(t, {rows, cols});
+        Tensor w = view(t);
+        if (t.dtype == DType::I8) {
+            const std::string sname = name + "_scale";
+            const TensorInfo *s = maybe(sname);
+            if (!s)
+                fail(PANGU_ERR_MISSING_TENSOR, t.file->path() + ": tensor " + name + " is I8 but its scale tensor " +
+                                                   sname + " is missing");
+            check_float(*s);
+            if (!(s->shape == std::vector<int64_t>{rows} || s->shape == std::vector<int64_t>{rows, 1}))
+                fail(PANGU_ERR_SHAPE, s->file->path() + ": tensor " + sname + " has shape " + shape_str(s->shape) +
+                                          ", expected [" + std::to_string(rows) + "] (one scale per output channel)");
+            const float *sc = m.widen(*s);
+            for (int64_t r = 0; r < rows; ++r)
+                if (!(sc[r] >= 0.0f))
+                    fail(PANGU_ERR_NUMERIC, s->file->path() + ": tensor " + sname + " has a negative scale at row " +
+                                                std::to_string(r));
+            w.scale = sc;
+            m.weight_bytes += static_cast<int64_t>(s->nbytes);
+            m.n_quantized += 1;
+        }
+        return w;
+    }
+    Tensor view(const TensorInfo &t) {
+        Tensor w;
+        w.dtype = t.dtype;
+        w.rows = t.shape.size() > 0 ? t.shape[0] : 1;
+        w.cols = t.shape.size() > 1 ? t.shape[1] : 1;
+        w.data = t.data;
+        w.name = t.name;
+        // Kernels load elements with unaligned vector loads, but scalar paths dereference them: a tensor
+        // that is not aligned to its element size (possible only in hand-made files) is copied once.
+        if (reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
+            m.owned_.emplace_back((t.nbytes + 3) / 4);
+            t.file->read(t.offset, t.nbytes, m.owned_.back().data(), "tensor " + t.name);
+            w.data = m.owned_.back().data();
+        }
+        m.n_params += w.rows * w.cols;
+        m.weight_bytes += static_cast<int64_t>(t.nbytes);
+        return w;
+    }
+    const float *vec(const std::string &name, int64_t n) {
+        const TensorInfo &t = need(name);
+        check_float(t);
+        check_shape(t, {n});
+        m.n_params += n;
+        m.weight_bytes += static_cast<int64_t>(t.nbytes);
+        return m.widen(t);
+    }
+};
+
+const float *Model::widen(const TensorInfo &t) {
+    const size_t n = t.nbytes / dtype_size(t.dtype);
+    std::vector<float> v(n);
+    // Read from the file, not the mapping: see MappedFile.
+    std::vector<uint8_t> bytes(t.nbytes);
+    t.file->read(t.offset, t.nbytes, bytes.data(), "tensor " + t.name);
+    const uint8_t *p = bytes.data();
+    for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        switch (t.dtype) {
+            case DType::F32: std::memcpy(&v[i], p + 4 * i, 4); break;
+            case DType::BF16: std::memcpy(&h, p + 2 * i, 2); v[i] = bf16_to_f32(h); break;
+            case DType::F16: std::memcpy(&h, p + 2 * i, 2); v[i] = f16_to_f32(h); break;
+            case DType::I8: v[i] = 0; break;
+        }
+        if (!std::isfinite(v[i]))
+            fail(PANGU_ERR_NUMERIC, t.file->path() + ": tensor " + t.name + " holds NaN or Inf at element " +
+                                        std::to_string(i));
+    }
+    owned_.push_back(std::move(v));
+    return owned_.back().data();
+}
+
+Model::~Model() {
+    if (device) {
+        if (device->weight_release)
+            for (auto &t : uploaded_) device->weight_release(device->ctx, &t);
+        device->destroy(device);
+    }
+}
+
+void Model::upload_weights() {
+    auto upload = [&](Tensor &w) {
+        pgd_tensor h{};
+        h.data = const_cast<void *>(w.data);
+        h.dtype = static_cast<int32_t>(w.dtype);
+        h.rows = w.rows;
+        h.cols = w.cols;
+        h.stride = w.cols;
+        h.scale = w.scale;
+        if (!device->weight_upload) {
+            w.dev = h;
+            return;
+        }
+        const int rc = device->weight_upload(device->ctx, &h, &w.dev);
+        if (rc != 0)
+            fail(static_cast<pangu_status>(rc), dir + ": the " + device->name + " device cannot take tensor " + w.name +
+                                                    " (" + std::to_string(w.nbytes()) + " bytes)");
+        uploaded_.push_back(w.dev);
+    };
+    upload(tok_embd);
+    if (output.data == tok_embd.data) output.dev = tok_embd.dev;
+    else upload(output);
+    out_norm = upload_vector(out_norm, cfg.n_embd, "model.norm.weight");
+    for (size_t l = 0; l < layers.size(); ++l) {
+        LayerWeights &L = layers[l];
+        for (Tensor *t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) upload(*t);
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        L.attn_norm = upload_vector(L.attn_norm, cfg.n_embd, p + "input_layernorm.weight");
+        L.ffn_norm = upload_vector(L.ffn_norm, cfg.n_embd, p + "post_attention_layernorm.weight");
+        if (L.bq) {
+            L.bq = upload_vector(L.bq, L.wq.rows, p + "self_attn.q_proj.bias");
+            L.bk = upload_vector(L.bk, L.wk.rows, p + "self_attn.k_proj.bias");
+            L.bv = upload_vector(L.bv, L.wv.rows, p + "self_attn.v_proj.bias");
+            L.bo = upload_vector(L.bo, L.wo.rows, p + "self_attn.o_proj.bias");
+        }
+    }
+}
+
+const float *Model::upload_vector(const float *host, int64_t n, const std::string &name) {
+    if (!device->weight_upload) return host;
+    pgd_tensor h{}, d{};
+    h.data = const_cast<float *>(host);
+    h.dtype = PGD_F32;
+    h.rows = 1;
+    h.cols = n;
+    h.stride = n;
+    const int rc = device->weight_upload(device->ctx, &h, &d);
+    if (rc != 0)
+        fail(static_cast<pangu_status>(rc), dir + ": the " + device->name + " device cannot take tensor " + name);
+    uploaded_.push_back(d);
+    return static_cast<const float *>(d.data);
+}
+
+std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOptions &opt) {
+    std::unique_ptr<Model> m(new Model());
+    m->dir = dir;
+    m->cfg = load_config(dir);
+    const ModelConfig &c = m->cfg;
+    m->vocab.load(dir);
+    if (m->vocab.n_vocab() > c.n_vocab)
+        fail(PANGU_ERR_TOKENIZER, dir + "/tokenizer.model: has " + std::to_string(m->vocab.n_vocab()) +
+                                      " pieces but config.json vocab_size is " + std::to_string(c.n_vocab));
+    m->store.open_dir(dir, opt.map);
+
+    ModelBuilder b{*m, dir, {}};
+    const int64_t H = c.n_embd, qd = int64_t(c.n_head) * c.head_dim, kvd = int64_t(c.n_head_kv) * c.head_dim;
+    m->tok_embd = b.matrix("model.embed_tokens.weight", c.n_vocab, H);
+    m->out_norm = b.vec("model.norm.weight", H);
+    if (b.maybe("lm_head.weight")) {
+        m->output = b.matrix("lm_head.weight", c.n_vocab, H);
+    } else if (c.tie_embeddings) {
+        m->output = m->tok_embd;
+    } else {
+        fail(PANGU_ERR_MISSING_TENSOR, dir + ": lm_head.weight is missing and tie_word_embeddings is false");
+    }
+
+    m->layers.resize(c.n_layer);
+    for (int l = 0; l < c.n_layer; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        LayerWeights &L = m->layers[l];
+        L.attn_norm = b.vec(p + "input_layernorm.weight", H);
+        L.ffn_norm = b.vec(p + "post_attention_layernorm.weight", H);
+        L.wq = b.matrix(p + "self_attn.q_proj.weight", qd, H);
+        L.wk = b.matrix(p + "self_attn.k_proj.weight", kvd, H);
+        L.wv = b.matrix(p + "self_attn.v_proj.weight", kvd, H);
+        L.wo = b.matrix(p + "self_attn.o_proj.weight", H, qd);
+        if (c.bias) {
+            L.bq = b.vec(p + "self_attn.q_proj.bias", qd);
+            L.bk = b.vec(p + "self_attn.k_proj.bias", kvd);
+            L.bv = b.vec(p + "self_attn.v_proj.bias", kvd);
+            L.bo = b.vec(p + "self_attn.o_proj.bias", H);
+        }
+        // The MLP width comes from the tensors: pruned checkpoints carry a different width per layer.
+        const TensorInfo &gate = b.need(p + "mlp.gate_proj.weight");
+        if (gate.shape.size() != 2 || gate.shape[1] != H || gate.shape[0] <= 0)
+            fail(PANGU_ERR_SHAPE, gate.file->path() + ": tensor " + gate.name + " has shape " +
+                                      ModelBuilder::shape_str(gate.shape) + ", expected [n_ff, " + std::to_string(H) + "]");
+        const int64_t ff = gate.shape[0];
+        L.n_ff = static_cast<int>(ff);
+        L.w_gate = b.matrix(p + "mlp.gate_proj.weight", ff, H);
+        L.w_up = b.matrix(p + "mlp.up_proj.weight", ff, H);
+        L.w_down = b.matrix(p + "mlp.down_proj.weight", H, ff);
+        if (L.n_ff > m->max_ff) m->max_ff = L.n_ff;
+    }
+
+    // Anything left over is either harmless (rotary caches) or a sign that config.json and the weights
+    // disagree, which must not be silently ignored.
+    for (const auto &kv : m->store.tensors()) {
+        const std::string &name = kv.first;
+        if (b.used.count(name)) continue;
+        if (name.size() >= 24 && name.compare(name.size() - 24, 24, "rotary_emb.inv_freq") == 0) continue;
+        if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+        if (name.rfind("model.layers.", 0) == 0) {
+            const int l = std::atoi(name.c_str() + 13);
+            if (l >= c.n_layer)
+                fail(PANGU_ERR_SHAPE, kv.second.file->path() + ": tensor " + name + " belongs to layer " +
+                                          std::to_string(l) + " but config.json has num_hidden_layers " +
+                                          std::to_string(c.n_layer));
+        }
+        if (name == "lm_head.weight") continue;
+        fail(PANGU_ERR_SHAPE, kv.second.file->path() + ": unexpected tensor " + name);
+    }
+
+    switch (opt.activation_precision) {
+        case PANGU_PRECISION_F32: m->activation_dtype = DType::F32; break;
+        case PANGU_PRECISION_BF16: m->activation_dtype = DType::BF16; break;
+        default:  // AUTO: what the quantizer calibrated for; fp32 for plain checkpoints
+            m->activation_dtype = c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32 : DType::BF16;
+    }
+
+    m->device = create_device(opt);
+    // A device that keeps its own copy (npu-sim) reads every weight through the mapping now.
+    if (m->device->weight_upload) m->store.check_sizes();
+    m->upload_weights();
+    // A file cut short while loading would make inference fault (SIGBUS) on the pages past its new end.
+    m->store.check_sizes();
+    return m;
+}
+
+}  // namespace pangu

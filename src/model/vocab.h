@@ -1,0 +1,107 @@
+// Tokenizer: SentencePiece model + tokenizer_config.json, special tokens, chat template, and the
+// allocation-free streaming UTF-8 assembler used while generating.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/common.h"
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace pangu {
+
+// Longest text a single token may stand for; the loader refuses a tokenizer with a longer piece, so that the
+// generation loop's fixed text buffer always has room for a token.
+constexpr size_t kMaxPieceBytes = 256;
+
+class Vocab {
+public:
+    Vocab();
+    ~Vocab();
+    Vocab(const Vocab &) = delete;
+    Vocab &operator=(const Vocab &) = delete;
+
+    // Loads <dir>/tokenizer.model (required: PANGU_ERR_FILE_NOT_FOUND if absent, PANGU_ERR_TOKENIZER if it
+    // does not parse, PANGU_ERR_IO if unreadable) and <dir>/tokenizer_config.json (optional; malformed JSON
+    // is PANGU_ERR_CONFIG). Messages name the file. On failure the previous state is kept.
+    void load(const std::string &dir);
+
+    int32_t n_vocab() const;
+    int32_t bos() const;          // -1 if the model has none
+    int32_t eos() const;          // -1 if the model has none
+    bool add_bos() const;         // tokenizer_config.json add_bos_token (default true)
+    bool add_eos() const;         // tokenizer_config.json add_eos_token (default false); tokenize() ignores it
+
+    // Appends token ids for `text` to `out`. Throws PANGU_ERR_INVALID_UTF8 on invalid UTF-8.
+    // parse_special: spelled-out control/user-defined pieces such as "</s>" or "[unused9]" become their ids
+    // (longest first) and the text between them is encoded on its own. Without it no special id is produced:
+    // user-defined pieces, which SentencePiece itself would match, are spelled out character by character.
+    void tokenize(std::string_view text, bool add_bos, bool parse_special, std::vector<int32_t> &out) const;
+
+    // The bytes a token stands for: U+2581 rendered as ' ', <0xNN> as the single byte NN, control tokens
+    // (BOS/EOS/...) as "", unknown as the decoder renders it (" \u2047 " by default). Precomputed at load:
+    // no allocation, safe in the generation loop. Throws PANGU_ERR_INVALID_TOKEN for an id out of range.
+    std::string_view token_bytes(int32_t id) const;
+    bool is_control(int32_t id) const;
+
+    // Full decode identical to SentencePieceProcessor::Decode for valid ids; invalid UTF-8 -> U+FFFD.
+    std::string decode(const int32_t *ids, size_t n) const;
+
+    // Id of an exact piece (e.g. "[unused9]"), or -1.
+    int32_t piece_id(std::string_view piece) const;
+
+    // True if the vocabulary holds [unused9] and [unused10] as single tokens.
+    bool has_chat_tokens() const;
+    // openPangu chat template; throws PANGU_ERR_UNSUPPORTED without chat tokens, PANGU_ERR_INVALID_ARGUMENT
+    // for an unknown role or NULL content.
+    std::string apply_chat_template(const pangu_chat_message *messages, size_t n, bool add_generation_prompt) const;
+
+    // True when the decoder drops the leading space of the first piece (SentencePiece add_dummy_prefix or
+    // remove_extra_whitespaces); streaming must do the same so that streamed text equals decode().
+    bool strips_leading_space() const;
+    // token_bytes() with decode()'s leading-space rule applied, for streaming. Set `at_start` to true before
+    // the first token of a sequence; the call clears it once the rule no longer applies. No allocation.
+    std::string_view stream_bytes(int32_t id, bool &at_start) const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// Assembles streamed token bytes into whole UTF-8 characters without allocating: bytes of an incomplete
+// character are held until it completes; a byte sequence that can never be valid is emitted as U+FFFD.
+class Utf8Assembler {
+public:
+    // Feeds `bytes`; writes the complete characters to `out` and returns how many bytes were written.
+    // Capacity: 3 * bytes.size() + 9 for arbitrary bytes (each byte, and each of up to 3 held bytes, may
+    // become a 3-byte U+FFFD); bytes.size() + 11 for one token's token_bytes(), which are valid UTF-8 or a
+    // single byte. Too small a buffer throws PANGU_ERR_INTERNAL.
+    // Like SentencePiece's decoder, every byte that cannot be part of a character becomes one U+FFFD, and an
+    // empty `bytes` (a control token, which ends a byte run in the decoder) releases a held partial character
+    // as U+FFFD too: feed every token's bytes, control tokens included, to match decode().
+    size_t push(std::string_view bytes, char *out, size_t out_capacity);
+    // Emits whatever is held (one U+FFFD per held byte of the incomplete character, as SentencePiece's
+    // decoder does; capacity at least 9) and resets. Returns bytes written.
+    size_t flush(char *out, size_t out_capacity);
+    void reset() { n_pending_ = 0; }
+    size_t pending() const { return n_pending_; }
+
+private:
+    unsigned char pending_[4] = {0, 0, 0, 0};
+    size_t n_pending_ = 0;
+};
+
+// Parses tokenizer_config.json: add_bos_token and add_eos_token, when present, overwrite the defaults passed
+// in. Throws PANGU_ERR_CONFIG naming `path`.
+void parse_tokenizer_config(const std::string &text, const std::string &path, bool &add_bos, bool &add_eos);
+
+// True if `s` is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
+bool utf8_valid(std::string_view s);
+
+}  // namespace pangu
