@@ -341,29 +341,22 @@ void resolve_session_params(const pangu::Model &m, pangu_session_params &p, cons
     if (p.spec_ngram < 1 || p.spec_ngram > 8)
         pangu::fail(PANGU_ERR_INVALID_ARGUMENT,
                     std::string(fn) + ": spec_ngram " + std::to_string(p.spec_ngram) + " must be between 1 and 8");
-    if (p.spec_draft_len < 1 || p.spec_draft_len > 15)
-        pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": spec_draft_len " +
-                                                    std::to_string(p.spec_draft_len) + " must be between 1 and 15");
+    if (p.spec_draft_len < 1 || p.spec_draft_len > pangu::kMaxDraftLen)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": spec_draft_len " + std::to_string(p.spec_draft_len) +
+                                                    " must be between 1 and " + std::to_string(pangu::kMaxDraftLen));
     if (p.spec_mode == PANGU_SPEC_DRAFT) {
         if (!p.draft_model)
             pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": spec_mode PANGU_SPEC_DRAFT needs draft_model");
         const pangu::Model &d = *pangu::from_handle(p.draft_model);
         // Drafts are token ids: they only mean the same thing if both vocabularies are the same, piece by piece.
-        bool same = d.cfg.n_vocab == m.cfg.n_vocab && d.vocab.n_vocab() == m.vocab.n_vocab() &&
-                    d.vocab.bos() == m.vocab.bos() && d.vocab.eos() == m.vocab.eos();
-        int32_t first_diff = -1;
-        for (int32_t i = 0; same && i < m.vocab.n_vocab(); ++i)
-            if (d.vocab.token_bytes(i) != m.vocab.token_bytes(i) || d.vocab.is_control(i) != m.vocab.is_control(i)) {
-                same = false;
-                first_diff = i;
-            }
-        if (!same)
+        const int32_t diff = d.cfg.n_vocab != m.cfg.n_vocab ? -2 : d.vocab.first_difference(m.vocab);
+        if (diff != -1)
             pangu::fail(PANGU_ERR_VOCAB_MISMATCH,
                         std::string(fn) + ": the draft model (" + d.dir + ") has a different vocabulary from the target (" +
                             m.dir + "): " +
-                            (first_diff >= 0 ? "token " + std::to_string(first_diff) + " differs"
-                                             : "vocab sizes " + std::to_string(d.cfg.n_vocab) + " and " +
-                                                   std::to_string(m.cfg.n_vocab)));
+                            (diff >= 0 ? "token " + std::to_string(diff) + " differs"
+                                       : "vocab sizes " + std::to_string(d.cfg.n_vocab) + " and " +
+                                             std::to_string(m.cfg.n_vocab)));
         if (p.n_ctx > d.cfg.n_ctx_train)
             pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": n_ctx " + std::to_string(p.n_ctx) +
                                                         " exceeds the draft model's max_position_embeddings");
@@ -510,7 +503,8 @@ pangu_status pangu_session_get_stats(const pangu_session *session, pangu_session
     r.n_verify = S.n_verify;
     r.n_drafted = S.n_drafted;
     r.n_accepted = S.n_accepted;
-    for (int i = 0; i < 16; ++i) r.accepted_hist[i] = S.accepted_hist[i];
+    static_assert(sizeof r.accepted_hist == sizeof S.accepted_hist, "one histogram entry per accepted count");
+    std::memcpy(r.accepted_hist, S.accepted_hist, sizeof r.accepted_hist);
     pgd_stream_stats ds{};
     if (S.device_stats(&ds)) {
         r.device_est_ms = ds.est_ms;

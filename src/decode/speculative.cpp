@@ -165,7 +165,7 @@ double SpecController::cost(int m) const {
     // dominate (memory-bound decode) and errs towards drafting, so that the real cost gets measured.
     const double one = ms_[1] > 0 ? ms_[1] : 1.0;
     double slope = 0.25 * one;
-    for (int j = 16; j >= 2; --j)
+    for (int j = kMaxDraftLen + 1; j >= 2; --j)
         if (ms_[j] > 0 && fresh(j) && ms_[1] > 0) {
             slope = std::max(0.0, (ms_[j] - ms_[1]) / (j - 1));
             break;
@@ -178,16 +178,10 @@ double SpecController::cost(int m) const {
     return ms_[m] > 0 ? std::min(ms_[m], guess) : guess;
 }
 
-namespace {
-bool g_always_draft_for_tests = false;
-}  // namespace
-
-void set_always_draft_for_tests(bool on) { g_always_draft_for_tests = on; }
-
 int SpecController::choose(int available, int src) {
     const int kmax = available < k_max_ ? available : k_max_;
     if (kmax <= 0) return 0;
-    if (g_always_draft_for_tests) return kmax;
+    if (always_draft_) return kmax;
     // Every decision compares against a plain step: measure one first.
     if (ms_[1] <= 0) return 0;
     src = std::min(std::max(src, 0), kSources - 1);
@@ -249,7 +243,7 @@ void SpecController::record(int k, int accepted, double verify_ms, int src, doub
     // slowly rising minimum rather than a mean: one slow step must not make plain decoding look expensive
     // and drafting cheap (or the reverse).
     ++steps_;
-    if (m >= 1 && m <= 16) {
+    if (m >= 1 && m <= kMaxDraftLen + 1) {
         ms_[m] = ms_[m] > 0 ? std::min(verify_ms, ms_[m] * 1.02) : verify_ms;
         measured_at_[m] = steps_;
     }

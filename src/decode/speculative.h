@@ -7,6 +7,10 @@
 
 namespace pangu {
 
+// Most tokens drafted per step (spec_draft_len's upper bound): a verification runs up to kMaxDraftLen + 1
+// positions, and pangu_session_stats.accepted_hist has kMaxDraftLen + 1 entries.
+constexpr int kMaxDraftLen = 15;
+
 // For each n-gram length 1..max_n, a hash table from an n-gram to the most recent position where it ended
 // with a known continuation. Appending a token indexes at most max_n n-grams (O(1) per token; the context is
 // never rescanned), and a lookup verifies the candidate against the tokens, so hash collisions cannot
@@ -79,6 +83,8 @@ public:
     // forward of k + 1 positions took `verify_ms`, drafting them `draft_ms` (a draft model's own steps,
     // including catching up with the tokens it has not seen; next to nothing for prompt lookup).
     void record(int k, int accepted, double verify_ms, int src = 0, double draft_ms = 0);
+    // Test hook: draft whatever is available, whatever the timings say (tests of the drafting mechanism).
+    void set_always_draft(bool on) { always_draft_ = on; }
     // Estimated probability that a first drafted token from `src` is accepted, and that a further one is.
     double first_rate(int src) const;
     double next_rate(int src) const;
@@ -88,6 +94,7 @@ private:
     // Time of drafting k tokens, by the recent drafting time per drafted token.
     double draft_cost(int k) const { return k * draft_per_token_; }
     int k_max_ = 0;
+    bool always_draft_ = false;
     double draft_per_token_ = 0;  // moving average
     static constexpr int kHopelessGap = 512;
     int hopeless_steps_ = 0;      // steps since the last probe while drafting cannot pay at any acceptance
@@ -103,16 +110,12 @@ private:
     };
     Rates rates_[kSources];
     double prior_[kSources] = {0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5};
-    double ms_[17] = {0};  // slowly rising minimum of the step time by number of positions
+    double ms_[kMaxDraftLen + 2] = {0};  // slowly rising minimum of the step time by number of positions
     // When each ms_ entry was last measured, counted in recorded steps: an entry older than kStaleSteps is
     // only trusted while it is below what the fresh ones suggest (see cost).
-    int64_t steps_ = 0, measured_at_[17] = {0};
+    int64_t steps_ = 0, measured_at_[kMaxDraftLen + 2] = {0};
     static constexpr int64_t kStaleSteps = 64;
     bool fresh(int m) const { return steps_ - measured_at_[m] <= kStaleSteps; }
 };
-
-// Test hook: draft whatever is available, whatever the timings say, so that tests of the drafting mechanism
-// do not depend on how busy the machine is.
-void set_always_draft_for_tests(bool on);
 
 }  // namespace pangu

@@ -9,139 +9,14 @@
 
 #include "common/io.h"
 #include "common/json_util.h"
+#include "common/utf8.h"
+#include "format/sp_proto.h"
 
 namespace pangu {
 
 namespace {
 
-constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
 constexpr char kSpaceMarker[] = "\xE2\x96\x81";  // U+2581, SentencePiece's whitespace symbol
-
-// Piece types as numbered in sentencepiece_model.proto (not installed by Debian, so read from the wire).
-enum PieceType : uint8_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
-
-// Number of bytes of the character a lead byte starts, 0 if it can never start one.
-inline int utf8_len(unsigned char b) {
-    if (b < 0x80) return 1;
-    if (b >= 0xC2 && b <= 0xDF) return 2;
-    if (b >= 0xE0 && b <= 0xEF) return 3;
-    if (b >= 0xF0 && b <= 0xF4) return 4;
-    return 0;
-}
-
-// Whether `b` may follow `lead` as its second byte. The narrowed ranges exclude overlongs (E0, F0),
-// surrogates (ED) and code points above U+10FFFF (F4).
-inline bool utf8_second_ok(unsigned char lead, unsigned char b) {
-    switch (lead) {
-    case 0xE0: return b >= 0xA0 && b <= 0xBF;
-    case 0xED: return b >= 0x80 && b <= 0x9F;
-    case 0xF0: return b >= 0x90 && b <= 0xBF;
-    case 0xF4: return b >= 0x80 && b <= 0x8F;
-    default: return b >= 0x80 && b <= 0xBF;
-    }
-}
-
-// Offset of the first byte that does not begin a valid character, or npos.
-size_t utf8_invalid_offset(std::string_view s) {
-    const auto *p = reinterpret_cast<const unsigned char *>(s.data());
-    const size_t n = s.size();
-    size_t i = 0;
-    while (i < n) {
-        const int len = utf8_len(p[i]);
-        if (len == 0 || i + len > n) return i;
-        if (len > 1 && !utf8_second_ok(p[i], p[i + 1])) return i;
-        for (int k = 2; k < len; ++k)
-            if ((p[i + k] & 0xC0) != 0x80) return i;
-        i += len;
-    }
-    return std::string_view::npos;
-}
-
-// Minimal protobuf wire-format reader: the C++ API of libsentencepiece 0.1.97 hides the piece types
-// (user-defined has no accessor) and the normalizer flags, and Debian ships no generated proto header.
-struct WireReader {
-    const unsigned char *p, *end;
-    bool ok = true;
-
-    uint64_t varint() {
-        uint64_t v = 0;
-        for (int shift = 0; shift < 64; shift += 7) {
-            if (p >= end) break;
-            const unsigned char b = *p++;
-            v |= uint64_t(b & 0x7F) << shift;
-            if (!(b & 0x80)) return v;
-        }
-        ok = false;
-        return 0;
-    }
-    // Reads a tag; false at the end or on malformed input.
-    bool next(uint32_t &field, uint32_t &wire_type) {
-        if (!ok || p >= end) return false;
-        const uint64_t tag = varint();
-        field = uint32_t(tag >> 3);
-        wire_type = uint32_t(tag & 7);
-        return ok;
-    }
-    WireReader sub() {
-        const uint64_t len = varint();
-        if (!ok || len > uint64_t(end - p)) {
-            ok = false;
-            return {end, end};
-        }
-        WireReader r{p, p + len};
-        p += len;
-        return r;
-    }
-    void skip(uint32_t wire_type) {
-        switch (wire_type) {
-        case 0: varint(); break;
-        case 1: advance(8); break;
-        case 2: sub(); break;
-        case 5: advance(4); break;
-        default: ok = false;  // groups are not used by sentencepiece_model.proto
-        }
-    }
-    void advance(size_t n) {
-        if (size_t(end - p) < n) ok = false;
-        else p += n;
-    }
-};
-
-struct ProtoFacts {
-    std::vector<uint8_t> types;
-    std::vector<bool> leading_marker;  // piece starts with U+2581 (what the decoder strips, not a literal ' ')
-    bool add_dummy_prefix = true;  // proto defaults
-    bool remove_extra_whitespaces = true;
-};
-
-bool parse_model_proto(std::string_view data, ProtoFacts &facts) {
-    WireReader r{reinterpret_cast<const unsigned char *>(data.data()),
-                 reinterpret_cast<const unsigned char *>(data.data()) + data.size()};
-    uint32_t field, wt;
-    while (r.next(field, wt)) {
-        if (field == 1 && wt == 2) {  // ModelProto.pieces
-            WireReader piece = r.sub();
-            uint8_t type = kNormal;
-            while (piece.next(field, wt)) {
-                if (field == 3 && wt == 0) type = uint8_t(piece.varint());
-                else piece.skip(wt);
-            }
-            if (!piece.ok) return false;
-            facts.types.push_back(type);
-        } else if (field == 3 && wt == 2) {  // ModelProto.normalizer_spec
-            WireReader norm = r.sub();
-            while (norm.next(field, wt)) {
-                if (field == 3 && wt == 0) facts.add_dummy_prefix = norm.varint() != 0;
-                else if (field == 4 && wt == 0) facts.remove_extra_whitespaces = norm.varint() != 0;
-                else norm.skip(wt);
-            }
-            if (!norm.ok) return false;
-        } else {
-            r.skip(wt);
-        }
-    }
-    return r.ok;
-}
 
 void replace_all(std::string &s, std::string_view from, std::string_view to) {
     for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size())
@@ -412,98 +287,18 @@ std::string Vocab::decode(const int32_t *ids, size_t n) const {
     return clean;
 }
 
+int32_t Vocab::first_difference(const Vocab &other) const {
+    if (n_vocab() != other.n_vocab() || bos() != other.bos() || eos() != other.eos()) return 0;
+    for (int32_t i = 0; i < n_vocab(); ++i)
+        if (token_bytes(i) != other.token_bytes(i) || is_control(i) != other.is_control(i)) return i;
+    return -1;
+}
+
 int32_t Vocab::piece_id(std::string_view piece) const {
     const Impl &im = *impl_;
     if (!im.sp) return -1;
     const int id = im.sp->PieceToId(piece);  // unknown pieces map to unk_id
     return id >= 0 && id < im.n_vocab && im.sp->IdToPiece(id) == piece ? id : -1;
 }
-
-bool Vocab::has_chat_tokens() const { return piece_id("[unused9]") >= 0 && piece_id("[unused10]") >= 0; }
-
-std::string Vocab::apply_chat_template(const pangu_chat_message *messages, size_t n,
-                                       bool add_generation_prompt) const {
-    if (!has_chat_tokens())
-        fail(PANGU_ERR_UNSUPPORTED, "the vocabulary has no [unused9]/[unused10] chat tokens");
-    if (n > 0 && !messages) fail(PANGU_ERR_INVALID_ARGUMENT, "messages is NULL");
-
-    static const char *const kRoles[][2] = {
-        {"system", "系统"}, {"user", "用户"}, {"assistant", "助手"}, {"tool", "工具"}};
-    std::vector<const char *> roles(n);
-    bool has_system = false;
-    for (size_t i = 0; i < n; ++i) {
-        const char *role = messages[i].role;
-        if (!role) fail(PANGU_ERR_INVALID_ARGUMENT, "message " + std::to_string(i) + " has a NULL role");
-        if (!messages[i].content)
-            fail(PANGU_ERR_INVALID_ARGUMENT, "message " + std::to_string(i) + " has NULL content");
-        for (const auto &r : kRoles)
-            if (std::strcmp(role, r[0]) == 0 || std::strcmp(role, r[1]) == 0) roles[i] = r[1];
-        if (!roles[i])
-            fail(PANGU_ERR_INVALID_ARGUMENT, "message " + std::to_string(i) + " has unknown role '" + role + "'");
-        const size_t bad = utf8_invalid_offset(messages[i].content);
-        if (bad != std::string_view::npos)
-            fail(PANGU_ERR_INVALID_UTF8,
-                 "invalid UTF-8 in message " + std::to_string(i) + " at byte offset " + std::to_string(bad));
-        has_system = has_system || roles[i] == kRoles[0][1];
-    }
-
-    std::string out;
-    if (!has_system) out += "[unused9]系统：[unused10]";
-    for (size_t i = 0; i < n; ++i) {
-        out += "[unused9]";
-        out += roles[i];
-        out += "：";
-        out += messages[i].content;
-        out += "[unused10]";
-    }
-    if (add_generation_prompt) out += "[unused9]助手：";
-    return out;
-}
-
-// Mirrors SentencePiece's decoder, which consumes one byte per U+FFFD when a byte run does not form a
-// character, so that streamed text equals decode() even for broken sequences.
-size_t Utf8Assembler::push(std::string_view bytes, char *out, size_t out_capacity) {
-    size_t w = 0;
-    auto put = [&](const char *s, size_t len) {
-        if (w + len > out_capacity) fail(PANGU_ERR_INTERNAL, "Utf8Assembler output buffer too small");
-        std::memcpy(out + w, s, len);
-        w += len;
-    };
-    // A control token has no bytes but still separates byte runs in the decoder, which then renders a
-    // held partial character as one U+FFFD per byte.
-    if (bytes.empty()) return flush(out, out_capacity);
-    for (const char c : bytes) {
-        const auto b = static_cast<unsigned char>(c);
-        if (n_pending_ > 0) {
-            const bool cont = n_pending_ == 1 ? utf8_second_ok(pending_[0], b) : (b & 0xC0) == 0x80;
-            if (cont) {
-                pending_[n_pending_++] = b;
-                if (int(n_pending_) == utf8_len(pending_[0])) {
-                    put(reinterpret_cast<const char *>(pending_), n_pending_);
-                    n_pending_ = 0;
-                }
-                continue;
-            }
-            // The lead and every held continuation byte each become one U+FFFD; `b` starts afresh.
-            for (size_t k = 0; k < n_pending_; ++k) put(kReplacement, 3);
-            n_pending_ = 0;
-        }
-        const int len = utf8_len(b);
-        if (len == 1) put(&c, 1);
-        else if (len == 0) put(kReplacement, 3);
-        else pending_[n_pending_++] = b;
-    }
-    return w;
-}
-
-size_t Utf8Assembler::flush(char *out, size_t out_capacity) {
-    if (out_capacity < 3 * n_pending_) fail(PANGU_ERR_INTERNAL, "Utf8Assembler output buffer too small");
-    size_t w = 0;
-    for (size_t k = 0; k < n_pending_; ++k, w += 3) std::memcpy(out + w, kReplacement, 3);
-    n_pending_ = 0;
-    return w;
-}
-
-bool utf8_valid(std::string_view s) { return utf8_invalid_offset(s) == std::string_view::npos; }
 
 }  // namespace pangu

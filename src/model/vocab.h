@@ -1,5 +1,5 @@
-// Tokenizer: SentencePiece model + tokenizer_config.json, special tokens, chat template, and the
-// allocation-free streaming UTF-8 assembler used while generating.
+// Tokenizer: SentencePiece model + tokenizer_config.json, special tokens, and the openPangu chat template
+// (chat_template.cpp).
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/common.h"
+#include "common/utf8.h"
 
 namespace sentencepiece {
 class SentencePieceProcessor;
@@ -56,6 +57,11 @@ public:
     // Id of an exact piece (e.g. "[unused9]"), or -1.
     int32_t piece_id(std::string_view piece) const;
 
+    // The first token id whose text or kind differs between the two vocabularies (their sizes and BOS/EOS
+    // ids count as token 0 when they differ), or -1 if they are the same: drafts of one model are then
+    // valid token ids of the other.
+    int32_t first_difference(const Vocab &other) const;
+
     // True if the vocabulary holds [unused9] and [unused10] as single tokens.
     bool has_chat_tokens() const;
     // openPangu chat template; throws PANGU_ERR_UNSUPPORTED without chat tokens, PANGU_ERR_INVALID_ARGUMENT
@@ -74,34 +80,8 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-// Assembles streamed token bytes into whole UTF-8 characters without allocating: bytes of an incomplete
-// character are held until it completes; a byte sequence that can never be valid is emitted as U+FFFD.
-class Utf8Assembler {
-public:
-    // Feeds `bytes`; writes the complete characters to `out` and returns how many bytes were written.
-    // Capacity: 3 * bytes.size() + 9 for arbitrary bytes (each byte, and each of up to 3 held bytes, may
-    // become a 3-byte U+FFFD); bytes.size() + 11 for one token's token_bytes(), which are valid UTF-8 or a
-    // single byte. Too small a buffer throws PANGU_ERR_INTERNAL.
-    // Like SentencePiece's decoder, every byte that cannot be part of a character becomes one U+FFFD, and an
-    // empty `bytes` (a control token, which ends a byte run in the decoder) releases a held partial character
-    // as U+FFFD too: feed every token's bytes, control tokens included, to match decode().
-    size_t push(std::string_view bytes, char *out, size_t out_capacity);
-    // Emits whatever is held (one U+FFFD per held byte of the incomplete character, as SentencePiece's
-    // decoder does; capacity at least 9) and resets. Returns bytes written.
-    size_t flush(char *out, size_t out_capacity);
-    void reset() { n_pending_ = 0; }
-    size_t pending() const { return n_pending_; }
-
-private:
-    unsigned char pending_[4] = {0, 0, 0, 0};
-    size_t n_pending_ = 0;
-};
-
 // Parses tokenizer_config.json: add_bos_token and add_eos_token, when present, overwrite the defaults passed
 // in. Throws PANGU_ERR_CONFIG naming `path`.
 void parse_tokenizer_config(const std::string &text, const std::string &path, bool &add_bos, bool &add_eos);
-
-// True if `s` is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
-bool utf8_valid(std::string_view s);
 
 }  // namespace pangu

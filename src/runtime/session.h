@@ -10,55 +10,16 @@
 #include "decode/sampler.h"
 #include "decode/speculative.h"
 #include "model/vocab.h"
+#include "runtime/memory_plan.h"
+#include "decode/text_stream.h"
 
 namespace pangu {
 
-// Every region of a session's block, as offsets, computed from the model and parameters alone.
-// The KV cache comes last, in blocks of kv_block positions ([block][layer][K: kv_block rows | V: kv_block
-// rows]): the part of the block a session touches grows with its context (pages past the longest context used
-// are never written), and attention reads each layer's keys and values in contiguous runs of kv_block rows
-// rather than one row per position scattered across every layer's (which costs a TLB miss a row).
-struct SessionLayout {
-    int32_t n_ctx = 0, n_batch = 0, n_threads = 1, n_logit_rows = 1;
-    size_t object = 0;  // the session object itself
-    size_t rope = 0, tokens = 0, sampler = 0, text = 0, last_logits = 0, pos = 0;
-    size_t x = 0, xb = 0, xb2 = 0, q = 0, k = 0, v = 0, att = 0, hb = 0, hb2 = 0;
-    size_t logits = 0, attn_ws = 0, attn_ws_bytes = 0, mm_ws = 0, mm_ws_bytes = 0;
-    size_t kv = 0, kv_bytes = 0, kv_pos_bytes = 0;  // kv_pos_bytes: one position of every layer, K and V
-    int32_t kv_block = 0;                           // positions per KV block
-    size_t kv_block_bytes = 0;
-    int32_t spec_k = 0;                             // most tokens drafted per step (0: speculation off)
-    size_t spec_ids = 0, spec_logits = 0, ngram = 0, ngram_bytes = 0;
-    size_t spec_q = 0, spec_p = 0;                  // draft distributions [spec_k, V] and one target row [V]
-    size_t draft = 0, draft_bytes = 0;              // the draft's own session (draft model or self-draft)
-    // Layers this session runs: all of the model's, or a self-draft's subset. The first n_shared of them
-    // coincide with the target's first layers and use the target's KV cache rows (no copy, no duplicate).
-    int32_t n_layers = 0, n_shared = 0;
-    size_t layer_ids = 0;
-    size_t activation_bytes = 0, logits_bytes = 0;
-    size_t total = 0;
-    size_t alignment = 64;
+// Switches for the tests of speculative decoding, set on one session (Session::set_test_hooks).
+struct SessionTestHooks {
+    bool always_draft = false;       // draft whatever is available, whatever the timings say
+    bool broken_acceptance = false;  // speculative sampling accepts every draft (a deliberately broken rule)
 };
-
-// Longest stop string accepted; the held-back text buffer is sized from it.
-constexpr size_t kMaxStopString = 256;
-constexpr size_t kTextBuffer = 2 * kMaxStopString + 64;
-// Held-back text (shorter than a stop string), one token's text, and up to three bytes of an incomplete
-// character turned into U+FFFD must fit.
-static_assert(kTextBuffer >= (kMaxStopString - 1) + kMaxPieceBytes + 9, "the text buffer cannot take a token");
-
-// A self-draft runs a subset of the target's layers; a draft model runs all of its own.
-struct LayerSubset {
-    const int32_t *ids = nullptr;  // ascending layer indices; nullptr = all layers
-    int32_t n = 0;
-};
-
-SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerSubset subset = {});
-
-// The draft's parameters and model for a target session's params (PANGU_SPEC_DRAFT / PANGU_SPEC_SELF).
-pangu_session_params draft_params(const pangu_session_params &p);
-// The default self-draft layers (every 4th from 0) when the caller gives none; writes into `buf`.
-LayerSubset self_draft_layers(const Model &m, const pangu_session_params &p, int32_t *buf, int32_t cap);
 
 class Session {
 public:
@@ -81,6 +42,10 @@ public:
 
     pangu_status generate(const int32_t *ids, size_t n, const pangu_sampling_params &sp, pangu_token_callback cb,
                           void *user, pangu_generate_result *res);
+    void set_test_hooks(const SessionTestHooks &h) {
+        hooks = h;
+        spec_ctrl_.set_always_draft(h.always_draft);
+    }
 
     Model &model;
     pangu_session_params params;
@@ -96,7 +61,7 @@ public:
     void *abort_user = nullptr;
 
     int64_t n_forward = 0, n_evaluated = 0, n_context_shifts = 0;
-    int64_t n_generated_total = 0, n_verify = 0, n_drafted = 0, n_accepted = 0, accepted_hist[16] = {0};
+    int64_t n_generated_total = 0, n_verify = 0, n_drafted = 0, n_accepted = 0, accepted_hist[kMaxDraftLen + 1] = {0};
     double generate_ms_total = 0;
     size_t max_pos = 0;  // largest n_past reached: the KV high-water mark
     // Where generation met non-finite logits (PANGU_ERR_NUMERIC): the context length whose next-token logits
@@ -111,6 +76,33 @@ public:
     Session &operator=(const Session &) = delete;
 
 private:
+    // One call of generate(): its parameters, its result so far and its text stream.
+    struct Generation {
+        const pangu_sampling_params &sp;
+        pangu_token_callback cb;
+        void *user;
+        TextStream stream;
+        pangu_generate_result r{};
+        pangu_status status = PANGU_OK;
+        // Ends the generation with a reason and a status; true, so that callers can `return g.stop(...)`.
+        bool stop(int reason, pangu_status st) {
+            r.stop_reason = reason;
+            status = st;
+            return true;
+        }
+    };
+    // The steps of generate() (decode/generate.cpp); each returns true when generation ends.
+    bool may_step(Generation &g);  // false when generation ends before the next step (budget, room, abort)
+    bool sample_first(Generation &g);
+    bool step(Generation &g);
+    bool deliver(Generation &g, int32_t tok);  // streams a token that joined the context
+    // Drafts for the next step into out (decode/drafting.cpp): how many (0: none), or -1 when the draft's
+    // logits are not finite.
+    int draft(Generation &g, int32_t *out, int *source);
+    // Verification (decode/verify.cpp): samples rows 0..k, keeps the drafts that agree, delivers the tokens.
+    bool accept(Generation &g, const int32_t *batch, int k, const float *rows, int *accepted);
+    int32_t speculative_sample(Generation &g, const float *row, int i, int k, const int32_t *drafts, bool *rejected);
+
     // Runs the model over ids[0..n) at positions n_past.. (n <= n_batch) and writes the logits of the last
     // `n_out` rows to out (n_out rows of n_vocab, in host memory).
     void forward(const int32_t *ids, int n, int n_out, float *out);
@@ -142,10 +134,8 @@ private:
     Session *draft_ = nullptr;      // the draft session, for a target with a draft
     bool owns_stream_ = true;
     size_t draft_agreed_ = 0;       // draft tokens known to equal ours
+    SessionTestHooks hooks;
 };
-
-// Test hook: makes speculative sampling accept every draft (a deliberately broken rule).
-void set_broken_acceptance_for_tests(bool on);
 
 // Builds a session in the caller's arena or in a block of its own; throws pangu::Error.
 Session *create_session(Model &m, const pangu_session_params &p);

@@ -39,6 +39,11 @@ struct GenRun {
     pangu_session_stats stats{};
 };
 
+// Test hooks for the sessions the helpers below create.
+pangu::SessionTestHooks g_hooks;
+void set_always_draft(bool on) { g_hooks.always_draft = on; }
+void set_broken_acceptance(bool on) { g_hooks.broken_acceptance = on; }
+
 GenRun generate(const std::vector<int32_t> &prompt, int spec_mode, const pangu_sampling_params &sp, int k = 4,
              int threads = 1) {
     pangu_session_params p;
@@ -50,6 +55,7 @@ GenRun generate(const std::vector<int32_t> &prompt, int spec_mode, const pangu_s
     p.n_threads = threads;
     pangu_session *s = nullptr;
     EXPECT_EQ(pangu_session_create(g_model, &p, &s), PANGU_OK) << pangu_last_error();
+    pangu::from_handle(s)->set_test_hooks(g_hooks);
     GenRun r;
     auto cb = [](void *u, int32_t t, const char *piece, size_t len) {
         auto *run = static_cast<GenRun *>(u);
@@ -173,9 +179,9 @@ TEST(Speculative, RepeatedTextIsDraftedAndAccepted) {
         "def heappop(heap):\n    lastelt = heap.pop()\n    if heap:\n        returnitem = heap[0]\n";
     const auto prompt = tokenize(block + "\n" + block + "\n" + block.substr(0, 30));
     // Whether drafting pays is decided from measured timings; here the drafting itself is under test.
-    pangu::set_always_draft_for_tests(true);
+    set_always_draft(true);
     const GenRun pld = generate(prompt, PANGU_SPEC_PLD, greedy(60));
-    pangu::set_always_draft_for_tests(false);
+    set_always_draft(false);
     const GenRun off = generate(prompt, PANGU_SPEC_OFF, greedy(60));
     EXPECT_EQ(pld.ids, off.ids);
     std::printf("re-emit: %lld of %lld drafted accepted in %lld verify steps, %lld forwards for 60 tokens\n",
@@ -501,7 +507,7 @@ TEST(SpecController, KeepsAcceptancePerDraftSource) {
 TEST(Speculative, DraftModelAndSelfDraftGreedyAreIdentical) {
     const auto prompts = dev_prompts(12);
     int64_t acc_draft = 0, acc_self = 0, drafted_draft = 0, drafted_self = 0;
-    pangu::set_always_draft_for_tests(true);  // exercise verification at every step, whatever the timings
+    set_always_draft(true);  // exercise verification at every step, whatever the timings
     for (size_t i = 0; i < prompts.size(); ++i) {
         const GenRun off = generate(prompts[i], PANGU_SPEC_OFF, greedy(40));
         const GenRun draft = generate(prompts[i], PANGU_SPEC_DRAFT, greedy(40), 4, i % 2 ? 2 : 1);
@@ -514,7 +520,7 @@ TEST(Speculative, DraftModelAndSelfDraftGreedyAreIdentical) {
         acc_self += self.stats.n_accepted;
         drafted_self += self.stats.n_drafted;
     }
-    pangu::set_always_draft_for_tests(false);
+    set_always_draft(false);
     std::printf("draft model: %lld of %lld accepted; self-draft: %lld of %lld accepted\n", (long long)acc_draft,
                 (long long)drafted_draft, (long long)acc_self, (long long)drafted_self);
     EXPECT_GT(drafted_draft, 0);
@@ -627,6 +633,7 @@ std::map<std::pair<int, int>, int> pair_counts(int mode, int runs, uint64_t seed
     if (mode == PANGU_SPEC_DRAFT) p.draft_model = g_draft;
     pangu_session *s = nullptr;
     EXPECT_EQ(pangu_session_create(g_model, &p, &s), PANGU_OK);
+    pangu::from_handle(s)->set_test_hooks(g_hooks);
     pangu_sampling_params sp = greedy(3);
     sp.temperature = 1.0f;
     sp.top_k = 0;
@@ -688,16 +695,16 @@ TEST(Speculative, SpeculativeSamplingKeepsTheDistribution) {
     // logits). Their joint distribution with a draft model or a self-draft must match plain sampling.
     const int runs = 1500;
     // Every step must draft, or the verification rule under test would not run at all.
-    pangu::set_always_draft_for_tests(true);
+    set_always_draft(true);
     const auto plain = pair_counts(PANGU_SPEC_OFF, runs, 1);
     const auto draft = pair_counts(PANGU_SPEC_DRAFT, runs, 100001);
     const auto self = pair_counts(PANGU_SPEC_SELF, runs, 200001);
     const double p_draft = homogeneity_p(plain, draft), p_self = homogeneity_p(plain, self);
-    pangu::set_broken_acceptance_for_tests(true);
+    set_broken_acceptance(true);
     const auto broken = pair_counts(PANGU_SPEC_DRAFT, runs, 300001);
-    pangu::set_broken_acceptance_for_tests(false);
+    set_broken_acceptance(false);
     const double p_broken = homogeneity_p(plain, broken);
-    pangu::set_always_draft_for_tests(false);
+    set_always_draft(false);
     std::printf("chi-square p-values vs plain sampling: draft %.3f, self-draft %.3f, broken rule %.2g\n", p_draft,
                 p_self, p_broken);
     EXPECT_GT(p_draft, 0.01);
