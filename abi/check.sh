@@ -3,7 +3,7 @@
 #   abi/check.sh BUILD_DIR
 # Fails when a baseline symbol is gone or abidiff reports an incompatible change; also fails when the
 # library exports symbols the baseline does not list, so that every addition is recorded on purpose with
-# abi/update.sh (see README, "ABI").
+# abi/update.sh (see docs/abi.md).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 lib=${1:?usage: abi/check.sh BUILD_DIR}/libpangu_c.so

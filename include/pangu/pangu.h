@@ -43,11 +43,11 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------------ */
 
 #define PANGU_VERSION_MAJOR 1
-#define PANGU_VERSION_MINOR 0
+#define PANGU_VERSION_MINOR 1
 #define PANGU_VERSION_PATCH 0
 /* MAJOR*10000 + MINOR*100 + PATCH; the major is the ABI version carried in the SONAME. */
 #define PANGU_VERSION_NUMBER (PANGU_VERSION_MAJOR * 10000 + PANGU_VERSION_MINOR * 100 + PANGU_VERSION_PATCH)
-#define PANGU_VERSION_STRING "1.0.0"
+#define PANGU_VERSION_STRING "1.1.0"
 
 #if defined(_WIN32)
 #define PANGU_API
@@ -224,6 +224,12 @@ typedef struct pangu_chat_message {
 PANGU_API pangu_status pangu_apply_chat_template(const pangu_model *model, const pangu_chat_message *messages,
                                                  size_t n_messages, int32_t add_generation_prompt, char *buf,
                                                  size_t capacity, size_t *len);
+
+/* The tokens that end a reply under the chat template, for pangu_sampling_params.stop_tokens: the end of a
+ * message ([unused10]) and the start of the next one ([unused9]). Writes up to `capacity` ids to `ids` and
+ * the number there are (2) to `*n`; PANGU_ERR_BUFFER_TOO_SMALL, with `*n` set, when capacity is smaller.
+ * PANGU_ERR_UNSUPPORTED if the model's vocabulary has no chat tokens. Thread-safe. Since 1.1. */
+PANGU_API pangu_status pangu_chat_stop_tokens(const pangu_model *model, int32_t *ids, size_t capacity, size_t *n);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Sessions                                                                                         */

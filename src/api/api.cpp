@@ -301,6 +301,21 @@ pangu_status pangu_apply_chat_template(const pangu_model *model, const pangu_cha
     }));
 }
 
+pangu_status pangu_chat_stop_tokens(const pangu_model *model, int32_t *ids, size_t capacity, size_t *n) {
+    if (!model || !n || (!ids && capacity))
+        return bad_arg(nullptr, "pangu_chat_stop_tokens", "model and n must not be NULL, nor ids when capacity > 0");
+    const pangu::Model &m = *pangu::from_handle(model);
+    return model_guarded_finish(model, guarded(nullptr, [&] {
+        const std::vector<int32_t> v = m.vocab.chat_stop_tokens();
+        *n = v.size();
+        if (capacity < v.size())
+            return recordf(PANGU_ERR_BUFFER_TOO_SMALL, nullptr, "pangu_chat_stop_tokens: %zu ids do not fit in %zu",
+                           v.size(), capacity);
+        std::memcpy(ids, v.data(), v.size() * sizeof(int32_t));
+        return PANGU_OK;
+    }));
+}
+
 /* ---- sessions ---- */
 
 void pangu_session_params_init(pangu_session_params *p) {

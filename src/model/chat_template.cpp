@@ -49,4 +49,9 @@ std::string Vocab::apply_chat_template(const pangu_chat_message *messages, size_
     return out;
 }
 
+std::vector<int32_t> Vocab::chat_stop_tokens() const {
+    if (!has_chat_tokens()) fail(PANGU_ERR_UNSUPPORTED, "the vocabulary has no [unused9]/[unused10] chat tokens");
+    return {piece_id("[unused10]"), piece_id("[unused9]")};
+}
+
 }  // namespace pangu

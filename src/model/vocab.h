@@ -64,6 +64,9 @@ public:
 
     // True if the vocabulary holds [unused9] and [unused10] as single tokens.
     bool has_chat_tokens() const;
+    // The ids that end a reply under the chat template: [unused10] then [unused9]. Throws
+    // PANGU_ERR_UNSUPPORTED without chat tokens.
+    std::vector<int32_t> chat_stop_tokens() const;
     // openPangu chat template; throws PANGU_ERR_UNSUPPORTED without chat tokens, PANGU_ERR_INVALID_ARGUMENT
     // for an unknown role or NULL content.
     std::string apply_chat_template(const pangu_chat_message *messages, size_t n, bool add_generation_prompt) const;

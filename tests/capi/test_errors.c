@@ -782,6 +782,14 @@ static void test_chat_template_unsupported(void **state) {
     assert_int_equal(len, 99);
     assert_int_equal(pangu_apply_chat_template(g_model, msgs, 2, 1, NULL, 0, &len), PANGU_ERR_UNSUPPORTED);
     expect_contains(pangu_last_error(), "unused9");
+    int32_t stop[2] = {-7, -7};
+    size_t n = 99;
+    assert_int_equal(pangu_chat_stop_tokens(g_model, stop, 2, &n), PANGU_ERR_UNSUPPORTED);
+    expect_contains(pangu_last_error(), "unused9");
+    assert_int_equal(stop[0], -7);
+    assert_int_equal(pangu_chat_stop_tokens(NULL, stop, 2, &n), INV);
+    assert_int_equal(pangu_chat_stop_tokens(g_model, NULL, 2, &n), INV);
+    assert_int_equal(pangu_chat_stop_tokens(g_model, stop, 2, NULL), INV);
 }
 
 /* ---- a model whose vocabulary holds the chat tokens ---- */
@@ -966,6 +974,21 @@ static void test_chat_template_buffers(void **state) {
     assert_string_equal(out, "[unused9]系统：S[unused10][unused9]用户：Q[unused10][unused9]助手：A[unused10]");
 
     /* argument errors */
+    /* The reply's stop tokens are the template's two markers, each one token (whatever type the tokenizer
+     * gives the pieces: here they are ordinary ones, which text never tokenizes to as a whole). */
+    int32_t stop[2] = {-1, -1};
+    size_t n_stop = 0, n_bytes = 0;
+    char piece[32];
+    assert_int_equal(pangu_chat_stop_tokens(fx->model, stop, 1, &n_stop), PANGU_ERR_BUFFER_TOO_SMALL);
+    assert_int_equal(n_stop, 2);
+    assert_int_equal(pangu_chat_stop_tokens(fx->model, NULL, 0, &n_stop), PANGU_ERR_BUFFER_TOO_SMALL);
+    assert_int_equal(pangu_chat_stop_tokens(fx->model, stop, 2, &n_stop), PANGU_OK);
+    assert_int_equal(n_stop, 2);
+    assert_int_equal(pangu_token_to_bytes(fx->model, stop[0], piece, sizeof piece, &n_bytes), PANGU_OK);
+    assert_string_equal(piece, "[unused10]");
+    assert_int_equal(pangu_token_to_bytes(fx->model, stop[1], piece, sizeof piece, &n_bytes), PANGU_OK);
+    assert_string_equal(piece, "[unused9]");
+
     pangu_chat_message bad_role[1] = {{"narrator", "x"}};
     assert_int_equal(pangu_apply_chat_template(fx->model, bad_role, 1, 1, out, sizeof out, &len), INV);
     expect_contains(pangu_last_error(), "narrator");
