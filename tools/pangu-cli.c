@@ -28,33 +28,42 @@
 #define EXIT_INTERRUPTED 130
 #define MAX_STOP_STRINGS 16
 #define MAX_SELF_LAYERS 256
+/* The CLI's own defaults where they differ from the library's (which are greedy and one thread). */
+#define CLI_TEMPERATURE 0.8f
+#define CLI_MAX_THREADS 4
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Options                                                                                          */
 /* ------------------------------------------------------------------------------------------------ */
 
+/*
+ * The library's parameter structs, filled by their *_init functions, with the CLI's own defaults (temperature,
+ * threads) and then the user's flags written over them. The session's draft_model is set once it is loaded.
+ */
 typedef struct options {
     const char *model_dir;
-    const char *prompt;      /* -p */
-    const char *prompt_file; /* -f */
-    long n_predict;          /* -1 = until EOS or the context is full */
-    double temp, top_p, min_p, repeat_penalty;
-    long top_k, repeat_last_n;
+    const char *prompt;               /* -p */
+    const char *prompt_file;          /* -f */
+    pangu_model_params model;         /* --mlock, --prefault (also used for the draft model) */
+    pangu_session_params session;     /* -c, -b, -t, --context-shift, --keep and the speculative flags */
+    pangu_sampling_params sampling;   /* -n, --temp, --top-k, ..., -s, --stop */
+    int until_full;                   /* -n -1: until EOS or the context is full */
     int seed_given;
-    unsigned long long seed;
-    long threads, ctx, batch, keep;
-    int context_shift;
     const char *stops[MAX_STOP_STRINGS];
-    size_t n_stops;
-    int no_bos, chat, verbose_prompt, display_prompt, mlock, prefault;
-    int spec_mode, spec_given;  /* a PANGU_SPEC_* value; spec_given: --spec was on the command line */
+    int no_bos, chat, verbose_prompt, display_prompt;
+    int spec_given, draft_len_given, ngram_given; /* these flags were on the command line */
     const char *draft_model_dir;
-    long draft_len, ngram;      /* 0 = the library's default */
     int32_t self_layers[MAX_SELF_LAYERS];
-    int n_self_layers;          /* 0 = the library's default layers */
 } options;
 
+static const char *spec_mode_name(int mode);
+
+/* The defaults shown come from the *_init functions (and the CLI's own for temperature and threads). */
 static void usage(FILE *out) {
+    pangu_sampling_params sp;
+    pangu_session_params ss;
+    pangu_sampling_params_init(&sp);
+    pangu_session_params_init(&ss);
     fprintf(out,
             "usage: " PROG " -m MODEL_DIR [-p PROMPT | -f FILE] [options]\n"
             "       " PROG " -m MODEL_DIR --chat [-p SYSTEM_PROMPT] [options]\n"
@@ -74,33 +83,33 @@ static void usage(FILE *out) {
             "                           chat: read user turns from stdin, one per line, until EOF\n"
             "\n"
             "generation:\n"
-            "  -n, --n-predict N        new tokens to generate (default 256; -1 = until EOS or context full)\n"
-            "      --temp T             temperature; 0 = greedy (default 0.8)\n"
-            "      --top-k N            keep the N most likely tokens; 0 = all (default 40)\n"
-            "      --top-p P            nucleus sampling threshold, 0 < P <= 1; 1 = off (default 0.95)\n"
-            "      --min-p P            drop tokens below P * p(best), 0 <= P <= 1; 0 = off (default 0)\n"
-            "      --repeat-penalty F   penalty > 1 for recently seen tokens; 1 = off (default 1)\n"
-            "      --repeat-last-n N    window of the repeat penalty; 0 or -1 = whole context (default 64)\n"
+            "  -n, --n-predict N        new tokens to generate (default %d; -1 = until EOS or context full)\n"
+            "      --temp T             temperature; 0 = greedy (default %g)\n"
+            "      --top-k N            keep the N most likely tokens; 0 = all (default %d)\n"
+            "      --top-p P            nucleus sampling threshold, 0 < P <= 1; 1 = off (default %g)\n"
+            "      --min-p P            drop tokens below P * p(best), 0 <= P <= 1; 0 = off (default %g)\n"
+            "      --repeat-penalty F   penalty > 1 for recently seen tokens; 1 = off (default %g)\n"
+            "      --repeat-last-n N    window of the repeat penalty; 0 or -1 = whole context (default %d)\n"
             "  -s, --seed N             sampling seed (default: from the clock, printed to stderr; -1 = same)\n"
             "      --stop STR           stop when the text reaches STR (not printed); repeatable\n"
             "\n"
             "resources:\n"
-            "  -t, --threads N          compute threads (default: online CPUs, at most 4)\n"
+            "  -t, --threads N          compute threads (default: online CPUs, at most %d)\n"
             "  -c, --ctx-size N         context length in tokens (default: min(2048, model maximum))\n"
             "      --context-shift      when the context is full, drop the older half (after --keep tokens)\n"
             "                           and go on, instead of stopping (completion mode)\n"
-            "      --keep N             with --context-shift: tokens at the start that are always kept (default 0)\n"
-            "  -b, --batch-size N       prompt tokens per forward pass (default 64)\n"
+            "      --keep N             with --context-shift: tokens at the start that are always kept (default %d)\n"
+            "  -b, --batch-size N       prompt tokens per forward pass (default %d)\n"
             "      --mlock              lock the weights in RAM\n"
             "      --prefault           pre-fault the weight mapping at load\n"
             "\n"
             "speculative decoding (greedy output is the same in every mode; drafting statistics go to stderr):\n"
             "      --spec MODE          off, pld (prompt lookup: drafts from repeated n-grams of the context),\n"
             "                           draft (a smaller draft model) or self (a subset of the model's own\n"
-            "                           layers) (default pld)\n"
+            "                           layers) (default %s)\n"
             "      --draft-model DIR    draft model directory (same vocabulary); implies --spec draft\n"
-            "      --draft-len K        most tokens drafted per step, 1..15 (default 4)\n"
-            "      --ngram N            pld: longest n-gram looked up, 1..8 (default 3)\n"
+            "      --draft-len K        most tokens drafted per step, 1..15 (default %d)\n"
+            "      --ngram N            pld: longest n-gram looked up, 1..8 (default %d)\n"
             "      --self-layers LIST   self: ascending comma list of layers, e.g. 0,4,8 (default every 4th\n"
             "                           layer from 0); implies --spec self\n"
             "\n"
@@ -108,7 +117,10 @@ static void usage(FILE *out) {
             "  -h, --help               print this help and exit\n"
             "\n"
             "Ctrl-C stops the reply being generated; in chat mode, Ctrl-C at the prompt or EOF ends the chat.\n"
-            "Exit status: 0 success, 1 error, 2 usage error, 130 interrupted.\n");
+            "Exit status: 0 success, 1 error, 2 usage error, 130 interrupted.\n",
+            (int)sp.max_new_tokens, (double)CLI_TEMPERATURE, (int)sp.top_k, (double)sp.top_p, (double)sp.min_p,
+            (double)sp.repetition_penalty, (int)sp.repeat_last_n, CLI_MAX_THREADS, (int)ss.n_keep, (int)ss.n_batch,
+            spec_mode_name(ss.spec_mode), (int)ss.spec_draft_len, (int)ss.spec_ngram);
 }
 
 #if defined(__GNUC__)
@@ -200,23 +212,17 @@ static NORETURN char *missing_value(const char *option) {
 static long default_threads(void) {
     const long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) return 1;
-    return n > 4 ? 4 : n;
+    return n > CLI_MAX_THREADS ? CLI_MAX_THREADS : n;
 }
 
 static void parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
-    o->n_predict = 256;
-    o->temp = 0.8;
-    o->top_k = 40;
-    o->top_p = 0.95;
-    o->min_p = 0.0;
-    o->repeat_penalty = 1.0;
-    o->repeat_last_n = 64;
-    o->threads = default_threads();
-    o->ctx = 0;
-    o->batch = 64;
+    pangu_model_params_init(&o->model);
+    pangu_session_params_init(&o->session);
+    pangu_sampling_params_init(&o->sampling);
+    o->sampling.temperature = CLI_TEMPERATURE;
+    o->session.n_threads = (int32_t)default_threads();
     o->display_prompt = 1;
-    o->spec_mode = PANGU_SPEC_PLD;
 
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i];
@@ -235,20 +241,22 @@ static void parse_args(int argc, char **argv, options *o) {
         } else if (IS("-f", "--file")) {
             o->prompt_file = VALUE();
         } else if (IS("-n", "--n-predict")) {
-            o->n_predict = parse_long(a, VALUE(), -1, INT32_MAX);
+            const long n = parse_long(a, VALUE(), -1, INT32_MAX);
+            o->until_full = n < 0;
+            o->sampling.max_new_tokens = n < 0 ? INT32_MAX : (int32_t)n;
         } else if (IS(NULL, "--temp")) {
-            o->temp = parse_double(a, VALUE(), 0.0, 0, HUGE_VAL);
+            o->sampling.temperature = (float)parse_double(a, VALUE(), 0.0, 0, HUGE_VAL);
         } else if (IS(NULL, "--top-k")) {
-            o->top_k = parse_long(a, VALUE(), 0, INT32_MAX);
+            o->sampling.top_k = (int32_t)parse_long(a, VALUE(), 0, INT32_MAX);
         } else if (IS(NULL, "--top-p")) {
-            o->top_p = parse_double(a, VALUE(), 0.0, 1, 1.0);
+            o->sampling.top_p = (float)parse_double(a, VALUE(), 0.0, 1, 1.0);
         } else if (IS(NULL, "--min-p")) {
-            o->min_p = parse_double(a, VALUE(), 0.0, 0, 1.0);
+            o->sampling.min_p = (float)parse_double(a, VALUE(), 0.0, 0, 1.0);
         } else if (IS(NULL, "--repeat-penalty")) {
-            o->repeat_penalty = parse_double(a, VALUE(), 0.0, 1, HUGE_VAL);
+            o->sampling.repetition_penalty = (float)parse_double(a, VALUE(), 0.0, 1, HUGE_VAL);
         } else if (IS(NULL, "--repeat-last-n")) {
-            o->repeat_last_n = parse_long(a, VALUE(), -1, INT32_MAX);
-            if (o->repeat_last_n < 0) o->repeat_last_n = 0; /* the library's "whole context" */
+            const long n = parse_long(a, VALUE(), -1, INT32_MAX);
+            o->sampling.repeat_last_n = n < 0 ? 0 : (int32_t)n; /* the library's "whole context" */
         } else if (IS("-s", "--seed")) {
             const char *s = VALUE();
             if (strcmp(s, "-1") == 0) {
@@ -260,24 +268,24 @@ static void parse_args(int argc, char **argv, options *o) {
                 if (end == s || *end != '\0' || errno == ERANGE || s[strspn(s, " \t")] == '-')
                     usage_error("%s expects an integer from 0 to %llu (or -1 for a clock seed), not '%s'", a,
                                 (unsigned long long)UINT64_MAX, s);
-                o->seed = v;
+                o->sampling.seed = v;
                 o->seed_given = 1;
             }
         } else if (IS("-t", "--threads")) {
-            o->threads = parse_long(a, VALUE(), 1, 256);
+            o->session.n_threads = (int32_t)parse_long(a, VALUE(), 1, 256);
         } else if (IS("-c", "--ctx-size")) {
-            o->ctx = parse_long(a, VALUE(), 0, INT32_MAX);
+            o->session.n_ctx = (int32_t)parse_long(a, VALUE(), 0, INT32_MAX); /* 0: the library's default */
         } else if (IS(NULL, "--context-shift")) {
-            o->context_shift = 1;
+            o->session.context_policy = PANGU_CONTEXT_SLIDE;
         } else if (IS(NULL, "--keep")) {
-            o->keep = parse_long(a, VALUE(), 0, INT32_MAX);
+            o->session.n_keep = (int32_t)parse_long(a, VALUE(), 0, INT32_MAX);
         } else if (IS("-b", "--batch-size")) {
-            o->batch = parse_long(a, VALUE(), 1, 4096);
+            o->session.n_batch = (int32_t)parse_long(a, VALUE(), 1, 4096);
         } else if (IS(NULL, "--stop")) {
             const char *s = VALUE();
             if (*s == '\0') usage_error("--stop needs a non-empty string");
-            if (o->n_stops == MAX_STOP_STRINGS) usage_error("at most %d --stop strings", MAX_STOP_STRINGS);
-            o->stops[o->n_stops++] = s;
+            if (o->sampling.n_stop_strings == MAX_STOP_STRINGS) usage_error("at most %d --stop strings", MAX_STOP_STRINGS);
+            o->stops[o->sampling.n_stop_strings++] = s;
         } else if (IS(NULL, "--no-bos")) {
             o->no_bos = 1;
         } else if (IS("-i", "--interactive") || IS(NULL, "--chat")) {
@@ -287,20 +295,23 @@ static void parse_args(int argc, char **argv, options *o) {
         } else if (IS(NULL, "--no-display-prompt")) {
             o->display_prompt = 0;
         } else if (IS(NULL, "--mlock")) {
-            o->mlock = 1;
+            o->model.lock_memory = 1;
         } else if (IS(NULL, "--prefault")) {
-            o->prefault = 1;
+            o->model.prefault = 1;
         } else if (IS(NULL, "--spec")) {
-            o->spec_mode = parse_spec_mode(a, VALUE());
+            o->session.spec_mode = parse_spec_mode(a, VALUE());
             o->spec_given = 1;
         } else if (IS(NULL, "--draft-model")) {
             o->draft_model_dir = VALUE();
         } else if (IS(NULL, "--draft-len")) {
-            o->draft_len = parse_long(a, VALUE(), 1, 15);
+            o->session.spec_draft_len = (int32_t)parse_long(a, VALUE(), 1, 15);
+            o->draft_len_given = 1;
         } else if (IS(NULL, "--ngram")) {
-            o->ngram = parse_long(a, VALUE(), 1, 8);
+            o->session.spec_ngram = (int32_t)parse_long(a, VALUE(), 1, 8);
+            o->ngram_given = 1;
         } else if (IS(NULL, "--self-layers")) {
-            o->n_self_layers = parse_layer_list(a, VALUE(), o->self_layers, MAX_SELF_LAYERS);
+            o->session.n_self_draft_layers = parse_layer_list(a, VALUE(), o->self_layers, MAX_SELF_LAYERS);
+            o->session.self_draft_layers = o->self_layers;
         } else if (a[0] == '-' && a[1] != '\0') {
             usage_error("unknown option '%s'", a);
         } else {
@@ -309,25 +320,29 @@ static void parse_args(int argc, char **argv, options *o) {
 #undef IS
 #undef VALUE
     }
+    o->sampling.stop_strings = o->stops;
+    const int context_shift = o->session.context_policy == PANGU_CONTEXT_SLIDE;
+    const int n_self_layers = o->session.n_self_draft_layers;
+    int32_t *spec_mode = &o->session.spec_mode;
     if (!o->model_dir) usage_error("a model directory is required (-m DIR)");
     if (o->prompt && o->prompt_file) usage_error("use either -p or -f, not both");
-    if (o->keep && !o->context_shift) usage_error("--keep applies only with --context-shift");
-    if (o->context_shift && o->chat)
+    if (o->session.n_keep && !context_shift) usage_error("--keep applies only with --context-shift");
+    if (context_shift && o->chat)
         usage_error("--context-shift is for completion mode; chat starts a new conversation when the context is full");
     if (!o->spec_given) { /* --draft-model and --self-layers choose their mode */
-        if (o->draft_model_dir && o->n_self_layers)
+        if (o->draft_model_dir && n_self_layers)
             usage_error("--draft-model and --self-layers select different modes (draft, self); use one");
-        if (o->draft_model_dir) o->spec_mode = PANGU_SPEC_DRAFT;
-        if (o->n_self_layers) o->spec_mode = PANGU_SPEC_SELF;
+        if (o->draft_model_dir) *spec_mode = PANGU_SPEC_DRAFT;
+        if (n_self_layers) *spec_mode = PANGU_SPEC_SELF;
     }
-    if (o->spec_mode == PANGU_SPEC_DRAFT && !o->draft_model_dir) usage_error("--spec draft needs --draft-model DIR");
-    if (o->draft_model_dir && o->spec_mode != PANGU_SPEC_DRAFT)
-        usage_error("--draft-model applies only with --spec draft, not --spec %s", spec_mode_name(o->spec_mode));
-    if (o->n_self_layers && o->spec_mode != PANGU_SPEC_SELF)
-        usage_error("--self-layers applies only with --spec self, not --spec %s", spec_mode_name(o->spec_mode));
-    if (o->ngram && o->spec_mode != PANGU_SPEC_PLD)
-        usage_error("--ngram applies only with --spec pld, not --spec %s", spec_mode_name(o->spec_mode));
-    if (o->draft_len && o->spec_mode == PANGU_SPEC_OFF) usage_error("--draft-len does not apply with --spec off");
+    if (*spec_mode == PANGU_SPEC_DRAFT && !o->draft_model_dir) usage_error("--spec draft needs --draft-model DIR");
+    if (o->draft_model_dir && *spec_mode != PANGU_SPEC_DRAFT)
+        usage_error("--draft-model applies only with --spec draft, not --spec %s", spec_mode_name(*spec_mode));
+    if (n_self_layers && *spec_mode != PANGU_SPEC_SELF)
+        usage_error("--self-layers applies only with --spec self, not --spec %s", spec_mode_name(*spec_mode));
+    if (o->ngram_given && *spec_mode != PANGU_SPEC_PLD)
+        usage_error("--ngram applies only with --spec pld, not --spec %s", spec_mode_name(*spec_mode));
+    if (o->draft_len_given && *spec_mode == PANGU_SPEC_OFF) usage_error("--draft-len does not apply with --spec off");
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -461,19 +476,20 @@ static void print_rate(const char *what, long n, double ms) {
 
 /* The session's speculative-decoding counters (they run from its creation), after the timings. */
 static void print_spec_stats(const options *o, const pangu_session *session) {
-    if (o->spec_mode == PANGU_SPEC_OFF) return;
+    const int mode = o->session.spec_mode;
+    if (mode == PANGU_SPEC_OFF) return;
     pangu_session_stats st;
     memset(&st, 0, sizeof st);
     st.struct_size = sizeof st;
     if (pangu_session_get_stats(session, &st) != PANGU_OK) return;
-    fprintf(stderr, PROG ": speculative (%s): %lld drafted, %lld accepted", spec_mode_name(o->spec_mode),
+    fprintf(stderr, PROG ": speculative (%s): %lld drafted, %lld accepted", spec_mode_name(mode),
             (long long)st.n_drafted, (long long)st.n_accepted);
     if (st.n_drafted > 0) fprintf(stderr, " (acceptance %.1f %%)", 100.0 * (double)st.n_accepted / (double)st.n_drafted);
     fprintf(stderr, ", %lld verification steps", (long long)st.n_verify);
     if (st.n_verify > 0) fprintf(stderr, " (%.2f accepted per step)", (double)st.n_accepted / (double)st.n_verify);
     fprintf(stderr, "; %lld forward passes of the model for %lld tokens evaluated, %lld generated", (long long)st.n_forward,
             (long long)st.n_evaluated, (long long)st.n_generated);
-    if (o->spec_mode == PANGU_SPEC_DRAFT) fputs(" (the draft model's passes not counted)", stderr);
+    if (mode == PANGU_SPEC_DRAFT) fputs(" (the draft model's passes not counted)", stderr);
     fputc('\n', stderr);
 }
 
@@ -526,20 +542,6 @@ static int on_token(void *user_data, int32_t token, const char *piece, size_t pi
     return g_interrupted != 0;
 }
 
-static void fill_sampling(const options *o, pangu_sampling_params *sp) {
-    pangu_sampling_params_init(sp);
-    sp->temperature = (float)o->temp;
-    sp->top_k = (int32_t)o->top_k;
-    sp->top_p = (float)o->top_p;
-    sp->min_p = (float)o->min_p;
-    sp->repetition_penalty = (float)o->repeat_penalty;
-    sp->repeat_last_n = (int32_t)o->repeat_last_n;
-    sp->seed = (uint64_t)o->seed;
-    sp->max_new_tokens = o->n_predict < 0 ? INT32_MAX : (int32_t)o->n_predict;
-    sp->stop_strings = o->stops;
-    sp->n_stop_strings = o->n_stops;
-}
-
 /* ------------------------------------------------------------------------------------------------ */
 /* Completion mode                                                                                  */
 /* ------------------------------------------------------------------------------------------------ */
@@ -574,8 +576,7 @@ static int run_completion(const options *o, pangu_model *model, pangu_session *s
         free(piece.data);
     }
 
-    pangu_sampling_params sp;
-    fill_sampling(o, &sp);
+    pangu_sampling_params sp = o->sampling;
     stream_state ss = {0};
     pangu_generate_result res;
     memset(&res, 0, sizeof res);
@@ -600,7 +601,7 @@ static int run_completion(const options *o, pangu_model *model, pangu_session *s
         pangu_session_stats stats;
         memset(&stats, 0, sizeof stats);
         stats.struct_size = sizeof stats;
-        if (o->context_shift && pangu_session_get_stats(session, &stats) == PANGU_OK)
+        if (o->session.context_policy == PANGU_CONTEXT_SLIDE && pangu_session_get_stats(session, &stats) == PANGU_OK)
             fprintf(stderr, PROG ": context shifts: %lld\n", (long long)stats.n_context_shifts);
         print_spec_stats(o, session);
         fprintf(stderr, PROG ": stopped: %s\n", stop_reason_string(res.stop_reason));
@@ -610,7 +611,7 @@ static int run_completion(const options *o, pangu_model *model, pangu_session *s
         return EXIT_INTERRUPTED;
     }
     if (st == PANGU_ERR_CONTEXT_FULL) {
-        if (o->n_predict < 0) return 0; /* -n -1: a full context is the expected end */
+        if (o->until_full) return 0; /* -n -1: a full context is the expected end */
         return fail("generating", st);
     }
     return 0;
@@ -731,11 +732,10 @@ static int run_chat(const options *o, pangu_model *model, pangu_session *session
     c.session = session;
     c.template_mode = info.has_chat_template != 0;
 
-    pangu_sampling_params sp;
-    fill_sampling(o, &sp);
+    pangu_sampling_params sp = o->sampling;
     const char *stops[MAX_STOP_STRINGS + 1];
     size_t n_stops = 0;
-    for (size_t i = 0; i < o->n_stops; ++i) stops[n_stops++] = o->stops[i];
+    for (size_t i = 0; i < o->sampling.n_stop_strings; ++i) stops[n_stops++] = o->stops[i];
     int32_t stop_tokens[2];
     size_t n_stop_tokens = 0;
     if (c.template_mode) {
@@ -813,7 +813,7 @@ static int run_chat(const options *o, pangu_model *model, pangu_session *session
         pangu_generate_result res;
         memset(&res, 0, sizeof res);
         res.struct_size = sizeof res;
-        sp.seed = (uint64_t)o->seed + (uint64_t)turn++; /* reproducible, yet not the same draw every turn */
+        sp.seed = o->sampling.seed + (uint64_t)turn++; /* reproducible, yet not the same draw every turn */
         st = pangu_session_generate(session, c.rendered.data + c.fed.len, &sp, on_token, &ss, &res);
         if (ss.n_generated > 0 || st == PANGU_OK) fputc('\n', stdout);
         fflush(stdout);
@@ -893,16 +893,12 @@ int main(int argc, char **argv) {
         prompt = file_text;
     }
 
-    if (!o.seed_given) o.seed = (unsigned long long)time(NULL);
-    fprintf(stderr, PROG ": seed %llu\n", o.seed);
+    if (!o.seed_given) o.sampling.seed = (uint64_t)time(NULL);
+    fprintf(stderr, PROG ": seed %llu\n", (unsigned long long)o.sampling.seed);
 
-    pangu_model_params mp;
-    pangu_model_params_init(&mp);
-    mp.prefault = o.prefault;
-    mp.lock_memory = o.mlock;
     pangu_model *model = NULL;
     double t0 = now_ms();
-    pangu_status st = pangu_model_load(o.model_dir, &mp, &model);
+    pangu_status st = pangu_model_load(o.model_dir, &o.model, &model);
     if (st != PANGU_OK) {
         free(file_text);
         return fail("loading the model", st);
@@ -922,7 +918,7 @@ int main(int argc, char **argv) {
     pangu_model *draft = NULL;
     if (o.draft_model_dir) {
         t0 = now_ms();
-        st = pangu_model_load(o.draft_model_dir, &mp, &draft);
+        st = pangu_model_load(o.draft_model_dir, &o.model, &draft);
         if (st != PANGU_OK) {
             const int rc = fail("loading the draft model", st);
             pangu_model_free(model);
@@ -937,23 +933,9 @@ int main(int argc, char **argv) {
                     o.draft_model_dir, now_ms() - t0, dinfo.n_layer, dinfo.n_embd, dinfo.n_params / 1e6);
     }
 
-    pangu_session_params sparams;
-    pangu_session_params_init(&sparams);
-    sparams.spec_mode = o.spec_mode;
-    if (o.draft_len > 0) sparams.spec_draft_len = (int32_t)o.draft_len;
-    if (o.ngram > 0) sparams.spec_ngram = (int32_t)o.ngram;
-    sparams.draft_model = draft;
-    if (o.n_self_layers > 0) {
-        sparams.self_draft_layers = o.self_layers;
-        sparams.n_self_draft_layers = o.n_self_layers;
-    }
-    if (o.ctx > 0) sparams.n_ctx = (int32_t)o.ctx;
-    sparams.n_batch = (int32_t)o.batch;
-    sparams.n_threads = (int32_t)o.threads;
-    sparams.context_policy = o.context_shift ? PANGU_CONTEXT_SLIDE : PANGU_CONTEXT_ERROR;
-    sparams.n_keep = (int32_t)o.keep;
+    o.session.draft_model = draft;
     pangu_session *session = NULL;
-    st = pangu_session_create(model, &sparams, &session);
+    st = pangu_session_create(model, &o.session, &session);
     if (st != PANGU_OK) {
         const int rc = fail("creating the session", st);
         pangu_model_free(draft);
@@ -961,16 +943,20 @@ int main(int argc, char **argv) {
         free(file_text);
         return rc;
     }
-    fprintf(stderr, PROG ": %ld threads, batch %ld, temp %g, top-k %ld, top-p %g, min-p %g, repeat-penalty %g\n",
-            o.threads, o.batch, o.temp, o.top_k, o.top_p, o.min_p, o.repeat_penalty);
-    if (o.spec_mode != PANGU_SPEC_OFF) {
-        fprintf(stderr, PROG ": speculative decoding: %s, draft length %d", spec_mode_name(o.spec_mode),
-                (int)sparams.spec_draft_len);
-        if (o.spec_mode == PANGU_SPEC_PLD) fprintf(stderr, ", n-gram %d", (int)sparams.spec_ngram);
-        if (o.spec_mode == PANGU_SPEC_SELF) {
+    const pangu_sampling_params *sp = &o.sampling;
+    const pangu_session_params *sparams = &o.session;
+    fprintf(stderr, PROG ": %d threads, batch %d, temp %g, top-k %d, top-p %g, min-p %g, repeat-penalty %g\n",
+            (int)sparams->n_threads, (int)sparams->n_batch, (double)sp->temperature, (int)sp->top_k,
+            (double)sp->top_p, (double)sp->min_p, (double)sp->repetition_penalty);
+    if (sparams->spec_mode != PANGU_SPEC_OFF) {
+        fprintf(stderr, PROG ": speculative decoding: %s, draft length %d", spec_mode_name(sparams->spec_mode),
+                (int)sparams->spec_draft_len);
+        if (sparams->spec_mode == PANGU_SPEC_PLD) fprintf(stderr, ", n-gram %d", (int)sparams->spec_ngram);
+        if (sparams->spec_mode == PANGU_SPEC_SELF) {
             fputs(", layers ", stderr);
-            if (o.n_self_layers == 0) fputs("every 4th from 0 (default)", stderr);
-            for (int i = 0; i < o.n_self_layers; ++i) fprintf(stderr, "%s%d", i ? "," : "", (int)o.self_layers[i]);
+            if (sparams->n_self_draft_layers == 0) fputs("every 4th from 0 (default)", stderr);
+            for (int i = 0; i < sparams->n_self_draft_layers; ++i)
+                fprintf(stderr, "%s%d", i ? "," : "", (int)sparams->self_draft_layers[i]);
         }
         fputc('\n', stderr);
     }
