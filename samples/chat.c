@@ -136,12 +136,13 @@ int main(int argc, char **argv) {
     const int use_template = info.has_chat_template != 0;
     const char *plain_stop = "\n用户：";
     int32_t end_of_turn[2];
-    if (use_template) { /* a reply ends at [unused10] (end of message) or [unused9] (start of one) */
-        size_t n = 0;
-        if (pangu_tokenize(model, "[unused10][unused9]", strlen("[unused10][unused9]"), 0, 1, end_of_turn, 2, &n))
-            n = 0;
+    if (use_template) { /* a reply ends at the end of its message ([unused10]) or the start of the next ([unused9]) */
+        if ((st = pangu_chat_stop_tokens(model, end_of_turn, 2, &sp.n_stop_tokens)) != PANGU_OK) {
+            pangu_session_free(session);
+            pangu_model_free(model);
+            return fail("reading the end-of-turn tokens", st);
+        }
         sp.stop_tokens = end_of_turn;
-        sp.n_stop_tokens = n;
     } else {
         sp.stop_strings = &plain_stop;
         sp.n_stop_strings = 1;

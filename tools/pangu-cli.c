@@ -714,7 +714,7 @@ typedef struct chat {
     int32_t eos;                  /* the model's end-of-text token */
     pangu_sampling_params sp;     /* the user's settings with the chat's stop strings and tokens */
     const char *stops[MAX_STOP_STRINGS + 1];
-    int32_t stop_tokens[2];
+    int32_t stop_tokens[8];       /* from pangu_chat_stop_tokens (2 of them) */
     uint64_t seed;                /* the user's seed: turn t samples with seed + t */
     long turn;
     pangu_chat_message *messages; /* the conversation; contents are owned (malloc) */
@@ -824,14 +824,10 @@ static int chat_set_stops(chat *c, const options *o) {
     size_t n_stops = 0, n_stop_tokens = 0;
     for (size_t i = 0; i < o->sampling.n_stop_strings; ++i) c->stops[n_stops++] = o->stops[i];
     if (c->template_mode) {
-        /* A message ends with [unused10]; a new one would open with [unused9]. Either ends the reply. */
-        const char *marks[2] = {"[unused10]", "[unused9]"};
-        for (int k = 0; k < 2; ++k) {
-            int32_t id = -1;
-            size_t n = 0;
-            if (pangu_tokenize(c->model, marks[k], strlen(marks[k]), 0, 1, &id, 1, &n) == PANGU_OK && n == 1)
-                c->stop_tokens[n_stop_tokens++] = id;
-        }
+        /* The end of a message ([unused10]) and the start of the next ([unused9]) each end the reply. */
+        const size_t cap = sizeof c->stop_tokens / sizeof c->stop_tokens[0];
+        const pangu_status st = pangu_chat_stop_tokens(c->model, c->stop_tokens, cap, &n_stop_tokens);
+        if (st != PANGU_OK) return fail("reading the chat's end-of-turn tokens", st);
         fprintf(stderr, PROG ": chat mode with the model's chat template\n");
     } else {
         c->stops[n_stops++] = "\n用户：";
