@@ -65,144 +65,176 @@ std::string human(double bytes) {
     return b;
 }
 
-}  // namespace
-
-int main(int argc, char **argv) {
+struct Options {
     std::string in, out;
     bool quant_embed = false, force = false, quiet = false;
+};
+
+// Returns -1 to go on, or the exit status: 0 after --help, 2 after a usage error.
+int parse_args(int argc, char **argv, Options &o) {
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "-i" && i + 1 < argc) in = argv[++i];
-        else if (a == "-o" && i + 1 < argc) out = argv[++i];
-        else if (a == "--quantize-embeddings") quant_embed = true;
-        else if (a == "--force") force = true;
-        else if (a == "--quiet") quiet = true;
+        if (a == "-i" && i + 1 < argc) o.in = argv[++i];
+        else if (a == "-o" && i + 1 < argc) o.out = argv[++i];
+        else if (a == "--quantize-embeddings") o.quant_embed = true;
+        else if (a == "--force") o.force = true;
+        else if (a == "--quiet") o.quiet = true;
         else if (a == "-h" || a == "--help") return usage(), 0;
         else return usage();
     }
-    if (in.empty() || out.empty()) return usage();
-    while (out.size() > 1 && out.back() == '/') out.pop_back();
-    const bool progress = !quiet && isatty(fileno(stderr));
-    const std::string tmp = out + ".partial-" + std::to_string(getpid());
+    if (o.in.empty() || o.out.empty()) return usage();
+    while (o.out.size() > 1 && o.out.back() == '/') o.out.pop_back();
+    return -1;
+}
+
+// The largest quantization error over all tensors; the writer's fill functions merge into it.
+struct ErrorTotal {
+    QuantError total;
+    std::mutex mu;
+};
+
+// `t` as int8 `name` with its per-row F32 scales `name`_scale.
+void add_quantized(SafetensorsWriter &w, const std::string &name, const TensorInfo *t, ErrorTotal &err) {
+    const int64_t rows = t->shape[0], cols = t->shape[1];
+    // Quantize once, when the writer asks for the weights; the scales are produced alongside and
+    // written right after (the writer calls fills in layout order, so keep both in one closure).
+    auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(rows));
+    auto done = std::make_shared<bool>(false);
+    auto q = std::make_shared<std::vector<int8_t>>();
+    auto run = [=, &err]() {
+        if (*done) return;
+        q->resize(static_cast<size_t>(rows * cols));
+        QuantError e = quantize_rows(*t, q->data(), scales->data());
+        std::lock_guard<std::mutex> lk(err.mu);
+        err.total.merge(e);
+        *done = true;
+    };
+    w.add(name, DType::I8, {rows, cols}, [=](uint8_t *dst) {
+        run();
+        std::memcpy(dst, q->data(), q->size());
+        q->clear();
+        q->shrink_to_fit();
+    });
+    w.add(name + "_scale", DType::F32, {rows}, [=](uint8_t *dst) {
+        run();
+        std::memcpy(dst, scales->data(), scales->size() * sizeof(float));
+    });
+}
+
+// `t` in 16 bits: 16-bit stays as it is; F32 norms, biases and embeddings become BF16.
+void add_16bit(SafetensorsWriter &w, const std::string &name, const TensorInfo *t) {
+    const DType dt = t->dtype == DType::F32 ? DType::BF16 : t->dtype;
+    size_t n = t->nbytes / dtype_size(t->dtype);
+    w.add(name, dt, t->shape, [t, dt, n](uint8_t *dst) {
+        if (dt == t->dtype) {
+            std::memcpy(dst, t->data, t->nbytes);
+            return;
+        }
+        for (size_t i = 0; i < n; ++i) {
+            const float v = load_element(*t, i);
+            if (!std::isfinite(v)) fail(PANGU_ERR_NUMERIC, t->name + ": NaN or Inf at element " + std::to_string(i));
+            const uint16_t h = f32_to_bf16(v);
+            std::memcpy(dst + 2 * i, &h, 2);
+        }
+    });
+}
+
+// Every tensor of `store` but the RoPE frequencies; returns the bytes they hold.
+uint64_t add_tensors(SafetensorsWriter &w, const TensorStore &store, bool quant_embed, ErrorTotal &err) {
+    uint64_t bytes_in = 0;
+    for (const auto &kv : store.tensors()) {
+        const std::string &name = kv.first;
+        if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+        bytes_in += kv.second.nbytes;
+        if (is_linear(name) || (quant_embed && is_embedding(name))) add_quantized(w, name, &kv.second, err);
+        else add_16bit(w, name, &kv.second);
+    }
+    return bytes_in;
+}
+
+// The input's config.json with a quantization_config describing the output.
+Json::Value quantized_config(const std::string &in, bool quant_embed) {
+    Json::Value cfg;
+    {
+        std::ifstream cf(in + "/config.json");
+        Json::CharReaderBuilder rb;
+        std::string errs;
+        if (!Json::parseFromStream(rb, cf, &cfg, &errs)) fail(PANGU_ERR_CONFIG, in + "/config.json: " + errs);
+    }
+    Json::Value qc;
+    qc["quant_method"] = "w8a16";
+    qc["bits"] = 8;
+    qc["group_size"] = 0;
+    qc["symmetric"] = true;
+    qc["scale_formula"] = "max(abs(W_row)) / 127";
+    qc["scale_dtype"] = "float32";
+    qc["activation_dtype"] = "bfloat16";
+    qc["quantize_embeddings"] = quant_embed;
+    Json::Value mods(Json::arrayValue);
+    for (const char *m : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}) mods.append(m);
+    if (quant_embed) {
+        mods.append("embed_tokens");
+        mods.append("lm_head");
+    }
+    qc["modules"] = mods;
+    qc["producer"] = std::string("pangu-quantize ") + PANGU_VERSION_STRING;
+    cfg["quantization_config"] = qc;
+    return cfg;
+}
+
+// Converts o.in into the directory `tmp`, checks that it loads, then renames it to o.out. Throws on failure.
+void quantize(const Options &o, const std::string &tmp) {
+    if (fs::exists(o.out) && !o.force) fail(PANGU_ERR_INVALID_ARGUMENT, o.out + " exists; use --force to replace it");
+    // Loading validates the whole input (config, tokenizer, every tensor's shape and dtype) first.
+    std::unique_ptr<Model> model = Model::load(o.in, ModelLoadOptions{});
+    if (model->n_quantized > 0 || !model->cfg.quant_method.empty())
+        fail(PANGU_ERR_UNSUPPORTED, o.in + " is already quantized");
+
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    SafetensorsWriter w;
+    ErrorTotal err;
+    const uint64_t bytes_in = add_tensors(w, model->store, o.quant_embed, err);
+    const auto t0 = std::chrono::steady_clock::now();
+    w.set_metadata("format", "pt");
+    w.set_metadata("producer", std::string("pangu-quantize ") + PANGU_VERSION_STRING);
+    const bool progress = !o.quiet && isatty(fileno(stderr));
+    w.write(tmp + "/model.safetensors", [&](const std::string &name, uint64_t done, uint64_t all) {
+        if (progress)
+            std::fprintf(stderr, "\r\033[K[%3zu%%] %s / %s  %s", static_cast<size_t>(100.0 * done / all),
+                         human(done).c_str(), human(all).c_str(), name.c_str());
+    });
+    if (progress) std::fprintf(stderr, "\n");
+    const Json::Value cfg = quantized_config(o.in, o.quant_embed);
+    std::ofstream(tmp + "/config.json") << cfg << "\n";
+    for (const char *f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                          "generation_config.json"})
+        if (fs::exists(fs::path(o.in) / f)) fs::copy_file(fs::path(o.in) / f, fs::path(tmp) / f);
+
+    // Check the result loads before it takes the final name.
+    Model::load(tmp, ModelLoadOptions{});
+    if (fs::exists(o.out)) fs::remove_all(o.out);
+    fs::rename(tmp, o.out);
+
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const uint64_t bytes_out = w.data_bytes();
+    if (o.quiet) return;
+    std::fprintf(stderr, "pangu-quantize: wrote %s in %.1f s\n", o.out.c_str(), secs);
+    std::fprintf(stderr, "  weights: %s -> %s (%.1f %%)\n", human(static_cast<double>(bytes_in)).c_str(),
+                 human(static_cast<double>(bytes_out)).c_str(), 100.0 * bytes_out / bytes_in);
+    std::fprintf(stderr, "  largest per-channel error: %.3g absolute, %.4f %% of the channel's max |W| (%s)\n",
+                 err.total.max_abs, 100.0 * err.total.max_rel, err.total.worst.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    Options o;
+    const int rc = parse_args(argc, argv, o);
+    if (rc >= 0) return rc;
+    const std::string tmp = o.out + ".partial-" + std::to_string(getpid());
     try {
-        if (fs::exists(out) && !force)
-            fail(PANGU_ERR_INVALID_ARGUMENT, out + " exists; use --force to replace it");
-        // Loading validates the whole input (config, tokenizer, every tensor's shape and dtype) first.
-        std::unique_ptr<Model> model = Model::load(in, ModelLoadOptions{});
-        if (model->n_quantized > 0 || !model->cfg.quant_method.empty())
-            fail(PANGU_ERR_UNSUPPORTED, in + " is already quantized");
-        const TensorStore &store = model->store;
-
-        fs::remove_all(tmp);
-        fs::create_directories(tmp);
-        SafetensorsWriter w;
-        uint64_t bytes_in = 0;
-        QuantError total;
-        std::mutex err_mu;
-        for (const auto &kv : store.tensors()) {
-            const TensorInfo *t = &kv.second;
-            const std::string &name = kv.first;
-            if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
-            bytes_in += t->nbytes;
-            const bool quantize = is_linear(name) || (quant_embed && is_embedding(name));
-            if (quantize) {
-                const int64_t rows = t->shape[0], cols = t->shape[1];
-                // Quantize once, when the writer asks for the weights; the scales are produced alongside and
-                // written right after (the writer calls fills in layout order, so keep both in one closure).
-                auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(rows));
-                auto done = std::make_shared<bool>(false);
-                auto q = std::make_shared<std::vector<int8_t>>();
-                auto run = [=, &total, &err_mu]() {
-                    if (*done) return;
-                    q->resize(static_cast<size_t>(rows * cols));
-                    QuantError e = quantize_rows(*t, q->data(), scales->data());
-                    std::lock_guard<std::mutex> lk(err_mu);
-                    total.merge(e);
-                    *done = true;
-                };
-                w.add(name, DType::I8, {rows, cols}, [=](uint8_t *dst) {
-                    run();
-                    std::memcpy(dst, q->data(), q->size());
-                    q->clear();
-                    q->shrink_to_fit();
-                });
-                w.add(name + "_scale", DType::F32, {rows}, [=](uint8_t *dst) {
-                    run();
-                    std::memcpy(dst, scales->data(), scales->size() * sizeof(float));
-                });
-            } else {
-                // 16-bit stays as it is; F32 norms, biases and embeddings become BF16.
-                const DType dt = t->dtype == DType::F32 ? DType::BF16 : t->dtype;
-                size_t n = t->nbytes / dtype_size(t->dtype);
-                w.add(name, dt, t->shape, [t, dt, n](uint8_t *dst) {
-                    if (dt == t->dtype) {
-                        std::memcpy(dst, t->data, t->nbytes);
-                        return;
-                    }
-                    for (size_t i = 0; i < n; ++i) {
-                        const float v = load_element(*t, i);
-                        if (!std::isfinite(v))
-                            fail(PANGU_ERR_NUMERIC, t->name + ": NaN or Inf at element " + std::to_string(i));
-                        const uint16_t h = f32_to_bf16(v);
-                        std::memcpy(dst + 2 * i, &h, 2);
-                    }
-                });
-            }
-        }
-        const auto t0 = std::chrono::steady_clock::now();
-        w.set_metadata("format", "pt");
-        w.set_metadata("producer", std::string("pangu-quantize ") + PANGU_VERSION_STRING);
-        w.write(tmp + "/model.safetensors", [&](const std::string &name, uint64_t done, uint64_t all) {
-            if (progress)
-                std::fprintf(stderr, "\r\033[K[%3zu%%] %s / %s  %s", static_cast<size_t>(100.0 * done / all),
-                             human(done).c_str(), human(all).c_str(), name.c_str());
-        });
-        if (progress) std::fprintf(stderr, "\n");
-
-        Json::Value cfg;
-        {
-            std::ifstream cf(in + "/config.json");
-            Json::CharReaderBuilder rb;
-            std::string errs;
-            if (!Json::parseFromStream(rb, cf, &cfg, &errs)) fail(PANGU_ERR_CONFIG, in + "/config.json: " + errs);
-        }
-        Json::Value qc;
-        qc["quant_method"] = "w8a16";
-        qc["bits"] = 8;
-        qc["group_size"] = 0;
-        qc["symmetric"] = true;
-        qc["scale_formula"] = "max(abs(W_row)) / 127";
-        qc["scale_dtype"] = "float32";
-        qc["activation_dtype"] = "bfloat16";
-        qc["quantize_embeddings"] = quant_embed;
-        Json::Value mods(Json::arrayValue);
-        for (const char *m : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}) mods.append(m);
-        if (quant_embed) {
-            mods.append("embed_tokens");
-            mods.append("lm_head");
-        }
-        qc["modules"] = mods;
-        qc["producer"] = std::string("pangu-quantize ") + PANGU_VERSION_STRING;
-        cfg["quantization_config"] = qc;
-        std::ofstream(tmp + "/config.json") << cfg << "\n";
-        for (const char *f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                              "generation_config.json"})
-            if (fs::exists(fs::path(in) / f)) fs::copy_file(fs::path(in) / f, fs::path(tmp) / f);
-
-        // Check the result loads before it takes the final name.
-        Model::load(tmp, ModelLoadOptions{});
-        if (fs::exists(out)) fs::remove_all(out);
-        fs::rename(tmp, out);
-
-        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const uint64_t bytes_out = w.data_bytes();
-        if (!quiet) {
-            std::fprintf(stderr, "pangu-quantize: wrote %s in %.1f s\n", out.c_str(), secs);
-            std::fprintf(stderr, "  weights: %s -> %s (%.1f %%)\n", human(static_cast<double>(bytes_in)).c_str(),
-                         human(static_cast<double>(bytes_out)).c_str(), 100.0 * bytes_out / bytes_in);
-            std::fprintf(stderr, "  largest per-channel error: %.3g absolute, %.4f %% of the channel's max |W| (%s)\n",
-                         total.max_abs, 100.0 * total.max_rel, total.worst.c_str());
-        }
+        quantize(o, tmp);
     } catch (const Error &e) {
         fs::remove_all(tmp);
         std::fprintf(stderr, "pangu-quantize: %s (%s)\n", e.what(), pangu_status_string(e.status()));
