@@ -30,6 +30,9 @@ nonempty() { [ -s "$tmp/$1" ] || fail "$1 is empty"; }
 # Diagnostics belong on stderr: the completion on stdout must not carry them.
 clean_stdout() { ! grep -q '^pangu-cli:' "$tmp/out" || fail "diagnostics on stdout"; }
 
+# A model whose vocabulary has the chat tokens (random weights, a 64-token context), for chat with the template.
+chat_model=$(dirname "${BASH_SOURCE[0]}")/../fuzz/data/tiny-chat
+
 # Golden greedy continuation of this prompt (models/pangu-tiny/golden.json, case 《静夜思》: 24 tokens).
 poem=$'《静夜思》\n作者：李白\n床前明月光，'
 poem_greedy=$'一年无人，一年无人，一年无人，一个人不知。\n      --'
@@ -116,6 +119,13 @@ cli_chat)
     >"$tmp/out" 2>"$tmp/err" || fail "chat in a small context exited $?: $(cat "$tmp/err")"
   nonempty out
   run 0 "$cli" -m "$model" --chat -n 8   # stdin is /dev/null: immediate EOF
+  # With the chat template (end-of-turn ids from pangu_chat_stop_tokens); the third turn overflows the context.
+  printf 'hi\nhow are you\na longer message that does not fit\n' | "$cli" -m "$chat_model" --chat -n 24 --temp 0 \
+    >"$tmp/out" 2>"$tmp/err" || fail "chat with the template exited $?: $(cat "$tmp/err")"
+  grep -q "chat mode with the model's chat template" "$tmp/err" || fail "the chat template is not used: $(cat "$tmp/err")"
+  grep -q 'the context is full' "$tmp/err" || fail "no new conversation after a full context: $(cat "$tmp/err")"
+  nonempty out
+  clean_stdout
   ;;
 chat)
   # samples/chat.c: two turns on stdin, then EOF ends it with status 0.
@@ -125,6 +135,9 @@ chat)
   printf 'one\n' | "$sample" "$model" "你是助手" >"$tmp/out" 2>"$tmp/err" || fail "chat with a system prompt exited $?"
   nonempty out
   run 0 "$sample" "$model"   # stdin is /dev/null: immediate EOF
+  printf 'hi\nthere\n' | "$sample" "$chat_model" >"$tmp/out" 2>"$tmp/err" || fail "chat with the template exited $?"
+  nonempty out
+  ! grep -q 'plain text' "$tmp/err" || fail "the chat template is not used: $(cat "$tmp/err")"
   run 2 "$sample"
   run 1 "$sample" /nonexistent
   grep -q 'chat: loading the model' "$tmp/err" || fail "no error message for a missing model"
