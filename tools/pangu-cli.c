@@ -42,12 +42,12 @@
  */
 typedef struct options {
     const char *model_dir;
-    const char *prompt;               /* -p */
-    const char *prompt_file;          /* -f */
-    pangu_model_params model;         /* --mlock, --prefault (also used for the draft model) */
-    pangu_session_params session;     /* -c, -b, -t, --context-shift, --keep and the speculative flags */
-    pangu_sampling_params sampling;   /* -n, --temp, --top-k, ..., -s, --stop */
-    int until_full;                   /* -n -1: until EOS or the context is full */
+    const char *prompt;             /* -p */
+    const char *prompt_file;        /* -f */
+    pangu_model_params model;       /* --mlock, --prefault (also used for the draft model) */
+    pangu_session_params session;   /* -c, -b, -t, --context-shift, --keep and the speculative flags */
+    pangu_sampling_params sampling; /* -n, --temp, --top-k, ..., -s, --stop */
+    int until_full;                 /* -n -1: until EOS or the context is full */
     int seed_given;
     const char *stops[MAX_STOP_STRINGS];
     int no_bos, chat, verbose_prompt, display_prompt;
@@ -111,8 +111,8 @@ static void usage_generation(FILE *out, const pangu_sampling_params *sp) {
             "  -s, --seed N             sampling seed (default: from the clock, printed to stderr; -1 = same)\n"
             "      --stop STR           stop when the text reaches STR (not printed); repeatable\n"
             "\n",
-            (int)sp->max_new_tokens, (double)sp->temperature, (int)sp->top_k, (double)sp->top_p,
-            (double)sp->min_p, (double)sp->repetition_penalty, (int)sp->repeat_last_n);
+            (int)sp->max_new_tokens, (double)sp->temperature, (int)sp->top_k, (double)sp->top_p, (double)sp->min_p,
+            (double)sp->repetition_penalty, (int)sp->repeat_last_n);
 }
 
 static void usage_resources(FILE *out, const pangu_session_params *ss) {
@@ -714,7 +714,7 @@ typedef struct chat {
     int32_t eos;                  /* the model's end-of-text token */
     pangu_sampling_params sp;     /* the user's settings with the chat's stop strings and tokens */
     const char *stops[MAX_STOP_STRINGS + 1];
-    int32_t stop_tokens[8];       /* from pangu_chat_stop_tokens (2 of them) */
+    int32_t stop_tokens[8];       /* from pangu_chat_stop_tokens (2 today) */
     uint64_t seed;                /* the user's seed: turn t samples with seed + t */
     long turn;
     pangu_chat_message *messages; /* the conversation; contents are owned (malloc) */

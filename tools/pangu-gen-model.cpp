@@ -121,9 +121,10 @@ void place(uint8_t *dst, int64_t rows_out, int64_t cols_out, DType dt, const Ten
 // Writes the tensors added to `w` to DIR/model.safetensors, with a progress line when stderr is a terminal.
 void write_weights(const SafetensorsWriter &w, const std::string &out) {
     const bool tty = isatty(fileno(stderr));
-    w.write((fs::path(out) / "model.safetensors").string(), [&](const std::string &name, uint64_t done, uint64_t total) {
-        if (tty) std::fprintf(stderr, "\r%6.1f%%  %-60s", 100.0 * done / total, name.c_str());
-    });
+    w.write((fs::path(out) / "model.safetensors").string(),
+            [&](const std::string &name, uint64_t done, uint64_t total) {
+                if (tty) std::fprintf(stderr, "\r%6.1f%%  %-60s", 100.0 * done / total, name.c_str());
+            });
     if (tty) std::fprintf(stderr, "\n");
 }
 
@@ -178,8 +179,7 @@ void write_widened_config(const std::string &src_dir, const std::string &out, co
 
 // --widen-from: every tensor of the wide model, SRC's in the top-left corner of each; the norms' weights (F32)
 // divided by sqrt(f).
-void add_widened_tensors(SafetensorsWriter &w, const TensorStore &st, const ModelConfig &c, const Shape &sh,
-                         double f) {
+void add_widened_tensors(SafetensorsWriter &w, const TensorStore &st, const ModelConfig &c, const Shape &sh, double f) {
     const DType dt = st.find("model.embed_tokens.weight")->dtype;
     const int64_t H = sh.hidden, QD = int64_t(sh.heads) * c.head_dim, KVD = int64_t(sh.kv_heads) * c.head_dim;
     const int64_t F = sh.ff, V = c.n_vocab;
