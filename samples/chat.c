@@ -104,23 +104,19 @@ static int fail(const char *what, pangu_status st) {
     return 1;
 }
 
-int main(int argc, char **argv) {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s MODEL_DIR [\"system prompt\"]\n", argv[0]);
-        return 2;
-    }
-    pangu_model *model = NULL;
-    pangu_status st = pangu_model_load(argv[1], NULL, &model);
-    if (st != PANGU_OK) return fail("loading the model", st);
-    pangu_model_info info;
-    memset(&info, 0, sizeof info);
-    info.struct_size = sizeof info;
-    pangu_session *session = NULL;
-    if ((st = pangu_model_get_info(model, &info)) != PANGU_OK || (st = pangu_session_create(model, NULL, &session))) {
-        pangu_model_free(model);
-        return fail("creating a session", st);
-    }
+/* A chat: the model, its session, how replies are sampled, and the text the session's context stands for. */
+typedef struct chat {
+    pangu_model *model;
+    pangu_session *session;
+    pangu_sampling_params sp;
+    int use_template;
+    int32_t end_of_turn[2];
+    text fed, rendered, reply; /* fed: the text the session's context stands for */
+} chat;
 
+static const char *const kPlainStop = "\n用户：";
+
+static void catch_ctrl_c(pangu_session *session) {
     struct sigaction sa; /* Ctrl-C sets a flag instead of ending the program */
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
@@ -128,103 +124,130 @@ int main(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     pangu_session_set_abort_callback(session, should_abort, NULL);
+}
 
-    pangu_sampling_params sp;
-    pangu_sampling_params_init(&sp);
-    sp.temperature = 0.7f;
-    sp.max_new_tokens = 256;
-    const int use_template = info.has_chat_template != 0;
-    const char *plain_stop = "\n用户：";
-    int32_t end_of_turn[2];
-    if (use_template) { /* a reply ends at the end of its message ([unused10]) or the start of the next ([unused9]) */
-        if ((st = pangu_chat_stop_tokens(model, end_of_turn, 2, &sp.n_stop_tokens)) != PANGU_OK) {
-            pangu_session_free(session);
-            pangu_model_free(model);
-            return fail("reading the end-of-turn tokens", st);
-        }
-        sp.stop_tokens = end_of_turn;
-    } else {
-        sp.stop_strings = &plain_stop;
-        sp.n_stop_strings = 1;
-        fprintf(stderr, "chat: the model has no chat template; using plain text turns (\"用户：...\\n助手：\")\n");
+/* How replies are sampled, and what ends one. */
+static pangu_status setup_sampling(chat *c) {
+    pangu_sampling_params_init(&c->sp);
+    c->sp.temperature = 0.7f;
+    c->sp.max_new_tokens = 256;
+    if (c->use_template) { /* a reply ends at the end of its message ([unused10]) or the start of the next ([unused9]) */
+        c->sp.stop_tokens = c->end_of_turn;
+        return pangu_chat_stop_tokens(c->model, c->end_of_turn, 2, &c->sp.n_stop_tokens);
     }
-    if (argc == 3) {
-        push("system", argv[2]);
-        g_n_system = 1;
-    }
+    c->sp.stop_strings = &kPlainStop;
+    c->sp.n_stop_strings = 1;
+    fprintf(stderr, "chat: the model has no chat template; using plain text turns (\"用户：...\\n助手：\")\n");
+    return PANGU_OK;
+}
 
-    text fed = {0}, rendered = {0}, reply = {0}; /* fed: the text the session's context stands for */
-    append(&fed, "", 0);
+/* The context no longer stands for any text: start it over. */
+static void restart(chat *c) {
+    pangu_session_reset(c->session);
+    c->fed.len = 0;
+}
+
+/* One user message and the reply to it. Returns 0 to go on, 1 on an error that ends the chat. */
+static int turn(chat *c, const char *line) {
+    push("user", line);
+    pangu_status st = render(c->model, c->use_template, &c->rendered);
+    if (st != PANGU_OK) {
+        fail("rendering the conversation", st);
+        pop();
+        return 0;
+    }
+    if (c->rendered.len < c->fed.len || memcmp(c->rendered.s, c->fed.s, c->fed.len) != 0)
+        restart(c); /* not expected with these formats, but then start the context over */
+    const size_t n_before = pangu_session_n_tokens(c->session);
+    pangu_generate_result res;
+    memset(&res, 0, sizeof res);
+    res.struct_size = sizeof res;
+    c->reply.len = 0;
+    append(&c->reply, "", 0);
+    g_stop = 0;
+    /* Feed only what the session has not seen: the new user turn and the assistant's opening. */
+    st = pangu_session_generate(c->session, c->rendered.s + c->fed.len, &c->sp, on_token, &c->reply, &res);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (st == PANGU_ERR_CANCELLED) fputs("chat: reply interrupted\n", stderr);
+    if (st == PANGU_ERR_CONTEXT_FULL) { /* forget the conversation, keep the system prompt */
+        fputs("chat: the context is full; starting a new conversation\n", stderr);
+        while (g_n_msgs > g_n_system) pop();
+        restart(c);
+        return 0;
+    }
+    if (st == PANGU_ERR_CANCELLED && c->reply.len == 0) { /* stopped before the reply began: forget the turn */
+        pop();
+        if (pangu_session_truncate(c->session, n_before) != PANGU_OK) restart(c);
+        return 0;
+    }
+    if (st != PANGU_OK && st != PANGU_ERR_CANCELLED) return fail("generating", st);
+    /* The context now holds the rendered text, the reply and what ended it. Record the text it stands for, so
+     * that the next turn continues from there. A stop token or EOS is dropped from the context (the next
+     * rendering closes the reply itself); the plain-text stop string stays, being what the format puts next. */
+    push("assistant", c->reply.s);
+    if (res.stop_reason == PANGU_STOP_TOKEN || res.stop_reason == PANGU_STOP_EOS)
+        pangu_session_truncate(c->session, pangu_session_n_tokens(c->session) - 1);
+    c->fed.len = 0;
+    append(&c->fed, c->rendered.s, c->rendered.len);
+    append(&c->fed, c->reply.s, c->reply.len);
+    if (res.stop_reason == PANGU_STOP_STRING) append(&c->fed, kPlainStop, strlen(kPlainStop));
+    return 0;
+}
+
+/* Reads one message per line until end of input. */
+static int converse(chat *c) {
     char *line = NULL;
     size_t cap = 0;
     const int tty = isatty(STDIN_FILENO);
     int rc = 0;
-    for (;;) {
+    append(&c->fed, "", 0);
+    while (rc == 0) {
         if (tty) fputs("> ", stderr);
         ssize_t got = getline(&line, &cap, stdin);
         if (got < 0) break; /* end of input */
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = '\0';
-        if (got == 0) continue;
-        push("user", line);
-        if ((st = render(model, use_template, &rendered)) != PANGU_OK) {
-            fail("rendering the conversation", st);
-            pop();
-            continue;
-        }
-        if (rendered.len < fed.len || memcmp(rendered.s, fed.s, fed.len) != 0) {
-            pangu_session_reset(session); /* not expected with these formats, but then start the context over */
-            fed.len = 0;
-        }
-        const size_t n_before = pangu_session_n_tokens(session);
-        pangu_generate_result res;
-        memset(&res, 0, sizeof res);
-        res.struct_size = sizeof res;
-        reply.len = 0;
-        append(&reply, "", 0);
-        g_stop = 0;
-        /* Feed only what the session has not seen: the new user turn and the assistant's opening. */
-        st = pangu_session_generate(session, rendered.s + fed.len, &sp, on_token, &reply, &res);
-        fputc('\n', stdout);
-        fflush(stdout);
-        if (st == PANGU_ERR_CANCELLED) fputs("chat: reply interrupted\n", stderr);
-        if (st == PANGU_ERR_CONTEXT_FULL) { /* forget the conversation, keep the system prompt */
-            fputs("chat: the context is full; starting a new conversation\n", stderr);
-            while (g_n_msgs > g_n_system) pop();
-            pangu_session_reset(session);
-            fed.len = 0;
-            continue;
-        }
-        if (st == PANGU_ERR_CANCELLED && reply.len == 0) { /* stopped before the reply began: forget the turn */
-            pop();
-            if (pangu_session_truncate(session, n_before) != PANGU_OK) {
-                pangu_session_reset(session);
-                fed.len = 0;
-            }
-            continue;
-        }
-        if (st != PANGU_OK && st != PANGU_ERR_CANCELLED) {
-            rc = fail("generating", st);
-            break;
-        }
-        /* The context now holds the rendered text, the reply and what ended it. Record the text it stands for, so
-         * that the next turn continues from there. A stop token or EOS is dropped from the context (the next
-         * rendering closes the reply itself); the plain-text stop string stays, being what the format puts next. */
-        push("assistant", reply.s);
-        if (res.stop_reason == PANGU_STOP_TOKEN || res.stop_reason == PANGU_STOP_EOS)
-            pangu_session_truncate(session, pangu_session_n_tokens(session) - 1);
-        fed.len = 0;
-        append(&fed, rendered.s, rendered.len);
-        append(&fed, reply.s, reply.len);
-        if (res.stop_reason == PANGU_STOP_STRING) append(&fed, plain_stop, strlen(plain_stop));
+        if (got > 0) rc = turn(c, line);
     }
+    free(line);
+    return rc;
+}
 
+int main(int argc, char **argv) {
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: %s MODEL_DIR [\"system prompt\"]\n", argv[0]);
+        return 2;
+    }
+    chat c;
+    memset(&c, 0, sizeof c);
+    pangu_status st = pangu_model_load(argv[1], NULL, &c.model);
+    if (st != PANGU_OK) return fail("loading the model", st);
+    pangu_model_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    if ((st = pangu_model_get_info(c.model, &info)) != PANGU_OK ||
+        (st = pangu_session_create(c.model, NULL, &c.session))) {
+        pangu_model_free(c.model);
+        return fail("creating a session", st);
+    }
+    catch_ctrl_c(c.session);
+    c.use_template = info.has_chat_template != 0;
+    int rc = 0;
+    if ((st = setup_sampling(&c)) != PANGU_OK) {
+        rc = fail("reading the end-of-turn tokens", st);
+    } else {
+        if (argc == 3) {
+            push("system", argv[2]);
+            g_n_system = 1;
+        }
+        rc = converse(&c);
+    }
     while (g_n_msgs > 0) pop();
     free(g_msgs);
-    free(line);
-    free(fed.s);
-    free(rendered.s);
-    free(reply.s);
-    pangu_session_free(session);
-    pangu_model_free(model);
+    free(c.fed.s);
+    free(c.rendered.s);
+    free(c.reply.s);
+    pangu_session_free(c.session);
+    pangu_model_free(c.model);
     return rc;
 }
