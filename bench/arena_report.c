@@ -38,7 +38,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "arena_report: %s\n", pangu_last_error());
         return 1;
     }
-    printf("%-8s %14s %14s %14s %12s %12s\n", "n_ctx", "arena_bytes", "kv_cache", "activations", "logits", "other");
+    printf("%-8s %14s %14s %14s %14s %12s %12s\n", "n_ctx", "arena_bytes", "device_bytes", "kv_cache", "activations",
+           "logits", "other");
     for (int i = 0; i < n_ctx; ++i) {
         pangu_session_params p;
         pangu_session_params_init(&p);
@@ -53,8 +54,8 @@ int main(int argc, char **argv) {
             pangu_model_free(m);
             return 1;
         }
-        printf("%-8d %14zu %14zu %14zu %12zu %12zu\n", ctx[i], mem.arena_bytes, mem.kv_cache_bytes,
-               mem.activation_bytes, mem.logits_bytes, mem.other_bytes);
+        printf("%-8d %14zu %14zu %14zu %14zu %12zu %12zu\n", ctx[i], mem.arena_bytes, mem.device_bytes,
+               mem.kv_cache_bytes, mem.activation_bytes, mem.logits_bytes, mem.other_bytes);
     }
     pangu_model_free(m);
     return 0;

@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
     if (dt == PGD_I8)
         for (auto &v : x) v = bf16_to_f32(f32_to_bf16(v));
 
-    pgd_device *dev = pgd_cpu_device_create();
+    pgd_device *dev = pgd_device_create("cpu", nullptr, nullptr, nullptr, 0);
     pgd_stream *s = nullptr;
     if (!dev || dev->stream_create(dev->ctx, threads, &s) != 0) {
         std::fprintf(stderr, "bench_matmul: cannot create the CPU device\n");

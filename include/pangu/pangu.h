@@ -301,6 +301,11 @@ typedef struct pangu_session_memory {
     size_t activation_bytes; /* of which: per-layer activations for n_batch tokens */
     size_t logits_bytes;     /* of which: logits rows */
     size_t other_bytes;      /* of which: session state, RoPE table, workspaces, sampler, tokens, text */
+    /* Since 1.1. Device memory the session allocates from its device besides the arena: 0 on backends whose
+     * memory the host may use (cpu), where everything is in the arena; on a discrete device (npu-sim) the
+     * device's buffers (activations, KV cache, workspaces, RoPE table), which the arena then does not hold.
+     * The "of which" figures above count both. */
+    size_t device_bytes;
 } pangu_session_memory;
 
 /* Compute, without allocating anything, the memory pangu_session_create() will need for `model` and

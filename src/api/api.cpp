@@ -416,7 +416,8 @@ pangu_status pangu_session_estimate(const pangu_model *model, const pangu_sessio
         r.kv_cache_bytes = L.kv_bytes;
         r.activation_bytes = L.activation_bytes;
         r.logits_bytes = L.logits_bytes;
-        r.other_bytes = L.total - L.kv_bytes - L.activation_bytes - L.logits_bytes;
+        r.other_bytes = L.total + L.device_bytes - L.kv_bytes - L.activation_bytes - L.logits_bytes;
+        r.device_bytes = L.device_bytes;
         std::memcpy(out, &r, out->struct_size);
         return PANGU_OK;
     }));

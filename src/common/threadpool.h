@@ -29,6 +29,12 @@ public:
     ThreadPool &operator=(const ThreadPool &) = delete;
 
     int size() const { return n_threads_; }
+    // Chunks for `units` of work: a few per thread, so that a thread the system does not schedule in time
+    // leaves its share to the others instead of holding the operator up.
+    int chunks_for(int64_t units) const {
+        const int64_t want = n_threads_ == 1 ? 1 : int64_t(n_threads_) * 4;
+        return static_cast<int>(units < want ? (units > 0 ? units : 1) : want);
+    }
     // Runs fn over chunks 0 .. n_chunks-1 and returns when all are done.
     void run(Fn fn, void *ctx, int n_chunks);
 

@@ -1,5 +1,7 @@
 #include "device/attention.h"
 
+#include <atomic>
+
 #include <cmath>
 
 #include "common/common.h"
@@ -94,6 +96,29 @@ uint64_t attention_chunk(const AttnProblem &a, void *ws, int chunk, int n_chunks
     uint64_t over = 0;
     for (int64_t t = t0; t < t1; ++t) over += attention_task(a, t, sc);
     return over;
+}
+
+namespace {
+struct AttnJob {
+    const AttnProblem *a;
+    void *ws;
+    std::atomic<uint64_t> over{0};
+};
+void attn_worker(void *p, int chunk, int n_chunks, int slot) {
+    AttnJob &j = *static_cast<AttnJob *>(p);
+    const uint64_t over = attention_chunk(*j.a, j.ws, chunk, n_chunks, slot);
+    if (over) j.over += over;
+}
+}  // namespace
+
+int attention_run(const AttnProblem &a, ThreadPool &pool, void *ws, size_t ws_size, uint64_t *overflows) {
+    if (const int rc = attention_check(a, ws, ws_size, pool.size())) return rc;
+    AttnJob j;
+    j.a = &a;
+    j.ws = ws;
+    pool.run(attn_worker, &j, pool.chunks_for(a.q->rows * a.n_head_kv));
+    if (overflows) *overflows += j.over.load();
+    return 0;
 }
 
 }  // namespace pangu

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "device/device.h"
+#include "common/threadpool.h"
 #include "device/cpu/kernels.h"
 
 namespace pangu {
@@ -34,6 +35,10 @@ size_t attention_workspace_bytes(int32_t n_head, int32_t n_head_kv, int64_t n_ct
 // The checks a backend makes before running: 0, or PANGU_ERR_SHAPE (heads not a multiple of the KV heads),
 // PANGU_ERR_CONTEXT_FULL (rows past the cache), PANGU_ERR_BUFFER_TOO_SMALL (workspace missing or short).
 int attention_check(const AttnProblem &a, const void *ws, size_t ws_size, int n_threads);
+
+// Checks the problem, then runs it on the pool's threads: 0 or attention_check's status. The saturations
+// counted by round16 are added to *overflows (may be null when round16 is).
+int attention_run(const AttnProblem &a, ThreadPool &pool, void *ws, size_t ws_size, uint64_t *overflows);
 
 // Runs chunk `chunk` of `n_chunks` of the tasks (one per query row and KV head, q->rows * n_head_kv in all)
 // with the scratch of thread `slot` in ws: the scratch belongs to the thread, whichever chunk it runs.

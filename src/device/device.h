@@ -1,7 +1,8 @@
 // The device interface: every computation of the forward pass goes through this table of function
 // pointers, shaped after AscendCL so that a real CANN backend can implement it slot by slot
-// (docs/porting-310p.md maps each slot to its acl/aclnn call). Backends: device_cpu.cpp and
-// device_npusim.cpp (an emulated 310P). Plain C types only, so a backend can be written in C.
+// (docs/porting-310p.md maps each slot to its acl/aclnn call). Backends live in their own folders under
+// src/device/ and register themselves by name (pgd_backend_reg, device/registry.cpp): cpu/ and npusim/ (an
+// emulated 310P). Plain C types only, so a backend can be written in C.
 //
 // Conventions
 //  - Every slot returns 0 on success or a pangu_status on failure, and never throws.
@@ -9,6 +10,9 @@
 //    bytes an operator needs for the given shapes (the session sums the maxima into its static arena), the
 //    operator itself then runs on a stream with that workspace. A NULL `*_workspace` slot means "needs none".
 //  - Tensors are 2-D row-major views (`pgd_tensor`). Activations are F32 on the CPU backend.
+//  - Memory: a backend whose buffers the host may not touch (host_visible = 0, a discrete NPU) gets every
+//    input by an explicit copy on a stream (token ids, positions, tables) and gives results back the same way;
+//    the session never dereferences device memory. On a host-visible backend the copies are plain memcpy.
 //  - Batch invariance: a row's result must not depend on how many rows are in the call (fixed reduction
 //    order per row). Speculative decoding relies on it to reproduce plain decoding bit for bit.
 #pragma once
@@ -20,8 +24,10 @@
 extern "C" {
 #endif
 
-/* 2: pgd_tensor.block_rows/block_stride (blocked KV caches); attention_workspace takes n_head_kv. */
-#define PGD_API_VERSION 2
+/* 2: pgd_tensor.block_rows/block_stride (blocked KV caches); attention_workspace takes n_head_kv.
+ * 3: backends registered by name (pgd_backend_reg); host_visible; copies take a stream; norm weights and
+ *    biases are tensors; embed and rope read ids and positions from device memory. */
+#define PGD_API_VERSION 3
 
 typedef enum pgd_dtype { PGD_F32 = 0, PGD_F16 = 1, PGD_BF16 = 2, PGD_I8 = 3 } pgd_dtype;
 
@@ -88,12 +94,17 @@ struct pgd_device {
     int (*mem_alloc)(void *ctx, void **ptr, size_t size);
     void (*mem_free)(void *ctx, void *ptr);
     int (*mem_info)(void *ctx, size_t *free_bytes, size_t *total_bytes);
-    int (*memcpy)(void *ctx, void *dst, size_t dst_max, const void *src, size_t count, int kind);
-    /* 2-D copy (aclrtMemcpy2d): `height` rows of `width` bytes, rows `spitch` apart in src and `dpitch`
+    /* Copies in the order of stream `s` (aclrtMemcpyAsync), which they are charged to; a host buffer must
+     * stay valid until the stream is synchronized. s may be NULL: a synchronous copy charged to no stream. */
+    int (*memcpy)(void *ctx, pgd_stream *s, void *dst, size_t dst_max, const void *src, size_t count, int kind);
+    /* 2-D copy (aclrtMemcpy2dAsync): `height` rows of `width` bytes, rows `spitch` apart in src and `dpitch`
      * apart in dst. */
-    int (*memcpy2d)(void *ctx, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
-                    size_t height, int kind);
+    int (*memcpy2d)(void *ctx, pgd_stream *s, void *dst, size_t dpitch, const void *src, size_t spitch,
+                    size_t width, size_t height, int kind);
     size_t mem_alignment; /* alignment of device buffers, bytes */
+    /* 1: the host may read and write device buffers (cpu); 0: it may not (a discrete NPU: aclrtMalloc memory),
+     * and sessions keep their device buffers apart from the caller's host arena. */
+    int host_visible;
 
     /* Makes a host weight usable by operators. NULL slot: host memory is device memory (unified), the
      * operators read the memory-mapped weight in place. Otherwise `*dev_w` receives a device copy in the
@@ -108,18 +119,21 @@ struct pgd_device {
     int (*stream_sync)(void *ctx, pgd_stream *stream);
 
     /* ---- operators ---- */
-    /* out[m,:] = table[ids[m],:] (dequantized to F32). */
+    /* out[m,:] = table[ids[m],:] (dequantized to F32); ids [n] in device memory. */
     int (*embed)(void *ctx, pgd_stream *s, const int32_t *ids, int64_t n, const pgd_tensor *table,
                  pgd_tensor *out);
-    /* out = x * rsqrt(mean(x^2) + eps) * w, per row; w is F32 [cols]. out may alias x. */
-    int (*rms_norm)(void *ctx, pgd_stream *s, const pgd_tensor *x, const float *w, float eps, pgd_tensor *out);
+    /* out = x * rsqrt(mean(x^2) + eps) * w, per row; w is an F32 vector [1, cols] (weight_upload'ed on a device
+     * that uploads). out may alias x. */
+    int (*rms_norm)(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, float eps,
+                    pgd_tensor *out);
     /* y[M,N] = x[M,K] . W[N,K]^T (+ bias[N]). W may be F32, F16, BF16 or I8 with scales (the
      * aclnnWeightQuantBatchMatmulV2 semantics: y = x @ (W * scale)^T + bias). */
     size_t (*matmul_workspace)(void *ctx, const pgd_tensor *x, const pgd_tensor *w);
-    int (*matmul)(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const float *bias,
+    int (*matmul)(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const pgd_tensor *bias,
                   pgd_tensor *y, void *ws, size_t ws_size);
     /* NeoX rotary embedding in place on x[M, n_heads*head_dim]: row m has position pos[m]; cos_sin is a
-     * table of [n_ctx, head_dim] floats: head_dim/2 cosines then head_dim/2 sines per position. */
+     * table of [n_ctx, head_dim] floats: head_dim/2 cosines then head_dim/2 sines per position. pos and
+     * cos_sin are in device memory. */
     int (*rope)(void *ctx, pgd_stream *s, pgd_tensor *x, const int32_t *pos, int32_t n_heads, int32_t head_dim,
                 const float *cos_sin);
     /* Causal GQA attention. q[M, n_head*hd]; row m sits at position pos0+m and attends to cache rows
@@ -141,12 +155,37 @@ struct pgd_device {
     int (*add)(void *ctx, pgd_stream *s, pgd_tensor *x, const pgd_tensor *y);
 };
 
-/* The CPU backend (always available). Returns NULL only on allocation failure. */
-pgd_device *pgd_cpu_device_create(void);
-/* The emulated Ascend 310P-class NPU (device_npusim.cpp); `opt` may be NULL for defaults. Returns NULL on
- * failure: with a message in `err` (at most err_size bytes, NUL-terminated) when the options are at fault
- * (e.g. an unreadable or invalid profile file), an empty one on allocation failure. */
-pgd_device *pgd_npusim_device_create(const pgd_device_options *opt, char *err, size_t err_size);
+/* ---- the registry of backends (ggml-backend's reg/device split) ---- */
+
+/* What a backend can do, for choosing one without creating it. */
+#define PGD_CAP_HOST_VISIBLE 1u   /* its buffers are host memory (see pgd_device.host_visible) */
+#define PGD_CAP_UPLOADS_WEIGHTS 2u /* it copies weights into its own memory (weight_upload) */
+#define PGD_CAP_DEVICE_CLOCK 4u   /* its streams keep a device clock (stream_stats.est_ms) */
+#define PGD_CAP_EMULATED 8u       /* it emulates a device on the host */
+
+/* One backend: a name, what it can do, and how to make a device of it. A backend folder defines one
+ * `const pgd_backend_reg *pgd_backend_<id>(void)`; its backend.cmake adds <id> to the build's list, which
+ * registry.cpp turns into the table below. */
+typedef struct pgd_backend_reg {
+    uint32_t api_version;    /* PGD_API_VERSION the backend was written against */
+    const char *name;        /* "cpu", "npu-sim": what pangu_model_params.backend names */
+    const char *description;
+    uint32_t caps;           /* PGD_CAP_* */
+    /* NULL on failure, with the reason as a pangu_status in *status (e.g. PANGU_ERR_CONFIG for an unreadable
+     * profile, PANGU_ERR_OUT_OF_MEMORY) and as a message in `err` (at most err_size bytes, NUL-terminated;
+     * empty on allocation failure). `opt` may be NULL. */
+    pgd_device *(*create)(const pgd_device_options *opt, int *status, char *err, size_t err_size);
+} pgd_backend_reg;
+
+/* The backends built into this library, in registration order (cpu first). */
+int pgd_backend_count(void);
+const pgd_backend_reg *pgd_backend_get(int i);
+/* The backend of that name, or NULL. */
+const pgd_backend_reg *pgd_backend_find(const char *name);
+/* Creates a device of the named backend, as its create does; a name no backend has is PANGU_ERR_UNSUPPORTED
+ * with the names there are in the message. `status` may be NULL. */
+pgd_device *pgd_device_create(const char *name, const pgd_device_options *opt, int *status, char *err,
+                              size_t err_size);
 
 #ifdef __cplusplus
 }

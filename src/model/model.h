@@ -14,11 +14,18 @@
 
 namespace pangu {
 
+// A vector weight (a norm's or a bias): F32 on the host, and [1, n] as the device sees it (uploaded at load).
+struct VecWeight {
+    const float *host = nullptr;
+    pgd_tensor dev{};
+    explicit operator bool() const { return host != nullptr; }
+};
+
 struct LayerWeights {
-    const float *attn_norm = nullptr;  // [n_embd]
+    VecWeight attn_norm;               // [n_embd]
     Tensor wq, wk, wv, wo;             // [n_head*hd, n_embd], [n_kv*hd, n_embd] x2, [n_embd, n_head*hd]
-    const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;  // null when config.bias is false
-    const float *ffn_norm = nullptr;   // [n_embd]
+    VecWeight bq, bk, bv, bo;          // empty when config.bias is false
+    VecWeight ffn_norm;                // [n_embd]
     Tensor w_gate, w_up, w_down;       // [n_ff, n_embd] x2, [n_embd, n_ff]
     int n_ff = 0;                      // this layer's MLP width (pruned models differ per layer)
 };
@@ -42,7 +49,7 @@ public:
     Vocab vocab;
     TensorStore store;
     Tensor tok_embd;                 // [n_vocab, n_embd]
-    const float *out_norm = nullptr; // [n_embd]
+    VecWeight out_norm;              // [n_embd]
     Tensor output;                   // [n_vocab, n_embd]; the embedding table when tied
     std::vector<LayerWeights> layers;
     int max_ff = 0;                  // widest MLP over layers (sizes the activation buffers)
@@ -64,7 +71,7 @@ private:
     // Makes every weight usable by the device: on a unified-memory device the mapping itself, otherwise a
     // copy in device memory (which may fail when the model does not fit the device's budget).
     void upload_weights();
-    const float *upload_vector(const float *host, int64_t n, const std::string &name);
+    void upload_vector(VecWeight &v, int64_t n, const std::string &name);
     std::vector<pgd_tensor> uploaded_;
     std::vector<std::vector<float>> owned_;  // small tensors widened to F32 at load (norms, biases)
     const float *widen(const TensorInfo &t);

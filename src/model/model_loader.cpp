@@ -9,23 +9,17 @@
 
 namespace pangu {
 
-// The device backends by name. A backend that is not built in is a clean error.
+// The device backend by name, from the registry (device/registry.cpp).
 pgd_device *create_device(const ModelLoadOptions &opt) {
-    pgd_device *d = nullptr;
     pgd_device_options o{};
     o.memory_budget = opt.device_memory;
     o.profile_path = opt.device_profile.empty() ? nullptr : opt.device_profile.c_str();
-    if (opt.backend == "cpu") {
-        d = pgd_cpu_device_create();
-    } else if (opt.backend == "npu-sim") {
-        char err[512];
-        d = pgd_npusim_device_create(&o, err, sizeof err);
-        if (!d && err[0]) fail(PANGU_ERR_CONFIG, err);  // the message names the profile file
-    } else {
-        fail(PANGU_ERR_UNSUPPORTED, "unknown device backend \"" + opt.backend + "\" (available: cpu, npu-sim)");
-    }
-    if (!d) fail(PANGU_ERR_OUT_OF_MEMORY, "out of memory creating the " + opt.backend + " device");
-    return d;
+    int status = 0;
+    char err[512];
+    pgd_device *d = pgd_device_create(opt.backend.c_str(), &o, &status, err, sizeof err);
+    if (d) return d;
+    if (err[0]) fail(static_cast<pangu_status>(status), err);  // names the backends there are, or the profile file
+    fail(static_cast<pangu_status>(status), "out of memory creating the " + opt.backend + " device");
 }
 
 float f16_to_f32(uint16_t h) {
@@ -216,35 +210,37 @@ void Model::upload_weights() {
     upload(tok_embd);
     if (output.data == tok_embd.data) output.dev = tok_embd.dev;
     else upload(output);
-    out_norm = upload_vector(out_norm, cfg.n_embd, "model.norm.weight");
+    upload_vector(out_norm, cfg.n_embd, "model.norm.weight");
     for (size_t l = 0; l < layers.size(); ++l) {
         LayerWeights &L = layers[l];
         for (Tensor *t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) upload(*t);
         const std::string p = "model.layers." + std::to_string(l) + ".";
-        L.attn_norm = upload_vector(L.attn_norm, cfg.n_embd, p + "input_layernorm.weight");
-        L.ffn_norm = upload_vector(L.ffn_norm, cfg.n_embd, p + "post_attention_layernorm.weight");
+        upload_vector(L.attn_norm, cfg.n_embd, p + "input_layernorm.weight");
+        upload_vector(L.ffn_norm, cfg.n_embd, p + "post_attention_layernorm.weight");
         if (L.bq) {
-            L.bq = upload_vector(L.bq, L.wq.rows, p + "self_attn.q_proj.bias");
-            L.bk = upload_vector(L.bk, L.wk.rows, p + "self_attn.k_proj.bias");
-            L.bv = upload_vector(L.bv, L.wv.rows, p + "self_attn.v_proj.bias");
-            L.bo = upload_vector(L.bo, L.wo.rows, p + "self_attn.o_proj.bias");
+            upload_vector(L.bq, L.wq.rows, p + "self_attn.q_proj.bias");
+            upload_vector(L.bk, L.wk.rows, p + "self_attn.k_proj.bias");
+            upload_vector(L.bv, L.wv.rows, p + "self_attn.v_proj.bias");
+            upload_vector(L.bo, L.wo.rows, p + "self_attn.o_proj.bias");
         }
     }
 }
 
-const float *Model::upload_vector(const float *host, int64_t n, const std::string &name) {
-    if (!device->weight_upload) return host;
-    pgd_tensor h{}, d{};
-    h.data = const_cast<float *>(host);
+void Model::upload_vector(VecWeight &v, int64_t n, const std::string &name) {
+    pgd_tensor h{};
+    h.data = const_cast<float *>(v.host);
     h.dtype = PGD_F32;
     h.rows = 1;
     h.cols = n;
     h.stride = n;
-    const int rc = device->weight_upload(device->ctx, &h, &d);
+    if (!device->weight_upload) {
+        v.dev = h;
+        return;
+    }
+    const int rc = device->weight_upload(device->ctx, &h, &v.dev);
     if (rc != 0)
         fail(static_cast<pangu_status>(rc), dir + ": the " + device->name + " device cannot take tensor " + name);
-    uploaded_.push_back(d);
-    return static_cast<const float *>(d.data);
+    uploaded_.push_back(v.dev);
 }
 
 std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOptions &opt) {
@@ -261,7 +257,7 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
     ModelBuilder b{*m, dir, {}};
     const int64_t H = c.n_embd, qd = int64_t(c.n_head) * c.head_dim, kvd = int64_t(c.n_head_kv) * c.head_dim;
     m->tok_embd = b.matrix("model.embed_tokens.weight", c.n_vocab, H);
-    m->out_norm = b.vec("model.norm.weight", H);
+    m->out_norm.host = b.vec("model.norm.weight", H);
     if (b.maybe("lm_head.weight")) {
         m->output = b.matrix("lm_head.weight", c.n_vocab, H);
     } else if (c.tie_embeddings) {
@@ -274,17 +270,17 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
     for (int l = 0; l < c.n_layer; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         LayerWeights &L = m->layers[l];
-        L.attn_norm = b.vec(p + "input_layernorm.weight", H);
-        L.ffn_norm = b.vec(p + "post_attention_layernorm.weight", H);
+        L.attn_norm.host = b.vec(p + "input_layernorm.weight", H);
+        L.ffn_norm.host = b.vec(p + "post_attention_layernorm.weight", H);
         L.wq = b.matrix(p + "self_attn.q_proj.weight", qd, H);
         L.wk = b.matrix(p + "self_attn.k_proj.weight", kvd, H);
         L.wv = b.matrix(p + "self_attn.v_proj.weight", kvd, H);
         L.wo = b.matrix(p + "self_attn.o_proj.weight", H, qd);
         if (c.bias) {
-            L.bq = b.vec(p + "self_attn.q_proj.bias", qd);
-            L.bk = b.vec(p + "self_attn.k_proj.bias", kvd);
-            L.bv = b.vec(p + "self_attn.v_proj.bias", kvd);
-            L.bo = b.vec(p + "self_attn.o_proj.bias", H);
+            L.bq.host = b.vec(p + "self_attn.q_proj.bias", qd);
+            L.bk.host = b.vec(p + "self_attn.k_proj.bias", kvd);
+            L.bv.host = b.vec(p + "self_attn.v_proj.bias", kvd);
+            L.bo.host = b.vec(p + "self_attn.o_proj.bias", H);
         }
         // The MLP width comes from the tensors: pruned checkpoints carry a different width per layer.
         const TensorInfo &gate = b.need(p + "mlp.gate_proj.weight");

@@ -29,10 +29,107 @@ LayerSubset self_draft_layers(const Model &m, const pangu_session_params &p, int
     return {buf, n};
 }
 
-SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerSubset subset) {
+namespace {
+
+// Appends regions to one side of the plan, each aligned.
+struct Carver {
+    size_t off = 0, alignment;
+    explicit Carver(size_t a) : alignment(a) {}
+    size_t take(size_t bytes) {
+        const size_t o = off;
+        off = align_up(off + bytes, alignment);
+        return o;
+    }
+};
+
+// The largest matmul workspace of any layer or the head, at the largest batch.
+size_t matmul_workspace(const Model &m, size_t rows) {
+    if (!m.device->matmul_workspace) return 0;
+    pgd_tensor x{}, w{};
+    x.dtype = PGD_F32;
+    x.rows = static_cast<int64_t>(rows);
+    auto ws = [&](const Tensor &t) {
+        x.cols = t.cols;
+        w.dtype = static_cast<int32_t>(t.dtype);
+        w.rows = t.rows;
+        w.cols = t.cols;
+        return m.device->matmul_workspace(m.device->ctx, &x, &w);
+    };
+    size_t bytes = ws(m.output);
+    for (const auto &lw : m.layers)
+        for (const Tensor *t : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down})
+            bytes = std::max(bytes, ws(*t));
+    return bytes;
+}
+
+// The host region: state the host reads and writes.
+void plan_host(SessionLayout &L, Carver &h, const Model &m, const pangu_session_params &p) {
+    const size_t V = m.cfg.n_vocab, B = p.n_batch;
+    L.object = h.take(session_object_bytes());
+    L.layer_ids = h.take(sizeof(int32_t) * L.n_layers);
+    L.tokens = h.take(sizeof(int32_t) * p.n_ctx);
+    L.sampler = h.take(Sampler::buffer_bytes(m.cfg.n_vocab));
+    L.text = h.take(kTextBuffer);
+    L.last_logits = h.take(sizeof(float) * V);
+    L.pos = h.take(sizeof(int32_t) * B);
+    L.spec_ids = h.take(sizeof(int32_t) * (L.spec_k + 1));
+    L.spec_logits = h.take(sizeof(float) * (L.spec_k + 1) * V);
+    L.ngram_bytes = p.spec_mode == PANGU_SPEC_PLD ? NgramIndex::bytes(p.n_ctx, p.spec_ngram) : 0;
+    L.ngram = h.take(L.ngram_bytes);
+    if (p.spec_mode == PANGU_SPEC_DRAFT || p.spec_mode == PANGU_SPEC_SELF) {
+        L.spec_q = h.take(sizeof(float) * L.spec_k * V);
+        L.spec_p = h.take(sizeof(float) * V);
+    }
+}
+
+// The device region, up to the KV cache: what the operators read and write.
+void plan_device(SessionLayout &L, Carver &d, const Model &m, const pangu_session_params &p) {
     const ModelConfig &c = m.cfg;
+    const size_t H = c.n_embd, QD = size_t(c.n_head) * c.head_dim, KVD = size_t(c.n_head_kv) * c.head_dim;
+    const size_t B = p.n_batch, F = m.max_ff, V = c.n_vocab;
+    L.rope = d.take(sizeof(float) * p.n_ctx * c.head_dim);
+    L.dev_pos = d.take(sizeof(int32_t) * B);
+    L.dev_ids = d.take(sizeof(int32_t) * B);
+    const size_t act0 = d.off;
+    L.x = d.take(sizeof(float) * B * H);
+    L.xb = d.take(sizeof(float) * B * H);
+    L.xb2 = d.take(sizeof(float) * B * H);
+    L.q = d.take(sizeof(float) * B * QD);
+    L.k = d.take(sizeof(float) * B * KVD);
+    L.v = d.take(sizeof(float) * B * KVD);
+    L.att = d.take(sizeof(float) * B * QD);
+    L.hb = d.take(sizeof(float) * B * F);
+    L.hb2 = d.take(sizeof(float) * B * F);
+    L.activation_bytes = d.off - act0;
+    const size_t lg0 = d.off;
+    L.logits = d.take(sizeof(float) * L.n_logit_rows * V);
+    L.logits_bytes = d.off - lg0;
+    L.attn_ws_bytes = m.device->attention_workspace ? m.device->attention_workspace(m.device->ctx, B, c.n_head,
+                                                                                    c.n_head_kv, p.n_ctx, p.n_threads)
+                                                    : 0;
+    L.attn_ws = d.take(L.attn_ws_bytes);
+    L.mm_ws_bytes = matmul_workspace(m, B);
+    L.mm_ws = d.take(L.mm_ws_bytes);
+}
+
+// The KV cache, last in the device region.
+void plan_kv(SessionLayout &L, Carver &d, const Model &m, const pangu_session_params &p) {
+    const size_t KVD = size_t(m.cfg.n_head_kv) * m.cfg.head_dim;
+    L.kv_pos_bytes = sizeof(float) * 2 * KVD * (L.n_layers - L.n_shared);
+    // 64 positions a block: a run of 64 rows per layer (192 KiB of keys for a 1B model) streams like one
+    // array, and at most 63 unused positions are allocated past n_ctx.
+    constexpr int32_t kKvBlock = 64;
+    L.kv_block = std::min<int32_t>(kKvBlock, p.n_ctx);
+    L.kv_block_bytes = L.kv_pos_bytes * static_cast<size_t>(L.kv_block);
+    L.kv_bytes = L.kv_block_bytes * ((p.n_ctx + L.kv_block - 1) / L.kv_block);
+    L.kv = d.take(L.kv_bytes);
+}
+
+}  // namespace
+
+SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerSubset subset) {
     SessionLayout L;
-    L.n_layers = subset.ids ? subset.n : c.n_layer;
+    L.n_layers = subset.ids ? subset.n : m.cfg.n_layer;
     // A self-draft's leading layers 0, 1, ... are the target's own: it shares their cache rows.
     while (subset.ids && L.n_shared < subset.n && subset.ids[L.n_shared] == L.n_shared) ++L.n_shared;
     L.n_ctx = p.n_ctx;
@@ -46,83 +143,25 @@ SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerS
     // The head runs over up to n_logit_rows rows at once: enough for a whole verification batch.
     L.n_logit_rows = std::max({1, std::min(p.n_batch, 16), L.spec_k + 1});
     L.alignment = std::max<size_t>(64, m.device->mem_alignment);
-    const size_t H = c.n_embd, D = c.head_dim, QD = size_t(c.n_head) * D, KVD = size_t(c.n_head_kv) * D;
-    const size_t B = p.n_batch, F = m.max_ff, V = c.n_vocab, C = p.n_ctx;
-    size_t off = 0;
-    auto take = [&](size_t bytes) {
-        const size_t o = off;
-        off = align_up(off + bytes, L.alignment);
-        return o;
-    };
-    L.object = take(session_object_bytes());
-    L.layer_ids = take(sizeof(int32_t) * L.n_layers);
-    L.rope = take(sizeof(float) * C * D);
-    L.tokens = take(sizeof(int32_t) * C);
-    L.sampler = take(Sampler::buffer_bytes(c.n_vocab));
-    L.text = take(kTextBuffer);
-    L.last_logits = take(sizeof(float) * V);
-    L.pos = take(sizeof(int32_t) * B);
-    const size_t act0 = off;
-    L.x = take(sizeof(float) * B * H);
-    L.xb = take(sizeof(float) * B * H);
-    L.xb2 = take(sizeof(float) * B * H);
-    L.q = take(sizeof(float) * B * QD);
-    L.k = take(sizeof(float) * B * KVD);
-    L.v = take(sizeof(float) * B * KVD);
-    L.att = take(sizeof(float) * B * QD);
-    L.hb = take(sizeof(float) * B * F);
-    L.hb2 = take(sizeof(float) * B * F);
-    L.activation_bytes = off - act0;
-    const size_t lg0 = off;
-    L.logits = take(sizeof(float) * L.n_logit_rows * V);
-    L.logits_bytes = off - lg0;
-    L.attn_ws_bytes = m.device->attention_workspace
-                          ? m.device->attention_workspace(m.device->ctx, B, c.n_head, c.n_head_kv, C, p.n_threads)
-                          : 0;
-    L.attn_ws = take(L.attn_ws_bytes);
-    L.mm_ws_bytes = 0;
-    if (m.device->matmul_workspace) {
-        // The largest matmul of any layer or the head, at the largest batch.
-        pgd_tensor x{}, w{};
-        x.dtype = PGD_F32;
-        x.rows = B;
-        auto ws = [&](const Tensor &t) {
-            x.cols = t.cols;
-            w.dtype = static_cast<int32_t>(t.dtype);
-            w.rows = t.rows;
-            w.cols = t.cols;
-            return m.device->matmul_workspace(m.device->ctx, &x, &w);
-        };
-        L.mm_ws_bytes = ws(m.output);
-        for (const auto &lw : m.layers)
-            for (const Tensor *t : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down})
-                L.mm_ws_bytes = std::max(L.mm_ws_bytes, ws(*t));
-    }
-    L.mm_ws = take(L.mm_ws_bytes);
-    L.spec_ids = take(sizeof(int32_t) * (L.spec_k + 1));
-    L.spec_logits = take(sizeof(float) * (L.spec_k + 1) * V);
-    L.ngram_bytes = p.spec_mode == PANGU_SPEC_PLD ? NgramIndex::bytes(p.n_ctx, p.spec_ngram) : 0;
-    L.ngram = take(L.ngram_bytes);
+    Carver host(L.alignment), dev(L.alignment);
+    plan_host(L, host, m, p);
+    plan_device(L, dev, m, p);
     if (p.spec_mode == PANGU_SPEC_DRAFT || p.spec_mode == PANGU_SPEC_SELF) {
-        L.spec_q = take(sizeof(float) * L.spec_k * V);
-        L.spec_p = take(sizeof(float) * V);
         const pangu_session_params dp = draft_params(p);
         int32_t buf[1024];
         const SessionLayout draft = p.spec_mode == PANGU_SPEC_DRAFT
                                         ? plan_session(*from_handle(p.draft_model), dp)
                                         : plan_session(m, dp, self_draft_layers(m, p, buf, 1024));
-        L.draft_bytes = draft.total;
-        L.draft = take(draft.total);
+        L.draft = host.take(draft.host_bytes);
+        L.draft_dev = dev.take(draft.dev_bytes);
     }
-    L.kv_pos_bytes = sizeof(float) * 2 * KVD * (L.n_layers - L.n_shared);
-    // 64 positions a block: a run of 64 rows per layer (192 KiB of keys for a 1B model) streams like one
-    // array, and at most 63 unused positions are allocated past n_ctx.
-    constexpr int32_t kKvBlock = 64;
-    L.kv_block = std::min<int32_t>(kKvBlock, static_cast<int32_t>(C));
-    L.kv_block_bytes = L.kv_pos_bytes * static_cast<size_t>(L.kv_block);
-    L.kv_bytes = L.kv_block_bytes * ((C + L.kv_block - 1) / L.kv_block);
-    L.kv = take(L.kv_bytes);
-    L.total = off;
+    plan_kv(L, dev, m, p);
+    L.host_bytes = host.off;
+    L.dev_bytes = dev.off;
+    L.dev_in_arena = m.device->host_visible != 0;
+    L.dev_offset = L.dev_in_arena ? L.host_bytes : 0;
+    L.total = L.host_bytes + (L.dev_in_arena ? L.dev_bytes : 0);
+    L.device_bytes = L.dev_in_arena ? 0 : L.dev_bytes;
     return L;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/common.h"
@@ -11,15 +12,18 @@ namespace pangu {
 
 size_t session_object_bytes() { return sizeof(Session); }
 
-Session *create_session(Model &m, const pangu_session_params &p) {
-    // A model file truncated since loading would fault (SIGBUS) in the first forward pass; refuse instead.
-    // One fstat per file: nothing next to the allocation below.
-    m.store.check_sizes();
-    if (p.spec_mode == PANGU_SPEC_DRAFT) from_handle(p.draft_model)->store.check_sizes();
-    const SessionLayout L = plan_session(m, p);
-    uint8_t *block = nullptr;
-    const bool caller = p.arena != nullptr;
-    if (caller) {
+namespace {
+
+[[noreturn]] void fail_alloc(int rc, const char *what, size_t bytes, int32_t n_ctx) {
+    fail(static_cast<pangu_status>(rc), std::string(pangu_status_string(static_cast<pangu_status>(rc))) +
+                                            ": cannot allocate the session's " + std::to_string(bytes) + " bytes of " +
+                                            what + " (context " + std::to_string(n_ctx) + ")");
+}
+
+// The host region: the caller's arena, else the device's memory when the host may use it (cpu: one block for
+// everything, as the arena would be), else host memory.
+uint8_t *host_block(Model &m, const pangu_session_params &p, const SessionLayout &L) {
+    if (p.arena) {
         if (p.arena_size < L.total)
             fail(PANGU_ERR_BUFFER_TOO_SMALL, "pangu_session_create: the arena holds " + std::to_string(p.arena_size) +
                                                  " bytes; this session needs " + std::to_string(L.total) +
@@ -27,36 +31,65 @@ Session *create_session(Model &m, const pangu_session_params &p) {
         if (reinterpret_cast<uintptr_t>(p.arena) % L.alignment != 0)
             fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_session_create: the arena must be aligned to " +
                                                  std::to_string(L.alignment) + " bytes");
-        block = static_cast<uint8_t *>(p.arena);
-    } else {
-        void *b = nullptr;
-        const int rc = m.device->mem_alloc(m.device->ctx, &b, L.total);
-        if (rc != 0)
-            fail(static_cast<pangu_status>(rc), std::string(pangu_status_string(static_cast<pangu_status>(rc))) +
-                                                    ": cannot allocate the session's " + std::to_string(L.total) +
-                                                    " bytes (context " + std::to_string(p.n_ctx) + ")");
-        block = static_cast<uint8_t *>(b);
+        return static_cast<uint8_t *>(p.arena);
+    }
+    void *b = nullptr;
+    if (L.dev_in_arena) {
+        if (const int rc = m.device->mem_alloc(m.device->ctx, &b, L.total)) fail_alloc(rc, "memory", L.total, p.n_ctx);
+    } else if (!(b = std::aligned_alloc(L.alignment, align_up(L.total, L.alignment)))) {
+        fail_alloc(PANGU_ERR_OUT_OF_MEMORY, "host memory", L.total, p.n_ctx);
+    }
+    return static_cast<uint8_t *>(b);
+}
+
+void free_host_block(Model &m, const SessionLayout &L, uint8_t *block, bool caller) {
+    if (caller) return;
+    if (L.dev_in_arena) m.device->mem_free(m.device->ctx, block);
+    else std::free(block);
+}
+
+}  // namespace
+
+Session *create_session(Model &m, const pangu_session_params &p) {
+    // A model file truncated since loading would fault (SIGBUS) in the first forward pass; refuse instead.
+    // One fstat per file: nothing next to the allocation below.
+    m.store.check_sizes();
+    if (p.spec_mode == PANGU_SPEC_DRAFT) from_handle(p.draft_model)->store.check_sizes();
+    const SessionLayout L = plan_session(m, p);
+    const bool caller = p.arena != nullptr;
+    uint8_t *block = host_block(m, p, L), *dblock = block + L.dev_offset;
+    if (!L.dev_in_arena) {
+        void *d = nullptr;
+        if (const int rc = m.device->mem_alloc(m.device->ctx, &d, L.dev_bytes)) {
+            free_host_block(m, L, block, caller);
+            fail_alloc(rc, "device memory", L.dev_bytes, p.n_ctx);
+        }
+        dblock = static_cast<uint8_t *>(d);
     }
     try {
-        return new (block + L.object) Session(m, p, L, block, caller);
+        return new (block + L.object) Session(m, p, L, block, dblock, caller);
     } catch (...) {
-        if (!caller) m.device->mem_free(m.device->ctx, block);
+        if (!L.dev_in_arena) m.device->mem_free(m.device->ctx, dblock);
+        free_host_block(m, L, block, caller);
         throw;
     }
 }
 
 void destroy_session(Session *s) {
     if (!s) return;
-    pgd_device *dev = s->model.device;
-    uint8_t *block = s->block();
+    Model &m = s->model;
+    const SessionLayout L = s->layout;
+    uint8_t *block = s->block(), *dblock = s->device_block();
     const bool caller = s->caller_arena;
     s->~Session();
-    if (!caller) dev->mem_free(dev->ctx, block);
+    if (!L.dev_in_arena) m.device->mem_free(m.device->ctx, dblock);
+    free_host_block(m, L, block, caller);
 }
 
-Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller,
-                 Session *parent, LayerSubset subset)
-    : model(m), params(p), layout(L), caller_arena(caller), dev_(m.device), block_(block), parent_(parent) {
+Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, uint8_t *dblock,
+                 bool caller, Session *parent, LayerSubset subset)
+    : model(m), params(p), layout(L), caller_arena(caller), dev_(m.device), block_(block), dblock_(dblock),
+      parent_(parent) {
     if (parent) {
         // A draft works in turn with its target, never at the same time: it borrows the target's threads.
         stream_ = parent->stream_;
@@ -65,37 +98,56 @@ Session::Session(Model &m, const pangu_session_params &p, const SessionLayout &L
         fail(PANGU_ERR_OUT_OF_MEMORY, "out of memory or threads: cannot start " + std::to_string(p.n_threads) +
                                           " compute threads");
     }
+    try {
+        init_state(subset);
+    } catch (...) {
+        if (owns_stream_) dev_->stream_destroy(dev_->ctx, stream_);
+        throw;
+    }
+}
+
+void Session::upload_rope_table() {
+    // RoPE table in double precision: cos/sin of pos * theta^(-2i/D). Precomputing it keeps the angle exact to
+    // float rounding even at long positions, where computing pos * inv_freq in float would drift. Computed a
+    // few positions at a time on the host and copied to the device, whose memory the host may not touch.
+    const int D = model.cfg.head_dim, half = D / 2;
+    constexpr int kRowsPerCopy = 64;
+    float rows[kRowsPerCopy * 512];
+    const int per_copy = std::max(1, std::min(kRowsPerCopy, static_cast<int>(sizeof rows / sizeof(float)) / D));
+    for (int64_t p0 = 0; p0 < params.n_ctx; p0 += per_copy) {
+        const int64_t n = std::min<int64_t>(per_copy, params.n_ctx - p0);
+        for (int64_t r = 0; r < n; ++r)
+            for (int i = 0; i < half; ++i) {
+                const double inv_freq = std::pow(model.cfg.rope_theta, -2.0 * i / D);
+                const double a = static_cast<double>(p0 + r) * inv_freq;
+                rows[r * D + i] = static_cast<float>(std::cos(a));
+                rows[r * D + half + i] = static_cast<float>(std::sin(a));
+            }
+        const size_t bytes = sizeof(float) * static_cast<size_t>(n * D);
+        if (dev_->memcpy(dev_->ctx, stream_, dbuf(layout.rope) + p0 * D, bytes, rows, bytes, PGD_HOST_TO_DEVICE) != 0 ||
+            dev_->stream_sync(dev_->ctx, stream_) != 0)
+            fail(PANGU_ERR_INTERNAL, "cannot copy the RoPE table to the device");
+    }
+}
+
+void Session::init_state(LayerSubset subset) {
     int32_t *ids = reinterpret_cast<int32_t *>(block_ + layout.layer_ids);
     for (int32_t i = 0; i < layout.n_layers; ++i) ids[i] = subset.ids ? subset.ids[i] : i;
-    // RoPE table in double precision: cos/sin of pos * theta^(-2i/D). Precomputing it keeps the angle
-    // exact to float rounding even at long positions, where computing pos * inv_freq in float would drift.
-    const int D = m.cfg.head_dim, half = D / 2;
-    float *rope = buf(layout.rope);
-    for (int64_t pos = 0; pos < p.n_ctx; ++pos)
-        for (int i = 0; i < half; ++i) {
-            const double inv_freq = std::pow(m.cfg.rope_theta, -2.0 * i / D);
-            const double a = static_cast<double>(pos) * inv_freq;
-            rope[pos * D + i] = static_cast<float>(std::cos(a));
-            rope[pos * D + half + i] = static_cast<float>(std::sin(a));
-        }
+    upload_rope_table();
     tokens = reinterpret_cast<int32_t *>(block_ + layout.tokens);
     last_logits_ = buf(layout.last_logits);
-    sampler_.init(m.cfg.n_vocab, block_ + layout.sampler);
-    if (layout.ngram_bytes) ngram_.init(block_ + layout.ngram, p.n_ctx, p.spec_ngram);
-    if (layout.draft_bytes) {
-        const pangu_session_params dp = draft_params(p);
+    sampler_.init(model.cfg.n_vocab, block_ + layout.sampler);
+    if (layout.ngram_bytes) ngram_.init(block_ + layout.ngram, params.n_ctx, params.spec_ngram);
+    if (params.spec_mode == PANGU_SPEC_DRAFT || params.spec_mode == PANGU_SPEC_SELF) {
+        const pangu_session_params dp = draft_params(params);
         // Sessions only read their model; the draft model is passed as const because the caller shares it.
-        Model &dm = p.spec_mode == PANGU_SPEC_DRAFT ? const_cast<Model &>(*from_handle(p.draft_model)) : m;
+        Model &dm = params.spec_mode == PANGU_SPEC_DRAFT ? const_cast<Model &>(*from_handle(params.draft_model)) : model;
         int32_t lbuf[1024];
-        const LayerSubset sub = p.spec_mode == PANGU_SPEC_SELF ? self_draft_layers(m, p, lbuf, 1024) : LayerSubset{};
+        const LayerSubset sub =
+            params.spec_mode == PANGU_SPEC_SELF ? self_draft_layers(model, params, lbuf, 1024) : LayerSubset{};
         const SessionLayout DL = plan_session(dm, dp, sub);
-        uint8_t *dblock = block_ + layout.draft;
-        try {
-            draft_ = new (dblock + DL.object) Session(dm, dp, DL, dblock, true, this, sub);
-        } catch (...) {
-            if (owns_stream_) dev_->stream_destroy(dev_->ctx, stream_);
-            throw;
-        }
+        uint8_t *hb = block_ + layout.draft, *db = dblock_ + layout.draft_dev;
+        draft_ = new (hb + DL.object) Session(dm, dp, DL, hb, db, true, this, sub);
     }
     spec_ctrl_.reset(layout.spec_k);
     if (layout.ngram_bytes)
@@ -114,7 +166,7 @@ void Session::kv_view(int li, pgd_tensor *k, pgd_tensor *v) {
         return;
     }
     const int64_t KVD = int64_t(model.cfg.n_head_kv) * model.cfg.head_dim, P = layout.kv_block;
-    float *base = buf(layout.kv) + 2 * (li - layout.n_shared) * P * KVD;
+    float *base = dbuf(layout.kv) + 2 * (li - layout.n_shared) * P * KVD;
     pgd_tensor t{};
     t.dtype = PGD_F32;
     t.rows = layout.n_ctx;
@@ -138,9 +190,10 @@ double Session::step_clock_ms() const {
 
 size_t Session::high_water() const {
     // Everything before the KV cache is written at creation or by the first forward; the cache is written
-    // position by position.
+    // position by position. A device region outside the arena leaves the host region, all of it in use.
+    if (!layout.dev_in_arena) return layout.total;
     const size_t blocks = (max_pos + layout.kv_block - 1) / layout.kv_block;
-    return layout.kv + blocks * layout.kv_block_bytes;
+    return layout.dev_offset + layout.kv + blocks * layout.kv_block_bytes;
 }
 
 void Session::reset() {

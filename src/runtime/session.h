@@ -15,6 +15,8 @@
 
 namespace pangu {
 
+struct Pass;  // one forward pass's state (forward.cpp)
+
 // Switches for the tests of speculative decoding, set on one session (Session::set_test_hooks).
 struct SessionTestHooks {
     bool always_draft = false;       // draft whatever is available, whatever the timings say
@@ -35,6 +37,7 @@ public:
     // keeps one, else the host's.
     double step_clock_ms() const;
     uint8_t *block() const { return block_; }
+    uint8_t *device_block() const { return dblock_; }
     // The device's accounting of this session's stream; false when the backend keeps none.
     bool device_stats(pgd_stream_stats *out) const {
         return owns_stream_ && dev_->stream_stats && dev_->stream_stats(dev_->ctx, stream_, out) == 0;
@@ -69,8 +72,10 @@ public:
     size_t numeric_pos = 0;
     bool numeric_in_draft = false;
 
-    Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, bool caller_arena,
-            Session *parent = nullptr, LayerSubset subset = {});
+    // `block` holds the host region, `dblock` the device region (inside `block` when the device's memory is
+    // host-visible).
+    Session(Model &m, const pangu_session_params &p, const SessionLayout &L, uint8_t *block, uint8_t *dblock,
+            bool caller_arena, Session *parent = nullptr, LayerSubset subset = {});
     ~Session();
     Session(const Session &) = delete;
     Session &operator=(const Session &) = delete;
@@ -106,6 +111,7 @@ private:
     // Runs the model over ids[0..n) at positions n_past.. (n <= n_batch) and writes the logits of the last
     // `n_out` rows to out (n_out rows of n_vocab, in host memory).
     void forward(const int32_t *ids, int n, int n_out, float *out);
+    void head(Pass &f, int n_out, float *out);  // the logits of the last n_out rows
     // Evaluates context tokens not yet in the cache, up to position `upto` (exclusive; default all).
     void eval_pending(float *logits_out, size_t out_row0, size_t upto = SIZE_MAX);
     // PLD: up to `room` tokens from the n-gram index into out; returns how many, with the draft source (the
@@ -120,11 +126,15 @@ private:
     void kv_view(int li, pgd_tensor *k, pgd_tensor *v);
     // PANGU_CONTEXT_SLIDE: drop tokens after n_keep so that `need` more fit; false if they cannot.
     bool slide(size_t need);
-    float *buf(size_t off) { return reinterpret_cast<float *>(block_ + off); }
+    void init_state(LayerSubset subset);
+    void upload_rope_table();
+    float *buf(size_t off) { return reinterpret_cast<float *>(block_ + off); }     // host region
+    float *dbuf(size_t off) { return reinterpret_cast<float *>(dblock_ + off); }   // device region: never read
 
     pgd_device *dev_;
     pgd_stream *stream_ = nullptr;
     uint8_t *block_ = nullptr;
+    uint8_t *dblock_ = nullptr;
     float *last_logits_ = nullptr;
     Sampler sampler_;
     Rng rng_;

@@ -1,8 +1,13 @@
 // The device interface, tested against every backend: one conformance suite (each operator against a
 // double-precision reference on random shapes, two-phase workspaces, copy bounds, batch invariance) run on
 // "cpu" and "npu-sim", then what only npu-sim promises (memory budget, fp16 saturation and its counts,
-// alignment and fractal layout, transfer and latency accounting, profile files) and the whole model on
-// npu-sim against the CPU backend and golden.json.
+// alignment and fractal layout, transfer and latency accounting, profile files, the guard that keeps the host
+// out of device memory) and the whole model on npu-sim against the CPU backend and golden.json.
+//
+// Every backend is treated as a discrete device: device buffers are filled from host memory by H2D copies and
+// read back by D2H copies, and the test never dereferences a device pointer. The suite runs with
+// PANGU_NPUSIM_GUARD=1 (tests/unit/CMakeLists.txt), under which npu-sim's memory is PROT_NONE whenever none of
+// its slots runs: a host access to it faults.
 #include <gtest/gtest.h>
 #include <json/json.h>
 
@@ -14,6 +19,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <unistd.h>
@@ -39,14 +45,15 @@ constexpr double kLogitsBound = 0.025;
 constexpr double kLogitsBoundW8A16 = 0.05;
 
 pgd_device *make_device(const std::string &name, size_t budget = 0, const char *profile = nullptr,
-                        std::string *err = nullptr) {
-    if (name == "cpu") return pgd_cpu_device_create();
+                        std::string *err = nullptr, int *status = nullptr) {
     pgd_device_options o{};
     o.memory_budget = budget;
     o.profile_path = profile;
     char msg[512];
-    pgd_device *d = pgd_npusim_device_create(&o, msg, sizeof msg);
+    int st = -1;
+    pgd_device *d = pgd_device_create(name.c_str(), &o, &st, msg, sizeof msg);
     if (err) *err = msg;
+    if (status) *status = st;
     return d;
 }
 
@@ -118,34 +125,82 @@ struct Tol {
     }
 };
 
-class DeviceConformance : public ::testing::TestWithParam<std::string> {
+// Device memory as a discrete device offers it: buffers from mem_alloc, filled from host memory by H2D copies
+// and read back by D2H copies on the stream `io` (NULL: synchronous copies charged to no stream). Nothing here
+// dereferences a device pointer.
+class DeviceIo {
+protected:
+    void *alloc(size_t bytes) {
+        void *p = nullptr;
+        EXPECT_EQ(dev->mem_alloc(dev->ctx, &p, bytes), 0);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % dev->mem_alignment, 0u);
+        if (p) bufs.push_back(p);
+        return p;
+    }
+    float *buffer(size_t n_floats) { return static_cast<float *>(alloc(sizeof(float) * n_floats)); }
+    void free_buffers() {
+        for (void *p : bufs) dev->mem_free(dev->ctx, p);
+        bufs.clear();
+    }
+    void sync() {
+        if (io) {
+            EXPECT_EQ(dev->stream_sync(dev->ctx, io), 0);
+        }
+    }
+    // Host values into the device buffer d.
+    template <typename T>
+    void write(T *d, const std::vector<T> &h) {
+        const size_t bytes = sizeof(T) * h.size();
+        EXPECT_EQ(dev->memcpy(dev->ctx, io, d, bytes, h.data(), bytes, PGD_HOST_TO_DEVICE), 0);
+        sync();
+    }
+    // A new device buffer holding the host values.
+    template <typename T>
+    T *to_device(const std::vector<T> &h) {
+        T *d = static_cast<T *>(alloc(sizeof(T) * h.size()));
+        write(d, h);
+        return d;
+    }
+    // n values of the device buffer d, copied to the host.
+    template <typename T>
+    std::vector<T> from_device(const T *d, size_t n) {
+        std::vector<T> h(n);
+        EXPECT_EQ(dev->memcpy(dev->ctx, io, h.data(), sizeof(T) * n, d, sizeof(T) * n, PGD_DEVICE_TO_HOST), 0);
+        sync();
+        return h;
+    }
+
+    pgd_device *dev = nullptr;
+    pgd_stream *s = nullptr;   // the operators' stream
+    pgd_stream *io = nullptr;  // the copies' stream
+    std::vector<void *> bufs;
+};
+
+class DeviceConformance : public ::testing::TestWithParam<std::string>, protected DeviceIo {
 protected:
     void SetUp() override {
         dev = make_device(GetParam());
         ASSERT_NE(dev, nullptr);
         ASSERT_EQ(dev->api_version, unsigned(PGD_API_VERSION));
         ASSERT_EQ(dev->stream_create(dev->ctx, 3, &s), 0);
+        io = s;  // inputs and results travel in the operators' order, as a session's do
         npu = GetParam() == "npu-sim";
+        EXPECT_EQ(dev->host_visible, npu ? 0 : 1);
         // fp16 (2^-11 relative per rounding, several roundings per result) vs fp32 accumulation only.
         tol = npu ? Tol{3e-3, 1e-3} : Tol{2e-5, 2e-6};
     }
     void TearDown() override {
+        if (!dev) return;
         for (auto &w : weights) dev->weight_release(dev->ctx, &w);
-        for (void *p : bufs) dev->mem_free(dev->ctx, p);
+        free_buffers();
         if (s) dev->stream_destroy(dev->ctx, s);
-        if (dev) dev->destroy(dev);
+        dev->destroy(dev);
     }
-    float *buffer(size_t n_floats) {
-        void *p = nullptr;
-        EXPECT_EQ(dev->mem_alloc(dev->ctx, &p, sizeof(float) * n_floats), 0);
-        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % dev->mem_alignment, 0u);
-        bufs.push_back(p);
-        return static_cast<float *>(p);
-    }
-    float *fill(float *p, size_t n, float amp) {
+    std::vector<float> random(size_t n, float amp) {
         std::uniform_real_distribution<float> u(-amp, amp);
-        for (size_t i = 0; i < n; ++i) p[i] = u(rng);
-        return p;
+        std::vector<float> v(n);
+        for (auto &x : v) x = u(rng);
+        return v;
     }
     pgd_tensor upload(const pgd_tensor &host) {
         if (!dev->weight_upload) return host;
@@ -154,34 +209,38 @@ protected:
         weights.push_back(d);
         return d;
     }
-    const float *vector(const std::vector<float> &host) {  // norm weights and biases, as the loader uploads them
-        pgd_tensor h = view(const_cast<float *>(host.data()), PGD_F32, 1, int64_t(host.size()));
-        return static_cast<const float *>(upload(h).data);
+    // Norm weights and biases, as the loader makes them: F32 [1, n], uploaded (on cpu the host vector itself,
+    // which must outlive the tensor).
+    pgd_tensor vector(const std::vector<float> &host) {
+        return upload(view(const_cast<float *>(host.data()), PGD_F32, 1, int64_t(host.size())));
     }
     void *matmul_ws(const pgd_tensor &x, const pgd_tensor &w, size_t *size) {
         *size = dev->matmul_workspace ? dev->matmul_workspace(dev->ctx, &x, &w) : 0;
         return *size ? buffer((*size + 3) / 4) : nullptr;
     }
-    // y = x . W^T + bias on the device; `x` rows have stride xs, y rows stride ys.
+    // y = x . W^T + bias on the device; `x` rows have stride xs, y rows stride ys on the device. xh is the
+    // host's x [M, K], the result the host's y [M, N].
     std::vector<float> run_matmul(const float *xh, int64_t M, int64_t K, int64_t xs, const pgd_tensor &w, int64_t N,
-                                  const float *bias, int64_t ys) {
+                                  const pgd_tensor *bias, int64_t ys) {
         float *x = buffer(M * xs), *y = buffer(M * ys);
-        for (int64_t m = 0; m < M; ++m) std::memcpy(x + m * xs, xh + m * K, sizeof(float) * K);
+        EXPECT_EQ(dev->memcpy2d(dev->ctx, io, x, sizeof(float) * xs, xh, sizeof(float) * K, sizeof(float) * K, M,
+                                PGD_HOST_TO_DEVICE),
+                  0);
         pgd_tensor xt = view(x, PGD_F32, M, K, xs), yt = view(y, PGD_F32, M, N, ys);
         size_t ws_size;
         void *ws = matmul_ws(xt, w, &ws_size);
         EXPECT_EQ(dev->matmul(dev->ctx, s, &xt, &w, bias, &yt, ws, ws_size), 0);
         std::vector<float> out(M * N);
-        for (int64_t m = 0; m < M; ++m) std::memcpy(&out[m * N], y + m * ys, sizeof(float) * N);
+        EXPECT_EQ(dev->memcpy2d(dev->ctx, io, out.data(), sizeof(float) * N, y, sizeof(float) * ys, sizeof(float) * N,
+                                M, PGD_DEVICE_TO_HOST),
+                  0);
+        sync();
         return out;
     }
 
-    pgd_device *dev = nullptr;
-    pgd_stream *s = nullptr;
     bool npu = false;
     Tol tol{};
     std::mt19937 rng{1234};
-    std::vector<void *> bufs;
     std::vector<pgd_tensor> weights;
 };
 
@@ -192,14 +251,14 @@ TEST_P(DeviceConformance, MatmulMatchesReference) {
             const int64_t M = dm(rng), N = dn(rng), K = trial == 0 ? 256 : dk(rng);
             HostWeight hw = make_weight(rng, dtype, N, K);
             const pgd_tensor w = upload(hw.t);
-            std::vector<float> x(M * K), bias_h(N);
-            fill(x.data(), x.size(), 2.0f);
-            fill(bias_h.data(), N, 0.5f);
-            const float *bias = trial % 2 ? vector(bias_h) : nullptr;
-            const std::vector<float> y = run_matmul(x.data(), M, K, K + 3, w, N, bias, N + 5);
+            const std::vector<float> x = random(M * K, 2.0f), bias_h = random(N, 0.5f);
+            const bool with_bias = trial % 2;
+            pgd_tensor bias_t{};
+            if (with_bias) bias_t = vector(bias_h);
+            const std::vector<float> y = run_matmul(x.data(), M, K, K + 3, w, N, with_bias ? &bias_t : nullptr, N + 5);
             for (int64_t m = 0; m < M; ++m)
                 for (int64_t n = 0; n < N; ++n) {
-                    double ref = bias ? bias_h[n] : 0.0, terms = bias ? std::fabs(bias_h[n]) : 0.0;
+                    double ref = with_bias ? bias_h[n] : 0.0, terms = with_bias ? std::fabs(bias_h[n]) : 0.0;
                     for (int64_t k = 0; k < K; ++k) {
                         ref += double(x[m * K + k]) * hw.ref[n * K + k];
                         terms += std::fabs(double(x[m * K + k]) * hw.ref[n * K + k]);
@@ -216,10 +275,12 @@ TEST_P(DeviceConformance, EmbedMatchesReference) {
         const int64_t V = 37, D = 50;
         HostWeight hw = make_weight(rng, dtype, V, D);
         const pgd_tensor table = upload(hw.t);
-        const int32_t ids[] = {0, 36, 5, 5, 17};
-        float *out = buffer(5 * 64);
-        pgd_tensor o = view(out, PGD_F32, 5, D, 64);
-        ASSERT_EQ(dev->embed(dev->ctx, s, ids, 5, &table, &o), 0);
+        const std::vector<int32_t> ids = {0, 36, 5, 5, 17};
+        const int32_t *ids_d = to_device(ids);  // the operator reads the ids from device memory
+        float *out_d = buffer(5 * 64);
+        pgd_tensor o = view(out_d, PGD_F32, 5, D, 64);
+        ASSERT_EQ(dev->embed(dev->ctx, s, ids_d, 5, &table, &o), 0);
+        const std::vector<float> out = from_device(out_d, 5 * 64);
         for (int m = 0; m < 5; ++m)
             for (int64_t i = 0; i < D; ++i) {
                 const double ref = hw.ref[ids[m] * D + i];
@@ -231,14 +292,13 @@ TEST_P(DeviceConformance, EmbedMatchesReference) {
 TEST_P(DeviceConformance, RmsNormMatchesReference) {
     for (int64_t D : {1, 7, 64, 193}) {
         const int64_t M = 4;
-        float *x = fill(buffer(M * D), M * D, 3.0f), *out = buffer(M * D);
-        std::vector<float> wh(D);
-        fill(wh.data(), D, 1.5f);
-        const float *w = vector(wh);
-        const std::vector<float> x0(x, x + M * D);
-        pgd_tensor xt = view(x, PGD_F32, M, D), ot = view(out, PGD_F32, M, D);
-        ASSERT_EQ(dev->rms_norm(dev->ctx, s, &xt, w, 1e-5f, &ot), 0);
-        ASSERT_EQ(dev->rms_norm(dev->ctx, s, &xt, w, 1e-5f, &xt), 0);  // in place
+        const std::vector<float> x0 = random(M * D, 3.0f), wh = random(D, 1.5f);
+        float *x = to_device(x0), *out_d = buffer(M * D);
+        const pgd_tensor w = vector(wh);
+        pgd_tensor xt = view(x, PGD_F32, M, D), ot = view(out_d, PGD_F32, M, D);
+        ASSERT_EQ(dev->rms_norm(dev->ctx, s, &xt, &w, 1e-5f, &ot), 0);
+        ASSERT_EQ(dev->rms_norm(dev->ctx, s, &xt, &w, 1e-5f, &xt), 0);  // in place
+        const std::vector<float> out = from_device(out_d, M * D), xr = from_device(x, M * D);
         for (int64_t m = 0; m < M; ++m) {
             double ss = 0;
             for (int64_t i = 0; i < D; ++i) ss += double(x0[m * D + i]) * x0[m * D + i];
@@ -246,7 +306,7 @@ TEST_P(DeviceConformance, RmsNormMatchesReference) {
             for (int64_t i = 0; i < D; ++i) {
                 const double ref = x0[m * D + i] * inv * wh[i];
                 ASSERT_TRUE(tol.ok(out[m * D + i], ref, std::fabs(ref))) << D << " " << m << "," << i;
-                ASSERT_EQ(out[m * D + i], x[m * D + i]);  // in place gives the same values
+                ASSERT_EQ(out[m * D + i], xr[m * D + i]);  // in place gives the same values
             }
         }
     }
@@ -262,11 +322,14 @@ TEST_P(DeviceConformance, RopeMatchesReference) {
             cs[p * hd + half + i] = float(std::sin(a));
         }
     const int64_t M = 5;
-    const int32_t pos[M] = {0, 3, 4, 39, 17};
-    float *x = fill(buffer(M * n_heads * hd), M * n_heads * hd, 4.0f);
-    const std::vector<float> x0(x, x + M * n_heads * hd);
-    pgd_tensor xt = view(x, PGD_F32, M, n_heads * hd);
-    ASSERT_EQ(dev->rope(dev->ctx, s, &xt, pos, n_heads, hd, cs.data()), 0);
+    const std::vector<int32_t> pos = {0, 3, 4, 39, 17};
+    const float *cs_d = to_device(cs);  // the table and the positions are in device memory
+    const int32_t *pos_d = to_device(pos);
+    const std::vector<float> x0 = random(M * n_heads * hd, 4.0f);
+    float *x_d = to_device(x0);
+    pgd_tensor xt = view(x_d, PGD_F32, M, n_heads * hd);
+    ASSERT_EQ(dev->rope(dev->ctx, s, &xt, pos_d, n_heads, hd, cs_d), 0);
+    const std::vector<float> x = from_device(x_d, M * n_heads * hd);
     for (int64_t m = 0; m < M; ++m)
         for (int h = 0; h < n_heads; ++h)
             for (int i = 0; i < half; ++i) {
@@ -279,27 +342,25 @@ TEST_P(DeviceConformance, RopeMatchesReference) {
             }
 }
 
-// A position-major cache like the session's: [n_ctx][K: KVD | V: KVD].
-struct Cache {
-    float *data;
-    int64_t kvd;
-    pgd_tensor k, v;
-};
-
 TEST_P(DeviceConformance, AttentionMatchesReference) {
+    // A position-major cache like the session's: [n_ctx][K: KVD | V: KVD].
     const int32_t n_head = 4, n_kv = 2, hd = 16;
     const int64_t QD = n_head * hd, KVD = n_kv * hd;
     for (int64_t n_ctx : {8, 33}) {
-        float *cache = fill(buffer(n_ctx * 2 * KVD), n_ctx * 2 * KVD, 1.5f);
-        pgd_tensor kc = view(cache, PGD_F32, n_ctx, KVD, 2 * KVD), vc = view(cache + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
+        const std::vector<float> cache = random(n_ctx * 2 * KVD, 1.5f);
+        float *cache_d = to_device(cache);
+        pgd_tensor kc = view(cache_d, PGD_F32, n_ctx, KVD, 2 * KVD),
+                   vc = view(cache_d + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
         const size_t ws_size = dev->attention_workspace(dev->ctx, 8, n_head, n_kv, n_ctx, 3);
         void *ws = buffer((ws_size + 3) / 4);
         for (int64_t pos0 : {int64_t(0), n_ctx - 5}) {
             const int64_t M = std::min<int64_t>(5, n_ctx - pos0);
-            float *q = fill(buffer(M * QD), M * QD, 1.0f), *out = buffer(M * QD);
-            pgd_tensor qt = view(q, PGD_F32, M, QD), ot = view(out, PGD_F32, M, QD);
+            const std::vector<float> q = random(M * QD, 1.0f);
+            float *q_d = to_device(q), *out_d = buffer(M * QD);
+            pgd_tensor qt = view(q_d, PGD_F32, M, QD), ot = view(out_d, PGD_F32, M, QD);
             const float scale = 1.0f / std::sqrt(float(hd));
             ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, scale, &ot, ws, ws_size), 0);
+            const std::vector<float> out = from_device(out_d, M * QD);
             for (int64_t m = 0; m < M; ++m)
                 for (int h = 0; h < n_head; ++h) {
                     const int hk = h / (n_head / n_kv);
@@ -333,55 +394,65 @@ TEST_P(DeviceConformance, BlockedCacheGivesTheBitsOfAContiguousOne) {
     // blocks break (here every 4 and every 7 rows, against one contiguous array).
     const int32_t n_head = 6, n_kv = 2, hd = 32;
     const int64_t n_ctx = 40, QD = n_head * hd, KVD = n_kv * hd, M = 5, pos0 = 30;
-    float *k = fill(buffer(n_ctx * KVD), n_ctx * KVD, 1.5f), *v = fill(buffer(n_ctx * KVD), n_ctx * KVD, 1.5f);
-    pgd_tensor kc = view(k, PGD_F32, n_ctx, KVD), vc = view(v, PGD_F32, n_ctx, KVD);
+    const std::vector<float> k = random(n_ctx * KVD, 1.5f), v = random(n_ctx * KVD, 1.5f);
+    float *k_d = to_device(k), *v_d = to_device(v);
+    pgd_tensor kc = view(k_d, PGD_F32, n_ctx, KVD), vc = view(v_d, PGD_F32, n_ctx, KVD);
     const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3);
     void *ws = buffer((ws_size + 3) / 4);
-    float *q = fill(buffer(M * QD), M * QD, 1.0f), *ref = buffer(M * QD), *got = buffer(M * QD);
-    pgd_tensor qt = view(q, PGD_F32, M, QD), rt = view(ref, PGD_F32, M, QD), gt = view(got, PGD_F32, M, QD);
+    float *q = to_device(random(M * QD, 1.0f)), *ref_d = buffer(M * QD), *got_d = buffer(M * QD);
+    pgd_tensor qt = view(q, PGD_F32, M, QD), rt = view(ref_d, PGD_F32, M, QD), gt = view(got_d, PGD_F32, M, QD);
     ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, 0.2f, &rt, ws, ws_size), 0);
+    const std::vector<float> ref = from_device(ref_d, M * QD);
     for (int64_t P : {4, 7}) {
-        // blocks of P rows of K then P rows of V, with a gap after each block
+        // blocks of P rows of K then P rows of V, with a gap after each block, laid out on the host and copied
         const int64_t n_blocks = (n_ctx + P - 1) / P, bstride = 2 * P * KVD + 16;
-        float *blk = buffer(n_blocks * bstride);
-        pgd_tensor kb = view(blk, PGD_F32, n_ctx, KVD), vb = view(blk + P * KVD, PGD_F32, n_ctx, KVD);
+        std::vector<float> blk(n_blocks * bstride, 0.0f);
+        pgd_tensor kb = view(nullptr, PGD_F32, n_ctx, KVD), vb = kb;
         kb.block_rows = vb.block_rows = P;
         kb.block_stride = vb.block_stride = bstride;
         for (int64_t r = 0; r < n_ctx; ++r) {
-            std::memcpy(blk + pgd_row_offset(&kb, r), k + r * KVD, sizeof(float) * KVD);
-            std::memcpy(blk + P * KVD + pgd_row_offset(&vb, r), v + r * KVD, sizeof(float) * KVD);
+            std::memcpy(&blk[pgd_row_offset(&kb, r)], &k[r * KVD], sizeof(float) * KVD);
+            std::memcpy(&blk[P * KVD + pgd_row_offset(&vb, r)], &v[r * KVD], sizeof(float) * KVD);
         }
+        float *blk_d = to_device(blk);
+        kb.data = blk_d;
+        vb.data = blk_d + P * KVD;
         ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kb, &vb, pos0, n_head, n_kv, hd, 0.2f, &gt, ws, ws_size), 0);
-        EXPECT_EQ(std::memcmp(ref, got, sizeof(float) * M * QD), 0) << "blocks of " << P;
+        const std::vector<float> got = from_device(got_d, M * QD);
+        EXPECT_EQ(std::memcmp(ref.data(), got.data(), sizeof(float) * M * QD), 0) << "blocks of " << P;
     }
 }
 
 TEST_P(DeviceConformance, ElementwiseMatchReference) {
     const int64_t M = 3, D = 70;
-    float *g = fill(buffer(M * D), M * D, 6.0f), *u = fill(buffer(M * D), M * D, 2.0f);
-    const std::vector<float> g0(g, g + M * D);
-    pgd_tensor gt = view(g, PGD_F32, M, D), ut = view(u, PGD_F32, M, D);
+    const std::vector<float> g0 = random(M * D, 6.0f), u = random(M * D, 2.0f);
+    float *g_d = to_device(g0), *u_d = to_device(u);
+    pgd_tensor gt = view(g_d, PGD_F32, M, D), ut = view(u_d, PGD_F32, M, D);
     ASSERT_EQ(dev->swiglu(dev->ctx, s, &gt, &ut), 0);
+    const std::vector<float> g = from_device(g_d, M * D);
     for (int64_t i = 0; i < M * D; ++i) {
         const double ref = g0[i] / (1.0 + std::exp(-double(g0[i]))) * u[i];
         ASSERT_TRUE(tol.ok(g[i], ref, std::fabs(ref))) << i;
     }
-    float *a = fill(buffer(M * D), M * D, 100.0f);
-    const std::vector<float> a0(a, a + M * D);
-    pgd_tensor at = view(a, PGD_F32, M, D);
+    const std::vector<float> a0 = random(M * D, 100.0f);
+    float *a_d = to_device(a0);
+    pgd_tensor at = view(a_d, PGD_F32, M, D);
     ASSERT_EQ(dev->add(dev->ctx, s, &at, &ut), 0);
+    const std::vector<float> a = from_device(a_d, M * D);
     for (int64_t i = 0; i < M * D; ++i)
         ASSERT_TRUE(tol.ok(a[i], double(a0[i]) + u[i], std::fabs(a0[i]) + std::fabs(u[i]))) << i;
     // round(F16) gives exactly the nearest fp16 value on every backend
-    float *r = fill(buffer(M * D), M * D, 1000.0f);
-    const std::vector<float> r0(r, r + M * D);
-    pgd_tensor rt = view(r, PGD_F32, M, D);
+    const std::vector<float> r0 = random(M * D, 1000.0f);
+    float *r_d = to_device(r0);
+    pgd_tensor rt = view(r_d, PGD_F32, M, D);
     ASSERT_TRUE(dev->round);
     ASSERT_EQ(dev->round(dev->ctx, s, &rt, PGD_F16), 0);
+    std::vector<float> r = from_device(r_d, M * D);
     for (int64_t i = 0; i < M * D; ++i) ASSERT_EQ(r[i], round_f16(r0[i])) << i;
     // round(BF16): bf16 where the backend has it; a 310P has not, its 16-bit activations are fp16
-    std::memcpy(r, r0.data(), sizeof(float) * M * D);
+    write(r_d, r0);
     ASSERT_EQ(dev->round(dev->ctx, s, &rt, PGD_BF16), 0);
+    r = from_device(r_d, M * D);
     for (int64_t i = 0; i < M * D; ++i)
         ASSERT_EQ(r[i], npu ? round_f16(r0[i]) : bf16_to_f32(f32_to_bf16(r0[i]))) << i;
     EXPECT_EQ(dev->round(dev->ctx, s, &rt, PGD_F32), PANGU_ERR_UNSUPPORTED);
@@ -394,13 +465,15 @@ TEST_P(DeviceConformance, ElementwiseMatchReference) {
                                 {0x00000000u, 0x0000u}, {0x80000000u, 0x8000u}, {0x00008000u, 0x0000u},
                                 {0x00018000u, 0x0002u}, {0x807fffffu, 0x8080u}, {0x00000001u, 0x0000u}};
     const int64_t n_edge = sizeof(edge) / sizeof(edge[0]);
-    float *e = buffer(n_edge);
+    std::vector<float> eh(n_edge);
     for (int64_t i = 0; i < n_edge; ++i) {
-        std::memcpy(&e[i], &edge[i][0], 4);
-        EXPECT_EQ(f32_to_bf16(e[i]), edge[i][1]) << "edge value " << std::hex << edge[i][0];
+        std::memcpy(&eh[i], &edge[i][0], 4);
+        EXPECT_EQ(f32_to_bf16(eh[i]), edge[i][1]) << "edge value " << std::hex << edge[i][0];
     }
-    pgd_tensor et = view(e, PGD_F32, 1, n_edge);
+    float *e_d = to_device(eh);
+    pgd_tensor et = view(e_d, PGD_F32, 1, n_edge);
     ASSERT_EQ(dev->round(dev->ctx, s, &et, PGD_BF16), 0);
+    const std::vector<float> e = from_device(e_d, n_edge);
     for (int64_t i = 0; !npu && i < n_edge; ++i) {
         const uint32_t want = edge[i][1] << 16;
         EXPECT_EQ(std::memcmp(&e[i], &want, 4), 0) << "edge value " << std::hex << edge[i][0];
@@ -411,10 +484,10 @@ TEST_P(DeviceConformance, WorkspacesAreQueriedThenSufficient) {
     // attention: the query's size works, one byte less is refused
     const int32_t n_head = 2, hd = 8;
     const int64_t n_ctx = 16, M = 4;
-    float *cache = fill(buffer(n_ctx * 2 * n_head * hd), n_ctx * 2 * n_head * hd, 1.0f);
+    float *cache = to_device(random(n_ctx * 2 * n_head * hd, 1.0f));
     pgd_tensor kc = view(cache, PGD_F32, n_ctx, n_head * hd, 2 * n_head * hd);
     pgd_tensor vc = view(cache + n_head * hd, PGD_F32, n_ctx, n_head * hd, 2 * n_head * hd);
-    float *q = fill(buffer(M * n_head * hd), M * n_head * hd, 1.0f), *out = buffer(M * n_head * hd);
+    float *q = to_device(random(M * n_head * hd, 1.0f)), *out = buffer(M * n_head * hd);
     pgd_tensor qt = view(q, PGD_F32, M, n_head * hd), ot = view(out, PGD_F32, M, n_head * hd);
     const size_t aws = dev->attention_workspace ? dev->attention_workspace(dev->ctx, M, n_head, n_head, n_ctx, 3) : 0;
     void *ws = aws ? buffer((aws + 3) / 4) : nullptr;
@@ -428,7 +501,7 @@ TEST_P(DeviceConformance, WorkspacesAreQueriedThenSufficient) {
     // matmul: the same
     HostWeight hw = make_weight(rng, PGD_F16, 24, 40);
     const pgd_tensor w = upload(hw.t);
-    float *x = fill(buffer(M * 40), M * 40, 1.0f), *y = buffer(M * 24);
+    float *x = to_device(random(M * 40, 1.0f)), *y = buffer(M * 24);
     pgd_tensor xt = view(x, PGD_F32, M, 40), yt = view(y, PGD_F32, M, 24);
     size_t mws_size;
     void *mws = matmul_ws(xt, w, &mws_size);
@@ -446,24 +519,29 @@ TEST_P(DeviceConformance, WorkspacesAreQueriedThenSufficient) {
 }
 
 TEST_P(DeviceConformance, CopiesCheckTheirBounds) {
-    char *a = reinterpret_cast<char *>(buffer(64)), *b = reinterpret_cast<char *>(buffer(64));
-    std::memset(a, 'a', 256);
-    std::memset(b, 'b', 256);
-    EXPECT_EQ(dev->memcpy(dev->ctx, b, 100, a, 101, PGD_DEVICE_TO_DEVICE), PANGU_ERR_BUFFER_TOO_SMALL);
-    EXPECT_EQ(b[0], 'b');  // nothing written
-    EXPECT_EQ(dev->memcpy(dev->ctx, b, 100, a, 100, PGD_DEVICE_TO_DEVICE), 0);
-    EXPECT_EQ(b[99], 'a');
-    EXPECT_EQ(b[100], 'b');
-    EXPECT_EQ(dev->memcpy(dev->ctx, b, 0, a, 0, PGD_HOST_TO_DEVICE), 0);
+    char *a = static_cast<char *>(alloc(256)), *b = static_cast<char *>(alloc(256));
+    write(a, std::vector<char>(256, 'a'));
+    write(b, std::vector<char>(256, 'b'));
+    EXPECT_EQ(dev->memcpy(dev->ctx, io, b, 100, a, 101, PGD_DEVICE_TO_DEVICE), PANGU_ERR_BUFFER_TOO_SMALL);
+    EXPECT_EQ(from_device(b, 256)[0], 'b');  // nothing written
+    EXPECT_EQ(dev->memcpy(dev->ctx, io, b, 100, a, 100, PGD_DEVICE_TO_DEVICE), 0);
+    std::vector<char> bh = from_device(b, 256);
+    EXPECT_EQ(bh[99], 'a');
+    EXPECT_EQ(bh[100], 'b');
+    const char host = 'h';
+    EXPECT_EQ(dev->memcpy(dev->ctx, io, b, 0, &host, 0, PGD_HOST_TO_DEVICE), 0);
     // 2-D: width beyond either pitch is refused; rows land `dpitch` apart and the gaps stay untouched
-    std::memset(b, 'b', 256);
-    EXPECT_EQ(dev->memcpy2d(dev->ctx, b, 8, a, 16, 9, 3, PGD_DEVICE_TO_DEVICE), PANGU_ERR_INVALID_ARGUMENT);
-    EXPECT_EQ(dev->memcpy2d(dev->ctx, b, 16, a, 8, 9, 3, PGD_DEVICE_TO_DEVICE), PANGU_ERR_INVALID_ARGUMENT);
-    for (int i = 0; i < 64; ++i) a[i] = char(i);
-    EXPECT_EQ(dev->memcpy2d(dev->ctx, b, 20, a, 8, 6, 3, PGD_DEVICE_TO_DEVICE), 0);
+    write(b, std::vector<char>(256, 'b'));
+    EXPECT_EQ(dev->memcpy2d(dev->ctx, io, b, 8, a, 16, 9, 3, PGD_DEVICE_TO_DEVICE), PANGU_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(dev->memcpy2d(dev->ctx, io, b, 16, a, 8, 9, 3, PGD_DEVICE_TO_DEVICE), PANGU_ERR_INVALID_ARGUMENT);
+    std::vector<char> ah(64);
+    for (int i = 0; i < 64; ++i) ah[i] = char(i);
+    write(a, ah);
+    EXPECT_EQ(dev->memcpy2d(dev->ctx, io, b, 20, a, 8, 6, 3, PGD_DEVICE_TO_DEVICE), 0);
+    bh = from_device(b, 256);
     for (int r = 0; r < 3; ++r) {
-        for (int i = 0; i < 6; ++i) EXPECT_EQ(b[r * 20 + i], char(r * 8 + i));
-        for (int i = 6; i < 20; ++i) EXPECT_EQ(b[r * 20 + i], 'b');
+        for (int i = 0; i < 6; ++i) EXPECT_EQ(bh[r * 20 + i], char(r * 8 + i));
+        for (int i = 6; i < 20; ++i) EXPECT_EQ(bh[r * 20 + i], 'b');
     }
 }
 
@@ -474,18 +552,16 @@ TEST_P(DeviceConformance, MatmulIsBatchAndThreadInvariant) {
         const int64_t M = 7, N = 45, K = 300;
         HostWeight hw = make_weight(rng, dtype, N, K);
         const pgd_tensor w = upload(hw.t);
-        std::vector<float> bias_h(N);
-        fill(bias_h.data(), N, 0.5f);
-        const float *bias = vector(bias_h);
-        std::vector<float> x(M * K);
-        fill(x.data(), x.size(), 2.0f);
-        const std::vector<float> all = run_matmul(x.data(), M, K, K, w, N, bias, N);
+        const std::vector<float> bias_h = random(N, 0.5f);
+        const pgd_tensor bias = vector(bias_h);
+        const std::vector<float> x = random(M * K, 2.0f);
+        const std::vector<float> all = run_matmul(x.data(), M, K, K, w, N, &bias, N);
         for (int64_t m = 0; m < M; ++m) {
-            const std::vector<float> one = run_matmul(&x[m * K], 1, K, K, w, N, bias, N);
+            const std::vector<float> one = run_matmul(&x[m * K], 1, K, K, w, N, &bias, N);
             ASSERT_EQ(std::memcmp(one.data(), &all[m * N], sizeof(float) * N), 0) << "dtype " << dtype << " row " << m;
         }
         std::swap(s, s1);  // one thread instead of three
-        const std::vector<float> all1 = run_matmul(x.data(), M, K, K, w, N, bias, N);
+        const std::vector<float> all1 = run_matmul(x.data(), M, K, K, w, N, &bias, N);
         std::swap(s, s1);
         ASSERT_EQ(std::memcmp(all1.data(), all.data(), sizeof(float) * M * N), 0) << "dtype " << dtype;
     }
@@ -498,8 +574,7 @@ TEST_P(DeviceConformance, SingleRowMatmulIsThreadInvariantForAnyWidth) {
     pgd_stream *s1 = nullptr;
     ASSERT_EQ(dev->stream_create(dev->ctx, 1, &s1), 0);
     const int64_t K = 70;
-    std::vector<float> x(K);
-    fill(x.data(), K, 2.0f);
+    const std::vector<float> x = random(K, 2.0f);
     for (int32_t dtype : {PGD_F32, PGD_I8})
         for (int64_t N : {2, 7, 8, 9, 64, 65, 200, 389}) {  // N = 1 in F32 uploads as a vector on npu-sim
             HostWeight hw = make_weight(rng, dtype, N, K);
@@ -527,30 +602,33 @@ TEST_P(DeviceConformance, RowwiseOperatorsAreThreadInvariant) {
     ASSERT_EQ(dev->stream_create(dev->ctx, 1, &s1), 0);
     const int64_t M = 37, D = 64;
     const int32_t n_heads = 2, hd = 32;
-    std::vector<float> norm_w(D), rope(M * hd);
-    fill(norm_w.data(), D, 1.0f);
+    const std::vector<float> norm_w = random(D, 1.0f);
+    std::vector<float> rope(M * hd);
     for (int64_t p = 0; p < M; ++p)
         for (int32_t i = 0; i < hd / 2; ++i) {
             rope[p * hd + i] = std::cos(0.1f * p * (i + 1));
             rope[p * hd + hd / 2 + i] = std::sin(0.1f * p * (i + 1));
         }
-    const float *w = vector(norm_w), *cs = vector(rope);
+    const pgd_tensor w = vector(norm_w);
+    const float *cs = to_device(rope);  // the RoPE table is a device buffer, as the session's
     std::vector<int32_t> pos(M);
     for (int64_t m = 0; m < M; ++m) pos[m] = int32_t(m);
-    float *x0 = fill(buffer(M * D), M * D, 3.0f), *u = fill(buffer(M * D), M * D, 2.0f);
+    const int32_t *pos_d = to_device(pos);
+    const std::vector<float> x0 = random(M * D, 3.0f);
+    float *u = to_device(random(M * D, 2.0f));
     std::vector<float> results[2];
     for (int pass = 0; pass < 2; ++pass) {
         pgd_stream *st = pass == 0 ? s : s1;  // three threads, then one
-        float *a = buffer(M * D), *b = buffer(M * D);
-        std::memcpy(a, x0, sizeof(float) * M * D);
+        float *a = to_device(x0), *b = buffer(M * D);
         pgd_tensor at = view(a, PGD_F32, M, D), bt = view(b, PGD_F32, M, D), ut = view(u, PGD_F32, M, D);
-        ASSERT_EQ(dev->rms_norm(dev->ctx, st, &at, w, 1e-5f, &bt), 0);
-        ASSERT_EQ(dev->rope(dev->ctx, st, &bt, pos.data(), n_heads, hd, cs), 0);
+        ASSERT_EQ(dev->rms_norm(dev->ctx, st, &at, &w, 1e-5f, &bt), 0);
+        ASSERT_EQ(dev->rope(dev->ctx, st, &bt, pos_d, n_heads, hd, cs), 0);
         ASSERT_EQ(dev->add(dev->ctx, st, &at, &bt), 0);
         ASSERT_EQ(dev->swiglu(dev->ctx, st, &bt, &ut), 0);
         ASSERT_EQ(dev->round(dev->ctx, st, &at, PGD_BF16), 0);
-        results[pass].assign(a, a + M * D);
-        results[pass].insert(results[pass].end(), b, b + M * D);
+        results[pass] = from_device(a, M * D);
+        const std::vector<float> bh = from_device(b, M * D);
+        results[pass].insert(results[pass].end(), bh.begin(), bh.end());
     }
     EXPECT_EQ(std::memcmp(results[0].data(), results[1].data(), sizeof(float) * results[0].size()), 0);
     dev->stream_destroy(dev->ctx, s1);
@@ -559,17 +637,19 @@ TEST_P(DeviceConformance, RowwiseOperatorsAreThreadInvariant) {
 TEST_P(DeviceConformance, AttentionIsBatchInvariant) {
     const int32_t n_head = 4, n_kv = 1, hd = 32;
     const int64_t n_ctx = 50, QD = n_head * hd, KVD = n_kv * hd, M = 6, pos0 = 20;
-    float *cache = fill(buffer(n_ctx * 2 * KVD), n_ctx * 2 * KVD, 1.5f);
+    float *cache = to_device(random(n_ctx * 2 * KVD, 1.5f));
     pgd_tensor kc = view(cache, PGD_F32, n_ctx, KVD, 2 * KVD), vc = view(cache + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
     const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3);
     void *ws = buffer((ws_size + 3) / 4);
-    float *q = fill(buffer(M * QD), M * QD, 1.0f), *all = buffer(M * QD), *one = buffer(QD);
-    pgd_tensor qt = view(q, PGD_F32, M, QD), at = view(all, PGD_F32, M, QD);
+    float *q = to_device(random(M * QD, 1.0f)), *all_d = buffer(M * QD), *one_d = buffer(QD);
+    pgd_tensor qt = view(q, PGD_F32, M, QD), at = view(all_d, PGD_F32, M, QD);
     ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, 0.2f, &at, ws, ws_size), 0);
+    const std::vector<float> all = from_device(all_d, M * QD);
     for (int64_t m = 0; m < M; ++m) {
-        pgd_tensor q1 = view(q + m * QD, PGD_F32, 1, QD), o1 = view(one, PGD_F32, 1, QD);
+        pgd_tensor q1 = view(q + m * QD, PGD_F32, 1, QD), o1 = view(one_d, PGD_F32, 1, QD);
         ASSERT_EQ(dev->attention(dev->ctx, s, &q1, &kc, &vc, pos0 + m, n_head, n_kv, hd, 0.2f, &o1, ws, ws_size), 0);
-        ASSERT_EQ(std::memcmp(one, all + m * QD, sizeof(float) * QD), 0) << "row " << m;
+        const std::vector<float> one = from_device(one_d, QD);
+        ASSERT_EQ(std::memcmp(one.data(), &all[m * QD], sizeof(float) * QD), 0) << "row " << m;
     }
 }
 
@@ -579,12 +659,46 @@ INSTANTIATE_TEST_SUITE_P(Device, DeviceConformance, ::testing::Values("cpu", "np
                          });
 
 // ------------------------------------------------------------------------------------------------------------
+// The registry of backends
+
+TEST(DeviceRegistry, BackendsAreFoundByName) {
+    ASSERT_GE(pgd_backend_count(), 2);
+    EXPECT_STREQ(pgd_backend_get(0)->name, "cpu");  // cpu first
+    EXPECT_EQ(pgd_backend_get(pgd_backend_count()), nullptr);
+    const pgd_backend_reg *cpu = pgd_backend_find("cpu"), *npu = pgd_backend_find("npu-sim");
+    ASSERT_NE(cpu, nullptr);
+    ASSERT_NE(npu, nullptr);
+    EXPECT_TRUE(cpu->caps & PGD_CAP_HOST_VISIBLE);
+    EXPECT_FALSE(npu->caps & PGD_CAP_HOST_VISIBLE);
+    EXPECT_TRUE(npu->caps & PGD_CAP_UPLOADS_WEIGHTS);
+    for (const char *name : {"cpu", "npu-sim"}) {
+        int status = -1;
+        pgd_device *d = make_device(name, 0, nullptr, nullptr, &status);
+        ASSERT_NE(d, nullptr) << name;
+        EXPECT_EQ(status, 0);
+        EXPECT_STREQ(d->name, name);
+        EXPECT_EQ(d->host_visible, std::string(name) == "cpu" ? 1 : 0);
+        d->destroy(d);
+    }
+    // a name no backend has: unsupported, with the names there are
+    std::string err;
+    int status = 0;
+    EXPECT_EQ(make_device("tpu", 0, nullptr, &err, &status), nullptr);
+    EXPECT_EQ(status, PANGU_ERR_UNSUPPORTED);
+    EXPECT_NE(err.find("npu-sim"), std::string::npos) << err;
+    EXPECT_EQ(pgd_device_create(nullptr, nullptr, nullptr, nullptr, 0), nullptr);
+}
+
+// ------------------------------------------------------------------------------------------------------------
 // npu-sim only
 
-struct DeviceNpuSim : ::testing::Test {
+struct DeviceNpuSim : ::testing::Test, DeviceIo {
+    // io stays NULL: setup copies are charged to no stream, so that the stream's figures are the test's own.
     void TearDown() override {
+        if (!dev) return;
+        free_buffers();
         if (s) dev->stream_destroy(dev->ctx, s);
-        if (dev) dev->destroy(dev);
+        dev->destroy(dev);
     }
     void make(size_t budget = 0, const char *profile = nullptr) {
         dev = make_device("npu-sim", budget, profile);
@@ -596,18 +710,21 @@ struct DeviceNpuSim : ::testing::Test {
         dev->mem_info(dev->ctx, &f, &t);
         return t - f;
     }
-    pgd_stream_stats stats() const {
-        pgd_stream_stats st{};
-        EXPECT_EQ(dev->stream_stats(dev->ctx, s, &st), 0);
-        return st;
+    pgd_stream_stats stats(pgd_stream *st = nullptr) const {
+        pgd_stream_stats out{};
+        EXPECT_EQ(dev->stream_stats(dev->ctx, st ? st : s, &out), 0);
+        return out;
+    }
+    pgd_npusim_totals totals() const {
+        pgd_npusim_totals t{};
+        EXPECT_EQ(pgd_npusim_get_totals(dev, &t), 0);
+        return t;
     }
     uint64_t overflows(int op) const {
         uint64_t c[PGD_NPUSIM_N_OPS];
         EXPECT_EQ(pgd_npusim_overflow_counts(dev, c, PGD_NPUSIM_N_OPS), PGD_NPUSIM_N_OPS);
         return c[op];
     }
-    pgd_device *dev = nullptr;
-    pgd_stream *s = nullptr;
 };
 
 std::string temp_file(const std::string &name, const std::string &text) {
@@ -674,7 +791,7 @@ TEST_F(DeviceNpuSim, WeightsAreUploadedInFractalLayout) {
     EXPECT_EQ(used(), 3u * 2u * 512u);
     EXPECT_EQ(d.dtype, PGD_F16);  // F32 weights become fp16
     EXPECT_EQ(reinterpret_cast<uintptr_t>(d.data) % 64, 0u);
-    const uint16_t *h = static_cast<const uint16_t *>(d.data);
+    const std::vector<uint16_t> h = from_device(static_cast<const uint16_t *>(d.data), 3 * 2 * 256);
     for (int64_t n = 0; n < 32; ++n)
         for (int64_t k = 0; k < 48; ++k) {
             const size_t idx = ((k / 16) * 2 + n / 16) * 256 + (n % 16) * 16 + k % 16;
@@ -690,20 +807,21 @@ TEST_F(DeviceNpuSim, WeightsAreUploadedInFractalLayout) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(d.scale) % 32, 0u);
     EXPECT_EQ(static_cast<const uint8_t *>(static_cast<const void *>(d.scale)) - static_cast<const uint8_t *>(d.data),
               2 * 2 * 512);
-    const int8_t *q = static_cast<const int8_t *>(d.data);
+    const std::vector<int8_t> q = from_device(static_cast<const int8_t *>(d.data), 2 * 2 * 512);
     for (int64_t n = 0; n < 32; ++n)
         for (int64_t k = 0; k < 64; ++k) {
             const size_t idx = ((k / 32) * 2 + n / 16) * 512 + (n % 16) * 32 + k % 32;
             const int8_t want = n < N && k < K ? static_cast<int8_t>(hi.bytes[n * K + k]) : 0;
             ASSERT_EQ(q[idx], want) << n << "," << k;
         }
-    for (int64_t n = 0; n < N; ++n) EXPECT_EQ(d.scale[n], round_f16(hi.scale[n]));  // fp16 antiquant scale
+    const std::vector<float> scale = from_device(d.scale, N);
+    for (int64_t n = 0; n < N; ++n) EXPECT_EQ(scale[n], round_f16(hi.scale[n]));  // fp16 antiquant scale
     dev->weight_release(dev->ctx, &d);
     EXPECT_EQ(used(), 0u);
-    pgd_npusim_totals t{};
-    ASSERT_EQ(pgd_npusim_get_totals(dev, &t), 0);
+    const pgd_npusim_totals t = totals();
     EXPECT_EQ(t.weight_upload_bytes, 3u * 2u * 512u + 2u * 2u * 512u + 80u);
     EXPECT_EQ(t.host_to_device_bytes, t.weight_upload_bytes);
+    EXPECT_EQ(t.device_to_host_bytes, 3u * 2u * 512u + 2u * 2u * 512u + 80u);  // the reads above
 }
 
 TEST_F(DeviceNpuSim, Fp16OverflowIsSaturatedAndCounted) {
@@ -716,14 +834,17 @@ TEST_F(DeviceNpuSim, Fp16OverflowIsSaturatedAndCounted) {
     pgd_tensor h = view(wv.data(), PGD_F32, N, K), w{};
     ASSERT_EQ(dev->weight_upload(dev->ctx, &h, &w), 0);
     EXPECT_EQ(overflows(PGD_NPUSIM_WEIGHT_UPLOAD), 2u);
-    EXPECT_EQ(static_cast<const uint16_t *>(w.data)[5], f32_to_f16(65504.0f));
-    EXPECT_EQ(static_cast<const uint16_t *>(w.data)[6], f32_to_f16(-65504.0f));
+    const std::vector<uint16_t> wd = from_device(static_cast<const uint16_t *>(w.data), 7);
+    EXPECT_EQ(wd[5], f32_to_f16(65504.0f));
+    EXPECT_EQ(wd[6], f32_to_f16(-65504.0f));
     // x . w = 32 * 100 * 100 = 320000 > 65504 for every output but one; one input is itself beyond fp16
-    std::vector<float> x(M * K, 100.0f), y(M * N, 0.0f), ws(M * K);
+    std::vector<float> x(M * K, 100.0f);
     x[K + 1] = 1e6f;
     for (int k = 0; k < K; ++k) x[k] = k % 2 ? -100.0f : 100.0f;  // row 0: sums to (about) zero but for w's outliers
-    pgd_tensor xt = view(x.data(), PGD_F32, M, K), yt = view(y.data(), PGD_F32, M, N);
-    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws.data(), ws.size() * 4), 0);
+    float *x_d = to_device(x), *y_d = to_device(std::vector<float>(M * N, 0.0f)), *ws = buffer(M * K);
+    pgd_tensor xt = view(x_d, PGD_F32, M, K), yt = view(y_d, PGD_F32, M, N);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws, M * K * 4), 0);
+    const std::vector<float> y = from_device(y_d, M * N);
     for (float v : y) EXPECT_TRUE(std::isfinite(v));
     EXPECT_EQ(y[N + 1], 65504.0f);
     EXPECT_EQ(y[N + 2], 65504.0f);
@@ -732,10 +853,12 @@ TEST_F(DeviceNpuSim, Fp16OverflowIsSaturatedAndCounted) {
     EXPECT_EQ(expected, 5u);  // row 0: output 0 (w's saturated outliers); row 1: all three
     EXPECT_EQ(overflows(PGD_NPUSIM_MATMUL), expected);
     // add: 60000 + 60000
-    std::vector<float> a(4, 60000.0f), b(4, 60000.0f);
-    b[3] = -1.0f;
-    pgd_tensor at = view(a.data(), PGD_F32, 1, 4), bt = view(b.data(), PGD_F32, 1, 4);
+    std::vector<float> bh(4, 60000.0f);
+    bh[3] = -1.0f;
+    float *a_d = to_device(std::vector<float>(4, 60000.0f)), *b_d = to_device(bh);
+    pgd_tensor at = view(a_d, PGD_F32, 1, 4), bt = view(b_d, PGD_F32, 1, 4);
     ASSERT_EQ(dev->add(dev->ctx, s, &at, &bt), 0);
+    const std::vector<float> a = from_device(a_d, 4);
     EXPECT_EQ(a[0], 65504.0f);
     EXPECT_EQ(a[3], float(round_f16(59999.0)));
     EXPECT_EQ(overflows(PGD_NPUSIM_ADD), 3u);
@@ -750,14 +873,15 @@ TEST_F(DeviceNpuSim, MatmulOperandsAndResultsAreFp16) {
     std::vector<float> wv = {odd, 2.0f};
     pgd_tensor h = view(wv.data(), PGD_F32, 2, 1), w{};
     ASSERT_EQ(dev->weight_upload(dev->ctx, &h, &w), 0);
-    float x[2] = {odd, 3.0f}, y[4], ws[2];
-    pgd_tensor xt = view(x, PGD_F32, 2, 1), yt = view(y, PGD_F32, 2, 2);
-    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws, sizeof ws), 0);
+    float *x = to_device(std::vector<float>{odd, 3.0f}), *y_d = buffer(4), *ws = buffer(2);
+    pgd_tensor xt = view(x, PGD_F32, 2, 1), yt = view(y_d, PGD_F32, 2, 2);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws, 2 * sizeof(float)), 0);
+    const std::vector<float> y = from_device(y_d, 4);
     EXPECT_EQ(y[0], 1.0f);  // fp16(odd) * fp16(odd) = 1
     EXPECT_EQ(y[1], 2.0f);
     EXPECT_EQ(y[2], 3.0f);
     EXPECT_EQ(y[3], 6.0f);
-    EXPECT_EQ(x[0], odd);  // the input itself is untouched (rounded into the workspace)
+    EXPECT_EQ(from_device(x, 1)[0], odd);  // the input itself is untouched (rounded into the workspace)
     // the output is rounded: 2049 is not an fp16 value (steps of 2 above 2048), it rounds to even 2048
     std::vector<float> wb = {2049.0f};
     pgd_tensor hb = view(wb.data(), PGD_F32, 1, 1);
@@ -766,40 +890,65 @@ TEST_F(DeviceNpuSim, MatmulOperandsAndResultsAreFp16) {
     pgd_tensor w1{}, bias{};
     ASSERT_EQ(dev->weight_upload(dev->ctx, &hw, &w1), 0);
     ASSERT_EQ(dev->weight_upload(dev->ctx, &hb, &bias), 0);  // a bias: 1-row F32, kept flat, fp16 values
-    EXPECT_EQ(static_cast<const float *>(bias.data)[0], 2048.0f);
-    float x1 = 1.0f, y1 = 0;
-    pgd_tensor x1t = view(&x1, PGD_F32, 1, 1), y1t = view(&y1, PGD_F32, 1, 1);
-    ASSERT_EQ(dev->matmul(dev->ctx, s, &x1t, &w1, static_cast<const float *>(bias.data), &y1t, ws, sizeof ws), 0);
-    EXPECT_EQ(y1, 2048.0f);  // 1 + 2048 = 2049 -> 2048
+    EXPECT_EQ(bias.dtype, PGD_F32);
+    EXPECT_EQ(bias.rows, 1);
+    EXPECT_EQ(bias.cols, 1);
+    EXPECT_EQ(from_device(static_cast<const float *>(bias.data), 1)[0], 2048.0f);
+    float *x1 = to_device(std::vector<float>{1.0f}), *y1 = to_device(std::vector<float>{0.0f});
+    pgd_tensor x1t = view(x1, PGD_F32, 1, 1), y1t = view(y1, PGD_F32, 1, 1);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &x1t, &w1, &bias, &y1t, ws, 2 * sizeof(float)), 0);
+    EXPECT_EQ(from_device(y1, 1)[0], 2048.0f);  // 1 + 2048 = 2049 -> 2048
     for (pgd_tensor *t : {&w, &w1, &bias}) dev->weight_release(dev->ctx, t);
+    free_buffers();
     EXPECT_EQ(used(), 0u);
 }
 
 TEST_F(DeviceNpuSim, TransfersAreCountedPerStream) {
     make();
     std::vector<char> host(4096, 'h');
-    void *d = nullptr;
-    ASSERT_EQ(dev->mem_alloc(dev->ctx, &d, 4096), 0);
-    // before any operator on this thread the copy belongs to no stream: only the device totals see it
-    ASSERT_EQ(dev->memcpy(dev->ctx, d, 4096, host.data(), 100, PGD_HOST_TO_DEVICE), 0);
+    char *d = static_cast<char *>(alloc(4096));
+    // a copy on no stream: only the device totals see it
+    ASSERT_EQ(dev->memcpy(dev->ctx, nullptr, d, 4096, host.data(), 100, PGD_HOST_TO_DEVICE), 0);
+    ASSERT_EQ(dev->memcpy(dev->ctx, nullptr, host.data(), 4096, d, 40, PGD_DEVICE_TO_HOST), 0);
     EXPECT_EQ(stats().host_to_device_bytes, 0u);
-    float v[2] = {1, 2};
-    pgd_tensor t = view(v, PGD_F32, 1, 2);
-    ASSERT_EQ(dev->add(dev->ctx, s, &t, &t), 0);  // now this thread works on `s`
-    ASSERT_EQ(dev->memcpy(dev->ctx, d, 4096, host.data(), 1000, PGD_HOST_TO_DEVICE), 0);
-    ASSERT_EQ(dev->memcpy(dev->ctx, host.data(), 4096, d, 500, PGD_DEVICE_TO_HOST), 0);
-    ASSERT_EQ(dev->memcpy2d(dev->ctx, d, 128, host.data(), 100, 60, 3, PGD_HOST_TO_DEVICE), 0);
-    ASSERT_EQ(dev->memcpy2d(dev->ctx, host.data(), 100, d, 128, 60, 2, PGD_DEVICE_TO_HOST), 0);
-    ASSERT_EQ(dev->memcpy(dev->ctx, d, 4096, static_cast<char *>(d) + 2048, 2048, PGD_DEVICE_TO_DEVICE), 0);
-    const pgd_stream_stats st = stats();
+    EXPECT_EQ(stats().device_to_host_bytes, 0u);
+    EXPECT_EQ(stats().est_ms, 0.0);
+    // copies on a stream are charged to it, from its first use on (no operator needed)
+    ASSERT_EQ(dev->memcpy(dev->ctx, s, d, 4096, host.data(), 1000, PGD_HOST_TO_DEVICE), 0);
+    ASSERT_EQ(dev->memcpy(dev->ctx, s, host.data(), 4096, d, 500, PGD_DEVICE_TO_HOST), 0);
+    ASSERT_EQ(dev->memcpy2d(dev->ctx, s, d, 128, host.data(), 100, 60, 3, PGD_HOST_TO_DEVICE), 0);
+    ASSERT_EQ(dev->memcpy2d(dev->ctx, s, host.data(), 100, d, 128, 60, 2, PGD_DEVICE_TO_HOST), 0);
+    ASSERT_EQ(dev->memcpy(dev->ctx, s, d, 4096, d + 2048, 2048, PGD_DEVICE_TO_DEVICE), 0);  // no host bytes
+    ASSERT_EQ(dev->stream_sync(dev->ctx, s), 0);
+    pgd_stream_stats st = stats();
     EXPECT_EQ(st.host_to_device_bytes, 1000u + 180u);
     EXPECT_EQ(st.device_to_host_bytes, 500u + 120u);
-    EXPECT_EQ(st.n_ops, 1u);  // copies are not operators
-    pgd_npusim_totals tot{};
-    ASSERT_EQ(pgd_npusim_get_totals(dev, &tot), 0);
-    EXPECT_EQ(tot.host_to_device_bytes, 100u + 1000u + 180u);
-    EXPECT_EQ(tot.device_to_host_bytes, 620u);
-    dev->mem_free(dev->ctx, d);
+    EXPECT_EQ(st.n_ops, 0u);  // copies are not operators
+    EXPECT_GT(st.est_ms, 0.0);  // but they take the stream's time
+    // another stream's copies are its own
+    pgd_stream *s2 = nullptr;
+    ASSERT_EQ(dev->stream_create(dev->ctx, 1, &s2), 0);
+    ASSERT_EQ(dev->memcpy(dev->ctx, s2, d, 4096, host.data(), 300, PGD_HOST_TO_DEVICE), 0);
+    ASSERT_EQ(dev->memcpy2d(dev->ctx, s2, host.data(), 10, d, 64, 7, 10, PGD_DEVICE_TO_HOST), 0);
+    const pgd_stream_stats st2 = stats(s2);
+    EXPECT_EQ(st2.host_to_device_bytes, 300u);
+    EXPECT_EQ(st2.device_to_host_bytes, 70u);
+    EXPECT_EQ(st2.n_ops, 0u);
+    EXPECT_EQ(stats().host_to_device_bytes, 1000u + 180u);  // s unchanged
+    EXPECT_EQ(stats().device_to_host_bytes, 500u + 120u);
+    // an operator on s counts as one; its operands' copy on no stream is not charged to s
+    float *v = to_device(std::vector<float>{1, 2});
+    pgd_tensor t = view(v, PGD_F32, 1, 2);
+    ASSERT_EQ(dev->add(dev->ctx, s, &t, &t), 0);
+    st = stats();
+    EXPECT_EQ(st.n_ops, 1u);
+    EXPECT_EQ(st.host_to_device_bytes, 1000u + 180u);
+    EXPECT_EQ(st.device_to_host_bytes, 500u + 120u);
+    const pgd_npusim_totals tot = totals();
+    EXPECT_EQ(tot.host_to_device_bytes, 100u + 1000u + 180u + 300u + 8u);
+    EXPECT_EQ(tot.device_to_host_bytes, 40u + 620u + 70u);
+    EXPECT_EQ(tot.weight_upload_bytes, 0u);
+    dev->stream_destroy(dev->ctx, s2);
 }
 
 TEST_F(DeviceNpuSim, LatencyModelFollowsTheProfile) {
@@ -811,13 +960,15 @@ TEST_F(DeviceNpuSim, LatencyModelFollowsTheProfile) {
     HostWeight hw = make_weight(rng, PGD_F16, 64, 64);
     pgd_tensor w{};
     ASSERT_EQ(dev->weight_upload(dev->ctx, &hw.t, &w), 0);
-    std::vector<float> x(64, 1.0f), y(64), ws(64);
-    pgd_tensor xt = view(x.data(), PGD_F32, 1, 64), yt = view(y.data(), PGD_F32, 1, 64);
-    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws.data(), 256), 0);
+    float *x = to_device(std::vector<float>(64, 1.0f)), *y_d = buffer(64), *ws = buffer(64);  // on no stream
+    pgd_tensor xt = view(x, PGD_F32, 1, 64), yt = view(y_d, PGD_F32, 1, 64);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws, 256), 0);
     const double bytes = 4 * 4 * 512 + 64 * 2 + 64 * 2;  // fractals + x + y in fp16
     EXPECT_NEAR(stats().est_ms, bytes * 1e-6 + 0.002, 1e-9);
-    // a copy to the host runs over the host link: 200 bytes at 0.5 GB/s = 0.4 us, plus the launch
-    ASSERT_EQ(dev->memcpy(dev->ctx, y.data(), 256, x.data(), 200, PGD_DEVICE_TO_HOST), 0);
+    // a copy to the host on the stream runs over the host link: 200 bytes at 0.5 GB/s = 0.4 us, plus the launch
+    std::vector<float> y(64);
+    ASSERT_EQ(dev->memcpy(dev->ctx, s, y.data(), 256, y_d, 200, PGD_DEVICE_TO_HOST), 0);
+    ASSERT_EQ(dev->stream_sync(dev->ctx, s), 0);
     EXPECT_NEAR(stats().est_ms, bytes * 1e-6 + 0.002 + 200 / 0.5e9 * 1e3 + 0.002, 1e-9);
     EXPECT_EQ(stats().n_ops, 1u);
     dev->weight_release(dev->ctx, &w);
@@ -833,9 +984,9 @@ TEST_F(DeviceNpuSim, ComputeBoundMatmulUsesPeakAndCores) {
     HostWeight hw = make_weight(rng, PGD_I8, 40, 64);
     pgd_tensor w{};
     ASSERT_EQ(dev->weight_upload(dev->ctx, &hw.t, &w), 0);
-    std::vector<float> x(3 * 64, 1.0f), y(3 * 40), ws(3 * 64);
-    pgd_tensor xt = view(x.data(), PGD_F32, 3, 64), yt = view(y.data(), PGD_F32, 3, 40);
-    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws.data(), ws.size() * 4), 0);
+    float *x = to_device(std::vector<float>(3 * 64, 1.0f)), *y = buffer(3 * 40), *ws = buffer(3 * 64);
+    pgd_tensor xt = view(x, PGD_F32, 3, 64), yt = view(y, PGD_F32, 3, 40);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws, 3 * 64 * 4), 0);
     const double flops = 2.0 * 16 * 48 * 64, util = 3.0 / 8;  // M 3 -> 16, N 40 -> 48: 3 output fractals
     EXPECT_NEAR(stats().est_ms, flops / (1e12 * util) * 1e3, 1e-9);
     dev->weight_release(dev->ctx, &w);
@@ -854,8 +1005,10 @@ TEST_F(DeviceNpuSim, BadProfilesAreRefusedWithTheirPath) {
     for (const auto &c : cases) {
         const std::string path = temp_file(c.first, c.second);
         std::string err;
-        pgd_device *d = make_device("npu-sim", 0, path.c_str(), &err);
+        int status = 0;
+        pgd_device *d = make_device("npu-sim", 0, path.c_str(), &err, &status);
         EXPECT_EQ(d, nullptr) << c.first;
+        EXPECT_EQ(status, PANGU_ERR_CONFIG) << c.first;
         EXPECT_NE(err.find(path), std::string::npos) << err;
         // through the public API: PANGU_ERR_CONFIG naming the file
         pangu_model_params p;
@@ -872,6 +1025,42 @@ TEST_F(DeviceNpuSim, BadProfilesAreRefusedWithTheirPath) {
     std::string err;
     EXPECT_EQ(make_device("npu-sim", 0, "/nonexistent/profile.json", &err), nullptr);
     EXPECT_NE(err.find("/nonexistent/profile.json"), std::string::npos);
+}
+
+// The guard the suite runs npu-sim under: device memory is out of the host's reach but through the device's
+// copies. (Death tests run first, in a child process that re-runs the test up to the statement.)
+void host_write(volatile char *p) { p[0] = 'w'; }
+char host_read(const volatile char *p) { return p[1]; }
+
+TEST(DeviceNpuSimDeathTest, HostAccessToDeviceMemoryFaultsUnderTheGuard) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    pgd_device *dev = make_device("npu-sim", 1 << 20);
+    ASSERT_NE(dev, nullptr);
+    void *p = nullptr;
+    ASSERT_EQ(dev->mem_alloc(dev->ctx, &p, 4096), 0);
+    ASSERT_EQ(pgd_npusim_set_guard(dev, 1), 0);  // whatever PANGU_NPUSIM_GUARD says
+    volatile char *v = static_cast<volatile char *>(p);
+    EXPECT_DEATH(host_write(v), "");
+    EXPECT_DEATH(std::printf("%d\n", host_read(v)), "");
+    // the same through the device's copies works
+    std::vector<char> in(4096), out(4096, 0);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = char(i * 7);
+    ASSERT_EQ(dev->memcpy(dev->ctx, nullptr, p, 4096, in.data(), 4096, PGD_HOST_TO_DEVICE), 0);
+    ASSERT_EQ(dev->memcpy(dev->ctx, nullptr, out.data(), 4096, p, 4096, PGD_DEVICE_TO_HOST), 0);
+    EXPECT_EQ(out, in);
+    // the guard is what faults: without it the same host write and read go through
+    ASSERT_EQ(pgd_npusim_set_guard(dev, 0), 0);
+    host_write(v);
+    EXPECT_EQ(v[0], 'w');
+    EXPECT_EQ(host_read(v), in[1]);
+    ASSERT_EQ(dev->memcpy(dev->ctx, nullptr, out.data(), 4096, p, 4096, PGD_DEVICE_TO_HOST), 0);
+    EXPECT_EQ(out[0], 'w');
+    // and back on, it faults again
+    ASSERT_EQ(pgd_npusim_set_guard(dev, 1), 0);
+    EXPECT_DEATH(host_write(v), "");
+    EXPECT_EQ(pgd_npusim_set_guard(nullptr, 1), -1);  // not an npu-sim device
+    dev->mem_free(dev->ctx, p);
+    dev->destroy(dev);
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -914,6 +1103,9 @@ TEST(DeviceNpuSimModel, ModelAndSessionsMustFitTheBudget) {
     pangu_session_memory mem{};
     mem.struct_size = sizeof mem;
     ASSERT_EQ(pangu_session_estimate(m, &sp, &mem), PANGU_OK);
+    // A discrete device: the session's device buffers (activations, KV cache, workspaces, RoPE table) come
+    // from the device, the arena holds only the host's state.
+    EXPECT_GT(mem.device_bytes, mem.kv_cache_bytes);
     pangu_model_free(m);
 
     // weights alone over the budget: the load fails cleanly
@@ -923,7 +1115,7 @@ TEST(DeviceNpuSimModel, ModelAndSessionsMustFitTheBudget) {
     EXPECT_NE(std::string(pangu_last_error()).find("npu-sim"), std::string::npos) << pangu_last_error();
 
     // weights fit, one session of 256 positions fits, a longer context does not
-    ASSERT_EQ(load("npu-sim", &m, weights + mem.arena_bytes + 4096), PANGU_OK) << pangu_last_error();
+    ASSERT_EQ(load("npu-sim", &m, weights + mem.device_bytes + 4096), PANGU_OK) << pangu_last_error();
     EXPECT_EQ(device_used(m), weights);
     pangu_session *s = nullptr;
     sp.n_ctx = 2048;
@@ -932,7 +1124,7 @@ TEST(DeviceNpuSimModel, ModelAndSessionsMustFitTheBudget) {
     EXPECT_EQ(device_used(m), weights);
     sp.n_ctx = 256;
     ASSERT_EQ(pangu_session_create(m, &sp, &s), PANGU_OK) << pangu_last_error();
-    EXPECT_EQ(device_used(m), weights + (mem.arena_bytes + 31) / 32 * 32);
+    EXPECT_EQ(device_used(m), weights + (mem.device_bytes + 31) / 32 * 32);
     pangu_session *s2 = nullptr;
     EXPECT_EQ(pangu_session_create(m, &sp, &s2), PANGU_ERR_OUT_OF_MEMORY);  // a second one does not
     pangu_session_free(s);

@@ -224,7 +224,7 @@ TEST(Kernels, RowResultsDoNotDependOnBlocking) {
 namespace {
 
 struct Dev {
-    pgd_device *d = pgd_cpu_device_create();
+    pgd_device *d = pgd_device_create("cpu", nullptr, nullptr, nullptr, 0);
     ~Dev() { d->destroy(d); }
 };
 
@@ -239,10 +239,18 @@ pgd_tensor view(float *p, int64_t rows, int64_t cols) {
 }
 
 // dev's matmul with the workspace it asks for.
+// A bias as the device takes it: an F32 vector [1, n]; null for none.
+pgd_tensor vec(const float *v, int64_t n) {
+    pgd_tensor t = view(const_cast<float *>(v), 1, n);
+    if (!v) t.data = nullptr;
+    return t;
+}
+
 int matmul(const Dev &dev, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const float *bias, pgd_tensor *y) {
     const size_t ws = dev.d->matmul_workspace(dev.d->ctx, x, w);
     std::vector<float> buf((ws + 3) / 4);
-    return dev.d->matmul(dev.d->ctx, s, x, w, bias, y, buf.data(), ws);
+    const pgd_tensor b = vec(bias, w->rows);
+    return dev.d->matmul(dev.d->ctx, s, x, w, bias ? &b : nullptr, y, buf.data(), ws);
 }
 
 }  // namespace
@@ -328,8 +336,9 @@ TEST(CpuDevice, Int8MatmulAppliesPerChannelScalesAndIsBatchInvariant) {
     // a kernel table with bf16 dot products packs x in the workspace it asked for
     if (const size_t ws = dev.d->matmul_workspace(dev.d->ctx, &xt, &w)) {
         std::vector<float> small(ws / 4);
-        EXPECT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, bias.data(), &yt, small.data(), ws - 1), PANGU_ERR_BUFFER_TOO_SMALL);
-        EXPECT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, bias.data(), &yt, nullptr, 0), PANGU_ERR_BUFFER_TOO_SMALL);
+        const pgd_tensor bt = vec(bias.data(), w.rows);
+        EXPECT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, &bt, &yt, small.data(), ws - 1), PANGU_ERR_BUFFER_TOO_SMALL);
+        EXPECT_EQ(dev.d->matmul(dev.d->ctx, s, &xt, &w, &bt, &yt, nullptr, 0), PANGU_ERR_BUFFER_TOO_SMALL);
     }
     // group-wise scales are not implemented by this backend: refused, not misread
     w.group_size = 32;

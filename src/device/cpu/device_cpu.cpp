@@ -49,13 +49,13 @@ int cpu_mem_info(void *, size_t *free_bytes, size_t *total_bytes) {
     return 0;
 }
 
-int cpu_memcpy(void *, void *dst, size_t dst_max, const void *src, size_t count, int) {
+int cpu_memcpy(void *, pgd_stream *, void *dst, size_t dst_max, const void *src, size_t count, int) {
     if (count > dst_max) return PANGU_ERR_BUFFER_TOO_SMALL;
     if (count) std::memcpy(dst, src, count);
     return 0;
 }
 
-int cpu_memcpy2d(void *, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+int cpu_memcpy2d(void *, pgd_stream *, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                  int) {
     if (width > dpitch || width > spitch) return PANGU_ERR_INVALID_ARGUMENT;
     for (size_t r = 0; r < height; ++r)
@@ -77,13 +77,6 @@ int cpu_stream_create(void *, int n_threads, pgd_stream **out) {
 void cpu_stream_destroy(void *, pgd_stream *s) { delete s; }
 int cpu_stream_sync(void *, pgd_stream *) { return 0; }  // operators complete before returning
 
-// Chunks for `units` of work: a few per thread, so that a thread the system does not schedule in time
-// leaves its share to the others instead of holding the operator up.
-int chunks_for(const pgd_stream *s, int64_t units) {
-    const int64_t want = s->pool.size() == 1 ? 1 : int64_t(s->pool.size()) * 4;
-    return static_cast<int>(units < want ? (units > 0 ? units : 1) : want);
-}
-
 // Row-wise operators (norms, rotary, elementwise): f(r0, r1) over rows [r0, r1). A batch of rows (prefill) is
 // split over the stream's threads: done on the calling thread alone, they kept the others waiting for about
 // a tenth of a 2-thread pangu-tiny prefill (perf samples of ThreadPool::worker). A few rows (decode,
@@ -99,7 +92,7 @@ void for_rows(pgd_stream *s, int64_t rows, F &&f) {
     struct Ctx {
         F *f;
         int64_t rows;
-    } c{&f, rows};
+    } ctx{&f, rows};
     s->pool.run(
         [](void *p, int chunk, int n_chunks, int) {
             const Ctx &c = *static_cast<const Ctx *>(p);
@@ -107,7 +100,7 @@ void for_rows(pgd_stream *s, int64_t rows, F &&f) {
             split_range(c.rows, n_chunks, chunk, 1, &r0, &r1);
             (*c.f)(r0, r1);
         },
-        &c, parts);
+        &ctx, parts);
 }
 
 // ---- embed ----
@@ -142,8 +135,10 @@ int cpu_embed(void *, pgd_stream *, const int32_t *ids, int64_t n, const pgd_ten
 }
 
 // ---- rms_norm ----
-int cpu_rms_norm(void *ctx, pgd_stream *s, const pgd_tensor *x, const float *w, float eps, pgd_tensor *out) {
+int cpu_rms_norm(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *wt, float eps, pgd_tensor *out) {
     const kernels::Table *k = static_cast<CpuCtx *>(ctx)->k;
+    if (wt->dtype != PGD_F32 || wt->cols != x->cols) return PANGU_ERR_SHAPE;
+    const float *w = static_cast<const float *>(wt->data);
     const int64_t d = x->cols;
     for_rows(s, x->rows, [&](int64_t r0, int64_t r1) {
         for (int64_t m = r0; m < r1; ++m) {
@@ -270,10 +265,11 @@ size_t cpu_matmul_workspace(void *ctx, const pgd_tensor *x, const pgd_tensor *w)
     return static_cast<size_t>(rows * bx_stride(x->cols)) * sizeof(uint16_t) + static_cast<size_t>(kBxRows);
 }
 
-int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const float *bias, pgd_tensor *y,
-               void *ws, size_t ws_size) {
+int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const pgd_tensor *bias,
+               pgd_tensor *y, void *ws, size_t ws_size) {
     const kernels::Table *k = static_cast<CpuCtx *>(ctx)->k;
-    MatmulJob j{x, w, bias, y, nullptr, nullptr};
+    if (bias && (bias->dtype != PGD_F32 || bias->cols < w->rows)) return PANGU_ERR_SHAPE;
+    MatmulJob j{x, w, bias ? static_cast<const float *>(bias->data) : nullptr, y, nullptr, nullptr};
     switch (w->dtype) {
         case PGD_F32: j.mm = k->mm_f32; break;
         case PGD_BF16: j.mm = k->mm_bf16; break;
@@ -317,7 +313,7 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
         s->pool.run(matmul_decode_worker, &j, n);
         return 0;
     }
-    s->pool.run(matmul_worker, &j, chunks_for(s, units));
+    s->pool.run(matmul_worker, &j, s->pool.chunks_for(units));
     return 0;
 }
 
@@ -331,16 +327,6 @@ int cpu_rope(void *, pgd_stream *s, pgd_tensor *x, const int32_t *pos, int32_t n
 }
 
 // ---- attention ----
-struct AttnJob {
-    AttnProblem a;
-    void *ws;
-};
-
-void attn_worker(void *p, int chunk, int n_chunks, int slot) {
-    const AttnJob &j = *static_cast<AttnJob *>(p);
-    attention_chunk(j.a, j.ws, chunk, n_chunks, slot);
-}
-
 size_t cpu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
     return attention_workspace_bytes(n_head, n_head_kv, n_ctx, n_threads);
 }
@@ -348,10 +334,8 @@ size_t cpu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_k
 int cpu_attention(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
                   int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t hd, float scale, pgd_tensor *out,
                   void *ws, size_t ws_size) {
-    AttnJob j{{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, nullptr}, ws};
-    if (const int rc = attention_check(j.a, ws, ws_size, s->pool.size())) return rc;
-    s->pool.run(attn_worker, &j, chunks_for(s, q->rows * n_head_kv));
-    return 0;
+    const AttnProblem a{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, nullptr};
+    return attention_run(a, s->pool, ws, ws_size, nullptr);
 }
 
 // ---- elementwise ----
@@ -396,8 +380,12 @@ void cpu_destroy(pgd_device *dev) {
 }  // namespace
 }  // namespace pangu
 
-extern "C" pgd_device *pgd_cpu_device_create(void) {
+namespace {
+
+pgd_device *cpu_create(const pgd_device_options *, int *status, char *err, size_t err_size) {
     using namespace pangu;
+    if (err && err_size) err[0] = '\0';
+    *status = PANGU_ERR_OUT_OF_MEMORY;  // the only way it fails
     CpuCtx *ctx = new (std::nothrow) CpuCtx{&kernels::best()};
     pgd_device *d = new (std::nothrow) pgd_device();
     if (!ctx || !d) {
@@ -415,6 +403,7 @@ extern "C" pgd_device *pgd_cpu_device_create(void) {
     d->memcpy = cpu_memcpy;
     d->memcpy2d = cpu_memcpy2d;
     d->mem_alignment = kAlign;
+    d->host_visible = 1;
     d->weight_upload = nullptr;  // unified memory: weights are used where they are mapped
     d->weight_release = nullptr;
     d->stream_create = cpu_stream_create;
@@ -430,5 +419,14 @@ extern "C" pgd_device *pgd_cpu_device_create(void) {
     d->swiglu = cpu_swiglu;
     d->round = cpu_round;
     d->add = cpu_add;
+    *status = 0;
     return d;
+}
+
+}  // namespace
+
+extern "C" const pgd_backend_reg *pgd_backend_cpu(void) {
+    static const pgd_backend_reg reg = {PGD_API_VERSION, "cpu", "the host CPU (AVX2 / AVX-512 / NEON kernels)",
+                                        PGD_CAP_HOST_VISIBLE, cpu_create};
+    return &reg;
 }

@@ -24,6 +24,11 @@ typedef enum pgd_npusim_op {
     PGD_NPUSIM_N_OPS
 } pgd_npusim_op;
 
+/* Guard mode on (1) or off (0): with it, the device's memory is PROT_NONE whenever none of npu-sim's own
+ * slots runs, so that host code touching device memory faults. A device starts in guard mode when the
+ * environment has PANGU_NPUSIM_GUARD=1 (the test suite's setting). Returns 0, or -1 if `dev` is not npu-sim. */
+int pgd_npusim_set_guard(pgd_device *dev, int on);
+
 /* "matmul", "weight_upload", ...; "?" for an unknown kind. */
 const char *pgd_npusim_op_name(int op);
 
@@ -31,9 +36,8 @@ const char *pgd_npusim_op_name(int op);
  * streams), indexed by pgd_npusim_op. Returns PGD_NPUSIM_N_OPS, or -1 if `dev` is not an npu-sim device. */
 int pgd_npusim_overflow_counts(const pgd_device *dev, uint64_t *counts, int n);
 
-/* Device-wide transfer totals. Weight uploads belong to no stream, and a copy made on a thread that has not
- * run an operator yet cannot be charged to one: both are only counted here. Returns 0, or -1 if `dev` is not
- * an npu-sim device. */
+/* Device-wide transfer totals: every copy, whichever stream it was charged to (or none: a NULL stream), and
+ * weight uploads, which belong to no stream. Returns 0, or -1 if `dev` is not an npu-sim device. */
 typedef struct pgd_npusim_totals {
     uint64_t weight_upload_bytes;  /* device bytes written by weight_upload (fractal layout, padding included) */
     uint64_t host_to_device_bytes; /* every H2D copy: weights, memcpy/memcpy2d, token ids */

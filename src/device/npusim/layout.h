@@ -1,0 +1,31 @@
+// FRACTAL_NZ, the layout a 310P's cube unit reads weights in, and what npu-sim records of each buffer.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pangu {
+namespace npusim {
+
+constexpr size_t kFractal = 512;  // one cube fractal: 16x16 fp16 or 16x32 int8
+
+// A weight W[N, K] (N output channels of K inputs, row-major on the host) is stored as the 4-D array
+// [K1][N1][16][C0] with C0 = 16 for fp16 and 32 for int8, K1 = ceil(K / C0), N1 = ceil(N / 16): fractal
+// (k1, n1) is the 16 x C0 block of rows 16*n1.. and columns C0*k1.., row-major inside, 512 bytes either way,
+// and the padding of the last row and column blocks is zero. Whole fractals keep every block 32-byte
+// aligned. The int8 scales follow the fractals (one float per channel holding an fp16 value).
+inline size_t nz_index(int64_t n, int64_t k, int64_t n1_count, int c0) {
+    return static_cast<size_t>(((k / c0) * n1_count + n / 16) * (16 * c0) + (n % 16) * c0 + k % c0);
+}
+
+enum class Layout { Plain, NzF16, NzI8, VecF32 };
+
+// What the device knows of one allocation.
+struct Block {
+    size_t bytes;   // charged to the budget
+    Layout layout;
+    int64_t rows, cols;
+};
+
+}  // namespace npusim
+}  // namespace pangu

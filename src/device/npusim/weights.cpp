@@ -1,0 +1,99 @@
+// Weight uploads: each host tensor is copied into device memory in the layout the 310P's units read, fp16 or
+// int8 with an fp16 per-channel scale in FRACTAL_NZ for matrices, fp16 values in F32 storage for vectors
+// (norm weights, biases). Saturations to the fp16 range are counted as PGD_NPUSIM_WEIGHT_UPLOAD.
+#include <cmath>
+#include <cstring>
+
+#include "device/npusim/fp16.h"
+#include "device/npusim/internal.h"
+
+namespace pangu {
+namespace npusim {
+
+namespace {
+
+float host_elem(const pgd_tensor *h, int64_t r, int64_t col) {
+    const size_t i = static_cast<size_t>(r * h->stride + col);
+    switch (h->dtype) {
+        case PGD_F32: return static_cast<const float *>(h->data)[i];
+        case PGD_F16: return f16_to_f32(static_cast<const uint16_t *>(h->data)[i]);
+        case PGD_BF16: return bf16_to_f32(static_cast<const uint16_t *>(h->data)[i]);
+        default: return 0.0f;
+    }
+}
+
+}  // namespace
+
+int npu_weight_upload(void *ctx, const pgd_tensor *h, pgd_tensor *d) {
+    NpuCtx *c = C(ctx);
+    DeviceAccess open(c);
+    if (!h || !d || !h->data || h->rows <= 0 || h->cols <= 0 || h->stride < h->cols) return PANGU_ERR_INVALID_ARGUMENT;
+    if (h->dtype < PGD_F32 || h->dtype > PGD_I8) return PANGU_ERR_DTYPE;
+    if (h->dtype == PGD_I8 && (!h->scale || h->group_size != 0)) return PANGU_ERR_UNSUPPORTED;
+    const int64_t N = h->rows, K = h->cols;
+    uint64_t over = 0;
+    void *p = nullptr;
+    size_t bytes = 0;
+    *d = *h;
+    d->group_size = 0;
+    d->stride = K;  // not a row pitch in the fractal layout; kept as the logical width
+    if (N == 1 && h->dtype == PGD_F32) {
+        // A norm weight or a bias, which the forward reads as a float array: fp16 values in F32 storage.
+        bytes = sizeof(float) * K;
+        if (int rc = reserve(c, bytes, Block{0, Layout::VecF32, N, K}, &p)) return rc;
+        float *dst = static_cast<float *>(p);
+        for (int64_t i = 0; i < K; ++i) dst[i] = f16(static_cast<const float *>(h->data)[i], &over);
+        d->scale = nullptr;
+    } else if (h->dtype == PGD_I8) {
+        const int c0 = 32;
+        const int64_t N1 = (N + 15) / 16, K1 = (K + c0 - 1) / c0;
+        const size_t data_bytes = static_cast<size_t>(K1 * N1) * kFractal;
+        bytes = data_bytes + sizeof(float) * N;
+        if (int rc = reserve(c, bytes, Block{0, Layout::NzI8, N, K}, &p)) return rc;
+        std::memset(p, 0, data_bytes);  // the padding of partial fractals must read as zero
+        int8_t *dst = static_cast<int8_t *>(p);
+        float *scale = reinterpret_cast<float *>(static_cast<uint8_t *>(p) + data_bytes);
+        for (int64_t n = 0; n < N; ++n) {
+            // The antiquant scale is fp16 on a 310P (it has x's dtype), and so is q * scale.
+            scale[n] = f16(h->scale[n], &over);
+            const int8_t *src = static_cast<const int8_t *>(h->data) + n * h->stride;
+            for (int64_t k = 0; k < K; ++k) {
+                dst[nz_index(n, k, N1, c0)] = src[k];
+                over += std::fabs(src[k] * scale[n]) > kF16Max ? 1 : 0;  // saturates when dequantized
+            }
+        }
+        d->scale = scale;
+    } else {
+        const int c0 = 16;
+        const int64_t N1 = (N + 15) / 16, K1 = (K + c0 - 1) / c0;
+        bytes = static_cast<size_t>(K1 * N1) * kFractal;
+        if (int rc = reserve(c, bytes, Block{0, Layout::NzF16, N, K}, &p)) return rc;
+        std::memset(p, 0, bytes);
+        uint16_t *dst = static_cast<uint16_t *>(p);
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t k = 0; k < K; ++k) {
+                const float v = host_elem(h, n, k);  // F16 stays as is: rounding an fp16 value is exact
+                if (v != v) {  // a NaN weight has no fp16 to saturate to: refuse the tensor
+                    unreserve(c, p);
+                    return PANGU_ERR_NUMERIC;
+                }
+                dst[nz_index(n, k, N1, c0)] = to_f16_bits(v, &over);
+            }
+        d->dtype = PGD_F16;
+        d->scale = nullptr;
+    }
+    d->data = p;
+    c->weight_bytes += bytes;
+    c->h2d += bytes;
+    if (over) c->overflows[PGD_NPUSIM_WEIGHT_UPLOAD] += over;
+    return 0;
+}
+
+void npu_weight_release(void *ctx, pgd_tensor *d) {
+    if (!d) return;
+    unreserve(C(ctx), d->data);
+    *d = pgd_tensor{};
+}
+
+}  // namespace npusim
+}  // namespace pangu
