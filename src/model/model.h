@@ -68,6 +68,8 @@ public:
 
 private:
     Model() = default;
+    // Every tensor of the checkpoint, checked against the configuration (before the device is created).
+    void load_weights();
     // Makes every weight usable by the device: on a unified-memory device the mapping itself, otherwise a
     // copy in device memory (which may fail when the model does not fit the device's budget).
     void upload_weights();

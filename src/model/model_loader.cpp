@@ -1,5 +1,6 @@
 // Turns a checkpoint directory into a Model: config.json, tokenizer, and weights checked against the
 // configuration one by one, so that a bad file fails here with a message instead of later with garbage.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -192,7 +193,7 @@ void Model::upload_weights() {
     auto upload = [&](Tensor &w) {
         pgd_tensor h{};
         h.data = const_cast<void *>(w.data);
-        h.dtype = static_cast<int32_t>(w.dtype);
+        h.dtype = pgd_type(w.dtype);
         h.rows = w.rows;
         h.cols = w.cols;
         h.stride = w.cols;
@@ -243,64 +244,42 @@ void Model::upload_vector(VecWeight &v, int64_t n, const std::string &name) {
     uploaded_.push_back(v.dev);
 }
 
-std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOptions &opt) {
-    std::unique_ptr<Model> m(new Model());
-    m->dir = dir;
-    m->cfg = load_config(dir);
-    const ModelConfig &c = m->cfg;
-    m->vocab.load(dir);
-    if (m->vocab.n_vocab() > c.n_vocab)
-        fail(PANGU_ERR_TOKENIZER, dir + "/tokenizer.model: has " + std::to_string(m->vocab.n_vocab()) +
-                                      " pieces but config.json vocab_size is " + std::to_string(c.n_vocab));
-    m->store.open_dir(dir, opt.map);
+namespace {
 
-    ModelBuilder b{*m, dir, {}};
+// One layer's weights, checked against the configuration; the MLP width comes from the tensors, since pruned
+// checkpoints carry a different width per layer.
+void load_layer(ModelBuilder &b, const ModelConfig &c, int l, LayerWeights &L) {
     const int64_t H = c.n_embd, qd = int64_t(c.n_head) * c.head_dim, kvd = int64_t(c.n_head_kv) * c.head_dim;
-    m->tok_embd = b.matrix("model.embed_tokens.weight", c.n_vocab, H);
-    m->out_norm.host = b.vec("model.norm.weight", H);
-    if (b.maybe("lm_head.weight")) {
-        m->output = b.matrix("lm_head.weight", c.n_vocab, H);
-    } else if (c.tie_embeddings) {
-        m->output = m->tok_embd;
-    } else {
-        fail(PANGU_ERR_MISSING_TENSOR, dir + ": lm_head.weight is missing and tie_word_embeddings is false");
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    L.attn_norm.host = b.vec(p + "input_layernorm.weight", H);
+    L.ffn_norm.host = b.vec(p + "post_attention_layernorm.weight", H);
+    L.wq = b.matrix(p + "self_attn.q_proj.weight", qd, H);
+    L.wk = b.matrix(p + "self_attn.k_proj.weight", kvd, H);
+    L.wv = b.matrix(p + "self_attn.v_proj.weight", kvd, H);
+    L.wo = b.matrix(p + "self_attn.o_proj.weight", H, qd);
+    if (c.bias) {
+        L.bq.host = b.vec(p + "self_attn.q_proj.bias", qd);
+        L.bk.host = b.vec(p + "self_attn.k_proj.bias", kvd);
+        L.bv.host = b.vec(p + "self_attn.v_proj.bias", kvd);
+        L.bo.host = b.vec(p + "self_attn.o_proj.bias", H);
     }
+    const TensorInfo &gate = b.need(p + "mlp.gate_proj.weight");
+    if (gate.shape.size() != 2 || gate.shape[1] != H || gate.shape[0] <= 0)
+        fail(PANGU_ERR_SHAPE, gate.file->path() + ": tensor " + gate.name + " has shape " +
+                                  ModelBuilder::shape_str(gate.shape) + ", expected [n_ff, " + std::to_string(H) + "]");
+    const int64_t ff = gate.shape[0];
+    L.n_ff = static_cast<int>(ff);
+    L.w_gate = b.matrix(p + "mlp.gate_proj.weight", ff, H);
+    L.w_up = b.matrix(p + "mlp.up_proj.weight", ff, H);
+    L.w_down = b.matrix(p + "mlp.down_proj.weight", H, ff);
+}
 
-    m->layers.resize(c.n_layer);
-    for (int l = 0; l < c.n_layer; ++l) {
-        const std::string p = "model.layers." + std::to_string(l) + ".";
-        LayerWeights &L = m->layers[l];
-        L.attn_norm.host = b.vec(p + "input_layernorm.weight", H);
-        L.ffn_norm.host = b.vec(p + "post_attention_layernorm.weight", H);
-        L.wq = b.matrix(p + "self_attn.q_proj.weight", qd, H);
-        L.wk = b.matrix(p + "self_attn.k_proj.weight", kvd, H);
-        L.wv = b.matrix(p + "self_attn.v_proj.weight", kvd, H);
-        L.wo = b.matrix(p + "self_attn.o_proj.weight", H, qd);
-        if (c.bias) {
-            L.bq.host = b.vec(p + "self_attn.q_proj.bias", qd);
-            L.bk.host = b.vec(p + "self_attn.k_proj.bias", kvd);
-            L.bv.host = b.vec(p + "self_attn.v_proj.bias", kvd);
-            L.bo.host = b.vec(p + "self_attn.o_proj.bias", H);
-        }
-        // The MLP width comes from the tensors: pruned checkpoints carry a different width per layer.
-        const TensorInfo &gate = b.need(p + "mlp.gate_proj.weight");
-        if (gate.shape.size() != 2 || gate.shape[1] != H || gate.shape[0] <= 0)
-            fail(PANGU_ERR_SHAPE, gate.file->path() + ": tensor " + gate.name + " has shape " +
-                                      ModelBuilder::shape_str(gate.shape) + ", expected [n_ff, " + std::to_string(H) + "]");
-        const int64_t ff = gate.shape[0];
-        L.n_ff = static_cast<int>(ff);
-        L.w_gate = b.matrix(p + "mlp.gate_proj.weight", ff, H);
-        L.w_up = b.matrix(p + "mlp.up_proj.weight", ff, H);
-        L.w_down = b.matrix(p + "mlp.down_proj.weight", H, ff);
-        if (L.n_ff > m->max_ff) m->max_ff = L.n_ff;
-    }
-
-    // Anything left over is either harmless (rotary caches) or a sign that config.json and the weights
-    // disagree, which must not be silently ignored.
-    for (const auto &kv : m->store.tensors()) {
+// Anything left over is either harmless (rotary caches) or a sign that config.json and the weights disagree,
+// which must not be silently ignored.
+void check_leftovers(const ModelBuilder &b, const TensorStore &store, const ModelConfig &c) {
+    for (const auto &kv : store.tensors()) {
         const std::string &name = kv.first;
         if (b.used.count(name)) continue;
-        if (name.size() >= 24 && name.compare(name.size() - 24, 24, "rotary_emb.inv_freq") == 0) continue;
         if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
         if (name.rfind("model.layers.", 0) == 0) {
             const int l = std::atoi(name.c_str() + 13);
@@ -312,14 +291,46 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
         if (name == "lm_head.weight") continue;
         fail(PANGU_ERR_SHAPE, kv.second.file->path() + ": unexpected tensor " + name);
     }
+}
 
-    switch (opt.activation_precision) {
-        case PANGU_PRECISION_F32: m->activation_dtype = DType::F32; break;
-        case PANGU_PRECISION_BF16: m->activation_dtype = DType::BF16; break;
+DType resolve_activation_dtype(const ModelConfig &c, int precision) {
+    switch (precision) {
+        case PANGU_PRECISION_F32: return DType::F32;
+        case PANGU_PRECISION_BF16: return DType::BF16;
         default:  // AUTO: what the quantizer calibrated for; fp32 for plain checkpoints
-            m->activation_dtype = c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32 : DType::BF16;
+            return c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32 : DType::BF16;
     }
+}
 
+}  // namespace
+
+void Model::load_weights() {
+    ModelBuilder b{*this, dir, {}};
+    const int64_t H = cfg.n_embd;
+    tok_embd = b.matrix("model.embed_tokens.weight", cfg.n_vocab, H);
+    out_norm.host = b.vec("model.norm.weight", H);
+    if (b.maybe("lm_head.weight")) output = b.matrix("lm_head.weight", cfg.n_vocab, H);
+    else if (cfg.tie_embeddings) output = tok_embd;
+    else fail(PANGU_ERR_MISSING_TENSOR, dir + ": lm_head.weight is missing and tie_word_embeddings is false");
+    layers.resize(cfg.n_layer);
+    for (int l = 0; l < cfg.n_layer; ++l) {
+        load_layer(b, cfg, l, layers[l]);
+        max_ff = std::max(max_ff, layers[l].n_ff);
+    }
+    check_leftovers(b, store, cfg);
+}
+
+std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOptions &opt) {
+    std::unique_ptr<Model> m(new Model());
+    m->dir = dir;
+    m->cfg = load_config(dir);
+    m->vocab.load(dir);
+    if (m->vocab.n_vocab() > m->cfg.n_vocab)
+        fail(PANGU_ERR_TOKENIZER, dir + "/tokenizer.model: has " + std::to_string(m->vocab.n_vocab()) +
+                                      " pieces but config.json vocab_size is " + std::to_string(m->cfg.n_vocab));
+    m->store.open_dir(dir, opt.map);
+    m->load_weights();
+    m->activation_dtype = resolve_activation_dtype(m->cfg, opt.activation_precision);
     m->device = create_device(opt);
     // A device that keeps its own copy (npu-sim) reads every weight through the mapping now.
     if (m->device->weight_upload) m->store.check_sizes();

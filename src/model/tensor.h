@@ -10,7 +10,10 @@
 
 namespace pangu {
 
-enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I8 = 3 };
+// The element types of the device interface (pgd_dtype), as a scoped enum for the C++ side; the values are
+// pgd_dtype's, so the two meet in one place: pgd_type().
+enum class DType : int32_t { F32 = PGD_F32, F16 = PGD_F16, BF16 = PGD_BF16, I8 = PGD_I8 };
+inline int32_t pgd_type(DType t) { return static_cast<int32_t>(t); }
 
 inline size_t dtype_size(DType t) {
     switch (t) {

@@ -62,6 +62,8 @@ struct Vocab::Impl {
     bool first_bytes[256] = {};
 
     void encode_text(std::string_view text, std::vector<int32_t> &out) const;
+    // Records piece `id` of the SentencePiece model: its type, its bytes, and whether parse_special matches it.
+    void add_piece(int id, const std::string &model_path);
 };
 
 void parse_tokenizer_config(const std::string &text, const std::string &config_path, bool &add_bos, bool &add_eos) {
@@ -81,6 +83,61 @@ void parse_tokenizer_config(const std::string &text, const std::string &config_p
 
 Vocab::Vocab() : impl_(std::make_unique<Impl>()) {}
 Vocab::~Vocab() = default;
+
+namespace {
+
+// <dir>/tokenizer_config.json, optional: add_bos_token and add_eos_token.
+void read_tokenizer_config(const std::string &dir, bool &add_bos, bool &add_eos) {
+    std::string why;
+    const std::string config_path = dir + "/tokenizer_config.json";
+    std::string config;
+    switch (read_file(config_path, kMaxJsonBytes, config, why)) {
+    case ReadResult::kMissing: break;  // optional: defaults apply
+    case ReadResult::kError: fail(PANGU_ERR_IO, "cannot read " + config_path + ": " + why);
+    case ReadResult::kTooBig: fail(PANGU_ERR_CONFIG, config_path + ": " + why);
+    case ReadResult::kOk: parse_tokenizer_config(config, config_path, add_bos, add_eos); break;
+    }
+}
+
+}  // namespace
+
+void Vocab::Impl::add_piece(int id, const std::string &model_path) {
+    const std::string &piece = sp->IdToPiece(id);
+    if (sp->IsControl(id)) {
+        types[id] = kControl;
+    } else if (sp->IsUnknown(id)) {
+        // Rendered exactly as the decoder renders it (" \u2047 " unless the trainer set unk_surface).
+        types[id] = kUnknown;
+        bytes += sp->DecodeIds({id});
+    } else if (sp->IsByte(id)) {
+        const int v = byte_piece_value(piece);
+        if (v < 0) fail(PANGU_ERR_TOKENIZER, "malformed byte piece '" + piece + "' in " + model_path);
+        types[id] = kByte;
+        bytes += char(v);
+        if (byte_ids[v] < 0) byte_ids[v] = id;
+    } else {
+        leading_marker[id] = piece.compare(0, 3, kSpaceMarker) == 0;
+        std::string text = piece;
+        replace_all(text, kSpaceMarker, " ");
+        bytes += text;
+    }
+    // Streaming needs every token's text to fit its fixed buffer (kMaxPieceBytes) and to be UTF-8 (a byte
+    // token aside): a 702-byte user-defined piece made generation fail with PANGU_ERR_INTERNAL.
+    const size_t piece_bytes = bytes.size() - offsets.back();
+    if (piece_bytes > kMaxPieceBytes)
+        fail(PANGU_ERR_TOKENIZER, model_path + ": piece " + std::to_string(id) + " is " + std::to_string(piece_bytes) +
+                                      " bytes long, longer than the " + std::to_string(kMaxPieceBytes) +
+                                      " a token may be");
+    if (types[id] != kByte && !utf8_valid(std::string_view(bytes).substr(offsets.back())))
+        fail(PANGU_ERR_TOKENIZER, model_path + ": piece " + std::to_string(id) + " is not valid UTF-8");
+    if (bytes.size() > UINT32_MAX) fail(PANGU_ERR_TOKENIZER, "vocabulary too large in " + model_path);
+    offsets.push_back(uint32_t(bytes.size()));
+
+    if ((types[id] == kControl || types[id] == kUserDefined) && !piece.empty()) {
+        specials.emplace_back(piece, id);
+        first_bytes[static_cast<unsigned char>(piece[0])] = true;
+    }
+}
 
 void Vocab::load(const std::string &dir) {
     auto im = std::make_unique<Impl>();
@@ -121,54 +178,11 @@ void Vocab::load(const std::string &dir) {
     im->leading_marker.assign(size_t(n), false);
     im->offsets.reserve(size_t(n) + 1);
     im->offsets.push_back(0);
-    for (int id = 0; id < n; ++id) {
-        const std::string &piece = im->sp->IdToPiece(id);
-        if (im->sp->IsControl(id)) {
-            im->types[id] = kControl;
-        } else if (im->sp->IsUnknown(id)) {
-            // Rendered exactly as the decoder renders it (" \u2047 " unless the trainer set unk_surface).
-            im->types[id] = kUnknown;
-            im->bytes += im->sp->DecodeIds({id});
-        } else if (im->sp->IsByte(id)) {
-            const int v = byte_piece_value(piece);
-            if (v < 0) fail(PANGU_ERR_TOKENIZER, "malformed byte piece '" + piece + "' in " + model_path);
-            im->types[id] = kByte;
-            im->bytes += char(v);
-            if (im->byte_ids[v] < 0) im->byte_ids[v] = id;
-        } else {
-            im->leading_marker[id] = piece.compare(0, 3, kSpaceMarker) == 0;
-            std::string text = piece;
-            replace_all(text, kSpaceMarker, " ");
-            im->bytes += text;
-        }
-        // Streaming needs every token's text to fit its fixed buffer (kMaxPieceBytes) and to be UTF-8 (a byte
-        // token aside): a 702-byte user-defined piece made generation fail with PANGU_ERR_INTERNAL.
-        const size_t piece_bytes = im->bytes.size() - im->offsets.back();
-        if (piece_bytes > kMaxPieceBytes)
-            fail(PANGU_ERR_TOKENIZER, model_path + ": piece " + std::to_string(id) + " is " + std::to_string(piece_bytes) +
-                                          " bytes long, longer than the " + std::to_string(kMaxPieceBytes) +
-                                          " a token may be");
-        if (im->types[id] != kByte && !utf8_valid(std::string_view(im->bytes).substr(im->offsets.back())))
-            fail(PANGU_ERR_TOKENIZER, model_path + ": piece " + std::to_string(id) + " is not valid UTF-8");
-        if (im->bytes.size() > UINT32_MAX) fail(PANGU_ERR_TOKENIZER, "vocabulary too large in " + model_path);
-        im->offsets.push_back(uint32_t(im->bytes.size()));
-
-        if ((im->types[id] == kControl || im->types[id] == kUserDefined) && !piece.empty()) {
-            im->specials.emplace_back(piece, id);
-            im->first_bytes[static_cast<unsigned char>(piece[0])] = true;
-        }
-    }
+    for (int id = 0; id < n; ++id) im->add_piece(id, model_path);
     std::stable_sort(im->specials.begin(), im->specials.end(),
                      [](const auto &a, const auto &b) { return a.first.size() > b.first.size(); });
 
-    const std::string config_path = dir + "/tokenizer_config.json";
-    std::string config;
-    switch (read_file(config_path, kMaxJsonBytes, config, why)) {
-    case ReadResult::kMissing: break;  // optional: defaults apply
-    case ReadResult::kError: fail(PANGU_ERR_IO, "cannot read " + config_path + ": " + why);
-    case ReadResult::kTooBig: fail(PANGU_ERR_CONFIG, config_path + ": " + why);
-    case ReadResult::kOk: parse_tokenizer_config(config, config_path, im->add_bos, im->add_eos); break;
-    }
+    read_tokenizer_config(dir, im->add_bos, im->add_eos);
     impl_ = std::move(im);
 }
 
