@@ -71,6 +71,37 @@ void set_error(char *err, size_t err_size, const std::string &msg) {
     if (err && err_size) std::snprintf(err, err_size, "%s", msg.c_str());
 }
 
+// The device table: npu-sim's slots.
+void fill_slots(pgd_device *d, NpuCtx *ctx) {
+    d->api_version = PGD_API_VERSION;
+    d->name = "npu-sim";
+    d->ctx = ctx;
+    d->destroy = npu_destroy;
+    d->mem_alloc = npu_mem_alloc;
+    d->mem_free = npu_mem_free;
+    d->mem_info = npu_mem_info;
+    d->memcpy = npu_memcpy;
+    d->memcpy2d = npu_memcpy2d;
+    d->mem_alignment = kAlign;
+    d->host_visible = 0;
+    d->weight_upload = npu_weight_upload;
+    d->weight_release = npu_weight_release;
+    d->stream_create = npu_stream_create;
+    d->stream_destroy = npu_stream_destroy;
+    d->stream_sync = npu_stream_sync;
+    d->embed = npu_embed;
+    d->rms_norm = npu_rms_norm;
+    d->matmul_workspace = npu_matmul_workspace;
+    d->matmul = npu_matmul;
+    d->rope = npu_rope;
+    d->attention_workspace = npu_attention_workspace;
+    d->attention = npu_attention;
+    d->swiglu = npu_swiglu;
+    d->round = npu_round;
+    d->stream_stats = npu_stream_stats;
+    d->add = npu_add;
+}
+
 // Guard mode: the environment says so (the test suite sets PANGU_NPUSIM_GUARD=1).
 bool guard_from_env() {
     const char *v = std::getenv("PANGU_NPUSIM_GUARD");
@@ -112,33 +143,7 @@ pgd_device *npusim_create(const pgd_device_options *opt, int *status, char *err,
         delete d;
         return nullptr;
     }
-    d->api_version = PGD_API_VERSION;
-    d->name = "npu-sim";
-    d->ctx = ctx;
-    d->destroy = npu_destroy;
-    d->mem_alloc = npu_mem_alloc;
-    d->mem_free = npu_mem_free;
-    d->mem_info = npu_mem_info;
-    d->memcpy = npu_memcpy;
-    d->memcpy2d = npu_memcpy2d;
-    d->mem_alignment = kAlign;
-    d->host_visible = 0;
-    d->weight_upload = npu_weight_upload;
-    d->weight_release = npu_weight_release;
-    d->stream_create = npu_stream_create;
-    d->stream_destroy = npu_stream_destroy;
-    d->stream_sync = npu_stream_sync;
-    d->embed = npu_embed;
-    d->rms_norm = npu_rms_norm;
-    d->matmul_workspace = npu_matmul_workspace;
-    d->matmul = npu_matmul;
-    d->rope = npu_rope;
-    d->attention_workspace = npu_attention_workspace;
-    d->attention = npu_attention;
-    d->swiglu = npu_swiglu;
-    d->round = npu_round;
-    d->stream_stats = npu_stream_stats;
-    d->add = npu_add;
+    fill_slots(d, ctx);
     *status = 0;
     return d;
 }

@@ -24,65 +24,90 @@ float host_elem(const pgd_tensor *h, int64_t r, int64_t col) {
 
 }  // namespace
 
+namespace {
+
+// A norm weight or a bias, which operators read as a float array: fp16 values in F32 storage.
+int upload_vector(NpuCtx *c, const pgd_tensor *h, void **p, size_t *bytes, uint64_t *over) {
+    const int64_t K = h->cols;
+    *bytes = sizeof(float) * K;
+    if (int rc = reserve(c, *bytes, Block{0, Layout::VecF32, 1, K}, p)) return rc;
+    float *dst = static_cast<float *>(*p);
+    for (int64_t i = 0; i < K; ++i) dst[i] = f16(static_cast<const float *>(h->data)[i], over);
+    return 0;
+}
+
+// int8 fractals (16 x 32), then one fp16 scale per channel; returns where the scales are in *scale.
+int upload_i8(NpuCtx *c, const pgd_tensor *h, void **p, size_t *bytes, uint64_t *over, const float **scale_out) {
+    const int64_t N = h->rows, K = h->cols;
+    const int c0 = 32;
+    const int64_t N1 = (N + 15) / 16, K1 = (K + c0 - 1) / c0;
+    const size_t data_bytes = static_cast<size_t>(K1 * N1) * kFractal;
+    *bytes = data_bytes + sizeof(float) * N;
+    if (int rc = reserve(c, *bytes, Block{0, Layout::NzI8, N, K}, p)) return rc;
+    std::memset(*p, 0, data_bytes);  // the padding of partial fractals must read as zero
+    int8_t *dst = static_cast<int8_t *>(*p);
+    float *scale = reinterpret_cast<float *>(static_cast<uint8_t *>(*p) + data_bytes);
+    for (int64_t n = 0; n < N; ++n) {
+        // The antiquant scale is fp16 on a 310P (it has x's dtype), and so is q * scale.
+        scale[n] = f16(h->scale[n], over);
+        const int8_t *src = static_cast<const int8_t *>(h->data) + n * h->stride;
+        for (int64_t k = 0; k < K; ++k) {
+            dst[nz_index(n, k, N1, c0)] = src[k];
+            *over += std::fabs(src[k] * scale[n]) > kF16Max ? 1 : 0;  // saturates when dequantized
+        }
+    }
+    *scale_out = scale;
+    return 0;
+}
+
+// fp16 fractals (16 x 16) from F32, F16 or BF16; a NaN weight has no fp16 to saturate to: refused.
+int upload_f16(NpuCtx *c, const pgd_tensor *h, void **p, size_t *bytes, uint64_t *over) {
+    const int64_t N = h->rows, K = h->cols;
+    const int c0 = 16;
+    const int64_t N1 = (N + 15) / 16, K1 = (K + c0 - 1) / c0;
+    *bytes = static_cast<size_t>(K1 * N1) * kFractal;
+    if (int rc = reserve(c, *bytes, Block{0, Layout::NzF16, N, K}, p)) return rc;
+    std::memset(*p, 0, *bytes);
+    uint16_t *dst = static_cast<uint16_t *>(*p);
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) {
+            const float v = host_elem(h, n, k);  // F16 stays as is: rounding an fp16 value is exact
+            if (v != v) {
+                unreserve(c, *p);
+                return PANGU_ERR_NUMERIC;
+            }
+            dst[nz_index(n, k, N1, c0)] = to_f16_bits(v, over);
+        }
+    return 0;
+}
+
+}  // namespace
+
 int npu_weight_upload(void *ctx, const pgd_tensor *h, pgd_tensor *d) {
     NpuCtx *c = C(ctx);
     DeviceAccess open(c);
     if (!h || !d || !h->data || h->rows <= 0 || h->cols <= 0 || h->stride < h->cols) return PANGU_ERR_INVALID_ARGUMENT;
     if (h->dtype < PGD_F32 || h->dtype > PGD_I8) return PANGU_ERR_DTYPE;
     if (h->dtype == PGD_I8 && (!h->scale || h->group_size != 0)) return PANGU_ERR_UNSUPPORTED;
-    const int64_t N = h->rows, K = h->cols;
     uint64_t over = 0;
     void *p = nullptr;
     size_t bytes = 0;
-    *d = *h;
-    d->group_size = 0;
-    d->stride = K;  // not a row pitch in the fractal layout; kept as the logical width
-    if (N == 1 && h->dtype == PGD_F32) {
-        // A norm weight or a bias, which the forward reads as a float array: fp16 values in F32 storage.
-        bytes = sizeof(float) * K;
-        if (int rc = reserve(c, bytes, Block{0, Layout::VecF32, N, K}, &p)) return rc;
-        float *dst = static_cast<float *>(p);
-        for (int64_t i = 0; i < K; ++i) dst[i] = f16(static_cast<const float *>(h->data)[i], &over);
-        d->scale = nullptr;
+    pgd_tensor up = *h;
+    up.group_size = 0;
+    up.stride = h->cols;  // not a row pitch in the fractal layout; kept as the logical width
+    up.scale = nullptr;
+    int rc;
+    if (h->rows == 1 && h->dtype == PGD_F32) {
+        rc = upload_vector(c, h, &p, &bytes, &over);
     } else if (h->dtype == PGD_I8) {
-        const int c0 = 32;
-        const int64_t N1 = (N + 15) / 16, K1 = (K + c0 - 1) / c0;
-        const size_t data_bytes = static_cast<size_t>(K1 * N1) * kFractal;
-        bytes = data_bytes + sizeof(float) * N;
-        if (int rc = reserve(c, bytes, Block{0, Layout::NzI8, N, K}, &p)) return rc;
-        std::memset(p, 0, data_bytes);  // the padding of partial fractals must read as zero
-        int8_t *dst = static_cast<int8_t *>(p);
-        float *scale = reinterpret_cast<float *>(static_cast<uint8_t *>(p) + data_bytes);
-        for (int64_t n = 0; n < N; ++n) {
-            // The antiquant scale is fp16 on a 310P (it has x's dtype), and so is q * scale.
-            scale[n] = f16(h->scale[n], &over);
-            const int8_t *src = static_cast<const int8_t *>(h->data) + n * h->stride;
-            for (int64_t k = 0; k < K; ++k) {
-                dst[nz_index(n, k, N1, c0)] = src[k];
-                over += std::fabs(src[k] * scale[n]) > kF16Max ? 1 : 0;  // saturates when dequantized
-            }
-        }
-        d->scale = scale;
+        rc = upload_i8(c, h, &p, &bytes, &over, &up.scale);
     } else {
-        const int c0 = 16;
-        const int64_t N1 = (N + 15) / 16, K1 = (K + c0 - 1) / c0;
-        bytes = static_cast<size_t>(K1 * N1) * kFractal;
-        if (int rc = reserve(c, bytes, Block{0, Layout::NzF16, N, K}, &p)) return rc;
-        std::memset(p, 0, bytes);
-        uint16_t *dst = static_cast<uint16_t *>(p);
-        for (int64_t n = 0; n < N; ++n)
-            for (int64_t k = 0; k < K; ++k) {
-                const float v = host_elem(h, n, k);  // F16 stays as is: rounding an fp16 value is exact
-                if (v != v) {  // a NaN weight has no fp16 to saturate to: refuse the tensor
-                    unreserve(c, p);
-                    return PANGU_ERR_NUMERIC;
-                }
-                dst[nz_index(n, k, N1, c0)] = to_f16_bits(v, &over);
-            }
-        d->dtype = PGD_F16;
-        d->scale = nullptr;
+        rc = upload_f16(c, h, &p, &bytes, &over);
+        up.dtype = PGD_F16;
     }
-    d->data = p;
+    if (rc) return rc;
+    up.data = p;
+    *d = up;
     c->weight_bytes += bytes;
     c->h2d += bytes;
     if (over) c->overflows[PGD_NPUSIM_WEIGHT_UPLOAD] += over;
