@@ -93,7 +93,7 @@ static pangu_status render(const pangu_model *model, int use_template, text *out
     size_t len = 0; /* a first call with capacity 0 reports the length needed */
     pangu_status st = pangu_apply_chat_template(model, g_msgs, g_n_msgs, 1, NULL, 0, &len);
     if (st != PANGU_ERR_BUFFER_TOO_SMALL) return st;
-    append(out, "", len); /* make room for len bytes and the NUL */
+    out->s = xrealloc(out->s, len + 1); /* room for len bytes and the NUL */
     st = pangu_apply_chat_template(model, g_msgs, g_n_msgs, 1, out->s, len + 1, &len);
     out->len = len;
     return st;
