@@ -172,6 +172,10 @@ typedef struct pangu_model_info {
     int64_t weight_bytes;      /* bytes of weight data mapped */
     int32_t n_quantized;       /* weight matrices stored as int8 with per-channel scales (W8A16) */
     int32_t activation_precision; /* PANGU_PRECISION_F32 or PANGU_PRECISION_BF16, as resolved at load */
+    /* Since 1.1. */
+    int32_t chat_end_token;        /* the token that ends a chat message ([unused10]); -1 without chat tokens */
+    int32_t has_generation_config; /* 1 if the checkpoint ships generation_config.json (see
+                                      pangu_model_get_sampling_defaults) */
 } pangu_model_info;
 
 /* Fill `info` (whose struct_size the caller sets). Thread-safe. */
@@ -212,13 +216,13 @@ PANGU_API pangu_status pangu_token_to_bytes(const pangu_model *model, int32_t to
 
 /* One chat message for pangu_apply_chat_template(). */
 typedef struct pangu_chat_message {
-    const char *role;    /* "system", "user", "assistant", "tool", or the Chinese role names */
+    const char *role;    /* "system", "user", "assistant", "tool", "function", or the Chinese role names */
     const char *content; /* UTF-8 */
 } pangu_chat_message;
 
 /* Render messages with the openPangu chat template: each message as "[unused9]role：content[unused10]",
- * with the roles 系统/用户/助手/工具, an empty system message first when there is none, and with
- * `add_generation_prompt` the opening "[unused9]助手：". Tokenize the result with parse_special = 1.
+ * with the roles 系统/用户/助手/工具/方法 (system, user, assistant, tool, function; "function" since 1.1), an
+ * empty system message first when there is none, and with `add_generation_prompt` the opening "[unused9]助手：". Tokenize the result with parse_special = 1.
  * Buffer rules as pangu_detokenize(). Returns PANGU_ERR_UNSUPPORTED if the model's vocabulary does not hold
  * the chat tokens, PANGU_ERR_INVALID_ARGUMENT for an unknown role. Thread-safe. */
 PANGU_API pangu_status pangu_apply_chat_template(const pangu_model *model, const pangu_chat_message *messages,
@@ -427,6 +431,13 @@ typedef struct pangu_sampling_params {
 
 /* Fill `params` with defaults. NULL is a no-op. */
 PANGU_API void pangu_sampling_params_init(pangu_sampling_params *params);
+
+/* The model's own sampling defaults: pangu_sampling_params_init's, overridden by what the checkpoint's
+ * generation_config.json says (do_sample false: temperature 0; temperature, top_k, top_p, repetition_penalty,
+ * max_new_tokens). The caller sets params->struct_size (pangu_sampling_params_init does); the library writes no
+ * further than it. End-of-sequence ids need no parameter: generation stops at every one the checkpoint names
+ * (config.json and generation_config.json, a number or a list each, and the tokenizer's). Thread-safe. Since 1.1. */
+PANGU_API pangu_status pangu_model_get_sampling_defaults(const pangu_model *model, pangu_sampling_params *params);
 
 /* Why generation ended, in pangu_generate_result.stop_reason. */
 typedef enum pangu_stop_reason {

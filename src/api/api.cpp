@@ -215,9 +215,11 @@ pangu_status pangu_model_get_info(const pangu_model *model, pangu_model_info *in
     r.head_dim = m.cfg.head_dim;
     r.n_ctx_train = m.cfg.n_ctx_train;
     r.bos_token = m.vocab.bos();
-    r.eos_token = m.cfg.eos >= 0 ? m.cfg.eos : m.vocab.eos();
+    r.eos_token = m.eos_ids.empty() ? -1 : m.eos_ids[0];
     r.add_bos = m.vocab.add_bos() ? 1 : 0;
     r.has_chat_template = m.vocab.has_chat_tokens() ? 1 : 0;
+    r.chat_end_token = m.vocab.has_chat_tokens() ? m.vocab.piece_id("[unused10]") : -1;
+    r.has_generation_config = m.gen.present ? 1 : 0;
     r.n_params = m.n_params;
     r.weight_bytes = m.weight_bytes;
     r.n_quantized = m.n_quantized;
@@ -526,7 +528,7 @@ pangu_status pangu_session_get_stats(const pangu_session *session, pangu_session
         r.device_est_ms = ds.est_ms;
         r.host_to_device_bytes = static_cast<int64_t>(ds.host_to_device_bytes);
         r.device_to_host_bytes = static_cast<int64_t>(ds.device_to_host_bytes);
-        r.fp16_overflows = static_cast<int64_t>(ds.fp16_overflows);
+        r.fp16_overflows = static_cast<int64_t>(ds.saturated);
     }
     std::memcpy(stats, &r, stats->struct_size);
     return PANGU_OK;
@@ -552,6 +554,25 @@ void pangu_sampling_params_init(pangu_sampling_params *p) {
     p->repeat_last_n = 64;
     p->seed = 0;
     p->max_new_tokens = 256;
+}
+
+pangu_status pangu_model_get_sampling_defaults(const pangu_model *model, pangu_sampling_params *params) {
+    if (!model || !params)
+        return bad_arg(nullptr, "pangu_model_get_sampling_defaults", "model and params must not be NULL");
+    if (pangu_status st = check_out_struct(params, kSamplingParamsV1, "pangu_model_get_sampling_defaults", nullptr))
+        return model_guarded_finish(model, st);
+    const pangu::GenerationConfig &g = pangu::from_handle(model)->gen;
+    pangu_sampling_params r;
+    pangu_sampling_params_init(&r);
+    if (g.temperature) r.temperature = static_cast<float>(*g.temperature);
+    if (g.do_sample && !*g.do_sample) r.temperature = 0.0f;
+    if (g.top_k) r.top_k = *g.top_k;
+    if (g.top_p) r.top_p = static_cast<float>(*g.top_p);
+    if (g.repetition_penalty) r.repetition_penalty = static_cast<float>(*g.repetition_penalty);
+    if (g.max_new_tokens) r.max_new_tokens = *g.max_new_tokens;
+    r.struct_size = params->struct_size;
+    std::memcpy(params, &r, std::min(params->struct_size, sizeof r));
+    return PANGU_OK;
 }
 
 pangu_status pangu_session_generate_tokens(pangu_session *session, const int32_t *ids, size_t n,

@@ -93,7 +93,8 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
     sync();
 
     char *text = reinterpret_cast<char *>(block_ + layout.text);  // held-back text, then the piece to emit
-    Generation g{sp, cb, user, TextStream(model.vocab, model.cfg.eos, sp, text, tokens, n_tokens)};
+    const std::vector<int32_t> &eos = model.eos_ids;
+    Generation g{sp, cb, user, TextStream(model.vocab, eos.data(), eos.size(), sp, text, tokens, n_tokens)};
     g.r.n_prompt_tokens = static_cast<int32_t>(n);
     g.r.prompt_ms = ms_since(t_start);
     const auto t_gen = std::chrono::steady_clock::now();

@@ -23,9 +23,9 @@ void check_stop_strings(const pangu_sampling_params &sp) {
     }
 }
 
-TextStream::TextStream(const Vocab &vocab, int32_t eos, const pangu_sampling_params &sp, char *buf,
-                       const int32_t *context, size_t n_context)
-    : vocab_(vocab), eos_(eos), sp_(sp), text_(buf) {
+TextStream::TextStream(const Vocab &vocab, const int32_t *eos, size_t n_eos, const pangu_sampling_params &sp,
+                       char *buf, const int32_t *context, size_t n_context)
+    : vocab_(vocab), eos_(eos), n_eos_(n_eos), sp_(sp), text_(buf) {
     // Ids past the tokenizer's pieces (vocab_size padded beyond them) stand for no text.
     const int32_t n_pieces = vocab.n_vocab();
     for (size_t i = 0; i < n_context && at_text_start_; ++i)
@@ -74,7 +74,8 @@ int TextStream::push(int32_t tok, int32_t n_generated, size_t *emit) {
     n_text_ += utf8_.push(bytes, text_ + n_text_, kTextBuffer - n_text_);
 
     int reason = PANGU_STOP_NONE;
-    if (tok == vocab_.eos() || tok == eos_) reason = PANGU_STOP_EOS;
+    for (size_t k = 0; !reason && k < n_eos_; ++k)
+        if (tok == eos_[k]) reason = PANGU_STOP_EOS;
     for (size_t k = 0; !reason && k < sp_.n_stop_tokens; ++k)
         if (sp_.stop_tokens[k] == tok) reason = PANGU_STOP_TOKEN;
     if (!reason)

@@ -25,10 +25,10 @@ void check_stop_strings(const pangu_sampling_params &sp);
 class TextStream {
 public:
     // `buf` holds kTextBuffer bytes. The context (n_context tokens) is replayed so that the stream knows
-    // whether the generated text is still where the decoder drops a leading space. `eos` is the model's
-    // end-of-sequence id from config.json (-1 if none), which stops as the tokenizer's does.
-    TextStream(const Vocab &vocab, int32_t eos, const pangu_sampling_params &sp, char *buf, const int32_t *context,
-               size_t n_context);
+    // whether the generated text is still where the decoder drops a leading space. `eos` lists the n_eos ids
+    // that end generation (Model::eos_ids).
+    TextStream(const Vocab &vocab, const int32_t *eos, size_t n_eos, const pangu_sampling_params &sp, char *buf,
+               const int32_t *context, size_t n_context);
     // Appends the `n_generated`-th generated token. Returns why generation stops with it (PANGU_STOP_NONE:
     // it goes on); text() then holds *emit bytes to deliver with the token, which consume() drops after.
     int push(int32_t tok, int32_t n_generated, size_t *emit);
@@ -42,7 +42,8 @@ private:
     const char *find_stop_string() const;
 
     const Vocab &vocab_;
-    const int32_t eos_;
+    const int32_t *eos_;
+    const size_t n_eos_;
     const pangu_sampling_params &sp_;
     char *text_;
     size_t n_text_ = 0;

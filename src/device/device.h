@@ -67,13 +67,14 @@ typedef enum pgd_memcpy_kind {
 
 typedef struct pgd_stream pgd_stream; /* an in-order execution queue owned by the backend */
 
-/* Per-stream accounting, for backends that model a device (optional slot stream_stats). */
+/* Per-stream accounting, for backends that keep it (optional slot stream_stats): what a real device reports
+ * through events (time), its copy engine (bytes) and its overflow status (saturations). */
 typedef struct pgd_stream_stats {
-    double est_ms;                 /* estimated device time of the operators run on the stream */
+    double est_ms;                 /* device time of the operators run on the stream (npu-sim: estimated) */
     uint64_t host_to_device_bytes; /* copies into device memory */
     uint64_t device_to_host_bytes; /* copies out of it */
     uint64_t n_ops;                /* operators run */
-    uint64_t fp16_overflows;       /* values saturated to the fp16 range */
+    uint64_t saturated;            /* values beyond the device's number format (fp16 on a 310P), saturated */
 } pgd_stream_stats;
 
 /* Options for creating a device by name. */

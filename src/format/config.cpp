@@ -51,7 +51,64 @@ bool get_bool(const Json::Value &root, const std::string &path, const char *key,
     return v.asBool();
 }
 
+// A token id or a list of them (eos_token_id), each in [0, n_vocab); null or absent gives none.
+std::vector<int> get_ids(const Json::Value &root, const std::string &path, const char *key, int n_vocab) {
+    const Json::Value &v = root[key];
+    std::vector<int> ids;
+    if (v.isNull()) return ids;
+    if (!v.isArray()) {  // a single id; -1 is none
+        const int id = get_int(root, path, key, -1, false, -1, n_vocab - 1);
+        if (id >= 0) ids.push_back(id);
+        return ids;
+    }
+    if (v.size() > 1024) fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" lists more than 1024 ids");
+    for (Json::ArrayIndex i = 0; i < v.size(); ++i) {
+        Json::Value one(Json::objectValue);
+        one["id"] = v[i];
+        const std::string name = std::string(key) + "[" + std::to_string(i) + "]";
+        ids.push_back(get_int(one, path + ": " + name, "id", -1, true, 0, n_vocab - 1));
+    }
+    return ids;
+}
+
 }  // namespace
+
+GenerationConfig parse_generation_config(const std::string &text, const std::string &path, int n_vocab) {
+    Json::Value root;
+    std::string errs;
+    if (!parse_json(text, root, errs)) fail(PANGU_ERR_CONFIG, path + ": invalid JSON: " + errs);
+    if (!root.isObject()) fail(PANGU_ERR_CONFIG, path + ": top level must be a JSON object");
+    GenerationConfig g;
+    g.present = true;
+    g.eos_ids = get_ids(root, path, "eos_token_id", n_vocab);
+    if (root.isMember("do_sample")) g.do_sample = get_bool(root, path, "do_sample", true);
+    auto num = [&](const char *key, double lo, double hi, bool lo_open, std::optional<double> &out) {
+        if (!root.isMember(key) || root[key].isNull()) return;
+        const double v = get_num(root, path, key, 0);
+        if (!std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo))
+            fail(PANGU_ERR_CONFIG, path + ": field \"" + key + "\" = " + std::to_string(v) + " is out of range");
+        out = v;
+    };
+    num("temperature", 0.0, 1e6, false, g.temperature);
+    num("top_p", 0.0, 1.0, true, g.top_p);
+    num("repetition_penalty", 0.0, 1e6, true, g.repetition_penalty);
+    if (root.isMember("top_k") && !root["top_k"].isNull()) g.top_k = get_int(root, path, "top_k", 0, true, 0, 1 << 24);
+    if (root.isMember("max_new_tokens") && !root["max_new_tokens"].isNull())
+        g.max_new_tokens = get_int(root, path, "max_new_tokens", 0, true, 0, 1 << 30);
+    return g;
+}
+
+GenerationConfig load_generation_config(const std::string &dir, int n_vocab) {
+    const std::string path = dir + "/generation_config.json";
+    std::string text, why;
+    switch (read_file(path, kMaxJsonBytes, text, why)) {
+        case ReadResult::kMissing: return GenerationConfig{};
+        case ReadResult::kError: fail(PANGU_ERR_IO, path + ": cannot read: " + why);
+        case ReadResult::kTooBig: fail(PANGU_ERR_CONFIG, path + ": " + why);
+        case ReadResult::kOk: break;
+    }
+    return parse_generation_config(text, path, n_vocab);
+}
 
 ModelConfig load_config(const std::string &dir) {
     const std::string path = dir + "/config.json";
@@ -92,7 +149,8 @@ ModelConfig parse_config(const std::string &text, const std::string &path) {
     c.bias = get_bool(root, path, "bias", true);
     c.tie_embeddings = get_bool(root, path, "tie_word_embeddings", false);
     c.bos = get_int(root, path, "bos_token_id", -1, false, -1, kBig);
-    c.eos = get_int(root, path, "eos_token_id", -1, false, -1, kBig);
+    c.eos_ids = get_ids(root, path, "eos_token_id", c.n_vocab);
+    c.eos = c.eos_ids.empty() ? -1 : c.eos_ids[0];
     c.pad = get_int(root, path, "pad_token_id", -1, false, -1, kBig);
 
     const Json::Value &q = root["quantization_config"];

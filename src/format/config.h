@@ -1,7 +1,9 @@
 // config.json of an openPangu-Embedded checkpoint.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace pangu {
 
@@ -18,11 +20,27 @@ struct ModelConfig {
     double rope_theta = 10000.0;
     bool bias = true;         // biases on q/k/v/o
     bool tie_embeddings = false;
-    int bos = -1, eos = -1, pad = -1;
+    int bos = -1, eos = -1, pad = -1;  // eos: the first of eos_ids
+    std::vector<int> eos_ids;          // eos_token_id: a number or a list, every one of which ends generation
     // quantization_config (written by pangu-quantize): empty when the checkpoint is not quantized.
     std::string quant_method;        // "w8a16"
     std::string quant_activation;    // activation dtype it was calibrated for: "bfloat16", "float16", "float32"
 };
+
+// generation_config.json: the sampling defaults a checkpoint ships and its end-of-sequence ids. What the file
+// does not say stays unset; fields this library has no use for are ignored.
+struct GenerationConfig {
+    bool present = false;
+    std::vector<int> eos_ids;  // eos_token_id: a number or a list
+    std::optional<bool> do_sample;
+    std::optional<double> temperature, top_p, repetition_penalty;
+    std::optional<int> top_k, max_new_tokens;
+};
+
+// Parses <dir>/generation_config.json when present (it is optional). Throws PANGU_ERR_CONFIG naming the file
+// and the field: malformed JSON, a field of the wrong type or out of range, an eos id outside the vocabulary.
+GenerationConfig load_generation_config(const std::string &dir, int n_vocab);
+GenerationConfig parse_generation_config(const std::string &text, const std::string &path, int n_vocab);
 
 // Parses and checks <dir>/config.json. Throws PANGU_ERR_FILE_NOT_FOUND or PANGU_ERR_CONFIG naming the
 // file and the field.

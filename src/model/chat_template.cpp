@@ -17,7 +17,7 @@ std::string Vocab::apply_chat_template(const pangu_chat_message *messages, size_
     if (n > 0 && !messages) fail(PANGU_ERR_INVALID_ARGUMENT, "messages is NULL");
 
     static const char *const kRoles[][2] = {
-        {"system", "系统"}, {"user", "用户"}, {"assistant", "助手"}, {"tool", "工具"}};
+        {"system", "系统"}, {"user", "用户"}, {"assistant", "助手"}, {"tool", "工具"}, {"function", "方法"}};
     std::vector<const char *> roles(n);
     bool has_system = false;
     for (size_t i = 0; i < n; ++i) {

@@ -46,6 +46,9 @@ public:
 
     std::string dir;
     ModelConfig cfg;
+    GenerationConfig gen;            // generation_config.json (gen.present false when there is none)
+    // Every id that ends generation: config.json's eos_token_id(s), generation_config.json's, the tokenizer's.
+    std::vector<int32_t> eos_ids;
     Vocab vocab;
     TensorStore store;
     Tensor tok_embd;                 // [n_vocab, n_embd]

@@ -328,6 +328,12 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
     if (m->vocab.n_vocab() > m->cfg.n_vocab)
         fail(PANGU_ERR_TOKENIZER, dir + "/tokenizer.model: has " + std::to_string(m->vocab.n_vocab()) +
                                       " pieces but config.json vocab_size is " + std::to_string(m->cfg.n_vocab));
+    m->gen = load_generation_config(dir, m->cfg.n_vocab);
+    std::vector<int> eos = m->cfg.eos_ids;
+    eos.insert(eos.end(), m->gen.eos_ids.begin(), m->gen.eos_ids.end());
+    eos.push_back(m->vocab.eos());
+    for (int id : eos)
+        if (id >= 0 && std::find(m->eos_ids.begin(), m->eos_ids.end(), id) == m->eos_ids.end()) m->eos_ids.push_back(id);
     m->store.open_dir(dir, opt.map);
     m->load_weights();
     m->activation_dtype = resolve_activation_dtype(m->cfg, opt.activation_precision);

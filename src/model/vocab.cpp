@@ -11,6 +11,7 @@
 #include "common/json_util.h"
 #include "common/utf8.h"
 #include "format/sp_proto.h"
+#include "format/tokenizer_config.h"
 
 namespace pangu {
 
@@ -61,50 +62,52 @@ struct Vocab::Impl {
     std::vector<std::pair<std::string, int32_t>> specials;
     bool first_bytes[256] = {};
 
+    int control_stand_in = -1;  // a control piece of tokenizer.model, if any: how decode() renders declared ones
     void encode_text(std::string_view text, std::vector<int32_t> &out) const;
+    // What tokenizer_config.json and special_tokens_map.json declare a piece to be, whatever tokenizer.model
+    // says: a special (control) token, or an added token (one unsplittable piece that is text).
+    enum class Declared : uint8_t { kNone, kSpecial, kAdded };
+    // Checks every declared entry against the pieces (PANGU_ERR_TOKENIZER naming the entry) and returns what
+    // each id is declared to be; sets bos and eos where the files name them.
+    std::vector<Declared> apply_declared(const TokenizerConfig &tc, const std::string &model_path);
     // Records piece `id` of the SentencePiece model: its type, its bytes, and whether parse_special matches it.
-    void add_piece(int id, const std::string &model_path);
+    void add_piece(int id, const std::string &model_path, Declared declared);
 };
 
-void parse_tokenizer_config(const std::string &text, const std::string &config_path, bool &add_bos, bool &add_eos) {
-    Json::Value root;
-    std::string errs;
-    if (!parse_json(text, root, errs, false)) fail(PANGU_ERR_CONFIG, "malformed JSON in " + config_path + ": " + errs);
-    if (!root.isObject()) fail(PANGU_ERR_CONFIG, config_path + ": top level is not a JSON object");
-    auto read_bool = [&](const char *key, bool &value) {
-        const Json::Value &v = root[key];
-        if (v.isNull()) return;
-        if (!v.isBool()) fail(PANGU_ERR_CONFIG, config_path + ": \"" + key + "\" is not a boolean");
-        value = v.asBool();
-    };
-    read_bool("add_bos_token", add_bos);
-    read_bool("add_eos_token", add_eos);
+std::vector<Vocab::Impl::Declared> Vocab::Impl::apply_declared(const TokenizerConfig &tc,
+                                                               const std::string &model_path) {
+    std::vector<Declared> declared(size_t(n_vocab), Declared::kNone);
+    for (const auto &a : tc.added) {
+        if (a.id >= n_vocab)
+            fail(PANGU_ERR_TOKENIZER, a.where + ": id " + std::to_string(a.id) + " is beyond the " +
+                                          std::to_string(n_vocab) + " pieces of " + model_path);
+        const std::string &piece = sp->IdToPiece(static_cast<int>(a.id));
+        if (piece != a.content)
+            fail(PANGU_ERR_TOKENIZER, a.where + ": content \"" + a.content + "\" disagrees with piece " +
+                                          std::to_string(a.id) + " of " + model_path + ", \"" + piece + "\"");
+        Declared &d = declared[size_t(a.id)];
+        if (d != Declared::kSpecial) d = a.special ? Declared::kSpecial : Declared::kAdded;
+    }
+    for (const auto &t : tc.named) {
+        const int id = sp->PieceToId(t.content);  // unknown pieces map to unk_id
+        if (id < 0 || id >= n_vocab || sp->IdToPiece(id) != t.content)
+            fail(PANGU_ERR_TOKENIZER, t.where + ": \"" + t.content + "\" is not a piece of " + model_path);
+        if (t.role == "bos_token") bos = id;
+        if (t.role == "eos_token") eos = id;
+        // The unknown piece keeps its rendering; every other named token is a control token.
+        if (t.role != "unk_token" && !sp->IsUnknown(id)) declared[size_t(id)] = Declared::kSpecial;
+    }
+    return declared;
 }
 
 Vocab::Vocab() : impl_(std::make_unique<Impl>()) {}
 Vocab::~Vocab() = default;
 
-namespace {
-
-// <dir>/tokenizer_config.json, optional: add_bos_token and add_eos_token.
-void read_tokenizer_config(const std::string &dir, bool &add_bos, bool &add_eos) {
-    std::string why;
-    const std::string config_path = dir + "/tokenizer_config.json";
-    std::string config;
-    switch (read_file(config_path, kMaxJsonBytes, config, why)) {
-    case ReadResult::kMissing: break;  // optional: defaults apply
-    case ReadResult::kError: fail(PANGU_ERR_IO, "cannot read " + config_path + ": " + why);
-    case ReadResult::kTooBig: fail(PANGU_ERR_CONFIG, config_path + ": " + why);
-    case ReadResult::kOk: parse_tokenizer_config(config, config_path, add_bos, add_eos); break;
-    }
-}
-
-}  // namespace
-
-void Vocab::Impl::add_piece(int id, const std::string &model_path) {
+void Vocab::Impl::add_piece(int id, const std::string &model_path, Declared declared) {
     const std::string &piece = sp->IdToPiece(id);
-    if (sp->IsControl(id)) {
-        types[id] = kControl;
+    if (sp->IsControl(id) || declared == Declared::kSpecial) {
+        types[id] = kControl;  // renders as nothing
+        if (sp->IsControl(id) && control_stand_in < 0) control_stand_in = id;
     } else if (sp->IsUnknown(id)) {
         // Rendered exactly as the decoder renders it (" \u2047 " unless the trainer set unk_surface).
         types[id] = kUnknown;
@@ -116,6 +119,8 @@ void Vocab::Impl::add_piece(int id, const std::string &model_path) {
         bytes += char(v);
         if (byte_ids[v] < 0) byte_ids[v] = id;
     } else {
+        // An added token that is not special is one piece that parse_special matches and text never produces.
+        if (declared == Declared::kAdded) types[id] = kUserDefined;
         leading_marker[id] = piece.compare(0, 3, kSpaceMarker) == 0;
         std::string text = piece;
         replace_all(text, kSpaceMarker, " ");
@@ -174,15 +179,18 @@ void Vocab::load(const std::string &dir) {
     im->strips_leading_space = facts.add_dummy_prefix || facts.remove_extra_whitespaces;
     im->strip_repeats = facts.remove_extra_whitespaces;
 
+    const TokenizerConfig tc = load_tokenizer_config(dir);
+    im->add_bos = tc.add_bos;
+    im->add_eos = tc.add_eos;
+    const std::vector<Impl::Declared> declared = im->apply_declared(tc, model_path);
+
     std::fill(std::begin(im->byte_ids), std::end(im->byte_ids), -1);
     im->leading_marker.assign(size_t(n), false);
     im->offsets.reserve(size_t(n) + 1);
     im->offsets.push_back(0);
-    for (int id = 0; id < n; ++id) im->add_piece(id, model_path);
+    for (int id = 0; id < n; ++id) im->add_piece(id, model_path, declared[id]);
     std::stable_sort(im->specials.begin(), im->specials.end(),
                      [](const auto &a, const auto &b) { return a.first.size() > b.first.size(); });
-
-    read_tokenizer_config(dir, im->add_bos, im->add_eos);
     impl_ = std::move(im);
 }
 
@@ -199,12 +207,13 @@ void Vocab::Impl::encode_text(std::string_view text, std::vector<int32_t> &out) 
     const auto status = sp->Encode(text, &ids);
     if (!status.ok()) fail(PANGU_ERR_TOKENIZER, "SentencePiece encoding failed: " + status.ToString());
     for (const int id : ids) {
-        if (types[id] != kUserDefined) {
+        if (types[id] != kUserDefined && types[id] != kControl) {
             out.push_back(id);
             continue;
         }
-        // SentencePiece always matches user-defined pieces, but plain text must never produce a special
-        // token such as [unused10] (prompt injection), so spell the piece out character by character.
+        // SentencePiece always matches user-defined pieces (and may match a piece that tokenizer_config.json
+        // declares special), but plain text must never produce a special token such as [unused10] (prompt
+        // injection), so spell the piece out character by character.
         const std::string &piece = sp->IdToPiece(id);
         for (size_t i = 0; i < piece.size();) {
             const size_t len = std::max(1, utf8_len(static_cast<unsigned char>(piece[i])));
@@ -284,10 +293,17 @@ bool Vocab::is_control(int32_t id) const {
 std::string Vocab::decode(const int32_t *ids, size_t n) const {
     const Impl &im = *impl_;
     if (!im.sp) fail(PANGU_ERR_INTERNAL, "tokenizer not loaded");
-    std::vector<int> v(ids, ids + n);
-    for (const int id : v)
+    std::vector<int> v;
+    v.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        const int id = ids[i];
         if (id < 0 || id >= im.n_vocab)
             fail(PANGU_ERR_INVALID_TOKEN, "token id " + std::to_string(id) + " out of range");
+        // A piece declared special but ordinary in tokenizer.model renders as a control piece does: nothing,
+        // though it ends a run of bytes, as in streaming.
+        if (im.types[id] != kControl || im.sp->IsControl(id)) v.push_back(id);
+        else if (im.control_stand_in >= 0) v.push_back(im.control_stand_in);
+    }
     std::string text;
     const auto status = im.sp->Decode(v, &text);
     if (!status.ok()) fail(PANGU_ERR_TOKENIZER, "SentencePiece decoding failed: " + status.ToString());

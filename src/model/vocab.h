@@ -29,8 +29,11 @@ public:
     Vocab &operator=(const Vocab &) = delete;
 
     // Loads <dir>/tokenizer.model (required: PANGU_ERR_FILE_NOT_FOUND if absent, PANGU_ERR_TOKENIZER if it
-    // does not parse, PANGU_ERR_IO if unreadable) and <dir>/tokenizer_config.json (optional; malformed JSON
-    // is PANGU_ERR_CONFIG). Messages name the file. On failure the previous state is kept.
+    // does not parse, PANGU_ERR_IO if unreadable), <dir>/tokenizer_config.json and special_tokens_map.json
+    // (optional; malformed JSON is PANGU_ERR_CONFIG, an entry that is malformed or contradicts the pieces
+    // PANGU_ERR_TOKENIZER). Pieces those files declare special are control tokens whatever tokenizer.model
+    // says: one unsplittable token with parse_special, nothing in decoding and streaming. Messages name the
+    // file and the entry. On failure the previous state is kept.
     void load(const std::string &dir);
 
     int32_t n_vocab() const;
@@ -82,9 +85,5 @@ private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
-
-// Parses tokenizer_config.json: add_bos_token and add_eos_token, when present, overwrite the defaults passed
-// in. Throws PANGU_ERR_CONFIG naming `path`.
-void parse_tokenizer_config(const std::string &text, const std::string &path, bool &add_bos, bool &add_eos);
 
 }  // namespace pangu

@@ -128,7 +128,7 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
     f.mm_ws = dblock_ + L.mm_ws, f.mm_ws_bytes = L.mm_ws_bytes;
     f.attn_ws = dblock_ + L.attn_ws, f.attn_ws_bytes = L.attn_ws_bytes;
     f.a16 = model.activation_dtype != DType::F32 && dev_->round;
-    f.a16_type = static_cast<int32_t>(model.activation_dtype);
+    f.a16_type = pgd_type(model.activation_dtype);
 
     // The inputs, token ids and their positions, by counted copies into the device region; then the embedding.
     int32_t *pos_host = reinterpret_cast<int32_t *>(block_ + L.pos);

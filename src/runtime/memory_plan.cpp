@@ -50,7 +50,7 @@ size_t matmul_workspace(const Model &m, size_t rows) {
     x.rows = static_cast<int64_t>(rows);
     auto ws = [&](const Tensor &t) {
         x.cols = t.cols;
-        w.dtype = static_cast<int32_t>(t.dtype);
+        w.dtype = pgd_type(t.dtype);
         w.rows = t.rows;
         w.cols = t.cols;
         return m.device->matmul_workspace(m.device->ctx, &x, &w);

@@ -9,6 +9,7 @@
 #include "format/config.h"
 #include "fuzz_util.h"
 #include "format/safetensors.h"
+#include "format/tokenizer_config.h"
 #include "model/vocab.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -36,10 +37,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(e.status() == PANGU_ERR_CONFIG, "index: status %d: %s", (int)e.status(), e.what());
     }
     try {
-        bool add_bos = true, add_eos = false;
-        pangu::parse_tokenizer_config(text, "tokenizer_config.json", add_bos, add_eos);
+        pangu::TokenizerConfig tc;
+        pangu::parse_tokenizer_config(text, "tokenizer_config.json", tc);
+        for (const auto &a : tc.added) FUZZ_CHECK(a.id >= 0 && !a.content.empty(), "accepted added token %lld", (long long)a.id);
     } catch (const pangu::Error &e) {
-        FUZZ_CHECK(e.status() == PANGU_ERR_CONFIG, "tokenizer_config.json: status %d: %s", (int)e.status(), e.what());
+        FUZZ_CHECK(e.status() == PANGU_ERR_CONFIG || e.status() == PANGU_ERR_TOKENIZER,
+                   "tokenizer_config.json: status %d: %s", (int)e.status(), e.what());
+    }
+    try {
+        pangu::TokenizerConfig tc;
+        pangu::parse_special_tokens_map(text, "special_tokens_map.json", tc);
+    } catch (const pangu::Error &e) {
+        FUZZ_CHECK(e.status() == PANGU_ERR_CONFIG || e.status() == PANGU_ERR_TOKENIZER,
+                   "special_tokens_map.json: status %d: %s", (int)e.status(), e.what());
+    }
+    try {
+        const pangu::GenerationConfig g = pangu::parse_generation_config(text, "generation_config.json", 4096);
+        for (int id : g.eos_ids) FUZZ_CHECK(id >= 0 && id < 4096, "accepted eos id %d", id);
+        FUZZ_CHECK(!g.top_p || (*g.top_p > 0 && *g.top_p <= 1), "accepted top_p %g", *g.top_p);
+        FUZZ_CHECK(!g.temperature || *g.temperature >= 0, "accepted temperature %g", *g.temperature);
+    } catch (const pangu::Error &e) {
+        FUZZ_CHECK(e.status() == PANGU_ERR_CONFIG, "generation_config.json: status %d: %s", (int)e.status(), e.what());
     }
     return 0;
 }

@@ -31,7 +31,7 @@ void account(NpuCtx *c, NpuStream *s, int op, double flops, double bytes, uint64
     s->stats.est_ms += std::max(t_compute, t_memory) * 1e3 + p.launch_us * 1e-3;
     s->stats.n_ops += 1;
     if (over) {
-        s->stats.fp16_overflows += over;
+        s->stats.saturated += over;
         c->overflows[op] += over;
     }
 }
