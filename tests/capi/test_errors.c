@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "pangu/pangu.h"
+#include "model_dir.h"
 
 static pangu_model *g_model;
 static int32_t g_n_vocab;
@@ -798,112 +799,6 @@ static void test_chat_template_unsupported(void **state) {
  * the model gets a tokenizer.model in which two ordinary pieces of 9 and 10 bytes are renamed in place to
  * "[unused9]" and "[unused10]" (same lengths, so the protobuf framing is unchanged). */
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = (char *)malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
-static void write_all(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f) fail_msg("cannot create %s", path);
-    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
-
-static void copy_model_file(const char *dir, const char *name) {
-    char src[512], dst[512];
-    snprintf(src, sizeof src, "%s/%s", PANGU_MODEL_DIR, name);
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    size_t n = 0;
-    char *d = read_all(src, &n);
-    write_all(dst, d, n);
-    free(d);
-}
-
-static uint64_t pb_varint(const unsigned char *p, size_t n, size_t *i) {
-    uint64_t v = 0;
-    for (int shift = 0; *i < n && shift < 64; shift += 7) {
-        const unsigned char b = p[(*i)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) return v;
-    }
-    fail_msg("bad varint in tokenizer.model");
-    return 0;
-}
-
-/* Renames the first NORMAL piece whose text has strlen(name) bytes and is not already a rename. */
-static int rename_piece(unsigned char *p, size_t n, const char *name) {
-    const size_t want = strlen(name);
-    size_t i = 0;
-    while (i < n) {
-        const uint64_t key = pb_varint(p, n, &i);
-        const unsigned field = (unsigned)(key >> 3), wire = (unsigned)(key & 7);
-        if (wire == 0) {
-            pb_varint(p, n, &i);
-        } else if (wire == 1) {
-            i += 8;
-        } else if (wire == 5) {
-            i += 4;
-        } else if (wire == 2) {
-            const size_t len = (size_t)pb_varint(p, n, &i);
-            if (field == 1) { /* ModelProto.pieces: {1: piece, 2: score, 3: type} */
-                size_t j = i, piece_at = 0, piece_len = 0;
-                uint64_t type = 1;
-                while (j < i + len) {
-                    const uint64_t k = pb_varint(p, n, &j);
-                    if ((k & 7) == 2) {
-                        const size_t l = (size_t)pb_varint(p, n, &j);
-                        if ((k >> 3) == 1) {
-                            piece_at = j;
-                            piece_len = l;
-                        }
-                        j += l;
-                    } else if ((k & 7) == 5) {
-                        j += 4;
-                    } else if ((k & 7) == 0) {
-                        const uint64_t v = pb_varint(p, n, &j);
-                        if ((k >> 3) == 3) type = v;
-                    } else {
-                        fail_msg("unexpected wire type in a piece");
-                    }
-                }
-                if (type == 1 && piece_len == want && p[piece_at] != '[') {
-                    memcpy(p + piece_at, name, want);
-                    return 1;
-                }
-            }
-            i += len;
-        } else {
-            fail_msg("unexpected wire type %u in tokenizer.model", wire);
-        }
-    }
-    return 0;
-}
-
-static void remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 typedef struct {
     char dir[64];
     pangu_model *model;
@@ -931,18 +826,7 @@ static int chat_teardown(void **state) {
 
 static void test_chat_template_buffers(void **state) {
     chat_fixture *fx = (chat_fixture *)*state;
-    copy_model_file(fx->dir, "config.json");
-    copy_model_file(fx->dir, "model.safetensors");
-    copy_model_file(fx->dir, "tokenizer_config.json");
-    char src[512], dst[512];
-    snprintf(src, sizeof src, "%s/tokenizer.model", PANGU_MODEL_DIR);
-    snprintf(dst, sizeof dst, "%s/tokenizer.model", fx->dir);
-    size_t n = 0;
-    unsigned char *tm = (unsigned char *)read_all(src, &n);
-    assert_true(rename_piece(tm, n, "[unused9]"));
-    assert_true(rename_piece(tm, n, "[unused10]"));
-    write_all(dst, tm, n);
-    free(tm);
+    make_chat_model_dir(fx->dir);
 
     pangu_status st = pangu_model_load(fx->dir, NULL, &fx->model);
     if (st != PANGU_OK) fail_msg("load with chat tokens: %s", pangu_last_error());

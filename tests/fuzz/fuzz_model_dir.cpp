@@ -24,6 +24,8 @@ const char *const kNames[] = {"config.json",
                               "model.safetensors",
                               "tokenizer.model",
                               "tokenizer_config.json",
+                              "special_tokens_map.json",
+                              "generation_config.json",
                               "model.safetensors.index.json",
                               "model-00001-of-00002.safetensors",
                               "model-00002-of-00002.safetensors"};
