@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# One smoke-test case: run_smoke.sh CASE GENERATE_BIN CLI_BIN MODEL_DIR [SAMPLE_BIN]
-# SAMPLE_BIN is the sample the case runs (chat, static_arena). PANGU_TEST_EMULATOR, when set (a cross build:
-# e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu"), runs every program under that emulator.
+# One smoke-test case: run_smoke.sh CASE GENERATE_BIN CLI_BIN MODEL_DIR [SAMPLE_BIN [REF_BIN SHARED_DIR]]
+# SAMPLE_BIN is the sample or tool the case runs (chat, static_arena, pangu-perplexity for the ppl_* cases);
+# ppl_reference also takes REF_BIN, the test_quant program, and SHARED_DIR, which holds data/dev.jsonl.
+# PANGU_TEST_EMULATOR, when set (a cross build: e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu"), runs every
+# program under that emulator.
 set -euo pipefail
-case_name=$1 gen=$2 cli=$3 model=$4 sample=${5:-}
+case_name=$1 gen=$2 cli=$3 model=$4 sample=${5:-} ref=${6:-} shared=${7:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -13,6 +15,7 @@ if [ -n "${PANGU_TEST_EMULATOR:-}" ]; then
   wrap gen.sh "$gen" && gen=$tmp/gen.sh
   wrap cli.sh "$cli" && cli=$tmp/cli.sh
   if [ -n "$sample" ]; then wrap sample.sh "$sample" && sample=$tmp/sample.sh; fi
+  if [ -n "$ref" ]; then wrap ref.sh "$ref" && ref=$tmp/ref.sh; fi
 fi
 
 fail() { echo "FAIL [$case_name]: $*" >&2; exit 1; }
@@ -29,6 +32,23 @@ run() {
 nonempty() { [ -s "$tmp/$1" ] || fail "$1 is empty"; }
 # Diagnostics belong on stderr: the completion on stdout must not carry them.
 clean_stdout() { ! grep -q '^pangu-cli:' "$tmp/out" || fail "diagnostics on stdout"; }
+
+# pangu-perplexity's stdout is one line, "ppl X tokens N": check it, with 1 < X < the vocabulary size (which
+# the tool's load line on stderr gives), and set $ppl and $scored.
+ppl_line() {
+  [ "$(wc -l <"$tmp/out")" = 1 ] || fail "stdout is not one line: $(cat "$tmp/out")"
+  grep -Eq '^ppl [0-9]+\.[0-9]{4} tokens [0-9]+$' "$tmp/out" || fail "bad final line: '$(cat "$tmp/out")'"
+  read -r _ ppl _ scored <"$tmp/out"
+  local vocab
+  vocab=$(sed -n 's/.*, vocab \([0-9]*\),.*/\1/p' "$tmp/err")
+  [ -n "$vocab" ] || fail "no vocabulary size on stderr"
+  awk -v p="$ppl" -v v="$vocab" 'BEGIN { exit !(p > 1 && p < v) }' || fail "ppl $ppl is not between 1 and $vocab"
+}
+# The tokens of the file's documents, from the tool's stderr ("FILE: D documents, T tokens").
+doc_tokens() { sed -n 's/.*: [0-9]* documents\{0,1\}, \([0-9]*\) tokens$/\1/p' "$tmp/err"; }
+# Scored tokens of one document of T tokens in windows of C: all but each window's first, T - ceil(T / C).
+expect_scored() { echo $(($1 - ($1 + $2 - 1) / $2)); }
+ppl_data=$(dirname "${BASH_SOURCE[0]}")/data
 
 # A model whose vocabulary has the chat tokens (random weights, a 64-token context), for chat with the template.
 chat_model=$(dirname "${BASH_SOURCE[0]}")/../fuzz/data/tiny-chat
@@ -148,6 +168,149 @@ static_arena)
   nonempty out
   grep -q '^memory budget: arena [0-9]* bytes; session needs [0-9]*' "$tmp/err" || fail "no memory budget line: $(cat "$tmp/err")"
   grep -q '^used [0-9]* of [0-9]* arena bytes' "$tmp/err" || fail "no arena usage line: $(cat "$tmp/err")"
+  ;;
+ppl_text)
+  # pangu-perplexity on a plain text file: one document, windows of -c tokens.
+  run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.txt"
+  ppl_line
+  grep -q 'window 1 of 1, ' "$tmp/err" || fail "no progress line on stderr"
+  T=$(doc_tokens)
+  [[ "$T" =~ ^[0-9]+$ && "$T" -gt 100 ]] || fail "no token count on stderr: $(cat "$tmp/err")"
+  [ "$scored" = "$(expect_scored "$T" 512)" ] || fail "$scored tokens scored of $T with -c 512"
+  cp "$tmp/out" "$tmp/default"
+  # The window length changes N as T - ceil(T / C); batch size and threads change nothing.
+  for c in 2 16 100 $((T - 1)) "$T"; do
+    run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.txt" -c "$c"
+    ppl_line
+    [ "$scored" = "$(expect_scored "$T" "$c")" ] || fail "-c $c scored $scored of $T tokens"
+  done
+  run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.txt" -b 7 -t 1
+  cmp -s "$tmp/default" "$tmp/out" || fail "-b 7 -t 1 gives '$(cat "$tmp/out")', not '$(cat "$tmp/default")'"
+  # --max-tokens caps N (and changes nothing when it is larger than the text).
+  for n in 1 50; do
+    run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.txt" --max-tokens "$n"
+    ppl_line
+    [ "$scored" = "$n" ] || fail "--max-tokens $n scored $scored"
+  done
+  run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.txt" --max-tokens 1000000
+  cmp -s "$tmp/default" "$tmp/out" || fail "--max-tokens beyond the text changed the result"
+  # --json: one object whose figures agree with the line's.
+  run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.txt" -c 16 --json
+  cp "$tmp/out" "$tmp/json"
+  run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.txt" -c 16
+  ppl_line
+  if command -v python3 >/dev/null; then
+    python3 - "$tmp/json" "$ppl" "$scored" "$(((T + 15) / 16))" <<'PY' || fail "bad --json output: $(cat "$tmp/json")"
+import json, math, sys
+d = json.load(open(sys.argv[1]))
+assert sorted(d) == ["ctx", "nll", "ppl", "tokens", "windows"], d
+assert d["tokens"] == int(sys.argv[3]) and d["windows"] == int(sys.argv[4]) and d["ctx"] == 16, d
+assert abs(d["ppl"] - float(sys.argv[2])) <= 5.1e-5 and abs(math.exp(d["nll"]) - d["ppl"]) <= 1e-5 * d["ppl"], d
+PY
+  else
+    grep -Eq '^\{"ppl": [0-9.]+, "tokens": '"$scored"', "nll": [0-9.]+, "windows": [0-9]+, "ctx": 16\}$' "$tmp/json" ||
+      fail "bad --json output: $(cat "$tmp/json")"
+  fi
+  run 0 "$sample" --help
+  grep -q -- '--max-tokens' "$tmp/out" || fail "--help does not list --max-tokens"
+  run 0 "$sample" --version
+  grep -q 'libpangu_c' "$tmp/out" || fail "--version does not name the library"
+  ;;
+ppl_jsonl)
+  # pangu-perplexity --jsonl: each line's "text" is a document (escapes decoded), windows never span two.
+  run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.jsonl" --jsonl
+  ppl_line
+  grep -q ': 3 documents, ' "$tmp/err" || fail "perplexity.jsonl is not read as 3 documents: $(cat "$tmp/err")"
+  T=$(doc_tokens)
+  [ "$scored" = $((T - 3)) ] || fail "$scored tokens scored of $T in 3 documents shorter than the window"
+  cp "$tmp/out" "$tmp/all"
+  # The first line holds perplexity.txt in escapes (\" \\ \n \t, \uXXXX with a surrogate pair): the same result.
+  run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.txt"
+  cp "$tmp/out" "$tmp/text"
+  head -n 1 "$ppl_data/perplexity.jsonl" >"$tmp/one.jsonl"
+  run 0 "$sample" -m "$model" -f "$tmp/one.jsonl" --jsonl
+  cmp -s "$tmp/text" "$tmp/out" || fail "the escaped text gives '$(cat "$tmp/out")', the text file '$(cat "$tmp/text")'"
+  # CRLF line ends change nothing; --max-tokens may stop inside the second document.
+  sed 's/$/\r/' "$ppl_data/perplexity.jsonl" >"$tmp/crlf.jsonl"
+  run 0 "$sample" -m "$model" -f "$tmp/crlf.jsonl" --jsonl
+  cmp -s "$tmp/all" "$tmp/out" || fail "CRLF line ends change the result"
+  n=$(($(cut -d' ' -f4 "$tmp/text") + 5))
+  run 0 "$sample" -m "$model" -f "$ppl_data/perplexity.jsonl" --jsonl --max-tokens "$n"
+  ppl_line
+  [ "$scored" = "$n" ] || fail "--max-tokens $n scored $scored"
+  ;;
+ppl_errors)
+  # Usage errors: status 2, a message naming the tool, nothing on stdout.
+  txt=$ppl_data/perplexity.txt
+  for args in "" "-m $model" "-f $txt" "-m $model -f $txt --bogus" "-m $model -f" "-m $model -f $txt -c" \
+              "-m $model -f $txt -c 1" "-m $model -f $txt -c 0" "-m $model -f $txt -c -5" "-m $model -f $txt -c abc" \
+              "-m $model -f $txt -c 99999999999" "-m $model -f $txt -b 0" "-m $model -f $txt -b x" \
+              "-m $model -f $txt -t 0" "-m $model -f $txt -t 2x" "-m $model -f $txt --max-tokens 0" \
+              "-m $model -f $txt --max-tokens x" "-m $model -f $txt --backend ''" "-m $model -f $txt stray"; do
+    eval "run 2 \"\$sample\" $args"
+    grep -q '^pangu-perplexity: ' "$tmp/err" || fail "no usage message for: $args"
+    [ ! -s "$tmp/out" ] || fail "stdout written for a usage error: $args"
+  done
+  grep -q "unexpected argument 'stray'" "$tmp/err" || fail "the stray argument is not named"
+  # Runtime errors: status 1 and a message saying what is wrong (and where, for a JSONL line).
+  ppl_error() { # ppl_error PATTERN ARGS...: the tool fails with status 1 and PATTERN on stderr
+    local pattern=$1
+    shift
+    run 1 "$sample" "$@"
+    grep -q -- "$pattern" "$tmp/err" || fail "no '$pattern' for: $* ($(cat "$tmp/err"))"
+    [ ! -s "$tmp/out" ] || fail "stdout written for an error: $*"
+  }
+  ppl_error "cannot open '/nonexistent/text.txt'" -m "$model" -f /nonexistent/text.txt
+  ppl_error "cannot read '$tmp'" -m "$model" -f "$tmp"
+  : >"$tmp/empty.txt"
+  ppl_error "is empty" -m "$model" -f "$tmp/empty.txt"
+  ppl_error "is empty" -m "$model" -f "$tmp/empty.txt" --jsonl
+  printf '\n  \n' >"$tmp/blank.jsonl"
+  ppl_error "holds no JSON lines" -m "$model" -f "$tmp/blank.jsonl" --jsonl
+  printf '{"text": ""}\n' >"$tmp/short.jsonl" # BOS alone: fewer than 2 tokens
+  ppl_error "nothing to score" -m "$model" -f "$tmp/short.jsonl" --jsonl
+  ppl_error "loading the model" -m /nonexistent -f "$txt"
+  ppl_error "unknown device backend" -m "$model" -f "$txt" --backend nonesuch
+  ppl_error "-c 5000 is out of range" -m "$model" -f "$txt" -c 5000
+  # Malformed JSONL: line 3 is bad (line 2 is blank), and the message names it.
+  while IFS= read -r bad; do
+    printf '{"text": "fine"}\n\n%s\n{"text": "after"}\n' "$bad" >"$tmp/bad.jsonl"
+    ppl_error "bad.jsonl:3: " -m "$model" -f "$tmp/bad.jsonl" --jsonl
+  done <<'BAD'
+{"text": "unterminated
+{"text": "no closing brace"
+{"text": 5}
+{"name": "no text field"}
+{"text": ["a list"]}
+{"text": null}
+["text", "not an object"]
+"text"
+{"text": "bad escape \x"}
+{"text": "lone high surrogate \ud83d"}
+{"text": "lone low surrogate \ude00"}
+{"text": "bad hex \u12g4"}
+{"text": "raw	tab"}
+{"text": "x"} trailing
+{"text": "x",}
+{"text" "x"}
+{"a": 01, "text": "x"}
+{"a": tru, "text": "x"}
+BAD
+  printf '{"text": "fine"}\n\n{"text": "not UTF-8 \377"}\n' >"$tmp/bad.jsonl"
+  ppl_error "tokenizing .*bad.jsonl:3: invalid UTF-8" -m "$model" -f "$tmp/bad.jsonl" --jsonl
+  ;;
+ppl_reference)
+  # The tool against the project's other perplexity computation (tests/unit/test_quant.cpp, dev_nll: the same
+  # windows of dev.jsonl, its own JSON reader and log-softmax): the same figure to the 4 decimals it prints.
+  run 0 "$ref" --gtest_filter=Quantize.PerplexityWithinOnePercentOfFp32
+  want=$(sed -n 's/^dev.jsonl perplexity over 16384 tokens: fp32 \([0-9.]*\),.*/\1/p' "$tmp/out")
+  [ -n "$want" ] || fail "test_quant printed no fp32 perplexity: $(cat "$tmp/out")"
+  run 0 "$sample" -m "$model" -f "$shared/data/dev.jsonl" --jsonl -c 256 --max-tokens 16384 -t 2
+  ppl_line
+  [ "$scored" = 16384 ] || fail "$scored tokens scored, not 16384"
+  awk -v a="$ppl" -v b="$want" 'BEGIN { d = a - b; exit !(d <= 1e-4 && d >= -1e-4) }' ||
+    fail "pangu-perplexity gives $ppl, test_quant $want"
+  echo "pangu-perplexity $ppl, test_quant $want"
   ;;
 *)
   fail "unknown case"
