@@ -52,6 +52,10 @@ typedef struct options {
     const char *stops[MAX_STOP_STRINGS];
     int no_bos, chat, verbose_prompt, display_prompt;
     int spec_given, draft_len_given, ngram_given; /* these flags were on the command line */
+    unsigned sampling_given;        /* SET_* bits: sampling flags on the command line, which the model's
+                                       generation_config.json does not override */
+    int hide_reasoning;             /* --reasoning hide */
+    int32_t think_open, think_close; /* [unused16] / [unused17], resolved from the model; -1 if it has none */
     const char *draft_model_dir;
     int32_t self_layers[MAX_SELF_LAYERS];
 } options;
@@ -94,6 +98,11 @@ static void usage_model_and_prompt(FILE *out) {
           "      --verbose-prompt     print the prompt's tokens to stderr before generating\n"
           "  -i, --interactive, --chat\n"
           "                           chat: read user turns from stdin, one per line, until EOF\n"
+          "      --reasoning show|hide\n"
+          "                           hide: do not print what the model writes between [unused16] and\n"
+          "                           [unused17] (openPangu-Embedded-7B's slow thinking); default show\n"
+          "\n"
+          "Sampling flags not given take the model's generation_config.json defaults when it has one.\n"
           "\n",
           out);
 }
@@ -285,11 +294,18 @@ static int parse_prompt_flag(const char *flag, args *a, options *o) {
     else if (IS("-f", "--file")) o->prompt_file = flag_value(a);
     else if (IS(NULL, "--no-bos")) o->no_bos = 1;
     else if (IS("-i", "--interactive") || IS(NULL, "--chat")) o->chat = 1;
+    else if (IS(NULL, "--reasoning")) {
+        const char *v = flag_value(a);
+        if (strcmp(v, "show") != 0 && strcmp(v, "hide") != 0) usage_error("--reasoning takes show or hide, not '%s'", v);
+        o->hide_reasoning = strcmp(v, "hide") == 0;
+    }
     else if (IS(NULL, "--verbose-prompt")) o->verbose_prompt = 1;
     else if (IS(NULL, "--no-display-prompt")) o->display_prompt = 0;
     else return 0;
     return 1;
 }
+
+enum { SET_N = 1, SET_TEMP = 2, SET_TOP_K = 4, SET_TOP_P = 8, SET_PENALTY = 16 };
 
 static int parse_sampling_flag(const char *flag, args *a, options *o) {
     pangu_sampling_params *sp = &o->sampling;
@@ -297,16 +313,21 @@ static int parse_sampling_flag(const char *flag, args *a, options *o) {
         const long n = parse_long(flag, flag_value(a), -1, INT32_MAX);
         o->until_full = n < 0;
         sp->max_new_tokens = n < 0 ? INT32_MAX : (int32_t)n;
+        o->sampling_given |= SET_N;
     } else if (IS(NULL, "--temp")) {
         sp->temperature = (float)parse_double(flag, flag_value(a), 0.0, 0, HUGE_VAL);
+        o->sampling_given |= SET_TEMP;
     } else if (IS(NULL, "--top-k")) {
         sp->top_k = (int32_t)parse_long(flag, flag_value(a), 0, INT32_MAX);
+        o->sampling_given |= SET_TOP_K;
     } else if (IS(NULL, "--top-p")) {
         sp->top_p = (float)parse_double(flag, flag_value(a), 0.0, 1, 1.0);
+        o->sampling_given |= SET_TOP_P;
     } else if (IS(NULL, "--min-p")) {
         sp->min_p = (float)parse_double(flag, flag_value(a), 0.0, 0, 1.0);
     } else if (IS(NULL, "--repeat-penalty")) {
         sp->repetition_penalty = (float)parse_double(flag, flag_value(a), 0.0, 1, HUGE_VAL);
+        o->sampling_given |= SET_PENALTY;
     } else if (IS(NULL, "--repeat-last-n")) {
         const long n = parse_long(flag, flag_value(a), -1, INT32_MAX);
         sp->repeat_last_n = n < 0 ? 0 : (int32_t)n; /* the library's "whole context" */
@@ -596,13 +617,25 @@ typedef struct stream_state {
     long n_generated; /* tokens delivered to the callback (all are in the session's context) */
     sbuf text;        /* text emitted so far (chat mode keeps the reply) */
     int keep_text;
+    /* --reasoning hide: the text between [unused16] and [unused17] (the 7B's slow thinking) is not printed */
+    int hide_reasoning, in_reasoning;
+    int32_t think_open, think_close;
 } stream_state;
+
+static void stream_init(stream_state *s, const options *o) {
+    s->hide_reasoning = o->hide_reasoning && o->think_open >= 0 && o->think_close >= 0;
+    s->in_reasoning = 0;
+    s->think_open = o->think_open;
+    s->think_close = o->think_close;
+}
 
 static int on_token(void *user_data, int32_t token, const char *piece, size_t piece_len) {
     stream_state *s = user_data;
-    (void)token;
     ++s->n_generated;
-    if (piece_len) {
+    if (s->hide_reasoning && token == s->think_open) s->in_reasoning = 1;
+    const int hidden = s->hide_reasoning && s->in_reasoning;
+    if (s->hide_reasoning && token == s->think_close) s->in_reasoning = 0;
+    if (piece_len && !hidden) {
         fwrite(piece, 1, piece_len, stdout);
         fflush(stdout);
         if (s->keep_text) sbuf_append(&s->text, piece, piece_len);
@@ -689,6 +722,7 @@ static int run_completion(const options *o, pangu_model *model, pangu_session *s
     if (o->verbose_prompt) print_prompt_tokens(model, ids, n_ids);
 
     stream_state ss = {0};
+    stream_init(&ss, o);
     pangu_generate_result res;
     memset(&res, 0, sizeof res);
     res.struct_size = sizeof res;
@@ -856,6 +890,7 @@ static int chat_init(chat *c, const options *o, pangu_model *model, pangu_sessio
     c->sp = o->sampling;
     c->seed = o->sampling.seed;
     c->reply.keep_text = 1;
+    stream_init(&c->reply, o);
     return chat_set_stops(c, o);
 }
 
@@ -1017,6 +1052,39 @@ static int read_prompt(const options *o, const char **prompt, size_t *len, char 
 
 /* Load the model and the draft model if there is one, reporting each on stderr. Returns 0, or 1 after an
  * error (what was loaded is in *model and *draft for the caller to free). */
+/* The id of a special piece such as "[unused16]" when the model has it as one token, else -1. */
+static int32_t special_id(const pangu_model *model, const char *piece) {
+    int32_t ids[2];
+    size_t n = 0;
+    if (pangu_tokenize(model, piece, strlen(piece), 0, 1, ids, 2, &n) != PANGU_OK || n != 1) return -1;
+    return ids[0];
+}
+
+/* What the model brings: generation_config.json's sampling defaults for the flags the user did not give, and
+ * the reasoning markers. */
+static void apply_model_defaults(options *o, const pangu_model *model) {
+    o->think_open = special_id(model, "[unused16]");
+    o->think_close = special_id(model, "[unused17]");
+    if (o->hide_reasoning && (o->think_open < 0 || o->think_close < 0))
+        fprintf(stderr, PROG ": warning: --reasoning hide: the model has no [unused16]/[unused17] tokens\n");
+    pangu_model_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    pangu_sampling_params d;
+    pangu_sampling_params_init(&d);
+    if (pangu_model_get_info(model, &info) != PANGU_OK || !info.has_generation_config ||
+        pangu_model_get_sampling_defaults(model, &d) != PANGU_OK)
+        return;
+    pangu_sampling_params *sp = &o->sampling;
+    if (!(o->sampling_given & SET_TEMP)) sp->temperature = d.temperature;
+    if (!(o->sampling_given & SET_TOP_K)) sp->top_k = d.top_k;
+    if (!(o->sampling_given & SET_TOP_P)) sp->top_p = d.top_p;
+    if (!(o->sampling_given & SET_PENALTY)) sp->repetition_penalty = d.repetition_penalty;
+    if (!(o->sampling_given & SET_N)) sp->max_new_tokens = d.max_new_tokens;
+    fprintf(stderr, PROG ": sampling defaults from %s/generation_config.json (flags given override them)\n",
+            o->model_dir);
+}
+
 static int load_models(const options *o, pangu_model **model, pangu_model **draft) {
     double t0 = now_ms();
     pangu_status st = pangu_model_load(o->model_dir, &o->model, model);
@@ -1084,6 +1152,7 @@ int main(int argc, char **argv) {
     pangu_session *session = NULL;
     int rc = load_models(&o, &model, &draft);
     if (rc == 0) {
+        apply_model_defaults(&o, model);
         o.session.draft_model = draft;
         const pangu_status st = pangu_session_create(model, &o.session, &session);
         if (st != PANGU_OK) rc = fail("creating the session", st);

@@ -128,6 +128,31 @@ cli_deterministic)
   run 0 "$cli" -m "$model" -p "def main():" -n 8 --temp 0.8
   grep -q '^pangu-cli: seed [0-9]' "$tmp/err" || fail "the clock seed is not printed"
   ;;
+cli_generation_config)
+  # A checkpoint's generation_config.json gives the sampling defaults; flags given override them.
+  cp "$chat_model"/* "$tmp/"
+  printf '{"do_sample": true, "temperature": 0.55, "top_k": 7, "top_p": 0.8, "max_new_tokens": 3}' \
+    >"$tmp/generation_config.json"
+  run 0 "$cli" -m "$tmp" -p "hi" --seed 1
+  grep -q 'temp 0.55, top-k 7, top-p 0.8,' "$tmp/err" || fail "generation_config.json not honoured: $(cat "$tmp/err")"
+  grep -q 'sampling defaults from .*generation_config.json' "$tmp/err" || fail "the defaults' source is not said"
+  grep -q 'generate *3 tokens' "$tmp/err" || grep -q 'stopped: end of text' "$tmp/err" ||
+    fail "max_new_tokens from generation_config.json not honoured: $(cat "$tmp/err")"
+  run 0 "$cli" -m "$tmp" -p "hi" --seed 1 --temp 0.3 --top-k 2 -n 2
+  grep -q 'temp 0.3, top-k 2, top-p 0.8,' "$tmp/err" || fail "flags do not override generation_config.json"
+  printf '{"do_sample": false}' >"$tmp/generation_config.json"
+  run 0 "$cli" -m "$tmp" -p "hi" -n 2
+  grep -q 'temp 0,' "$tmp/err" || fail "do_sample false is not greedy: $(cat "$tmp/err")"
+  printf '{"top_p": 2}' >"$tmp/generation_config.json"
+  run 1 "$cli" -m "$tmp" -p "hi" -n 2
+  grep -q 'generation_config.json.*top_p' "$tmp/err" || fail "a bad generation_config.json is not named"
+  rm "$tmp/generation_config.json"
+  # --reasoning: show or hide; hide on a model without the markers says so.
+  run 0 "$cli" -m "$tmp" -p "hi" -n 2 --reasoning hide
+  grep -q 'no \[unused16\]/\[unused17\] tokens' "$tmp/err" || fail "--reasoning hide without markers is silent"
+  run 2 "$cli" -m "$tmp" -p "hi" --reasoning maybe
+  grep -q 'takes show or hide' "$tmp/err" || fail "--reasoning maybe not refused"
+  ;;
 cli_chat)
   out=$(printf 'hello\nbye\n' | "$cli" -m "$model" --chat -n 16 --temp 0 2>"$tmp/err") || fail "chat exited $?: $(cat "$tmp/err")"
   [ -n "$out" ] || fail "chat printed nothing"
