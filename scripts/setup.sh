@@ -16,6 +16,8 @@ PACKAGES=(
   clang                  # the fuzz harnesses (tests/fuzz) are libFuzzer programs
   libclang-rt-dev        # libFuzzer and the sanitizer runtimes for clang
   python3                # bench scripts (pld_ceiling.py, bench_quant.sh's report) and their test
+  dpkg-dev               # dpkg-shlibdeps: the .deb packages' dependencies (cpack; cmake/packaging.cmake)
+  file                   # cpack's .deb generator finds the binaries with it
 )
 missing=()
 for p in "${PACKAGES[@]}" "$@"; do
