@@ -10,67 +10,28 @@
 set -euo pipefail
 build=$1 src=$2 model=$3 version=$4 cc=$5 cmake=$6 pkg_config=$7
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pangu-install.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-log=$tmp/log
-fail() { echo "FAIL [install]: $*" >&2; [ -s "$log" ] && { echo "--- log"; cat "$log"; } >&2; exit 1; }
-step() { echo "--- $*"; }
-
-# run_completion NAME PROGRAM: runs PROGRAM MODEL PROMPT and checks for a completion after the echoed prompt.
-prompt='def main():'
-run_completion() {
-  local name=$1 out
-  shift
-  out=$("$@" "$model" "$prompt" 2>"$log") || fail "$name exited $?"
-  out=${out#"$prompt"}
-  [ -n "${out//[[:space:]]/}" ] || fail "$name printed no completion"
-  echo "$name: ok (${#out} characters of completion)"
-}
+# shellcheck source=tests/install/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+make_tmp install
 
 step "cmake --install $build --prefix <tmp>"
 "$cmake" --install "$build" --prefix "$tmp/stage" >"$log" 2>&1 || fail "cmake --install failed"
 mv "$tmp/stage" "$tmp/prefix" # nothing may refer to the prefix installed to
 prefix=$tmp/prefix
-pc=$(find "$prefix" -name pangu_c.pc -path '*/pkgconfig/*' | head -n 1)
-[ -n "$pc" ] || fail "no pangu_c.pc installed"
-libdir=$(dirname "$(dirname "$pc")")
-for f in "$prefix/include/pangu/pangu.h" "$libdir/libpangu_c.so" "$libdir/libpangu_c.so.${version%%.*}" \
-         "$libdir/libpangu_c.so.$version" "$libdir/libpangu_c.a" "$libdir/cmake/pangu_c/pangu_cConfig.cmake" \
-         "$libdir/cmake/pangu_c/pangu_cConfigVersion.cmake" "$libdir/cmake/pangu_c/pangu_cTargets.cmake"; do
-  [ -e "$f" ] || fail "not installed: ${f#"$prefix"/}"
-done
-if grep -rqF "$tmp/stage" "$libdir/cmake" "$pc"; then fail "installed package files name the install prefix"; fi
+libdir=$(find_libdir "$prefix")
+check_sdk_files "$prefix" "$libdir"
+if grep -rqF "$tmp/stage" "$libdir/cmake" "$libdir/pkgconfig/pangu_c.pc"; then
+  fail "installed package files name the install prefix"
+fi
 
 # Sources are copied out of the tree so that nothing can be picked up from beside them.
 mkdir "$tmp/src"
 cp "$src/samples/generate.c" "$tmp/src/"
 cp -r "$src/tests/install/consumer" "$tmp/src/consumer"
 cd "$tmp"
-
-step "pkg-config (shared)"
-export PKG_CONFIG_PATH=$libdir/pkgconfig
-[ "$("$pkg_config" --modversion pangu_c)" = "$version" ] || fail "pkg-config reports version $("$pkg_config" --modversion pangu_c)"
-[ "$("$pkg_config" --variable=prefix pangu_c)" -ef "$prefix" ] || fail "pkg-config prefix $("$pkg_config" --variable=prefix pangu_c) is not the moved prefix"
-# shellcheck disable=SC2046
-"$cc" -std=c99 -Wall -Wextra -pedantic -Werror src/generate.c $("$pkg_config" --cflags --libs pangu_c) \
-  -Wl,-rpath,"$libdir" -o gen-shared >"$log" 2>&1 || fail "compiling with pkg-config failed"
-# (Outputs are captured before grep -q: with pipefail, grep -q closing the pipe early would fail the pipeline.)
-deps=$(ldd ./gen-shared)
-grep -q "=> $libdir/libpangu_c.so.${version%%.*} " <<<"$deps" || fail "gen-shared does not load the installed library: $deps"
-run_completion gen-shared ./gen-shared
-
-step "pkg-config --static (libpangu_c.a)"
-# pkg-config names the library -lpangu_c, which the linker resolves to the .so; ask for the archive by file name.
-static_libs=$("$pkg_config" --static --libs pangu_c | sed 's/-lpangu_c\b/-l:libpangu_c.a/')
-# shellcheck disable=SC2046,SC2086
-"$cc" -std=c99 src/generate.c $("$pkg_config" --cflags pangu_c) $static_libs -o gen-static >"$log" 2>&1 ||
-  fail "static link with pkg-config --static failed"
-deps=$(readelf -d gen-static)
-if grep -q 'NEEDED.*libpangu_c' <<<"$deps"; then fail "gen-static still needs libpangu_c.so"; fi
-run_completion gen-static ./gen-static
+check_pkgconfig "$prefix" "$libdir" src/generate.c "$tmp/gen"
 
 step "CMake find_package(pangu_c 1)"
-unset PKG_CONFIG_PATH # the package finds its dependencies itself
 "$cmake" -S src/consumer -B consumer-build -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER="$cc" \
   -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF >"$log" 2>&1 || fail "configuring the consumer failed"
 grep -q "^pangu_c_DIR:PATH=$libdir/cmake/pangu_c\$" consumer-build/CMakeCache.txt ||
