@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One smoke-test case: run_smoke.sh CASE GENERATE_BIN CLI_BIN MODEL_DIR [SAMPLE_BIN [REF_BIN SHARED_DIR]]
-# SAMPLE_BIN is the sample or tool the case runs (chat, static_arena, pangu-perplexity for the ppl_* cases);
+# SAMPLE_BIN is the sample or tool the case runs (chat, static_arena, pangu-perplexity for the ppl_* cases,
+# pangu-gen-model for cli_openpangu_layout);
 # ppl_reference also takes REF_BIN, the test_quant program, and SHARED_DIR, which holds data/dev.jsonl.
 # PANGU_TEST_EMULATOR, when set (a cross build: e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu"), runs every
 # program under that emulator.
@@ -171,6 +172,37 @@ cli_chat)
   grep -q 'the context is full' "$tmp/err" || fail "no new conversation after a full context: $(cat "$tmp/err")"
   nonempty out
   clean_stdout
+  ;;
+cli_openpangu_layout)
+  # SAMPLE_BIN is pangu-gen-model. Checkpoints in the published openPangu-Embedded-1B/-7B layout (random weights,
+  # the real tokenizer files and special ids): chat goes through the chat template with the sampling defaults of
+  # generation_config.json; with the head biased towards [unused10] (--bias-token) every reply ends there at once,
+  # at the end of text, with nothing printed for it.
+  run 0 "$sample" --layout openpangu-1b -o "$tmp/1b" --seed 3
+  printf 'hello\n你好\n' | "$cli" -m "$tmp/1b" --chat -n 8 --seed 1 >"$tmp/out" 2>"$tmp/err" ||
+    fail "chat on the 1B layout exited $?: $(cat "$tmp/err")"
+  grep -q "chat mode with the model's chat template" "$tmp/err" || fail "the chat template is not used: $(cat "$tmp/err")"
+  grep -q 'sampling defaults from .*generation_config.json' "$tmp/err" || fail "generation_config.json is not read"
+  grep -q 'temp 1, top-k 0, top-p 0.8,' "$tmp/err" ||
+    fail "the sampling settings are not generation_config.json's: $(cat "$tmp/err")"
+  [ -n "$(tr -d '\n' <"$tmp/out")" ] || fail "the replies are empty"
+  clean_stdout
+  ! grep -q 'unused' "$tmp/out" || fail "a special token was printed: $(cat "$tmp/out")"
+  prompt='[unused9]系统：[unused10][unused9]用户：你好[unused10][unused9]助手：'
+  for layout in openpangu-1b openpangu-7b; do
+    run 0 "$sample" --layout "$layout" -o "$tmp/$layout" --bias-token 45892
+    printf 'hello\n你好\n' | "$cli" -m "$tmp/$layout" --chat -n 16 --seed 1 >"$tmp/out" 2>"$tmp/err" ||
+      fail "chat on the $layout layout exited $?: $(cat "$tmp/err")"
+    [ -z "$(tr -d '\n' <"$tmp/out")" ] || fail "$layout: the replies are not empty: '$(cat "$tmp/out")'"
+    grep -q 'generate *2 tokens' "$tmp/err" || fail "$layout: the replies did not end at [unused10]: $(cat "$tmp/err")"
+    run 0 "$cli" -m "$tmp/$layout" -p "$prompt" -n 16 --seed 1 --no-display-prompt
+    [ -z "$(cat "$tmp/out")" ] || fail "$layout: [unused10] was printed as '$(cat "$tmp/out")'"
+    grep -q 'stopped: end of text' "$tmp/err" || fail "$layout: not stopped at the end of text: $(cat "$tmp/err")"
+    grep -q 'generate *1 tokens' "$tmp/err" || fail "$layout: more than [unused10] was generated: $(cat "$tmp/err")"
+  done
+  # The 7B's reasoning markers, [unused16] and [unused17], are one token each: --reasoning hide finds them.
+  run 0 "$cli" -m "$tmp/openpangu-7b" -p "hi" -n 2 --reasoning hide
+  ! grep -q 'no \[unused16\]/\[unused17\] tokens' "$tmp/err" || fail "--reasoning hide does not find the 7B's markers"
   ;;
 chat)
   # samples/chat.c: two turns on stdin, then EOF ends it with status 0.
