@@ -6,7 +6,7 @@
 #   libpangu-c<major>_<version>_<arch>.deb       runtime: libpangu_c.so.<major> and libpangu_c.so.<version>
 #   libpangu-c-dev_<version>_<arch>.deb          the header, the libpangu_c.so link, libpangu_c.a, pangu_c.pc
 #                                                and the CMake package
-#   pangu-tools_<version>_<arch>.deb             pangu-cli and pangu-quantize
+#   pangu-tools_<version>_<arch>.deb             pangu-cli, pangu-perplexity and pangu-quantize
 #
 # The .deb packages install under /usr with the build's CMAKE_INSTALL_LIBDIR (lib for the default prefix;
 # Debian's multiarch lib/<triplet> when configured with -DCMAKE_INSTALL_PREFIX=/usr). The split follows the
@@ -39,7 +39,7 @@ cpack_add_component(dev DISPLAY_NAME "Development files" DEPENDS runtime
   DESCRIPTION "Header, libpangu_c.so link, static library, pkg-config file and CMake package")
 if(PANGU_BUILD_TOOLS)
   cpack_add_component(tools DISPLAY_NAME "Command-line tools" DEPENDS runtime
-    DESCRIPTION "pangu-cli and pangu-quantize")
+    DESCRIPTION "pangu-cli, pangu-perplexity and pangu-quantize")
 endif()
 
 # --- Debian packages
@@ -103,14 +103,13 @@ set(CPACK_DEBIAN_TOOLS_PACKAGE_SECTION utils)
 set(CPACK_DEBIAN_TOOLS_DESCRIPTION "command-line tools for openPangu-Embedded language models
 ${_pangu_desc}
 .
-This package holds pangu-cli (completion and chat) and pangu-quantize (W8A16
-conversion).")
+This package holds pangu-cli (completion and chat), pangu-perplexity
+(perplexity on a text or JSONL file) and pangu-quantize (W8A16 conversion).")
 
 # Dependencies on other packages. dpkg-shlibdeps finds them from the binaries' NEEDED entries and the installed
 # packages' symbols files: only for the build machine's own architecture. Elsewhere (a cross build), Debian 12's
-# package names with the versions that dpkg-shlibdeps computes for the native build (the same symbol versions
-# are needed on arm64: scripts/cross-test.sh compares). CPack finds the binaries with `file`, also for the
-# shlibs file and ldconfig.
+# package names with the versions that dpkg-shlibdeps computes for the native build (the arm64 binaries need
+# the same symbol versions). CPack finds the binaries with `file`, also for the shlibs file and ldconfig.
 find_program(PANGU_DPKG_SHLIBDEPS dpkg-shlibdeps)
 find_program(PANGU_FILE file)
 mark_as_advanced(PANGU_DPKG_SHLIBDEPS PANGU_FILE)

@@ -21,6 +21,7 @@ model=${8:-} cc=${9:-} pkg_config=${10:-}
 make_tmp package
 SECONDS=0
 
+build=$(cd "$build" && pwd)
 [ "$arch" != - ] || arch=$(dpkg --print-architecture)
 major=${version%%.*}
 case $arch in
@@ -58,7 +59,7 @@ list_files() {
     <<<"$1" | sort
 }
 # expect_files WHAT LISTING EXPECTED...: LISTING (from list_files) is EXPECTED, plus further programs under bin/
-# where EXPECTED has bin/ files (new tools), which are printed.
+# where EXPECTED has bin/ files (a tool added since), which are printed.
 expect_files() {
   local what=$1 listing=$2 extra missing
   shift 2
@@ -90,7 +91,7 @@ runtime_files=("$libdir/libpangu_c.so.$major -> libpangu_c.so.$version" "$libdir
 dev_files=(include/pangu/pangu.h "$libdir/libpangu_c.so -> libpangu_c.so.$major" "$libdir/libpangu_c.a"
   "$libdir/pkgconfig/pangu_c.pc" "$libdir/cmake/pangu_c/pangu_cConfig.cmake"
   "$libdir/cmake/pangu_c/pangu_cConfigVersion.cmake" "$libdir/cmake/pangu_c/pangu_cTargets.cmake" "$targets_cfg")
-tools_files=(bin/pangu-cli bin/pangu-quantize)
+tools_files=(bin/pangu-cli bin/pangu-perplexity bin/pangu-quantize)
 expect_files "$tgz" "$files" "${runtime_files[@]}" "${dev_files[@]}" "${tools_files[@]}"
 echo "$tgz: ok (libdir $libdir)"
 
