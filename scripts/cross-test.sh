@@ -3,6 +3,8 @@
 # test suite, less its longest tests, under qemu-user. CI runs it after the native suite (scripts/test.sh).
 #   ./scripts/cross-test.sh             install what is missing, build, run the qemu selection
 #   ./scripts/cross-test.sh -R Kernels  extra arguments go to ctest, after the selection's own
+# Between the build and the tests it makes the arm64 .tar.gz and .deb packages (cpack) into
+# build-aarch64/packages and checks them with dpkg-deb.
 # It installs the cross compiler and qemu-user with apt-get (sudo when not root) but no arm64 library package:
 # Debian 12's libsentencepiece0 is not co-installable across architectures, and installing the arm64 one
 # would remove the amd64 one that the native build needs. The arm64 packages are downloaded and unpacked into
@@ -69,6 +71,13 @@ cmake -S . -B "$build" -DCMAKE_TOOLCHAIN_FILE="$root/toolchains/aarch64-linux-gn
   -DPANGU_AARCH64_DEPS="$deps" -DCMAKE_BUILD_TYPE=Release -DPANGU_BUILD_TESTS=ON -DPANGU_BUILD_BENCH=OFF
 cmake --build "$build" -j"$(nproc)"
 phase "built for AArch64"
+
+# The arm64 SDK packages (cmake/packaging.cmake; docs/install.md#packages): cpack into $build/packages, then
+# the names, dpkg architecture (arm64), control fields, contents and ELF machine checked with dpkg-deb and
+# readelf. Nothing from them runs here (the tests below run the same binaries under qemu).
+version=$(sed -n 's/^#define PANGU_VERSION_STRING "\(.*\)"$/\1/p' include/pangu/pangu.h)
+bash tests/install/run_package_test.sh "$build" "$root" "$version" aarch64 arm64 cpack "$build/packages"
+phase "arm64 packages in $build/packages"
 
 # Under qemu one thread runs about 150 times slower than natively. Everything runs except these, which take
 # from over a minute to more than 6 minutes each there (measured on a loaded 2-core machine) and exercise no
