@@ -8,7 +8,13 @@
 
 namespace pangu {
 
-bool Vocab::has_chat_tokens() const { return piece_id("[unused9]") >= 0 && piece_id("[unused10]") >= 0; }
+// The markers must be pieces that parse_special turns into one token each (control or user-defined in
+// tokenizer.model, or declared special in tokenizer_config.json): as ordinary pieces the rendered template would
+// tokenize into characters.
+bool Vocab::has_chat_tokens() const {
+    const int32_t open = piece_id("[unused9]"), close = piece_id("[unused10]");
+    return open >= 0 && close >= 0 && is_unsplittable(open) && is_unsplittable(close);
+}
 
 std::string Vocab::apply_chat_template(const pangu_chat_message *messages, size_t n,
                                        bool add_generation_prompt) const {

@@ -286,6 +286,10 @@ std::string_view Vocab::stream_bytes(int32_t id, bool &at_start) const {
     return bytes;
 }
 
+bool Vocab::is_unsplittable(int32_t id) const {
+    return id >= 0 && id < impl_->n_vocab && (impl_->types[id] == kControl || impl_->types[id] == kUserDefined);
+}
+
 bool Vocab::is_control(int32_t id) const {
     return id >= 0 && id < impl_->n_vocab && impl_->types[id] == kControl;
 }

@@ -53,6 +53,9 @@ public:
     // no allocation, safe in the generation loop. Throws PANGU_ERR_INVALID_TOKEN for an id out of range.
     std::string_view token_bytes(int32_t id) const;
     bool is_control(int32_t id) const;
+    // True for a piece that tokenize() with parse_special produces as one token from its text (control or
+    // user-defined in tokenizer.model, or declared in tokenizer_config.json).
+    bool is_unsplittable(int32_t id) const;
 
     // Full decode identical to SentencePieceProcessor::Decode for valid ids; invalid UTF-8 -> U+FFFD.
     std::string decode(const int32_t *ids, size_t n) const;
@@ -65,7 +68,7 @@ public:
     // valid token ids of the other.
     int32_t first_difference(const Vocab &other) const;
 
-    // True if the vocabulary holds [unused9] and [unused10] as single tokens.
+    // True if the vocabulary holds [unused9] and [unused10] as single tokens that parse_special matches.
     bool has_chat_tokens() const;
     // The ids that end a reply under the chat template: [unused10] then [unused9]. Throws
     // PANGU_ERR_UNSUPPORTED without chat tokens.

@@ -61,6 +61,7 @@ static uint64_t pb_varint(const unsigned char *p, size_t n, size_t *i) {
 int rename_piece(unsigned char *p, size_t n, const char *name) {
     const size_t want = strlen(name);
     size_t i = 0;
+    int index = 0; /* of the piece being read */
     while (i < n) {
         const uint64_t key = pb_varint(p, n, &i);
         const unsigned field = (unsigned)(key >> 3), wire = (unsigned)(key & 7);
@@ -95,8 +96,9 @@ int rename_piece(unsigned char *p, size_t n, const char *name) {
                 }
                 if (type == 1 && piece_len == want && p[piece_at] != '[') {
                     memcpy(p + piece_at, name, want);
-                    return 1;
+                    return index + 1;
                 }
+                ++index;
             }
             i += len;
         } else {
@@ -120,7 +122,7 @@ void remove_dir(const char *dir) {
     rmdir(dir);
 }
 
-void make_chat_model_dir(const char *dir) {
+void make_chat_model_dir(const char *dir, int declare, int *id9, int *id10) {
     copy_model_file(dir, "config.json");
     copy_model_file(dir, "model.safetensors");
     copy_model_file(dir, "tokenizer_config.json");
@@ -129,10 +131,19 @@ void make_chat_model_dir(const char *dir) {
     snprintf(dst, sizeof dst, "%s/tokenizer.model", dir);
     size_t n = 0;
     unsigned char *tm = (unsigned char *)read_all(src, &n);
-    assert_true(rename_piece(tm, n, "[unused9]"));
-    assert_true(rename_piece(tm, n, "[unused10]"));
+    const int i9 = rename_piece(tm, n, "[unused9]") - 1, i10 = rename_piece(tm, n, "[unused10]") - 1;
+    assert_true(i9 >= 0 && i10 >= 0);
     write_all(dst, tm, n);
     free(tm);
+    if (id9) *id9 = i9;
+    if (id10) *id10 = i10;
+    if (!declare) return;
+    char text[512];
+    snprintf(text, sizeof text,
+             "{\"add_bos_token\": true, \"added_tokens_decoder\": {\"%d\": {\"content\": \"[unused9]\", \"special\": true},"
+             " \"%d\": {\"content\": \"[unused10]\", \"special\": true}}}\n",
+             i9, i10);
+    write_text(dir, "tokenizer_config.json", text);
 }
 
 void write_text(const char *dir, const char *name, const char *text) {

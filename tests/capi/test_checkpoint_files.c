@@ -31,17 +31,7 @@ static int setup(void **state) {
         free(fx);
         return -1;
     }
-    make_chat_model_dir(fx->dir);
-    pangu_model *m = NULL;
-    int32_t ids[2];
-    size_t n = 0;
-    if (pangu_model_load(fx->dir, NULL, &m) != PANGU_OK || pangu_chat_stop_tokens(m, ids, 2, &n) != PANGU_OK) {
-        pangu_model_free(m);
-        return -1;
-    }
-    fx->id10 = ids[0];
-    fx->id9 = ids[1];
-    pangu_model_free(m);
+    make_chat_model_dir(fx->dir, 0, &fx->id9, &fx->id10);
     *state = fx;
     return 0;
 }
@@ -93,6 +83,23 @@ static int count(const int32_t *ids, size_t n, int32_t id) {
     return c;
 }
 
+/* Ordinary pieces: no chat template, since its markers would tokenize into characters. */
+static void test_undeclared_markers_are_text(void **state) {
+    fixture *fx = (fixture *)*state;
+    load(fx);
+    pangu_model_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    assert_int_equal(pangu_model_get_info(fx->model, &info), PANGU_OK);
+    assert_int_equal(info.has_chat_template, 0);
+    assert_int_equal(info.chat_end_token, -1);
+    int32_t ids[128];
+    size_t n = 0;
+    assert_int_equal(pangu_chat_stop_tokens(fx->model, ids, 2, &n), PANGU_ERR_UNSUPPORTED);
+    n = tokenize(fx, "[unused9]用户：你好[unused10]", 1, ids, 128);
+    assert_int_equal(count(ids, n, fx->id9) + count(ids, n, fx->id10), 0);
+}
+
 /* Declared special: one token each with parse_special, never from plain text, nothing when rendered. */
 static void test_declared_special_tokens(void **state) {
     fixture *fx = (fixture *)*state;
@@ -124,6 +131,7 @@ static void test_declared_special_tokens(void **state) {
     info.struct_size = sizeof info;
     assert_int_equal(pangu_model_get_info(fx->model, &info), PANGU_OK);
     assert_int_equal(info.chat_end_token, fx->id10);
+    assert_int_equal(info.has_chat_template, 1);
     assert_int_equal(info.has_generation_config, 0);
 }
 
@@ -227,6 +235,7 @@ static void test_sampling_defaults(void **state) {
 
 static void test_function_role(void **state) {
     fixture *fx = (fixture *)*state;
+    write_tokenizer_config(fx, "");
     load(fx);
     pangu_chat_message msgs[2] = {{"user", "天气"}, {"function", "晴"}};
     char out[512];
@@ -347,6 +356,7 @@ static void test_bad_generation_config(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_undeclared_markers_are_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_declared_special_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_special_streams_nothing_and_generation_eos_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sampling_defaults, setup, teardown),
