@@ -22,6 +22,8 @@
 // layers) unless --real-size; the vocabulary and the special ids are always the real ones. The tokenizer's
 // first pieces are those of --tokenizer (pangu-tiny), so ordinary text tokenizes as with pangu-tiny.
 // --bias-token ID makes that token's logit the largest at every position (to test how generation ends).
+// --chain ID,ID,... (untied heads only) makes greedy decoding follow any token with the first id, each id with the
+// next, and the last with itself (to test what streaming does with a known sequence, e.g. reasoning markers).
 //
 //   pangu-gen-model --widen-from SRC -o DIR [--layers N] [--hidden N] [--heads N] [--kv-heads N] [--ff N]
 //
@@ -73,6 +75,7 @@ struct Shape {
     DType dtype = DType::BF16;
     uint64_t seed = 1;
     int bias_token = -1;          // --bias-token: the token whose logit is made the largest everywhere (-1: none)
+    std::vector<int> chain;       // --chain: greedy decoding follows any token with chain[0], chain[i] with chain[i+1]
     bool rotary_tensors = false;  // a rotary_emb.inv_freq tensor per layer, as real checkpoints carry
 };
 
@@ -149,7 +152,7 @@ struct Sink {
 int usage() {
     std::cerr << "usage: pangu-gen-model -o DIR [--tokenizer DIR] [--layers N] [--hidden N] [--heads N] [--kv-heads N]\n"
                  "                       [--head-dim N] [--ff N] [--vocab N] [--untied] [--dtype bf16|f16|f32] [--seed N]\n"
-                 "                       [--bias-token ID]\n"
+                 "                       [--bias-token ID | --chain ID,ID,...]\n"
                  "       pangu-gen-model --layout openpangu-1b|openpangu-7b -o DIR [--real-size] [--shards N]\n"
                  "                       [--layers N] [--hidden N] [--heads N] [--kv-heads N] [--head-dim N] [--ff N]\n"
                  "                       [--dtype bf16|f16|f32] [--seed N] [--bias-token ID] [--tokenizer DIR]\n"
@@ -323,7 +326,45 @@ Json::Value random_config(const Shape &sh) {
 // to (row 0 of o_proj and down_proj and o_proj's bias[0] are zero), so the final hidden state is positive in
 // channel 0 at every position, and the head's row of the token has kBiasLogit * sqrt(hidden) there (its logit
 // then leads by about 40 with the shrunk sizes and with the 1B's).
+// --chain: token chain[i] gets 1 in channel i + 1 of its embedding and every other token 1 in channel 0; no layer
+// writes to channels 0..n (those rows of o_proj and down_proj, and o_proj's bias there, are zero), so the final
+// hidden state keeps them; the head's row of chain[0] weighs channel 0, that of chain[i + 1] channel i + 1, and
+// the last one's also channel n. The other embedding entries stay random: only the chain's channels are set.
+std::function<void(uint8_t *)> chain_patch(const std::string &name, const std::vector<int64_t> &shape, const Shape &sh) {
+    const DType dt = sh.dtype;
+    const uint64_t rows = static_cast<uint64_t>(shape[0]);
+    const uint64_t cols = shape.size() > 1 ? static_cast<uint64_t>(shape[1]) : 1;
+    const std::vector<int> chain = sh.chain;
+    const uint64_t n = chain.size();
+    const float weight = kBiasLogit * std::sqrt(static_cast<float>(sh.hidden));
+    auto ends_with = [&](const std::string &tail) {
+        return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    if (name == "model.embed_tokens.weight")
+        return [=](uint8_t *dst) {
+            for (uint64_t r = 0; r < rows; ++r)
+                for (uint64_t c = 0; c <= n; ++c) put(dst, r * cols + c, dt, c == 0 ? 1.0f : 0.0f);
+            for (uint64_t i = 0; i < n; ++i) {
+                put(dst, uint64_t(chain[i]) * cols, dt, 0.0f);
+                put(dst, uint64_t(chain[i]) * cols + i + 1, dt, 1.0f);
+            }
+        };
+    if (name == "lm_head.weight")
+        return [=](uint8_t *dst) {
+            for (uint64_t i = 0; i < n; ++i) put(dst, uint64_t(chain[i]) * cols + i, dt, weight);
+            put(dst, uint64_t(chain[n - 1]) * cols + n, dt, weight);
+        };
+    if (ends_with("o_proj.weight") || ends_with("down_proj.weight"))
+        return [=](uint8_t *dst) { std::memset(dst, 0, (n + 1) * cols * dtype_size(dt)); };  // rows 0..n
+    if (ends_with("o_proj.bias"))
+        return [=](uint8_t *dst) {
+            for (uint64_t c = 0; c <= n; ++c) put(dst, c, dt, 0.0f);
+        };
+    return nullptr;
+}
+
 std::function<void(uint8_t *)> bias_patch(const std::string &name, const std::vector<int64_t> &shape, const Shape &sh) {
+    if (!sh.chain.empty()) return chain_patch(name, shape, sh);
     if (sh.bias_token < 0) return nullptr;
     const DType dt = sh.dtype;
     const uint64_t rows = static_cast<uint64_t>(shape[0]);
@@ -775,6 +816,22 @@ struct Args {
 };
 
 // Returns false for a usage error (a.error says what when more than the usage is needed).
+// "ID,ID,..." of non-negative ids into `out`; false with the reason in `error`.
+bool parse_chain(const std::string &text, std::vector<int> &out, std::string &error) {
+    size_t at = 0;
+    while (at <= text.size()) {
+        const size_t comma = std::min(text.find(',', at), text.size());
+        int id = 0;
+        if (!parse_int(text.substr(at, comma - at).c_str(), id) && text.substr(at, comma - at) != "0") {
+            error = "--chain needs token ids separated by commas, not '" + text + "'";
+            return false;
+        }
+        out.push_back(id);
+        at = comma + 1;
+    }
+    return true;
+}
+
 bool parse_args(int argc, char **argv, Args &a) {
     Shape &sh = a.sh, &given = a.given;
     for (int i = 1; i < argc; ++i) {
@@ -791,6 +848,7 @@ bool parse_args(int argc, char **argv, Args &a) {
         else if (arg == "--real-size") a.real_size = true;
         else if (arg == "--shards") { if (!num(a.shards)) return false; }
         else if (arg == "--bias-token") { if (!num(sh.bias_token)) return false; }
+        else if (arg == "--chain" && i + 1 < argc) { if (!parse_chain(argv[++i], sh.chain, a.error)) return false; }
         else if (arg == "--layers") { if (!num(sh.layers)) return false; given.layers = sh.layers; }
         else if (arg == "--hidden") { if (!num(sh.hidden)) return false; given.hidden = sh.hidden; }
         else if (arg == "--heads") { if (!num(sh.heads)) return false; given.heads = sh.heads; }
@@ -832,6 +890,7 @@ std::string resolve_layout(Args &a) {
     s.dtype = a.sh.dtype;
     s.seed = a.sh.seed;
     s.bias_token = a.sh.bias_token;
+    s.chain = a.sh.chain;
     a.sh = s;
     if (!a.shards) a.shards = is_7b ? 4 : 1;
     if (a.shards > s.layers + 2)
@@ -852,6 +911,13 @@ std::string check_args(Args &a) {
         if (a.given.head_dim || a.given.vocab) return "--widen-from: the source fixes head_dim and the vocabulary";
         if (a.sh.bias_token >= 0) return "--bias-token does not go with --widen-from";
         return "";  // widen_sizes checks the sizes against the source
+    }
+    if (!a.sh.chain.empty()) {
+        if (!a.widen_from.empty() || a.sh.bias_token >= 0) return "--chain goes with neither --widen-from nor --bias-token";
+        if (a.sh.tied) return "--chain needs an untied head (--layout openpangu-7b, or --untied)";
+        if (static_cast<int>(a.sh.chain.size()) + 1 >= a.sh.hidden) return "--chain is longer than the hidden size allows";
+        for (int id : a.sh.chain)
+            if (id >= a.sh.vocab) return "--chain: id " + std::to_string(id) + " is outside the vocabulary";
     }
     if (a.sh.bias_token >= a.sh.vocab)
         return "--bias-token " + std::to_string(a.sh.bias_token) + " is outside the vocabulary (" +

@@ -203,6 +203,22 @@ cli_openpangu_layout)
   # The 7B's reasoning markers, [unused16] and [unused17], are one token each: --reasoning hide finds them.
   run 0 "$cli" -m "$tmp/openpangu-7b" -p "hi" -n 2 --reasoning hide
   ! grep -q 'no \[unused16\]/\[unused17\] tokens' "$tmp/err" || fail "--reasoning hide does not find the 7B's markers"
+  # A 7B-layout model whose greedy output is [unused16] 甲 [unused17] 乙 乙 ... (--chain; 甲 is 2612, 乙 3563 in
+  # the layout's tokenizer, as in pangu-tiny's): of 5 tokens, shown, the reasoning 甲 is printed without the
+  # markers; hidden, only the answer is.
+  run 0 "$sample" --layout openpangu-7b -o "$tmp/think" --chain 45974,2612,45982,3563
+  run 0 "$cli" -m "$tmp/think" -p "hi" -n 5 --temp 0 --no-display-prompt
+  [ "$(cat "$tmp/out")" = '甲乙乙' ] || fail "--reasoning show printed '$(cat "$tmp/out")', want 甲乙乙"
+  run 0 "$cli" -m "$tmp/think" -p "hi" -n 5 --temp 0 --no-display-prompt --reasoning hide
+  [ "$(cat "$tmp/out")" = '乙乙' ] || fail "--reasoning hide printed '$(cat "$tmp/out")', want 乙乙"
+  printf 'hello
+' | "$cli" -m "$tmp/think" --chat -n 5 --temp 0 --reasoning hide >"$tmp/out" 2>"$tmp/err" ||
+    fail "chat with --reasoning hide exited $?: $(cat "$tmp/err")"
+  [ "$(tr -d '\n' <"$tmp/out")" = '乙乙' ] || fail "chat --reasoning hide printed '$(cat "$tmp/out")'"
+  run 2 "$sample" --layout openpangu-1b -o "$tmp/tied" --chain 45974,2612
+  grep -q 'untied' "$tmp/err" || fail "--chain on a tied head is not refused"
+  run 2 "$sample" --layout openpangu-7b -o "$tmp/bad" --chain 45974,,2612
+  grep -q 'token ids separated by commas' "$tmp/err" || fail "a malformed --chain is not refused"
   ;;
 chat)
   # samples/chat.c: two turns on stdin, then EOF ends it with status 0.
