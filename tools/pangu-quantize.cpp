@@ -2,6 +2,10 @@
 // W8A16 checkpoint that libpangu_c loads memory-mapped and standard safetensors readers can open.
 //
 //   pangu-quantize -i IN_DIR -o OUT_DIR [--quantize-embeddings] [--force] [--quiet]
+//                  [--eval FILE [--eval-jsonl] [--eval-tokens N] [--eval-ctx C]]
+//
+// --eval FILE reports the perplexity of the input and of the output on FILE, measured by pangu-perplexity (the
+// program of that name beside this one) on the same text and windows.
 //
 // Every linear layer (q/k/v/o, gate/up/down) becomes an I8 tensor "<name>.weight" plus an F32 tensor
 // "<name>.weight_scale" with one scale per output channel, scale = max|W_row| / 127. Norms and biases stay
@@ -10,6 +14,7 @@
 // tokenizer files are copied. The output is written under a temporary name and renamed into place only
 // when complete, so an interrupted run never leaves a checkpoint that looks valid.
 #include <json/json.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -22,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "common/common.h"
 #include "model/model.h"
@@ -50,10 +56,15 @@ bool is_embedding(const std::string &name) {
 
 int usage() {
     std::cerr << "usage: pangu-quantize -i IN_DIR -o OUT_DIR [--quantize-embeddings] [--force] [--quiet]\n"
+                 "                      [--eval FILE [--eval-jsonl] [--eval-tokens N] [--eval-ctx C]]\n"
                  "  Writes a W8A16 checkpoint: int8 linear weights with per-channel scales, 16-bit norms/biases.\n"
                  "  --quantize-embeddings  also quantize the embedding table and head per row\n"
                  "  --force                replace OUT_DIR if it exists\n"
-                 "  --quiet                no progress output\n";
+                 "  --quiet                no progress output\n"
+                 "  --eval FILE            report the perplexity of IN_DIR and OUT_DIR on FILE (pangu-perplexity)\n"
+                 "  --eval-jsonl           FILE is JSONL: its \"text\" fields\n"
+                 "  --eval-tokens N        tokens scored (default 16384)\n"
+                 "  --eval-ctx C           window length in tokens (default 256)\n";
     return 2;
 }
 
@@ -68,7 +79,14 @@ std::string human(double bytes) {
 struct Options {
     std::string in, out;
     bool quant_embed = false, force = false, quiet = false;
+    std::string eval;  // --eval FILE
+    bool eval_jsonl = false;
+    std::string eval_tokens = "16384", eval_ctx = "256";
 };
+
+bool is_count(const std::string &s) {
+    return !s.empty() && s.size() <= 9 && s.find_first_not_of("0123456789") == std::string::npos && std::stol(s) > 0;
+}
 
 // Returns -1 to go on, or the exit status: 0 after --help, 2 after a usage error.
 int parse_args(int argc, char **argv, Options &o) {
@@ -79,10 +97,18 @@ int parse_args(int argc, char **argv, Options &o) {
         else if (a == "--quantize-embeddings") o.quant_embed = true;
         else if (a == "--force") o.force = true;
         else if (a == "--quiet") o.quiet = true;
+        else if (a == "--eval" && i + 1 < argc) o.eval = argv[++i];
+        else if (a == "--eval-jsonl") o.eval_jsonl = true;
+        else if (a == "--eval-tokens" && i + 1 < argc) o.eval_tokens = argv[++i];
+        else if (a == "--eval-ctx" && i + 1 < argc) o.eval_ctx = argv[++i];
         else if (a == "-h" || a == "--help") return usage(), 0;
         else return usage();
     }
     if (o.in.empty() || o.out.empty()) return usage();
+    if (!is_count(o.eval_tokens) || !is_count(o.eval_ctx)) {
+        std::cerr << "pangu-quantize: --eval-tokens and --eval-ctx take positive integers\n";
+        return usage();
+    }
     while (o.out.size() > 1 && o.out.back() == '/') o.out.pop_back();
     return -1;
 }
@@ -92,6 +118,69 @@ struct ErrorTotal {
     QuantError total;
     std::mutex mu;
 };
+
+// pangu-perplexity, the program beside this one.
+std::string perplexity_program() {
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) fail(PANGU_ERR_IO, "--eval: cannot find this program's directory");
+    self[n] = '\0';
+    const fs::path p = fs::path(self).parent_path() / "pangu-perplexity";
+    if (access(p.c_str(), X_OK) != 0) fail(PANGU_ERR_FILE_NOT_FOUND, "--eval: " + p.string() + " is not there");
+    return p.string();
+}
+
+// The perplexity of model `dir` on the --eval text: pangu-perplexity's --json output, read from a pipe.
+double perplexity(const Options &o, const std::string &dir) {
+    std::vector<std::string> args = {perplexity_program(), "-m", dir, "-f", o.eval, "-c", o.eval_ctx,
+                                     "--max-tokens", o.eval_tokens, "--json"};
+    if (o.eval_jsonl) args.push_back("--jsonl");
+    std::vector<char *> argv;
+    for (auto &a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    // Its progress lines go to a file, shown only if it fails.
+    char log[] = "/tmp/pangu-quantize-eval-XXXXXX";
+    const int log_fd = mkstemp(log);
+    int fd[2];
+    if (log_fd < 0 || pipe(fd) != 0) fail(PANGU_ERR_IO, "--eval: cannot make a pipe or a temporary file");
+    unlink(log);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        dup2(log_fd, 2);
+        close(fd[0]);
+        close(fd[1]);
+        execv(argv[0], argv.data());
+        _exit(127);
+    }
+    close(fd[1]);
+    std::string out;
+    char buf[4096];
+    for (ssize_t r; (r = read(fd[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(r));
+    close(fd[0]);
+    int status = 0;
+    const bool ok = pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok) {  // its messages, then ours
+        lseek(log_fd, 0, SEEK_SET);
+        for (ssize_t r; (r = read(log_fd, buf, sizeof buf)) > 0;) fwrite(buf, 1, static_cast<size_t>(r), stderr);
+    }
+    close(log_fd);
+    if (!ok) fail(PANGU_ERR_IO, "--eval: pangu-perplexity failed on " + dir);
+    Json::Value v;
+    std::string errs;
+    Json::CharReaderBuilder rb;
+    std::unique_ptr<Json::CharReader> reader(rb.newCharReader());
+    if (!reader->parse(out.data(), out.data() + out.size(), &v, &errs) || !v["ppl"].isNumeric())
+        fail(PANGU_ERR_INTERNAL, "--eval: unexpected output from pangu-perplexity: " + out);
+    return v["ppl"].asDouble();
+}
+
+// The perplexity before and after, on the same text and windows.
+void report_perplexity(const Options &o) {
+    const double before = perplexity(o, o.in), after = perplexity(o, o.out);
+    std::fprintf(stderr, "  perplexity on %s (%s tokens, windows of %s): %.4f -> %.4f (%+.3f %%)\n", o.eval.c_str(),
+                 o.eval_tokens.c_str(), o.eval_ctx.c_str(), before, after, 100.0 * (after / before - 1.0));
+}
 
 // `t` as int8 `name` with its per-row F32 scales `name`_scale.
 void add_quantized(SafetensorsWriter &w, const std::string &name, const TensorInfo *t, ErrorTotal &err) {
@@ -185,6 +274,10 @@ Json::Value quantized_config(const std::string &in, bool quant_embed) {
 // Converts o.in into the directory `tmp`, checks that it loads, then renames it to o.out. Throws on failure.
 void quantize(const Options &o, const std::string &tmp) {
     if (fs::exists(o.out) && !o.force) fail(PANGU_ERR_INVALID_ARGUMENT, o.out + " exists; use --force to replace it");
+    if (!o.eval.empty()) {  // before the work, not after it
+        if (!fs::is_regular_file(o.eval)) fail(PANGU_ERR_FILE_NOT_FOUND, "--eval: " + o.eval + " is not a file");
+        perplexity_program();
+    }
     // Loading validates the whole input (config, tokenizer, every tensor's shape and dtype) first.
     std::unique_ptr<Model> model = Model::load(o.in, ModelLoadOptions{});
     if (model->n_quantized > 0 || !model->cfg.quant_method.empty())
@@ -235,6 +328,7 @@ int main(int argc, char **argv) {
     const std::string tmp = o.out + ".partial-" + std::to_string(getpid());
     try {
         quantize(o, tmp);
+        if (!o.eval.empty()) report_perplexity(o);
     } catch (const Error &e) {
         fs::remove_all(tmp);
         std::fprintf(stderr, "pangu-quantize: %s (%s)\n", e.what(), pangu_status_string(e.status()));

@@ -220,6 +220,27 @@ cli_openpangu_layout)
   run 2 "$sample" --layout openpangu-7b -o "$tmp/bad" --chain 45974,,2612
   grep -q 'token ids separated by commas' "$tmp/err" || fail "a malformed --chain is not refused"
   ;;
+quantize_eval)
+  # SAMPLE_BIN is pangu-quantize, REF_BIN pangu-perplexity. --eval reports the perplexity of the input and the
+  # output on the same text, and the figures are pangu-perplexity's own.
+  run 0 "$sample" -i "$model" -o "$tmp/q8" --eval "$shared/data/dev.jsonl" --eval-jsonl --eval-tokens 1024 --eval-ctx 128
+  line=$(grep 'perplexity on .*dev.jsonl (1024 tokens, windows of 128): ' "$tmp/err") ||
+    fail "no perplexity line: $(cat "$tmp/err")"
+  before=$(printf '%s' "$line" | sed 's/.*: \([0-9.]*\) -> \([0-9.]*\) .*/\1/')
+  after=$(printf '%s' "$line" | sed 's/.*: \([0-9.]*\) -> \([0-9.]*\) .*/\2/')
+  run 0 "$ref" -m "$model" -f "$shared/data/dev.jsonl" --jsonl --max-tokens 1024 -c 128
+  grep -q "^ppl $before tokens 1024$" "$tmp/out" || fail "before: $before, pangu-perplexity says $(cat "$tmp/out")"
+  run 0 "$ref" -m "$tmp/q8" -f "$shared/data/dev.jsonl" --jsonl --max-tokens 1024 -c 128
+  grep -q "^ppl $after tokens 1024$" "$tmp/out" || fail "after: $after, pangu-perplexity says $(cat "$tmp/out")"
+  awk -v b="$before" -v a="$after" 'BEGIN { d = a / b - 1; exit !(d < 0.01 && d > -0.01) }' ||
+    fail "W8A16 moved perplexity by more than 1 %: $before -> $after"
+  # Bad input: a missing file is refused before any work, and nothing is written.
+  run 1 "$sample" -i "$model" -o "$tmp/q8b" --eval "$tmp/missing.txt"
+  grep -q -- '--eval: .*missing.txt is not a file' "$tmp/err" || fail "a missing --eval file is not named"
+  [ ! -e "$tmp/q8b" ] || fail "output written despite a bad --eval"
+  run 2 "$sample" -i "$model" -o "$tmp/q8b" --eval "$tmp/x" --eval-tokens 0
+  grep -q 'take positive integers' "$tmp/err" || fail "--eval-tokens 0 is not refused"
+  ;;
 chat)
   # samples/chat.c: two turns on stdin, then EOF ends it with status 0.
   printf 'hello\nbye\n' | "$sample" "$model" >"$tmp/out" 2>"$tmp/err" || fail "chat exited $?: $(cat "$tmp/err")"
