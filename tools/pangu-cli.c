@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #define PROG "pangu-cli"
+
+#include "common/cli_util.h"
 #define EXIT_USAGE 2
 #define EXIT_INTERRUPTED 130
 #define MAX_STOP_STRINGS 16
@@ -438,51 +440,11 @@ static void parse_args(int argc, char **argv, options *o) {
 /* Helpers                                                                                          */
 /* ------------------------------------------------------------------------------------------------ */
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* Print the failed call and the library's detailed message; returns 1 for `return fail(...)`. */
-static int fail(const char *what, pangu_status st) {
-    const char *detail = pangu_last_error();
-    fprintf(stderr, PROG ": error: %s: %s%s%s\n", what, pangu_status_string(st), *detail ? ": " : "", detail);
-    return 1;
-}
-
-static void *xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fputs(PROG ": error: out of memory\n", stderr);
-        exit(1);
-    }
-    return q;
-}
-
 static char *xstrndup(const char *s, size_t n) {
     char *d = xrealloc(NULL, n + 1);
     memcpy(d, s, n);
     d[n] = '\0';
     return d;
-}
-
-/* Growable byte string. */
-typedef struct sbuf {
-    char *data;
-    size_t len, cap;
-} sbuf;
-
-static void sbuf_append(sbuf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->data = xrealloc(b->data, cap);
-        b->cap = cap;
-    }
-    if (n) memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
 }
 
 static void sbuf_reserve(sbuf *b, size_t cap) {
@@ -497,27 +459,6 @@ static void sbuf_set(sbuf *b, const char *s, size_t n) {
     sbuf_append(b, s, n);
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, PROG ": error: cannot open prompt file '%s': %s\n", path, strerror(errno));
-        return NULL;
-    }
-    sbuf b = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) sbuf_append(&b, chunk, n);
-    const int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        fprintf(stderr, PROG ": error: cannot read prompt file '%s'\n", path);
-        free(b.data);
-        return NULL;
-    }
-    sbuf_append(&b, "", 0);
-    *len = b.len;
-    return b.data;
-}
 
 /* The raw bytes of one token (may be part of a UTF-8 character); returns its length, or -1 on error. */
 static long token_bytes(const pangu_model *model, int32_t token, sbuf *out) {
@@ -1044,7 +985,7 @@ static int read_prompt(const options *o, const char **prompt, size_t *len, char 
     *len = strlen(*prompt);
     *file_text = NULL;
     if (!o->prompt_file) return 0;
-    *file_text = read_file(o->prompt_file, len);
+    *file_text = read_file(o->prompt_file, "prompt file ", len);
     if (!*file_text) return 1;
     *prompt = *file_text;
     return 0;
@@ -1133,6 +1074,7 @@ static void print_settings(const options *o) {
 }
 
 int main(int argc, char **argv) {
+    cli_prog = PROG;
     options o;
     parse_args(argc, argv, &o);
 

@@ -34,6 +34,8 @@
 #include <unistd.h>
 
 #define PROG "pangu-perplexity"
+
+#include "common/cli_util.h"
 #define EXIT_USAGE 2
 #define EXIT_INTERRUPTED 130
 #define DEFAULT_CTX 512
@@ -183,71 +185,8 @@ static void parse_args(int argc, char **argv, options *o) {
 /* Helpers                                                                                          */
 /* ------------------------------------------------------------------------------------------------ */
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* Print the failed call and the library's detailed message; returns 1 for `return fail(...)`. */
-static int fail(const char *what, pangu_status st) {
-    const char *detail = pangu_last_error();
-    fprintf(stderr, PROG ": error: %s: %s%s%s\n", what, pangu_status_string(st), *detail ? ": " : "", detail);
-    return 1;
-}
-
-static void *xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fputs(PROG ": error: out of memory\n", stderr);
-        exit(1);
-    }
-    return q;
-}
-
-/* Growable byte string. */
-typedef struct sbuf {
-    char *data;
-    size_t len, cap;
-} sbuf;
-
-static void sbuf_append(sbuf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->data = xrealloc(b->data, cap);
-        b->cap = cap;
-    }
-    if (n) memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
 static void sbuf_putc(sbuf *b, char c) { sbuf_append(b, &c, 1); }
 
-/* The whole file; NULL after printing an error. */
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, PROG ": error: cannot open '%s': %s\n", path, strerror(errno));
-        return NULL;
-    }
-    sbuf b = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) sbuf_append(&b, chunk, n);
-    const int bad = ferror(f);
-    const int err = errno;
-    fclose(f);
-    if (bad) {
-        fprintf(stderr, PROG ": error: cannot read '%s': %s\n", path, strerror(err));
-        free(b.data);
-        return NULL;
-    }
-    sbuf_append(&b, "", 0);
-    *len = b.len;
-    return b.data;
-}
 
 /* ------------------------------------------------------------------------------------------------ */
 /* JSONL: the "text" string of each line                                                            */
@@ -746,7 +685,7 @@ static void progress(const scorer *s, size_t i, size_t n, double ms, int tty) {
 /* The file's documents: the whole file, or the JSONL lines' texts. Returns 0, or 1 after an error. */
 static int read_texts(const options *o, texts *t) {
     size_t len = 0;
-    char *data = read_file(o->file, &len);
+    char *data = read_file(o->file, "", &len);
     if (!data) return 1;
     int rc = 0;
     if (len == 0) {
@@ -826,6 +765,7 @@ static void print_result(const options *o, const scorer *s, size_t n_windows) {
 }
 
 int main(int argc, char **argv) {
+    cli_prog = PROG;
     options o;
     parse_args(argc, argv, &o);
     if (pangu_version_number() / 10000 != PANGU_VERSION_MAJOR)

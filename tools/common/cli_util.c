@@ -1,0 +1,66 @@
+#define _POSIX_C_SOURCE 200809L
+#include "cli_util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *cli_prog = "pangu";
+
+double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int fail(const char *what, pangu_status st) {
+    const char *detail = pangu_last_error();
+    fprintf(stderr, "%s: error: %s: %s%s%s\n", cli_prog, what, pangu_status_string(st), *detail ? ": " : "", detail);
+    return 1;
+}
+
+void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fprintf(stderr, "%s: error: out of memory\n", cli_prog);
+        exit(1);
+    }
+    return q;
+}
+
+void sbuf_append(sbuf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        b->data = xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    if (n) memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+char *read_file(const char *path, const char *what, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "%s: error: cannot open %s'%s': %s\n", cli_prog, what, path, strerror(errno));
+        return NULL;
+    }
+    sbuf b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) sbuf_append(&b, chunk, n);
+    const int bad = ferror(f);
+    const int err = errno;
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "%s: error: cannot read %s'%s': %s\n", cli_prog, what, path, strerror(err));
+        free(b.data);
+        return NULL;
+    }
+    sbuf_append(&b, "", 0);
+    *len = b.len;
+    return b.data;
+}

@@ -1,0 +1,29 @@
+/* What the C command-line tools (pangu-cli, pangu-perplexity) share: timing, error reporting, a growable byte
+ * string, reading a whole file. Messages begin with cli_prog, which each tool's main sets first. */
+#ifndef PANGU_CLI_UTIL_H
+#define PANGU_CLI_UTIL_H
+
+#include <pangu/pangu.h>
+
+#include <stddef.h>
+
+extern const char *cli_prog;
+
+double now_ms(void);
+/* Prints the failed call and the library's detailed message; returns 1 for `return fail(...)`. */
+int fail(const char *what, pangu_status st);
+/* realloc that ends the program with a message when memory runs out. */
+void *xrealloc(void *p, size_t n);
+
+/* Growable byte string, always NUL-terminated once something was appended. */
+typedef struct sbuf {
+    char *data;
+    size_t len, cap;
+} sbuf;
+void sbuf_append(sbuf *b, const char *s, size_t n);
+
+/* The whole file, NUL-terminated, its length in *len; NULL after printing "cannot open <what>'<path>': ..." or
+ * "cannot read ...". `what` names the file's role with a trailing space ("prompt file "), or is "". */
+char *read_file(const char *path, const char *what, size_t *len);
+
+#endif
