@@ -17,15 +17,16 @@
 char *read_all(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
     long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
+    assert_true(n >= 0);
+    assert_int_equal(fseek(f, 0, SEEK_SET), 0);
     char *buf = (char *)malloc((size_t)n + 1);
     assert_non_null(buf);
     assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
     buf[n] = 0;
     fclose(f);
-    *len = (size_t)n;
+    if (len) *len = (size_t)n;
     return buf;
 }
 

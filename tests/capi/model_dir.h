@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-/* The whole file, NUL-terminated; *len its size. */
+/* The whole file, NUL-terminated; *len its size (len may be NULL). */
 char *read_all(const char *path, size_t *len);
 void write_all(const char *path, const void *data, size_t len);
 /* Copies PANGU_MODEL_DIR/name to dir/name. */

@@ -7,7 +7,6 @@
  * N, N bytes of JSON header, then the data section unchanged; the header is edited as text. */
 #define _POSIX_C_SOURCE 200809L
 
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "model_dir.h"
 #include "pangu/pangu.h"
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -29,29 +29,6 @@
 typedef struct {
     char dir[256];
 } fixture;
-
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    assert_true(n >= 0);
-    assert_int_equal(fseek(f, 0, SEEK_SET), 0);
-    char *buf = (char *)malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return buf;
-}
-
-static void write_all(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f) fail_msg("cannot create %s", path);
-    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
 
 static void path_in(char *out, size_t cap, const char *dir, const char *name) {
     int n = snprintf(out, cap, "%s/%s", dir, name);
@@ -66,20 +43,6 @@ static void copy_file(const char *src_dir, const char *dst_dir, const char *name
     char *data = read_all(src, &n);
     write_all(dst, data, n);
     free(data);
-}
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 static int fixture_setup(void **state) {
@@ -101,7 +64,7 @@ static int fixture_setup(void **state) {
 static int fixture_teardown(void **state) {
     fixture *fx = (fixture *)*state;
     if (fx) {
-        remove_tree(fx->dir);
+        remove_dir(fx->dir);
         free(fx);
     }
     return 0;
