@@ -32,7 +32,6 @@
 #define MAX_SELF_LAYERS 256
 /* The CLI's own defaults where they differ from the library's (which are greedy and one thread). */
 #define CLI_TEMPERATURE 0.8f
-#define CLI_MAX_THREADS 4
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Options                                                                                          */
@@ -61,12 +60,6 @@ typedef struct options {
     const char *draft_model_dir;
     int32_t self_layers[MAX_SELF_LAYERS];
 } options;
-
-static long default_threads(void) {
-    const long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) return 1;
-    return n > CLI_MAX_THREADS ? CLI_MAX_THREADS : n;
-}
 
 /* The library's defaults from the *_init functions, then the CLI's own. */
 static void options_init(options *o) {

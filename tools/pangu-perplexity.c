@@ -39,7 +39,6 @@
 #define EXIT_USAGE 2
 #define EXIT_INTERRUPTED 130
 #define DEFAULT_CTX 512
-#define DEFAULT_MAX_THREADS 4 /* as pangu-cli: online CPUs, at most this many */
 #define JSON_MAX_DEPTH 256    /* nesting of arrays and objects inside a JSONL line */
 #define PROGRESS_LINES 100    /* off a terminal, about this many progress lines per run */
 
@@ -62,12 +61,6 @@ typedef struct options {
     pangu_model_params model;     /* --backend */
     pangu_session_params session; /* -b, -t; n_ctx and spec_mode are set from the window length */
 } options;
-
-static long default_threads(void) {
-    const long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) return 1;
-    return n > DEFAULT_MAX_THREADS ? DEFAULT_MAX_THREADS : n;
-}
 
 static void options_init(options *o) {
     memset(o, 0, sizeof *o);
@@ -101,7 +94,7 @@ static void usage(FILE *out) {
             "  -h, --help               print this help and exit\n"
             "\n"
             "Exit status: 0 success, 1 error, 2 usage error, 130 interrupted.\n",
-            DEFAULT_CTX, (int)d.session.n_batch, DEFAULT_MAX_THREADS);
+            DEFAULT_CTX, (int)d.session.n_batch, CLI_MAX_THREADS);
 }
 
 static NORETURN void usage_error(const char *fmt, ...) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *cli_prog = "pangu";
 
@@ -13,6 +14,12 @@ double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+long default_threads(void) {
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) return 1;
+    return n > CLI_MAX_THREADS ? CLI_MAX_THREADS : n;
 }
 
 int fail(const char *what, pangu_status st) {

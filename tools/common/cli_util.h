@@ -10,6 +10,9 @@
 extern const char *cli_prog;
 
 double now_ms(void);
+/* The tools' default thread count: the online CPUs, at most CLI_MAX_THREADS. */
+#define CLI_MAX_THREADS 4
+long default_threads(void);
 /* Prints the failed call and the library's detailed message; returns 1 for `return fail(...)`. */
 int fail(const char *what, pangu_status st);
 /* realloc that ends the program with a message when memory runs out. */
