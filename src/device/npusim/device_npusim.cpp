@@ -12,8 +12,6 @@
 // PROT_NONE whenever no npu-sim slot runs, so a host read or write of device memory faults. Activations keep F32
 // storage holding fp16 values. Files: profile (latency-model JSON), fp16.h (numerics), layout.h (FRACTAL_NZ),
 // memory, weights (uploads), ops (operators), and this one (streams, creation, registration, queries).
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -164,11 +162,7 @@ const pgd_backend_reg *pgd_backend_npusim(void) {
 int pgd_npusim_set_guard(pgd_device *dev, int on) {
     pangu::npusim::NpuCtx *c = pangu::npusim::npusim_ctx(dev);
     if (!c) return -1;
-    pangu::npusim::DeviceMemory &m = c->mem;
-    std::lock_guard<std::mutex> g(m.access_mu);
-    m.guard = on != 0;
-    const size_t len = pangu::align_up(m.top, size_t(sysconf(_SC_PAGESIZE)));
-    if (m.open == 0 && len && mprotect(m.base, len, m.guard ? PROT_NONE : PROT_READ | PROT_WRITE) != 0) return -1;
+    pangu::npusim::set_guard(c, on != 0);
     return 0;
 }
 

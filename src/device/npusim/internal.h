@@ -88,6 +88,8 @@ public:
 private:
     NpuCtx *c_;
 };
+// Guard mode on or off, applied at once unless a slot is running (then when the last one closes).
+void set_guard(NpuCtx *c, bool on);
 int reserve(NpuCtx *c, size_t size, Block b, void **out);
 void unreserve(NpuCtx *c, void *p);
 bool find_block(NpuCtx *c, const void *p, Block *out);

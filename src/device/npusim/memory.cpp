@@ -105,6 +105,13 @@ DeviceAccess::~DeviceAccess() {
     if (--m.open == 0 && m.guard) protect(m, PROT_NONE);
 }
 
+void set_guard(NpuCtx *c, bool on) {
+    DeviceMemory &m = c->mem;
+    std::lock_guard<std::mutex> g(m.access_mu);
+    m.guard = on;
+    if (m.open == 0) protect(m, on ? PROT_NONE : PROT_READ | PROT_WRITE);  // else the last slot to close does
+}
+
 int reserve(NpuCtx *c, size_t size, Block b, void **out) {
     const size_t charged = align_up(size ? size : 1, kGranule);
     if (charged > c->budget) return PANGU_ERR_OUT_OF_MEMORY;
