@@ -115,7 +115,10 @@ typedef struct pangu_model_params {
     int32_t lock_memory;
     /* Precision of the activations that enter matrix multiplications (products always accumulate in
      * fp32): PANGU_PRECISION_AUTO (default: fp32 for floating-point checkpoints, and what a quantized
-     * checkpoint's quantization_config names, bf16 for W8A16), PANGU_PRECISION_F32 or PANGU_PRECISION_BF16. */
+     * checkpoint's quantization_config names: bf16 for W8A16, int8 for W8A8 and W4A8), PANGU_PRECISION_F32,
+     * PANGU_PRECISION_BF16, or (since 1.2) PANGU_PRECISION_INT8: the inputs of integer weights quantized
+     * per row to int8 with a dynamic scale and multiplied in integers (a checkpoint without integer weights
+     * is PANGU_ERR_UNSUPPORTED; W4A8 checkpoints take int8 only). */
     int32_t activation_precision;
     /* The device that runs the model: "cpu" (default), or "npu-sim", an emulated Ascend 310P-class NPU
      * (fp16 numerics, a device memory budget, fractal weight layout, a latency model). NULL means the
@@ -133,6 +136,7 @@ typedef struct pangu_model_params {
 #define PANGU_PRECISION_AUTO 0
 #define PANGU_PRECISION_F32 1
 #define PANGU_PRECISION_BF16 2
+#define PANGU_PRECISION_INT8 3 /* since 1.2 */
 
 /* Fill `params` with defaults. NULL is a no-op. */
 PANGU_API void pangu_model_params_init(pangu_model_params *params);
@@ -170,8 +174,8 @@ typedef struct pangu_model_info {
     int32_t has_chat_template; /* 1 if the vocabulary holds the openPangu chat tokens */
     int64_t n_params;          /* number of weight elements */
     int64_t weight_bytes;      /* bytes of weight data mapped */
-    int32_t n_quantized;       /* weight matrices stored as int8 with per-channel scales (W8A16) */
-    int32_t activation_precision; /* PANGU_PRECISION_F32 or PANGU_PRECISION_BF16, as resolved at load */
+    int32_t n_quantized;       /* weight matrices stored as integers (int8 per channel, or int4 per group) */
+    int32_t activation_precision; /* PANGU_PRECISION_F32, _BF16 or (1.2) _INT8, as resolved at load */
     /* Since 1.1. */
     int32_t chat_end_token;        /* the token that ends a chat message ([unused10]); -1 without chat tokens */
     int32_t has_generation_config; /* 1 if the checkpoint ships generation_config.json (see

@@ -26,10 +26,17 @@ extern "C" {
 
 /* 2: pgd_tensor.block_rows/block_stride (blocked KV caches); attention_workspace takes n_head_kv.
  * 3: backends registered by name (pgd_backend_reg); host_visible; copies take a stream; norm weights and
- *    biases are tensors; embed and rope read ids and positions from device memory. */
-#define PGD_API_VERSION 3
+ *    biases are tensors; embed and rope read ids and positions from device memory.
+ * 4: integer activations: pgd_tensor.act_dtype on weights (PGD_I8: the matmul quantizes each row of x to int8
+ *    with a dynamic scale, W8A8 / W4A8); PGD_I4 weights (packed, group scales). */
+#define PGD_API_VERSION 4
 
-typedef enum pgd_dtype { PGD_F32 = 0, PGD_F16 = 1, PGD_BF16 = 2, PGD_I8 = 3 } pgd_dtype;
+/* PGD_I4: 4-bit weights, two per byte. In every run of 64 columns of a row (32 bytes), byte j holds column j in
+ * its low nibble and column j + 32 in its high nibble, so that unpacking a run gives its columns in order to
+ * 16- and 32-byte vectors alike. A nibble v is the weight (v - 8) * scale of its group: `scale` holds
+ * cols / group_size floats per row, and group_size is a multiple of 32 that divides cols, itself a multiple
+ * of 64. `stride` counts elements (bytes * 2). */
+typedef enum pgd_dtype { PGD_F32 = 0, PGD_F16 = 1, PGD_BF16 = 2, PGD_I8 = 3, PGD_I4 = 4 } pgd_dtype;
 
 typedef struct pgd_tensor {
     void *data;          /* device memory */
@@ -37,12 +44,17 @@ typedef struct pgd_tensor {
     int64_t rows;
     int64_t cols;
     int64_t stride;      /* elements between consecutive rows (>= cols) */
-    const float *scale;  /* PGD_I8 weights: dequantization scales, one per row (or per group) */
+    const float *scale;  /* PGD_I8 weights: dequantization scales, one per row; PGD_I4: one per group */
     int32_t group_size;  /* 0 = one scale per row; else one per group of this many columns */
     /* Blocked rows (KV caches): 0 = row r at data + r * stride. Otherwise rows come in blocks of
      * `block_rows`: row r at data + (r / block_rows) * block_stride + (r % block_rows) * stride elements. */
     int64_t block_rows;
     int64_t block_stride;
+    /* Weights (API 4): how the matmul takes its input rows. 0 (PGD_F32): as they are, F32 values (which the
+     * round slot may have rounded to 16 bits). PGD_I8: each row of x is quantized to int8 with its own scale,
+     * amax / 127 (a row of zeros: scale 0), the products summed exactly in int32 and the scales applied to the
+     * sum (W8A8, W4A8; aclnnDynamicQuant + aclnnQuantMatmul on a 310P). Integer weights only. */
+    int32_t act_dtype;
 } pgd_tensor;
 
 /* Element offset of row r of t. */
@@ -128,7 +140,12 @@ struct pgd_device {
     int (*rms_norm)(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, float eps,
                     pgd_tensor *out);
     /* y[M,N] = x[M,K] . W[N,K]^T (+ bias[N]). W may be F32, F16, BF16 or I8 with scales (the
-     * aclnnWeightQuantBatchMatmulV2 semantics: y = x @ (W * scale)^T + bias). */
+     * aclnnWeightQuantBatchMatmulV2 semantics: y = x @ (W * scale)^T + bias), or I4 with group scales.
+     * With W->act_dtype == PGD_I8 the rows of x are quantized first (see pgd_tensor.act_dtype):
+     *   I8 weights: y[m][n] = (float)sum_k(xq[m][k] * q[n][k]) * sx[m] * s[n] + bias[n]
+     *   I4 weights: y[m][n] = sum_g(s[n][g] * (float)sum_{k in g}(xq[m][k] * (v[n][k] - 8))) * sx[m] + bias[n]
+     * (the inner sums exact in int32; a backend may add the groups in its own fixed order). A backend that
+     * cannot run a combination returns PANGU_ERR_UNSUPPORTED (the CPU has I4 with I8 activations only). */
     size_t (*matmul_workspace)(void *ctx, const pgd_tensor *x, const pgd_tensor *w);
     int (*matmul)(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const pgd_tensor *bias,
                   pgd_tensor *y, void *ws, size_t ws_size);

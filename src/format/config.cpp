@@ -110,6 +110,42 @@ GenerationConfig load_generation_config(const std::string &dir, int n_vocab) {
     return parse_generation_config(text, path, n_vocab);
 }
 
+
+// quantization_config, as pangu-quantize writes it: w8a16 / w8a8 (int8 weights, one scale per output channel;
+// 16-bit or int8 activations) and w4a8 (PGD_I4 weights with a scale per group of group_size columns).
+static void parse_quantization(const Json::Value &q, const std::string &path, ModelConfig &c) {
+    c.quant_method = q["quant_method"].asString();
+    const std::string &m = c.quant_method;
+    if (m != "w8a16" && m != "w8a8" && m != "w4a8")
+        fail(PANGU_ERR_UNSUPPORTED, path + ": quantization method \"" + m +
+                                        "\" is not supported (pangu-quantize writes \"w8a16\", \"w8a8\" and \"w4a8\")");
+    c.quant_bits = m == "w4a8" ? 4 : 8;
+    // isInt() first: asInt() throws on integers beyond int's range (found by fuzz_config), and asString()
+    // on an object or array.
+    if (q.isMember("bits") && (!q["bits"].isInt() || q["bits"].asInt() != c.quant_bits))
+        fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.bits must be " + std::to_string(c.quant_bits) +
+                                        " for " + m);
+    const Json::Value &g = q["group_size"];
+    if (c.quant_bits == 8 && q.isMember("group_size") && (!g.isInt() || g.asInt() > 0))
+        fail(PANGU_ERR_UNSUPPORTED, path + ": only per-channel scales (group_size 0 or -1) are supported for " + m);
+    if (c.quant_bits == 4) {
+        if (!g.isInt() || g.asInt() < 32 || g.asInt() > 4096 || g.asInt() % 32 != 0)
+            fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.group_size must be a multiple of 32 from 32 to "
+                                            "4096 for w4a8");
+        c.quant_group = g.asInt();
+    }
+    const Json::Value &act_dtype = q["activation_dtype"];
+    if (!act_dtype.isNull() && !act_dtype.isString())
+        fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype must be a string");
+    c.quant_activation = !act_dtype.isNull() ? act_dtype.asString() : m == "w8a16" ? "bfloat16" : "int8";
+    const std::string &a = c.quant_activation;
+    if (a != "bfloat16" && a != "float16" && a != "float32" && a != "int8")
+        fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype \"" + a +
+                                   "\" is not one of bfloat16, float16, float32, int8");
+    if (m == "w4a8" && a != "int8")
+        fail(PANGU_ERR_UNSUPPORTED, path + ": w4a8 checkpoints take int8 activations, not " + a);
+}
+
 ModelConfig load_config(const std::string &dir) {
     const std::string path = dir + "/config.json";
     std::string text, why;
@@ -157,23 +193,7 @@ ModelConfig parse_config(const std::string &text, const std::string &path) {
     if (!q.isNull()) {
         if (!q.isObject() || !q["quant_method"].isString())
             fail(PANGU_ERR_CONFIG, path + ": quantization_config must be an object with a quant_method string");
-        c.quant_method = q["quant_method"].asString();
-        if (c.quant_method != "w8a16")
-            fail(PANGU_ERR_UNSUPPORTED, path + ": quantization method \"" + c.quant_method +
-                                            "\" is not supported (pangu-quantize writes \"w8a16\")");
-        // isInt() first: asInt() throws on integers beyond int's range (found by fuzz_config), and asString()
-        // on an object or array.
-        if (q.isMember("bits") && (!q["bits"].isInt() || q["bits"].asInt() != 8))
-            fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.bits must be 8 for w8a16");
-        if (q.isMember("group_size") && (!q["group_size"].isInt() || q["group_size"].asInt() > 0))
-            fail(PANGU_ERR_UNSUPPORTED, path + ": only per-channel scales (group_size 0 or -1) are supported");
-        const Json::Value &act_dtype = q["activation_dtype"];
-        if (!act_dtype.isNull() && !act_dtype.isString())
-            fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype must be a string");
-        c.quant_activation = act_dtype.isNull() ? "bfloat16" : act_dtype.asString();
-        if (c.quant_activation != "bfloat16" && c.quant_activation != "float16" && c.quant_activation != "float32")
-            fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype \"" + c.quant_activation +
-                                       "\" is not one of bfloat16, float16, float32");
+        parse_quantization(q, path, c);
     }
 
     if (c.n_head % c.n_head_kv != 0)

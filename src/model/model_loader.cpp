@@ -100,34 +100,67 @@ struct ModelBuilder {
                                       " but config.json implies " + shape_str(want));
     }
     void check_float(const TensorInfo &t) {
-        if (t.dtype == DType::I8)
-            fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name + " is I8, which only weight matrices may be");
+        if (t.dtype == DType::I8 || t.dtype == DType::U8)
+            fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name + " is " + dtype_name(t.dtype) +
+                                      ", which only weight matrices may be");
     }
     // A weight matrix: floating point as stored, or I8 with one scale per row in "<name>_scale"
     // (e.g. q_proj.weight + q_proj.weight_scale, the layout pangu-quantize writes).
-    Tensor matrix(const std::string &name, int64_t rows, int64_t cols) {
+    // `linear`: a layer's projection, which may be 4-bit (the embedding table and a separate head may not).
+    Tensor matrix(const std::string &name, int64_t rows, int64_t cols, bool linear = true) {
         const TensorInfo &t = need(name);
+        if (t.dtype == DType::U8) return packed_i4(t, rows, cols, linear);
         check_shape(t, {rows, cols});
         Tensor w = view(t);
         if (t.dtype == DType::I8) {
-            const std::string sname = name + "_scale";
-            const TensorInfo *s = maybe(sname);
-            if (!s)
-                fail(PANGU_ERR_MISSING_TENSOR, t.file->path() + ": tensor " + name + " is I8 but its scale tensor " +
-                                                   sname + " is missing");
-            check_float(*s);
-            if (!(s->shape == std::vector<int64_t>{rows} || s->shape == std::vector<int64_t>{rows, 1}))
-                fail(PANGU_ERR_SHAPE, s->file->path() + ": tensor " + sname + " has shape " + shape_str(s->shape) +
-                                          ", expected [" + std::to_string(rows) + "] (one scale per output channel)");
-            const float *sc = m.widen(*s);
-            for (int64_t r = 0; r < rows; ++r)
-                if (!(sc[r] >= 0.0f))
-                    fail(PANGU_ERR_NUMERIC, s->file->path() + ": tensor " + sname + " has a negative scale at row " +
-                                                std::to_string(r));
-            w.scale = sc;
-            m.weight_bytes += static_cast<int64_t>(s->nbytes);
+            w.scale = scales(t, rows, 1);
             m.n_quantized += 1;
         }
+        return w;
+    }
+    // The scales of an integer weight, "<name>_scale": `per_row` of them per row, none negative or NaN.
+    const float *scales(const TensorInfo &t, int64_t rows, int64_t per_row) {
+        const std::string sname = t.name + "_scale";
+        const TensorInfo *s = maybe(sname);
+        if (!s)
+            fail(PANGU_ERR_MISSING_TENSOR, t.file->path() + ": tensor " + t.name + " is " + dtype_name(t.dtype) +
+                                               " but its scale tensor " + sname + " is missing");
+        check_float(*s);
+        const bool ok = per_row == 1 ? s->shape == std::vector<int64_t>{rows} || s->shape == std::vector<int64_t>{rows, 1}
+                                     : s->shape == std::vector<int64_t>{rows, per_row};
+        if (!ok)
+            fail(PANGU_ERR_SHAPE, s->file->path() + ": tensor " + sname + " has shape " + shape_str(s->shape) +
+                                      ", expected " + shape_str({rows, per_row}) +
+                                      (per_row == 1 ? " (one scale per output channel)" : " (one scale per group)"));
+        const float *sc = m.widen(*s);  // refuses NaN and Inf
+        for (int64_t i = 0; i < rows * per_row; ++i)
+            if (!(sc[i] >= 0.0f))
+                fail(PANGU_ERR_NUMERIC, s->file->path() + ": tensor " + sname + " has a negative scale at row " +
+                                            std::to_string(i / per_row));
+        m.weight_bytes += static_cast<int64_t>(s->nbytes);
+        return sc;
+    }
+    // A 4-bit weight (PGD_I4): U8 [rows, cols / 2] and group scales, in a w4a8 checkpoint only.
+    Tensor packed_i4(const TensorInfo &t, int64_t rows, int64_t cols, bool linear) {
+        const int g = m.cfg.quant_group;
+        if (m.cfg.quant_bits != 4)
+            fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name + " is U8 (packed 4-bit) but config.json's "
+                                      "quantization_config does not describe 4-bit weights");
+        if (!linear)
+            fail(PANGU_ERR_UNSUPPORTED, t.file->path() + ": tensor " + t.name + " is 4-bit; the embedding table "
+                                            "and the head may be int8 (pangu-quantize --quantize-embeddings), not 4-bit");
+        if (cols % 64 != 0 || cols % g != 0)
+            fail(PANGU_ERR_UNSUPPORTED, t.file->path() + ": tensor " + t.name + " has " + std::to_string(cols) +
+                                            " columns; 4-bit weights need a multiple of 64 and of the group size " +
+                                            std::to_string(g));
+        check_shape(t, {rows, cols / 2});
+        Tensor w = view(t);
+        w.dtype = DType::I4;
+        w.cols = cols;
+        w.group_size = g;
+        m.n_params += rows * cols / 2;  // view counted the bytes as elements
+        w.scale = scales(t, rows, cols / g);
+        m.n_quantized += 1;
         return w;
     }
     Tensor view(const TensorInfo &t) {
@@ -171,7 +204,9 @@ const float *Model::widen(const TensorInfo &t) {
             case DType::F32: std::memcpy(&v[i], p + 4 * i, 4); break;
             case DType::BF16: std::memcpy(&h, p + 2 * i, 2); v[i] = bf16_to_f32(h); break;
             case DType::F16: std::memcpy(&h, p + 2 * i, 2); v[i] = f16_to_f32(h); break;
-            case DType::I8: v[i] = 0; break;
+            case DType::I8:
+            case DType::U8:
+            case DType::I4: v[i] = 0; break;
         }
         if (!std::isfinite(v[i]))
             fail(PANGU_ERR_NUMERIC, t.file->path() + ": tensor " + t.name + " holds NaN or Inf at element " +
@@ -198,6 +233,10 @@ void Model::upload_weights() {
         h.cols = w.cols;
         h.stride = w.cols;
         h.scale = w.scale;
+        h.group_size = w.group_size;
+        // W8A8 / W4A8: the inputs of integer weights are quantized to int8 by the matmul (device.h).
+        const bool integer = w.dtype == DType::I8 || w.dtype == DType::I4;
+        h.act_dtype = integer && activation_dtype == DType::I8 ? PGD_I8 : PGD_F32;
         if (!device->weight_upload) {
             w.dev = h;
             return;
@@ -264,9 +303,10 @@ void load_layer(ModelBuilder &b, const ModelConfig &c, int l, LayerWeights &L) {
         L.bo.host = b.vec(p + "self_attn.o_proj.bias", H);
     }
     const TensorInfo &gate = b.need(p + "mlp.gate_proj.weight");
-    if (gate.shape.size() != 2 || gate.shape[1] != H || gate.shape[0] <= 0)
+    const int64_t gate_cols = gate.dtype == DType::U8 ? H / 2 : H;  // packed 4-bit: two columns a byte
+    if (gate.shape.size() != 2 || gate.shape[1] != gate_cols || gate.shape[0] <= 0)
         fail(PANGU_ERR_SHAPE, gate.file->path() + ": tensor " + gate.name + " has shape " +
-                                  ModelBuilder::shape_str(gate.shape) + ", expected [n_ff, " + std::to_string(H) + "]");
+                                  ModelBuilder::shape_str(gate.shape) + ", expected [n_ff, " + std::to_string(gate_cols) + "]");
     const int64_t ff = gate.shape[0];
     L.n_ff = static_cast<int>(ff);
     L.w_gate = b.matrix(p + "mlp.gate_proj.weight", ff, H);
@@ -293,13 +333,24 @@ void check_leftovers(const ModelBuilder &b, const TensorStore &store, const Mode
     }
 }
 
-DType resolve_activation_dtype(const ModelConfig &c, int precision) {
+DType resolve_activation_dtype(const std::string &dir, const ModelConfig &c, int n_quantized, int precision) {
+    DType a = DType::F32;
     switch (precision) {
-        case PANGU_PRECISION_F32: return DType::F32;
-        case PANGU_PRECISION_BF16: return DType::BF16;
-        default:  // AUTO: what the quantizer calibrated for; fp32 for plain checkpoints
-            return c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32 : DType::BF16;
+        case PANGU_PRECISION_F32: a = DType::F32; break;
+        case PANGU_PRECISION_BF16: a = DType::BF16; break;
+        case PANGU_PRECISION_INT8: a = DType::I8; break;
+        default:  // AUTO: what the quantizer made it for; fp32 for plain checkpoints
+            a = c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32
+                : c.quant_activation == "int8"                          ? DType::I8
+                                                                        : DType::BF16;
     }
+    if (a == DType::I8 && n_quantized == 0)
+        fail(PANGU_ERR_UNSUPPORTED, dir + ": int8 activations need integer weights (a w8a16, w8a8 or w4a8 "
+                                          "checkpoint from pangu-quantize); this one has none");
+    if (c.quant_bits == 4 && a != DType::I8)
+        fail(PANGU_ERR_UNSUPPORTED, dir + ": " + c.quant_method + " weights take int8 activations only "
+                                          "(activation_precision AUTO or INT8)");
+    return a;
 }
 
 }  // namespace
@@ -307,9 +358,9 @@ DType resolve_activation_dtype(const ModelConfig &c, int precision) {
 void Model::load_weights() {
     ModelBuilder b{*this, dir, {}};
     const int64_t H = cfg.n_embd;
-    tok_embd = b.matrix("model.embed_tokens.weight", cfg.n_vocab, H);
+    tok_embd = b.matrix("model.embed_tokens.weight", cfg.n_vocab, H, false);
     out_norm.host = b.vec("model.norm.weight", H);
-    if (b.maybe("lm_head.weight")) output = b.matrix("lm_head.weight", cfg.n_vocab, H);
+    if (b.maybe("lm_head.weight")) output = b.matrix("lm_head.weight", cfg.n_vocab, H, false);
     else if (cfg.tie_embeddings) output = tok_embd;
     else fail(PANGU_ERR_MISSING_TENSOR, dir + ": lm_head.weight is missing and tie_word_embeddings is false");
     layers.resize(cfg.n_layer);
@@ -336,7 +387,7 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
         if (id >= 0 && std::find(m->eos_ids.begin(), m->eos_ids.end(), id) == m->eos_ids.end()) m->eos_ids.push_back(id);
     m->store.open_dir(dir, opt.map);
     m->load_weights();
-    m->activation_dtype = resolve_activation_dtype(m->cfg, opt.activation_precision);
+    m->activation_dtype = resolve_activation_dtype(dir, m->cfg, m->n_quantized, opt.activation_precision);
     m->device = create_device(opt);
     // A device that keeps its own copy (npu-sim) reads every weight through the mapping now.
     if (m->device->weight_upload) m->store.check_sizes();

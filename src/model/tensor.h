@@ -11,8 +11,9 @@
 namespace pangu {
 
 // The element types of the device interface (pgd_dtype), as a scoped enum for the C++ side; the values are
-// pgd_dtype's, so the two meet in one place: pgd_type().
-enum class DType : int32_t { F32 = PGD_F32, F16 = PGD_F16, BF16 = PGD_BF16, I8 = PGD_I8 };
+// pgd_dtype's, so the two meet in one place: pgd_type(). U8 is a file's dtype only (the packed bytes of 4-bit
+// weights, which the loader views as I4); I4 is a weight's in memory only (two per byte, see PGD_I4).
+enum class DType : int32_t { F32 = PGD_F32, F16 = PGD_F16, BF16 = PGD_BF16, I8 = PGD_I8, I4 = PGD_I4, U8 = 5 };
 inline int32_t pgd_type(DType t) { return static_cast<int32_t>(t); }
 
 inline size_t dtype_size(DType t) {
@@ -21,6 +22,8 @@ inline size_t dtype_size(DType t) {
         case DType::F16: return 2;
         case DType::BF16: return 2;
         case DType::I8: return 1;
+        case DType::U8: return 1;
+        case DType::I4: return 0;  // half a byte: see Tensor::nbytes
     }
     return 0;
 }
@@ -31,6 +34,8 @@ inline const char *dtype_name(DType t) {
         case DType::F16: return "F16";
         case DType::BF16: return "BF16";
         case DType::I8: return "I8";
+        case DType::I4: return "I4";
+        case DType::U8: return "U8";
     }
     return "?";
 }
@@ -61,20 +66,20 @@ float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
 // A weight matrix as stored: `rows` output channels of `cols` inputs, row-major. For I8 weights, `scale`
-// holds one float per row.
+// holds one float per row; for I4 weights, cols / group_size per row.
 struct Tensor {
     DType dtype = DType::F32;
     int64_t rows = 0;
     int64_t cols = 0;
     const void *data = nullptr;
     const float *scale = nullptr;
+    int32_t group_size = 0;  // I4: columns per scale
     std::string name;
     pgd_tensor dev{};  // the same weight as the device sees it (the mapping itself on the CPU device)
 
-    size_t nbytes() const { return static_cast<size_t>(rows * cols) * dtype_size(dtype); }
-    const uint8_t *row_ptr(int64_t r) const {
-        return static_cast<const uint8_t *>(data) + static_cast<size_t>(r * cols) * dtype_size(dtype);
-    }
+    size_t row_bytes() const { return dtype == DType::I4 ? static_cast<size_t>(cols) / 2 : cols * dtype_size(dtype); }
+    size_t nbytes() const { return static_cast<size_t>(rows) * row_bytes(); }
+    const uint8_t *row_ptr(int64_t r) const { return static_cast<const uint8_t *>(data) + static_cast<size_t>(r) * row_bytes(); }
 };
 
 }  // namespace pangu

@@ -127,7 +127,8 @@ void Session::forward(const int32_t *ids, int M, int n_out, float *out) {
     f.rope = dbuf(L.rope);
     f.mm_ws = dblock_ + L.mm_ws, f.mm_ws_bytes = L.mm_ws_bytes;
     f.attn_ws = dblock_ + L.attn_ws, f.attn_ws_bytes = L.attn_ws_bytes;
-    f.a16 = model.activation_dtype != DType::F32 && dev_->round;
+    // (int8 activations are the matmul's own business: pgd_tensor.act_dtype of the weights)
+    f.a16 = (model.activation_dtype == DType::BF16 || model.activation_dtype == DType::F16) && dev_->round;
     f.a16_type = pgd_type(model.activation_dtype);
 
     // The inputs, token ids and their positions, by counted copies into the device region; then the embedding.

@@ -45,15 +45,13 @@ struct Carver {
 // The largest matmul workspace of any layer or the head, at the largest batch.
 size_t matmul_workspace(const Model &m, size_t rows) {
     if (!m.device->matmul_workspace) return 0;
-    pgd_tensor x{}, w{};
+    pgd_tensor x{};
     x.dtype = PGD_F32;
     x.rows = static_cast<int64_t>(rows);
-    auto ws = [&](const Tensor &t) {
+    auto ws = [&](const Tensor &t) {  // the weight as the device holds it: its dtype, group and act_dtype
         x.cols = t.cols;
-        w.dtype = pgd_type(t.dtype);
-        w.rows = t.rows;
-        w.cols = t.cols;
-        return m.device->matmul_workspace(m.device->ctx, &x, &w);
+        x.stride = t.cols;
+        return m.device->matmul_workspace(m.device->ctx, &x, &t.dev);
     };
     size_t bytes = ws(m.output);
     for (const auto &lw : m.layers)

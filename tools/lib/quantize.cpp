@@ -17,6 +17,8 @@ float load_element(const TensorInfo &t, size_t i) {
         case DType::BF16: std::memcpy(&h, p + 2 * i, 2); return bf16_to_f32(h);
         case DType::F16: std::memcpy(&h, p + 2 * i, 2); return f16_to_f32(h);
         case DType::I8: return static_cast<float>(static_cast<const int8_t *>(t.data)[i]);
+        case DType::U8:
+        case DType::I4: break;  // packed 4-bit bytes are not elements
     }
     return 0;
 }

@@ -175,7 +175,46 @@ struct MatmulJob {
     int64_t ldxb = 0;
     const uint8_t *exact = nullptr;
     decltype(kernels::Table::mm_i8_bx) mm_bx = nullptr;
+    // Integer activations (act_dtype PGD_I8): the rows of x as int8 (ldq apart) with their scales, and the
+    // table whose integer kernels multiply them.
+    const int8_t *xq = nullptr;
+    int64_t ldq = 0;
+    const float *xs = nullptr;
+    const kernels::Table *k = nullptr;
 };
+
+// W8A8 / W4A8: output channels [p0, p1) of rows [m0, m0 + mr), eight channels per kernel call; then the
+// scales, y = (float)isum * sx * s for int8 weights and y = sum * sx for int4 (whose group scales the kernel
+// applied), and the bias.
+void matmul_channels_q(const MatmulJob &j, int64_t p0, int64_t p1, int64_t m0, int64_t mr) {
+    const pgd_tensor &w = *j.w;
+    const int64_t K = w.cols, ldy = j.y->stride;
+    float *y = static_cast<float *>(j.y->data) + m0 * ldy;
+    const int8_t *xq = j.xq + m0 * j.ldq;
+    const bool i4 = w.dtype == PGD_I4;
+    const int64_t wrow = i4 ? w.stride / 2 : w.stride, lds = i4 ? K / w.group_size : 0;
+    for (int64_t n = p0; n < p1; n += 8) {
+        const int nr = static_cast<int>(p1 - n < 8 ? p1 - n : 8);
+        const uint8_t *wr = static_cast<const uint8_t *>(w.data) + n * wrow;
+        if (i4)
+            j.k->mm_q4(xq, j.ldq, mr, wr, wrow, w.scale + n * lds, lds, K, w.group_size, nr, y + n, ldy);
+        else
+            j.k->mm_q8(xq, j.ldq, mr, reinterpret_cast<const int8_t *>(wr), wrow, K, nr,
+                       reinterpret_cast<int32_t *>(y + n), ldy);
+    }
+    for (int64_t m = 0; m < mr; ++m) {
+        float *yr = y + m * ldy;
+        const float sx = j.xs[m0 + m];
+        if (i4) {
+            for (int64_t n = p0; n < p1; ++n) yr[n] *= sx;
+        } else {
+            const int32_t *iy = reinterpret_cast<const int32_t *>(yr);
+            for (int64_t n = p0; n < p1; ++n) yr[n] = static_cast<float>(iy[n]) * sx * w.scale[n];
+        }
+        if (j.bias)
+            for (int64_t n = p0; n < p1; ++n) yr[n] += j.bias[n];
+    }
+}
 
 // Output channels [n0, n1) for every row of x.
 void matmul_channels(const MatmulJob &j, int64_t n0, int64_t n1) {
@@ -197,6 +236,10 @@ void matmul_channels(const MatmulJob &j, int64_t n0, int64_t n1) {
         const int64_t p1 = std::min(n1, p0 + panel);
         for (int64_t m0 = 0; m0 < M; m0 += rows) {
             const int64_t mr = std::min(rows, M - m0);
+            if (j.xq) {
+                matmul_channels_q(j, p0, p1, m0, mr);
+                continue;
+            }
             for (int64_t n = p0; n < p1; n += 8) {
                 const int nr = static_cast<int>(p1 - n < 8 ? p1 - n : 8);
                 const void *wr = wbase + static_cast<size_t>(n * j.w->stride) * esz;
@@ -259,7 +302,14 @@ constexpr int64_t kBxRows = 64;
 
 int64_t bx_stride(int64_t K) { return (K + 31) / 32 * 32; }  // bf16 elements: 64-byte rows, pad included
 
+// Integer activations: rows quantized per pass over the weights, as many as kBxRows, ldq = K rounded up to 64.
+int64_t q_stride(int64_t K) { return (K + 63) / 64 * 64; }
+
 size_t cpu_matmul_workspace(void *ctx, const pgd_tensor *x, const pgd_tensor *w) {
+    if (w->act_dtype == PGD_I8) {
+        const int64_t rows = std::min(x->rows, kBxRows);
+        return static_cast<size_t>(rows * q_stride(x->cols)) + sizeof(float) * static_cast<size_t>(rows);
+    }
     if (w->dtype != PGD_I8 || !static_cast<CpuCtx *>(ctx)->k->mm_i8_bx) return 0;
     const int64_t rows = std::min(x->rows, kBxRows);
     return static_cast<size_t>(rows * bx_stride(x->cols)) * sizeof(uint16_t) + static_cast<size_t>(kBxRows);
@@ -278,10 +328,17 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
             if (!w->scale || w->group_size != 0) return PANGU_ERR_UNSUPPORTED;
             j.mm = k->mm_i8;
             break;
+        case PGD_I4:
+            if (w->act_dtype != PGD_I8 || !w->scale || w->group_size < 32 || w->group_size % 32 != 0 ||
+                w->cols % 64 != 0 || w->cols % w->group_size != 0 || w->stride % 2 != 0)
+                return PANGU_ERR_UNSUPPORTED;
+            break;
         default: return PANGU_ERR_DTYPE;
     }
+    if (w->act_dtype != PGD_F32 && (w->act_dtype != PGD_I8 || (w->dtype != PGD_I8 && w->dtype != PGD_I4)))
+        return PANGU_ERR_UNSUPPORTED;
     if (x->cols != w->cols || y->cols < w->rows || y->rows < x->rows) return PANGU_ERR_SHAPE;
-    if (w->dtype == PGD_I8 && k->mm_i8_bx) {
+    if (w->act_dtype == PGD_I8 || (w->dtype == PGD_I8 && k->mm_i8_bx)) {
         if (!ws || ws_size < cpu_matmul_workspace(ctx, x, w)) return PANGU_ERR_BUFFER_TOO_SMALL;
         if (x->rows > kBxRows) {  // in passes of kBxRows rows
             for (int64_t m0 = 0; m0 < x->rows; m0 += kBxRows) {
@@ -293,13 +350,21 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
             }
             return 0;
         }
-        j.ldxb = bx_stride(x->cols);
-        uint16_t *xb = static_cast<uint16_t *>(ws);
-        uint8_t *exact = reinterpret_cast<uint8_t *>(xb + x->rows * j.ldxb);
-        k->pack_bx(static_cast<const float *>(x->data), x->stride, x->rows, x->cols, xb, j.ldxb, exact);
-        j.xb = xb;
-        j.exact = exact;
-        j.mm_bx = k->mm_i8_bx;
+        if (w->act_dtype == PGD_I8) {  // quantized once here, read by every thread
+            j.ldq = q_stride(x->cols);
+            int8_t *xq = static_cast<int8_t *>(ws);
+            float *xs = reinterpret_cast<float *>(xq + x->rows * j.ldq);
+            k->quant_rows(static_cast<const float *>(x->data), x->stride, x->rows, x->cols, xq, j.ldq, xs);
+            j.xq = xq, j.xs = xs, j.k = k;
+        } else {
+            j.ldxb = bx_stride(x->cols);
+            uint16_t *xb = static_cast<uint16_t *>(ws);
+            uint8_t *exact = reinterpret_cast<uint8_t *>(xb + x->rows * j.ldxb);
+            k->pack_bx(static_cast<const float *>(x->data), x->stride, x->rows, x->cols, xb, j.ldxb, exact);
+            j.xb = xb;
+            j.exact = exact;
+            j.mm_bx = k->mm_i8_bx;
+        }
     }
     const int64_t units = (w->rows + 7) / 8;
     if (x->rows == 1 && s->pool.size() > 1) {

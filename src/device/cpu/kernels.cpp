@@ -1,5 +1,6 @@
 #include "device/cpu/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -73,6 +74,59 @@ void swiglu_scalar(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+void quant_rows_scalar(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale) {
+    for (int64_t m = 0; m < M; ++m) {
+        const float *xr = x + m * ldx;
+        int8_t *qr = q + m * ldq;
+        float amax = 0.0f;
+        bool finite = true;
+        for (int64_t i = 0; i < n; ++i) {
+            finite = finite && std::isfinite(xr[i]);
+            amax = std::max(amax, std::fabs(xr[i]));
+        }
+        std::memset(qr, 0, static_cast<size_t>(ldq));
+        if (!finite) {
+            scale[m] = NAN;
+            continue;
+        }
+        scale[m] = amax / 127.0f;
+        if (amax == 0.0f) continue;
+        const float inv = 127.0f / amax;
+        for (int64_t i = 0; i < n; ++i) qr[i] = static_cast<int8_t>(std::nearbyint(xr[i] * inv));
+    }
+}
+
+void mm_q8_scalar(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
+                  int32_t *y, int64_t ldy) {
+    for (int64_t m = 0; m < M; ++m)
+        for (int r = 0; r < nr; ++r) {
+            int32_t acc = 0;
+            for (int64_t i = 0; i < n; ++i) acc += int32_t(x[m * ldx + i]) * int32_t(w[r * ldw + i]);
+            y[m * ldy + r] = acc;
+        }
+}
+
+// Column k of a PGD_I4 row: run k / 64, byte k % 32 of it, low nibble for k % 64 < 32 (device.h).
+static inline int32_t i4_at(const uint8_t *row, int64_t k) {
+    const uint8_t b = row[(k / 64) * 32 + k % 32];
+    return static_cast<int32_t>(k % 64 < 32 ? b & 15 : b >> 4) - 8;
+}
+
+// The groups are added in order with a fused multiply-add each.
+void mm_q4_scalar(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
+                  int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    for (int64_t m = 0; m < M; ++m)
+        for (int r = 0; r < nr; ++r) {
+            float acc = 0.0f;
+            for (int64_t g = 0; g < n / group; ++g) {
+                int32_t isum = 0;
+                for (int64_t k = g * group; k < (g + 1) * group; ++k) isum += int32_t(x[m * ldx + k]) * i4_at(w + r * ldw, k);
+                acc = std::fma(static_cast<float>(isum), s[r * lds + g], acc);
+            }
+            y[m * ldy + r] = acc;
+        }
+}
+
 namespace {
 
 const Table kScalar = {"scalar",
@@ -86,7 +140,10 @@ const Table kScalar = {"scalar",
                        exp_sum_scalar,
                        swiglu_scalar,
                        nullptr,
-                       nullptr};
+                       nullptr,
+                       quant_rows_scalar,
+                       mm_q8_scalar,
+                       mm_q4_scalar};
 
 const Table *choose() {
     if (const char *env = std::getenv("PANGU_KERNELS")) {

@@ -52,7 +52,31 @@ struct Table {
     void (*pack_bx)(const float *x, int64_t ldx, int64_t M, int64_t n, uint16_t *out, int64_t ldo, uint8_t *exact);
     void (*mm_i8_bx)(const uint16_t *x, int64_t ldx, int64_t M, const void *w, int64_t ldw, int64_t n, int nr,
                      float *y, int64_t ldy);
+
+    // ---- integer activations (W8A8, W4A8): exact integer sums, so every table gives the same int32 ----
+    // Dynamic per-row quantization: for row m of x (n floats, ldx apart), amax = max |x|, inv = 127.0f / amax,
+    // q[i] = (int8) nearbyintf(x[i] * inv) (round half to even), scale[m] = amax / 127.0f. A row of zeros gives
+    // q = 0 and scale 0; a row holding NaN or Inf gives q = 0 and scale NaN (the output is NaN, as in float).
+    // Rows are ldq bytes apart (ldq a multiple of 64), the pad after n set to zero.
+    void (*quant_rows)(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
+    // W8A8: y[m*ldy + r] = sum over i < n of x[m*ldx + i] * w[r*ldw + i], exact in int32, for r < nr <= 8.
+    // x rows are zero-padded to a multiple of 64 (quant_rows' rows); w rows are not padded.
+    void (*mm_q8)(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
+                  int32_t *y, int64_t ldy);
+    // W4A8 (PGD_I4 weights, device.h): y[m*ldy + r] = sum over groups g of s[r*lds + g] * isum(m, r, g), where
+    // isum = sum over the group's columns k of x[m][k] * (v[r][k] - 8), exact in int32; the groups are added in
+    // the table's own fixed order (fp32, so tables differ in the last bits, each batch-invariant). w rows are
+    // ldw bytes apart; n a multiple of 64 and of `group` (a multiple of 32); r < nr <= 8.
+    void (*mm_q4)(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
+                  int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 };
+
+// The scalar reference's integer kernels, for tables without vector versions of their own.
+void quant_rows_scalar(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
+void mm_q8_scalar(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
+                  int32_t *y, int64_t ldy);
+void mm_q4_scalar(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
+                  int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
 // The AVX512-BF16 kernels (kernels_avx512bf16.cpp), for the AVX-512 table on CPUs that have the extension.
 void pack_bx_avx512bf16(const float *x, int64_t ldx, int64_t M, int64_t n, uint16_t *out, int64_t ldo,

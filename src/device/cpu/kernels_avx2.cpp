@@ -258,7 +258,8 @@ void swiglu_avx2(float *g, const float *u, int64_t n) {
 
 const Table kAvx2 = {"avx2",           mm<F32>,        mm<BF16>,     mm<F16>,      mm<I8>, dot_avx2,
                      attn_values_avx2, scale_max_avx2, exp_sum_avx2, swiglu_avx2,
-                     nullptr,          nullptr};
+                     nullptr,          nullptr,
+                     quant_rows_scalar, mm_q8_scalar, mm_q4_scalar};
 
 }  // namespace
 

@@ -291,11 +291,13 @@ void swiglu_avx512(float *g, const float *u, int64_t n) {
 
 const Table kAvx512 = {"avx512",           mm<F32>,          mm<BF16>,       mm<F16>,      mm<I8>, dot_avx512,
                        attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512,
-                       nullptr,            nullptr};
+                       nullptr,            nullptr,
+                     quant_rows_scalar, mm_q8_scalar, mm_q4_scalar};
 // With AVX512-BF16 (Zen 4 and later, Cooper Lake, Sapphire Rapids): W8A16 products by bf16 dot products.
 const Table kAvx512Bf16 = {"avx512",           mm<F32>,          mm<BF16>,       mm<F16>,      mm<I8>, dot_avx512,
                            attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512,
-                           pack_bx_avx512bf16, mm_i8_bx_avx512bf16};
+                           pack_bx_avx512bf16, mm_i8_bx_avx512bf16,
+                     quant_rows_scalar, mm_q8_scalar, mm_q4_scalar};
 
 }  // namespace
 

@@ -150,7 +150,8 @@ void attn_values_neon(const float *p, int64_t ldp, int32_t nq, const float *v, i
 
 const Table kNeon = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
                      attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
-                     nullptr,          nullptr};
+                     nullptr,          nullptr,
+                     quant_rows_scalar, mm_q8_scalar, mm_q4_scalar};
 
 }  // namespace
 
