@@ -1,0 +1,359 @@
+// Integer activations (W8A8, W4A8) through the public API: checkpoints written here from the bundled model,
+// independently of pangu-quantize, must compute what their dequantized float twins compute up to the int8
+// rounding of the activations; and every way such a checkpoint can be wrong is a clear error.
+#include <gtest/gtest.h>
+#include <json/json.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <vector>
+
+#include "format/safetensors.h"
+#include "model/tensor.h"
+#include "pangu/pangu.h"
+#include "safetensors_writer.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using namespace pangu;
+using pangu_test::TempDir;
+
+namespace {
+
+const std::vector<int32_t> kPrompt = {1, 651, 681, 13, 651, 304, 497, 13, 13, 13, 310, 580, 263, 713, 295, 13};
+
+bool is_linear(const std::string &name) {
+    return name.find("_proj.weight") != std::string::npos;
+}
+
+// One tensor as the variant writer hands it to an edit: name, dtype, shape and raw bytes.
+struct Tensor8 {
+    std::string name;
+    DType dt;
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> bytes;
+};
+
+// The bundled model's tensors as floats (it is bf16).
+std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> bundled() {
+    TensorStore store;
+    store.open_dir(PANGU_MODEL_DIR, MapOptions{});
+    std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> r;
+    for (const auto &kv : store.tensors()) {
+        const size_t n = kv.second.nbytes / 2;
+        std::vector<float> v(n);
+        const uint16_t *p = static_cast<const uint16_t *>(kv.second.data);
+        for (size_t i = 0; i < n; ++i) v[i] = bf16_to_f32(p[i]);
+        r[kv.first] = {kv.second.shape, v};
+    }
+    return r;
+}
+
+template <typename T>
+std::vector<uint8_t> raw(const std::vector<T> &v) {
+    std::vector<uint8_t> b(v.size() * sizeof(T));
+    std::memcpy(b.data(), v.data(), b.size());
+    return b;
+}
+
+// Int8 per row, scale = amax / 127 (the W8A16/W8A8 layout); `deq` receives q * scale.
+void quantize_i8(const std::vector<float> &w, int64_t rows, int64_t cols, std::vector<int8_t> &q,
+                 std::vector<float> &s, std::vector<float> &deq) {
+    q.resize(w.size()), s.resize(rows), deq.resize(w.size());
+    for (int64_t r = 0; r < rows; ++r) {
+        float amax = 0;
+        for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(w[r * cols + c]));
+        s[r] = amax / 127.0f;
+        for (int64_t c = 0; c < cols; ++c) {
+            const float v = s[r] > 0 ? std::nearbyint(w[r * cols + c] / s[r]) : 0.0f;
+            q[r * cols + c] = static_cast<int8_t>(v);
+            deq[r * cols + c] = v * s[r];
+        }
+    }
+}
+
+// 4-bit in groups of g, packed as PGD_I4 (device.h): in each run of 64 columns byte j holds column j (low
+// nibble) and column j + 32 (high). Scales are stored F16; the values are quantized with the rounded scale so
+// that `deq` is exactly what the runtime multiplies.
+void quantize_i4(const std::vector<float> &w, int64_t rows, int64_t cols, int g, std::vector<uint8_t> &packed,
+                 std::vector<uint16_t> &s16, std::vector<float> &deq) {
+    packed.assign(rows * cols / 2, 0), s16.resize(rows * cols / g), deq.resize(w.size());
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t g0 = 0; g0 < cols; g0 += g) {
+            float amax = 0;
+            for (int64_t c = g0; c < g0 + g; ++c) amax = std::max(amax, std::fabs(w[r * cols + c]));
+            const uint16_t h = f32_to_f16(amax / 7.0f);
+            const float sc = f16_to_f32(h);
+            s16[r * (cols / g) + g0 / g] = h;
+            for (int64_t c = g0; c < g0 + g; ++c) {
+                const float v = sc > 0 ? std::max(-8.0f, std::min(7.0f, std::nearbyint(w[r * cols + c] / sc))) : 0.0f;
+                const uint8_t nib = static_cast<uint8_t>(static_cast<int>(v) + 8);
+                uint8_t &b = packed[r * cols / 2 + (c / 64) * 32 + c % 32];
+                b |= c % 64 < 32 ? nib : static_cast<uint8_t>(nib << 4);
+                deq[r * cols + c] = v * sc;
+            }
+        }
+}
+
+enum class Scheme { W8, W4 };
+
+// Writes the bundled model into `qdir` with its linear layers quantized (int8 per row, or 4-bit in groups of
+// `g`) and, when `fdir` is given, the dequantized weights as F32 into `fdir` (the float twin). `edit` may alter
+// the quantized tensors before they are written, `cfg` the quantized config.
+void write_quantized(const fs::path &qdir, const fs::path *fdir, Scheme scheme, int g,
+                     const std::function<void(std::vector<Tensor8> &)> &edit = nullptr,
+                     const std::function<void(Json::Value &)> &cfg = nullptr) {
+    const fs::path src = PANGU_MODEL_DIR;
+    Json::Value root;
+    std::ifstream(src / "config.json") >> root;
+    std::vector<const fs::path *> dirs = {&qdir};
+    if (fdir) dirs.push_back(fdir);
+    for (const fs::path *d : dirs)
+        for (const char *f : {"tokenizer.model", "tokenizer_config.json"}) fs::copy_file(src / f, *d / f);
+    if (fdir) std::ofstream(*fdir / "config.json") << root;
+    Json::Value q;
+    q["quant_method"] = scheme == Scheme::W8 ? "w8a8" : "w4a8";
+    q["bits"] = scheme == Scheme::W8 ? 8 : 4;
+    if (scheme == Scheme::W4) q["group_size"] = g;
+    q["activation_dtype"] = "int8";
+    root["quantization_config"] = q;
+    if (cfg) cfg(root);
+    std::ofstream(qdir / "config.json") << root;
+
+    std::vector<Tensor8> qt, ft;
+    for (auto &kv : bundled()) {
+        const std::vector<int64_t> &shape = kv.second.first;
+        const std::vector<float> &v = kv.second.second;
+        if (!is_linear(kv.first)) {
+            qt.push_back({kv.first, DType::F32, shape, raw(v)});
+            ft.push_back(qt.back());
+            continue;
+        }
+        const int64_t rows = shape[0], cols = shape[1];
+        std::vector<float> deq;
+        if (scheme == Scheme::W8) {
+            std::vector<int8_t> q8;
+            std::vector<float> s;
+            quantize_i8(v, rows, cols, q8, s, deq);
+            qt.push_back({kv.first, DType::I8, shape, raw(q8)});
+            qt.push_back({kv.first + "_scale", DType::F32, {rows}, raw(s)});
+        } else {
+            std::vector<uint8_t> p;
+            std::vector<uint16_t> s16;
+            quantize_i4(v, rows, cols, g, p, s16, deq);
+            qt.push_back({kv.first, DType::U8, {rows, cols / 2}, p});
+            qt.push_back({kv.first + "_scale", DType::F16, {rows, cols / g}, raw(s16)});
+        }
+        ft.push_back({kv.first, DType::F32, shape, raw(deq)});
+    }
+    if (edit) edit(qt);
+    auto write = [](const fs::path &dir, const std::vector<Tensor8> &ts) {
+        SafetensorsWriter w;
+        for (const Tensor8 &t : ts) w.add_copy(t.name, t.dt, t.shape, t.bytes.data());
+        w.write((dir / "model.safetensors").string());
+    };
+    write(qdir, qt);
+    if (fdir) write(*fdir, ft);
+}
+
+Tensor8 &find(std::vector<Tensor8> &ts, const std::string &name) {
+    for (Tensor8 &t : ts)
+        if (t.name == name) return t;
+    throw std::runtime_error("no tensor " + name);
+}
+
+// Last-position logits of the prompt, or the load status when loading fails (then the vector is empty).
+std::vector<float> logits_of(const std::string &dir, int precision, pangu_status *load = nullptr,
+                             int32_t *act = nullptr) {
+    pangu_model_params mp;
+    pangu_model_params_init(&mp);
+    mp.activation_precision = precision;
+    pangu_model *m = nullptr;
+    const pangu_status st = pangu_model_load(dir.c_str(), &mp, &m);
+    if (load) *load = st;
+    if (st != PANGU_OK) return {};
+    if (act) {
+        pangu_model_info info;
+        info.struct_size = sizeof info;
+        EXPECT_EQ(pangu_model_get_info(m, &info), PANGU_OK);
+        *act = info.activation_precision;
+    }
+    pangu_session *s = nullptr;
+    EXPECT_EQ(pangu_session_create(m, nullptr, &s), PANGU_OK) << pangu_last_error();
+    EXPECT_EQ(pangu_session_eval(s, kPrompt.data(), kPrompt.size(), nullptr), PANGU_OK) << pangu_last_error();
+    const float *lg = nullptr;
+    int32_t nv = 0;
+    EXPECT_EQ(pangu_session_get_logits(s, &lg, &nv), PANGU_OK);
+    std::vector<float> r(lg, lg + nv);
+    pangu_session_free(s);
+    pangu_model_free(m);
+    return r;
+}
+
+// Largest |a - b| relative to the largest |b|.
+double rel_diff(const std::vector<float> &a, const std::vector<float> &b) {
+    EXPECT_EQ(a.size(), b.size());
+    double d = 0, mx = 0;
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+        d = std::max(d, static_cast<double>(std::fabs(a[i] - b[i])));
+        mx = std::max(mx, static_cast<double>(std::fabs(b[i])));
+    }
+    return mx > 0 ? d / mx : d;
+}
+
+size_t argmax(const std::vector<float> &v) { return std::max_element(v.begin(), v.end()) - v.begin(); }
+
+pangu_status load_status(const fs::path &dir, int precision = PANGU_PRECISION_AUTO, std::string *msg = nullptr) {
+    pangu_status st;
+    logits_of(dir.string(), precision, &st);
+    if (msg) *msg = pangu_last_error();
+    return st;
+}
+
+}  // namespace
+
+// The int8 activations cost about 1 % of the logits' range against the float twin with the same (dequantized)
+// weights; a wrong nibble order, scale index or zero point costs far more (checked by hand with each broken).
+TEST(IntActivations, W8A8MatchesItsFloatTwin) {
+    TempDir q("pangu_w8a8"), f("pangu_w8a8f");
+    write_quantized(q.path, &f.path, Scheme::W8, 0);
+    int32_t act = -1;
+    const std::vector<float> lq = logits_of(q.path, PANGU_PRECISION_AUTO, nullptr, &act);
+    const std::vector<float> lf = logits_of(f.path, PANGU_PRECISION_F32);
+    EXPECT_EQ(act, PANGU_PRECISION_INT8);
+    const double d = rel_diff(lq, lf);
+    EXPECT_LT(d, 0.02) << "W8A8 vs float twin";
+    EXPECT_GT(d, 0.0) << "the activations were not quantized";
+    EXPECT_EQ(argmax(lq), argmax(lf));
+    // The same checkpoint with 16-bit activations: the twin up to bf16 rounding.
+    EXPECT_LT(rel_diff(logits_of(q.path, PANGU_PRECISION_BF16), lf), 0.02);
+}
+
+TEST(IntActivations, W4A8MatchesItsFloatTwin) {
+    for (int g : {64, 192}) {
+        if (g == 192) continue;  // pangu-tiny's MLP width (512) is not a multiple of 192
+        TempDir q("pangu_w4a8"), f("pangu_w4a8f");
+        write_quantized(q.path, &f.path, Scheme::W4, g);
+        int32_t act = -1;
+        const std::vector<float> lq = logits_of(q.path, PANGU_PRECISION_AUTO, nullptr, &act);
+        const std::vector<float> lf = logits_of(f.path, PANGU_PRECISION_F32);
+        EXPECT_EQ(act, PANGU_PRECISION_INT8);
+        const double d = rel_diff(lq, lf);
+        EXPECT_LT(d, 0.02) << "group " << g;
+        EXPECT_GT(d, 0.0);
+        EXPECT_EQ(argmax(lq), argmax(lf));
+    }
+}
+
+// A row's result does not depend on the batch it is computed in: prompt-at-once equals token-by-token.
+TEST(IntActivations, BatchInvariant) {
+    TempDir q("pangu_w4a8");
+    write_quantized(q.path, nullptr, Scheme::W4, 64);
+    pangu_model *m = nullptr;
+    ASSERT_EQ(pangu_model_load(q.path.c_str(), nullptr, &m), PANGU_OK) << pangu_last_error();
+    pangu_session *a = nullptr, *b = nullptr;
+    ASSERT_EQ(pangu_session_create(m, nullptr, &a), PANGU_OK);
+    ASSERT_EQ(pangu_session_create(m, nullptr, &b), PANGU_OK);
+    ASSERT_EQ(pangu_session_eval(a, kPrompt.data(), kPrompt.size(), nullptr), PANGU_OK);
+    for (int32_t id : kPrompt) ASSERT_EQ(pangu_session_eval(b, &id, 1, nullptr), PANGU_OK);
+    const float *la = nullptr, *lb = nullptr;
+    int32_t na = 0, nb = 0;
+    ASSERT_EQ(pangu_session_get_logits(a, &la, &na), PANGU_OK);
+    ASSERT_EQ(pangu_session_get_logits(b, &lb, &nb), PANGU_OK);
+    ASSERT_EQ(na, nb);
+    EXPECT_EQ(std::memcmp(la, lb, sizeof(float) * na), 0);
+    pangu_session_free(a);
+    pangu_session_free(b);
+    pangu_model_free(m);
+}
+
+TEST(IntActivations, PrecisionChoices) {
+    TempDir q("pangu_w8a8");
+    write_quantized(q.path, nullptr, Scheme::W8, 0);
+    std::string msg;
+    // int8 activations on a float checkpoint: nothing to multiply in integers
+    EXPECT_EQ(load_status(PANGU_MODEL_DIR, PANGU_PRECISION_INT8, &msg), PANGU_ERR_UNSUPPORTED);
+    EXPECT_NE(msg.find("int8 activations need integer weights"), std::string::npos) << msg;
+    EXPECT_EQ(load_status(q.path, 4, &msg), PANGU_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(msg.find("activation_precision 4"), std::string::npos) << msg;
+    EXPECT_EQ(load_status(q.path, PANGU_PRECISION_F32), PANGU_OK);
+
+    TempDir q4("pangu_w4a8");
+    write_quantized(q4.path, nullptr, Scheme::W4, 64);
+    EXPECT_EQ(load_status(q4.path, PANGU_PRECISION_BF16, &msg), PANGU_ERR_UNSUPPORTED);
+    EXPECT_NE(msg.find("int8 activations only"), std::string::npos) << msg;
+    EXPECT_EQ(load_status(q4.path, PANGU_PRECISION_INT8), PANGU_OK);
+}
+
+// Every damage to a 4-bit checkpoint: the status and the words that name it.
+TEST(IntActivations, BadW4CheckpointsAreClearErrors) {
+    const std::string w = "model.layers.1.mlp.up_proj.weight";
+    struct Case {
+        const char *what;
+        std::function<void(std::vector<Tensor8> &)> edit;
+        std::function<void(Json::Value &)> cfg;
+        pangu_status want;
+        const char *words;
+    };
+    const std::vector<Case> cases = {
+        {"packed data cut short", [&](std::vector<Tensor8> &ts) {
+             Tensor8 &t = find(ts, w);
+             t.shape[1] -= 1;
+             t.bytes.resize(t.shape[0] * t.shape[1]);
+         }, nullptr, PANGU_ERR_SHAPE, "up_proj.weight has shape"},
+        {"scale per row instead of per group", [&](std::vector<Tensor8> &ts) {
+             Tensor8 &s = find(ts, w + "_scale");
+             s.shape = {s.shape[0]};
+             s.bytes.resize(s.shape[0] * 2);
+         }, nullptr, PANGU_ERR_SHAPE, "one scale per group"},
+        {"scale missing", [&](std::vector<Tensor8> &ts) {
+             ts.erase(std::find_if(ts.begin(), ts.end(), [&](const Tensor8 &t) { return t.name == w + "_scale"; }));
+         }, nullptr, PANGU_ERR_MISSING_TENSOR, "scale tensor"},
+        {"NaN scale", [&](std::vector<Tensor8> &ts) {
+             const uint16_t nan = 0x7e00;
+             std::memcpy(find(ts, w + "_scale").bytes.data() + 6, &nan, 2);
+         }, nullptr, PANGU_ERR_NUMERIC, "NaN"},
+        {"negative scale", [&](std::vector<Tensor8> &ts) {
+             const uint16_t neg = 0xbc00;  // -1
+             std::memcpy(find(ts, w + "_scale").bytes.data() + 2, &neg, 2);
+         }, nullptr, PANGU_ERR_NUMERIC, "negative scale"},
+        {"group size not a multiple of 32", nullptr, [](Json::Value &c) { c["quantization_config"]["group_size"] = 48; },
+         PANGU_ERR_UNSUPPORTED, "multiple of 32"},
+        {"group size missing", nullptr, [](Json::Value &c) { c["quantization_config"].removeMember("group_size"); },
+         PANGU_ERR_UNSUPPORTED, "group_size"},
+        {"group that does not divide the width", nullptr,
+         [](Json::Value &c) { c["quantization_config"]["group_size"] = 128; },  // hidden size 192
+         PANGU_ERR_UNSUPPORTED, "multiple of 64 and of the group size 128"},
+        {"4-bit bytes in an 8-bit checkpoint", nullptr,
+         [](Json::Value &c) {
+             c["quantization_config"]["quant_method"] = "w8a8";
+             c["quantization_config"]["bits"] = 8;
+             c["quantization_config"].removeMember("group_size");
+         },
+         PANGU_ERR_DTYPE, "does not describe 4-bit weights"},
+        {"16-bit activations declared", nullptr,
+         [](Json::Value &c) { c["quantization_config"]["activation_dtype"] = "bfloat16"; }, PANGU_ERR_UNSUPPORTED,
+         "int8 activations"},
+        {"4-bit embedding table", [&](std::vector<Tensor8> &ts) {
+             Tensor8 &e = find(ts, "model.embed_tokens.weight");
+             const int64_t rows = e.shape[0], cols = e.shape[1];
+             e = {e.name, DType::U8, {rows, cols / 2}, std::vector<uint8_t>(rows * cols / 2, 0x88)};
+             ts.push_back({e.name + "_scale", DType::F16, {rows, cols / 64}, std::vector<uint8_t>(rows * cols / 32, 0)});
+         }, nullptr, PANGU_ERR_UNSUPPORTED, "not 4-bit"},
+        {"a norm weight stored as U8", [&](std::vector<Tensor8> &ts) {
+             Tensor8 &n = find(ts, "model.norm.weight");
+             n = {n.name, DType::U8, n.shape, std::vector<uint8_t>(n.shape[0], 1)};
+         }, nullptr, PANGU_ERR_DTYPE, "is U8"},
+    };
+    for (const Case &c : cases) {
+        TempDir q("pangu_w4bad");
+        write_quantized(q.path, nullptr, Scheme::W4, 64, c.edit, c.cfg);
+        std::string msg;
+        EXPECT_EQ(load_status(q.path, PANGU_PRECISION_AUTO, &msg), c.want) << c.what << ": " << msg;
+        EXPECT_NE(msg.find(c.words), std::string::npos) << c.what << ": " << msg;
+    }
+}
