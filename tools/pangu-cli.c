@@ -130,6 +130,8 @@ static void usage_resources(FILE *out, const pangu_session_params *ss) {
             "  -b, --batch-size N       prompt tokens per forward pass (default %d)\n"
             "      --mlock              lock the weights in RAM\n"
             "      --prefault           pre-fault the weight mapping at load\n"
+            "      --precision P        activations entering the matmuls: auto (what the checkpoint says), f32,\n"
+            "                           bf16, int8 (integer weights only: W8A8)\n"
             "\n",
             CLI_MAX_THREADS, (int)ss->n_keep, (int)ss->n_batch);
 }
@@ -339,6 +341,18 @@ static int parse_sampling_flag(const char *flag, args *a, options *o) {
     return 1;
 }
 
+static const char *precision_name(int32_t p) {
+    return p == PANGU_PRECISION_BF16 ? "bf16" : p == PANGU_PRECISION_INT8 ? "int8" : "f32";
+}
+
+static int32_t parse_precision(const char *v) {
+    if (!strcmp(v, "auto")) return PANGU_PRECISION_AUTO;
+    if (!strcmp(v, "f32")) return PANGU_PRECISION_F32;
+    if (!strcmp(v, "bf16")) return PANGU_PRECISION_BF16;
+    if (!strcmp(v, "int8")) return PANGU_PRECISION_INT8;
+    usage_error("--precision takes auto, f32, bf16 or int8, not '%s'", v);
+}
+
 static int parse_resource_flag(const char *flag, args *a, options *o) {
     pangu_session_params *ss = &o->session;
     if (IS("-t", "--threads")) ss->n_threads = (int32_t)parse_long(flag, flag_value(a), 1, 256);
@@ -348,6 +362,7 @@ static int parse_resource_flag(const char *flag, args *a, options *o) {
     else if (IS("-b", "--batch-size")) ss->n_batch = (int32_t)parse_long(flag, flag_value(a), 1, 4096);
     else if (IS(NULL, "--mlock")) o->model.lock_memory = 1;
     else if (IS(NULL, "--prefault")) o->model.prefault = 1;
+    else if (IS(NULL, "--precision")) o->model.activation_precision = parse_precision(flag_value(a));
     else return 0;
     return 1;
 }
@@ -1030,9 +1045,9 @@ static int load_models(const options *o, pangu_model **model, pangu_model **draf
     if (pangu_model_get_info(*model, &info) == PANGU_OK)
         fprintf(stderr,
                 PROG ": loaded %s in %.1f ms: %d layers, hidden %d, %d/%d heads, vocab %d, %.2f M parameters, "
-                     "%.1f MiB of weights\n",
+                     "%.1f MiB of weights, %s activations\n",
                 o->model_dir, load_ms, info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.n_vocab,
-                info.n_params / 1e6, info.weight_bytes / (1024.0 * 1024.0));
+                info.n_params / 1e6, info.weight_bytes / (1024.0 * 1024.0), precision_name(info.activation_precision));
     if (!o->draft_model_dir) return 0;
 
     t0 = now_ms();

@@ -81,7 +81,7 @@ cli_usage_errors)
   nonempty err
   for args in "-n abc" "--temp -1" "--temp nan" "--top-p 0" "--top-p 1.5" "--min-p -0.1" "--top-k -3" \
               "--repeat-penalty 0" "-t 0" "-b 0" "-c -5" "--seed x" "--bogus" "-p" "stray" "--stop ''" \
-              "--keep 4" "--chat --context-shift"; do
+              "--keep 4" "--chat --context-shift" "--precision int4" "--precision"; do
     eval "run 2 \"\$cli\" -m \"\$model\" $args"
     grep -q 'pangu-cli' "$tmp/err" || fail "no usage message for: $args"
     [ ! -s "$tmp/out" ] || fail "stdout written for a usage error: $args"
@@ -96,6 +96,9 @@ cli_bad_model)
   nonempty err
   run 1 "$cli" -m "$model" -p x -c 1000000
   grep -q 'error' "$tmp/err" || fail "no error for a context larger than the model's"
+  # int8 activations multiply integer weights; the bundled model has none
+  run 1 "$cli" -m "$model" -p x --precision int8
+  grep -q 'int8 activations need integer weights' "$tmp/err" || fail "no reason for --precision int8: $(cat "$tmp/err")"
   ;;
 cli_greedy)
   run 0 "$cli" -m "$model" -p "$poem" -n 24 --temp 0 -t 1
@@ -340,7 +343,8 @@ ppl_errors)
               "-m $model -f $txt -c 1" "-m $model -f $txt -c 0" "-m $model -f $txt -c -5" "-m $model -f $txt -c abc" \
               "-m $model -f $txt -c 99999999999" "-m $model -f $txt -b 0" "-m $model -f $txt -b x" \
               "-m $model -f $txt -t 0" "-m $model -f $txt -t 2x" "-m $model -f $txt --max-tokens 0" \
-              "-m $model -f $txt --max-tokens x" "-m $model -f $txt --backend ''" "-m $model -f $txt stray"; do
+              "-m $model -f $txt --max-tokens x" "-m $model -f $txt --backend ''" \
+              "-m $model -f $txt --precision fp8" "-m $model -f $txt --precision" "-m $model -f $txt stray"; do
     eval "run 2 \"\$sample\" $args"
     grep -q '^pangu-perplexity: ' "$tmp/err" || fail "no usage message for: $args"
     [ ! -s "$tmp/out" ] || fail "stdout written for a usage error: $args"
@@ -365,6 +369,7 @@ ppl_errors)
   ppl_error "nothing to score" -m "$model" -f "$tmp/short.jsonl" --jsonl
   ppl_error "loading the model" -m /nonexistent -f "$txt"
   ppl_error "unknown device backend" -m "$model" -f "$txt" --backend nonesuch
+  ppl_error "int8 activations need integer weights" -m "$model" -f "$txt" --precision int8
   ppl_error "-c 5000 is out of range" -m "$model" -f "$txt" -c 5000
   # Malformed JSONL: line 3 is bad (line 2 is blank), and the message names it.
   while IFS= read -r bad; do
