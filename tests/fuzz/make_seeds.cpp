@@ -65,6 +65,9 @@ float uniform() {  // splitmix64 -> [-1, 1)
 struct Tiny {
     DType dtype = DType::BF16;
     bool tied = true, bias = true, w8a16 = false, pruned = false;
+    bool int8_act = false;  // with w8a16's weights: "w8a8", int8 activations
+    bool w4a8 = false;      // 4-bit linear weights (PGD_I4) in groups of `group`; needs widths that are multiples of 64
+    int group = 32;
     int vocab = 400, hidden = 8, layers = 2, heads = 2, kv = 1, head_dim = 4, ff = 12;
 };
 
@@ -89,10 +92,16 @@ Json::Value tiny_config(const Tiny &t) {
     c["eos_token_id"] = 2;
     c["pad_token_id"] = 0;
     if (t.w8a16) {
-        c["quantization_config"]["quant_method"] = "w8a16";
+        c["quantization_config"]["quant_method"] = t.int8_act ? "w8a8" : "w8a16";
         c["quantization_config"]["bits"] = 8;
         c["quantization_config"]["group_size"] = -1;
-        c["quantization_config"]["activation_dtype"] = "bfloat16";
+        c["quantization_config"]["activation_dtype"] = t.int8_act ? "int8" : "bfloat16";
+    }
+    if (t.w4a8) {
+        c["quantization_config"]["quant_method"] = "w4a8";
+        c["quantization_config"]["bits"] = 4;
+        c["quantization_config"]["group_size"] = t.group;
+        c["quantization_config"]["activation_dtype"] = "int8";
     }
     return c;
 }
@@ -119,6 +128,27 @@ void tiny_tensors(const Tiny &t, SafetensorsWriter &w0, SafetensorsWriter &w1) {
             }
             w.add_copy(name, DType::I8, shape, q.data());
             w.add_copy(name + "_scale", DType::F32, {rows}, sc.data());
+            return;
+        }
+        if (matrix && t.w4a8 && name != "lm_head.weight") {  // PGD_I4 (device.h): F16 scale per group
+            const int64_t rows = shape[0], cols = shape[1], g = t.group;
+            std::vector<uint8_t> q(n / 2, 0);
+            std::vector<uint16_t> sc(static_cast<size_t>(rows * cols / g));
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t g0 = 0; g0 < cols; g0 += g) {
+                    float mx = 0;
+                    for (int64_t c = g0; c < g0 + g; ++c) mx = std::max(mx, std::fabs(v[r * cols + c]));
+                    const uint16_t h = f32_to_f16(mx / 7.0f);
+                    sc[r * (cols / g) + g0 / g] = h;
+                    const float s = f16_to_f32(h);
+                    for (int64_t c = g0; c < g0 + g; ++c) {
+                        const long x = s > 0 ? std::lround(v[r * cols + c] / s) : 0;
+                        const uint8_t nib = static_cast<uint8_t>(std::max(-8L, std::min(7L, x)) + 8);
+                        q[r * cols / 2 + (c / 64) * 32 + c % 32] |= c % 64 < 32 ? nib : static_cast<uint8_t>(nib << 4);
+                    }
+                }
+            w.add_copy(name, DType::U8, {rows, cols / 2}, q.data());
+            w.add_copy(name + "_scale", DType::F16, {rows, cols / g}, sc.data());
             return;
         }
         std::vector<uint8_t> bytes(n * dtype_size(t.dtype));
@@ -264,6 +294,18 @@ int main(int argc, char **argv) {
         q.dtype = DType::F32;
         spit(corpus / "fuzz_model_dir/tiny-w8a16", write_tiny(q, tmp / "c", tokenizer, false));
         spit(corpus / "fuzz_model_dir/tiny-sharded", write_tiny(bf16, tmp / "d", tokenizer, true));
+        const uint64_t rng_before = g_rng;  // the seeds below came later: those after them stay as they were
+        Tiny q8a8 = q;  // the W8A16 weights with int8 activations
+        q8a8.int8_act = true;
+        spit(corpus / "fuzz_model_dir/tiny-w8a8", write_tiny(q8a8, tmp / "e", tokenizer, false));
+        Tiny q4;  // widths that are multiples of 64, as 4-bit weights need; two groups per row
+        q4.w4a8 = true;
+        q4.hidden = 64, q4.head_dim = 32, q4.ff = 64;
+        spit(corpus / "fuzz_model_dir/tiny-w4a8", write_tiny(q4, tmp / "f", tokenizer, false));
+        spit(corpus / "fuzz_safetensors/tiny-w4a8", slurp(tmp / "f/model.safetensors"));
+        spit(corpus / "fuzz_config/tiny-w4a8-config.json", slurp(tmp / "f/config.json"));
+        spit(corpus / "fuzz_config/tiny-w8a8-config.json", slurp(tmp / "e/config.json"));
+        g_rng = rng_before;
 
         // safetensors files
         spit(corpus / "fuzz_safetensors/tiny-bf16", slurp(tmp / "a/model.safetensors"));
