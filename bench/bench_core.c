@@ -1,7 +1,7 @@
 /* Prefill and decode speed of one model configuration (used by bench_quant.sh, the W8A16 benchmark).
  *
  *   bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL_TOKENS] [-n DECODE_TOKENS]
- *                   [--precision auto|f32|bf16|int8] [--spec off|pld] [--json]
+ *                   [--precision auto|f32|bf16|int8|int16] [--spec off|pld] [--json]
  *
  * Prefill: P prompt tokens in one pangu_session_eval on a fresh context; decode: N greedy tokens; medians of
  * R runs after one warm-up run. For comparisons against the memory-bandwidth floor:
@@ -182,7 +182,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--floor-bytes") && i + 1 < argc) floor_bytes = atoll(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL] [-n DECODE]\n"
-                            "                       [--precision auto|f32|bf16|int8] [--spec off|pld] [--json] [--curve K]\n"
+                            "                       [--precision auto|f32|bf16|int8|int16] [--spec off|pld] [--json] [--curve K]\n"
                             "                       [--floor-bytes BYTES_READ_PER_TOKEN]\n");
             return 2;
         }
@@ -193,6 +193,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(precision, "f32")) mp.activation_precision = PANGU_PRECISION_F32;
     else if (!strcmp(precision, "bf16")) mp.activation_precision = PANGU_PRECISION_BF16;
     else if (!strcmp(precision, "int8")) mp.activation_precision = PANGU_PRECISION_INT8;
+    else if (!strcmp(precision, "int16")) mp.activation_precision = PANGU_PRECISION_INT16;
     else dir = NULL;
     int spec_mode = -1;
     if (!strcmp(spec, "off")) spec_mode = PANGU_SPEC_OFF;
@@ -200,7 +201,7 @@ int main(int argc, char **argv) {
     if (!dir || spec_mode < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000 ||
         curve < 0 || curve > 64 || floor_bytes < 0 || (floor_bytes && threads > 64)) {
         fprintf(stderr, "bench_core: -m DIR is required; counts must be positive (decode at least 2); "
-                        "precision auto|f32|bf16|int8, spec off|pld\n");
+                        "precision auto|f32|bf16|int8|int16, spec off|pld\n");
         return 2;
     }
     pangu_model *model = NULL;
@@ -300,8 +301,9 @@ int main(int argc, char **argv) {
     const long long resident = weights_resident_bytes();
     const double p_med = median(pre, runs), d_med = median(dec, runs);
     const char *act = info.activation_precision == PANGU_PRECISION_BF16   ? "bf16"
-                      : info.activation_precision == PANGU_PRECISION_INT8 ? "int8"
-                                                                           : "f32";
+                      : info.activation_precision == PANGU_PRECISION_INT8  ? "int8"
+                      : info.activation_precision == PANGU_PRECISION_INT16 ? "int16"
+                                                                            : "f32";
     /* Against the floor: bytes per step / step time over the read bandwidth of the interleaved passes. */
     double bw_med = 0, step_med = 0, step_p90 = 0, frac_steps = 0, frac_runs = 0;
     if (floor_bytes && n_bw && n_steps) {

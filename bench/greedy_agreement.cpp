@@ -35,7 +35,8 @@ int32_t parse_precision(const std::string &v) {
     if (v == "f32") return PANGU_PRECISION_F32;
     if (v == "bf16") return PANGU_PRECISION_BF16;
     if (v == "int8") return PANGU_PRECISION_INT8;
-    die("precision must be auto, f32, bf16 or int8, not '" + v + "'");
+    if (v == "int16") return PANGU_PRECISION_INT16;
+    die("precision must be auto, f32, bf16, int8 or int16, not '" + v + "'");
 }
 
 struct Options {

@@ -131,7 +131,7 @@ static void usage_resources(FILE *out, const pangu_session_params *ss) {
             "      --mlock              lock the weights in RAM\n"
             "      --prefault           pre-fault the weight mapping at load\n"
             "      --precision P        activations entering the matmuls: auto (what the checkpoint says), f32,\n"
-            "                           bf16, int8 (integer weights only: W8A8)\n"
+            "                           bf16, int8 (integer weights only: W8A8), int16 (integer weights, cpu)\n"
             "\n",
             CLI_MAX_THREADS, (int)ss->n_keep, (int)ss->n_batch);
 }
@@ -342,7 +342,10 @@ static int parse_sampling_flag(const char *flag, args *a, options *o) {
 }
 
 static const char *precision_name(int32_t p) {
-    return p == PANGU_PRECISION_BF16 ? "bf16" : p == PANGU_PRECISION_INT8 ? "int8" : "f32";
+    return p == PANGU_PRECISION_BF16    ? "bf16"
+           : p == PANGU_PRECISION_INT8  ? "int8"
+           : p == PANGU_PRECISION_INT16 ? "int16"
+                                        : "f32";
 }
 
 static int32_t parse_precision(const char *v) {
@@ -350,7 +353,8 @@ static int32_t parse_precision(const char *v) {
     if (!strcmp(v, "f32")) return PANGU_PRECISION_F32;
     if (!strcmp(v, "bf16")) return PANGU_PRECISION_BF16;
     if (!strcmp(v, "int8")) return PANGU_PRECISION_INT8;
-    usage_error("--precision takes auto, f32, bf16 or int8, not '%s'", v);
+    if (!strcmp(v, "int16")) return PANGU_PRECISION_INT16;
+    usage_error("--precision takes auto, f32, bf16, int8 or int16, not '%s'", v);
 }
 
 static int parse_resource_flag(const char *flag, args *a, options *o) {

@@ -90,7 +90,7 @@ static void usage(FILE *out) {
             "      --max-tokens N       stop after N scored tokens (default: all)\n"
             "      --backend NAME       device backend: cpu, npu-sim (default: $PANGU_BACKEND, else cpu)\n"
             "      --precision P        activations entering the matmuls: auto (what the checkpoint says), f32,\n"
-            "                           bf16, int8 (integer weights only; default auto)\n"
+            "                           bf16, int8 or int16 (integer weights only; default auto)\n"
             "      --json               print {\"ppl\", \"tokens\", \"nll\", \"windows\", \"ctx\"} instead of the line\n"
             "      --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
@@ -166,7 +166,8 @@ static void parse_args(int argc, char **argv, options *o) {
             else if (!strcmp(v, "f32")) o->model.activation_precision = PANGU_PRECISION_F32;
             else if (!strcmp(v, "bf16")) o->model.activation_precision = PANGU_PRECISION_BF16;
             else if (!strcmp(v, "int8")) o->model.activation_precision = PANGU_PRECISION_INT8;
-            else usage_error("--precision expects auto, f32, bf16 or int8, not '%s'", v);
+            else if (!strcmp(v, "int16")) o->model.activation_precision = PANGU_PRECISION_INT16;
+            else usage_error("--precision expects auto, f32, bf16, int8 or int16, not '%s'", v);
         } else if (IS(NULL, "--jsonl")) {
             o->jsonl = 1;
         } else if (IS(NULL, "--json")) {

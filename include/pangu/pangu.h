@@ -116,9 +116,9 @@ typedef struct pangu_model_params {
     /* Precision of the activations that enter matrix multiplications (products always accumulate in
      * fp32): PANGU_PRECISION_AUTO (default: fp32 for floating-point checkpoints, and what a quantized
      * checkpoint's quantization_config names: bf16 for W8A16, int8 for W8A8 and W4A8), PANGU_PRECISION_F32,
-     * PANGU_PRECISION_BF16, or (since 1.2) PANGU_PRECISION_INT8: the inputs of integer weights quantized
-     * per row to int8 with a dynamic scale and multiplied in integers (a checkpoint without integer weights
-     * is PANGU_ERR_UNSUPPORTED; W4A8 checkpoints take int8 only). */
+     * PANGU_PRECISION_BF16, or (since 1.2) PANGU_PRECISION_INT8 / PANGU_PRECISION_INT16: the inputs of
+     * integer weights quantized per row to int8 / int16 with a dynamic scale and multiplied in integers (a
+     * checkpoint without integer weights is PANGU_ERR_UNSUPPORTED; W4A8 checkpoints take int8 or int16). */
     int32_t activation_precision;
     /* The device that runs the model: "cpu" (default), or "npu-sim", an emulated Ascend 310P-class NPU
      * (fp16 numerics, a device memory budget, fractal weight layout, a latency model). NULL means the
@@ -136,7 +136,11 @@ typedef struct pangu_model_params {
 #define PANGU_PRECISION_AUTO 0
 #define PANGU_PRECISION_F32 1
 #define PANGU_PRECISION_BF16 2
-#define PANGU_PRECISION_INT8 3 /* since 1.2 */
+#define PANGU_PRECISION_INT8 3  /* since 1.2 */
+/* Since 1.2: the inputs of integer weights as int16 per row with a dynamic scale, multiplied by the integer
+ * kernels as two int8 digits (16-bit activations at the cost of int8 ones on CPUs with integer dot products;
+ * the cpu backend only). */
+#define PANGU_PRECISION_INT16 4
 
 /* Fill `params` with defaults. NULL is a no-op. */
 PANGU_API void pangu_model_params_init(pangu_model_params *params);
@@ -175,7 +179,7 @@ typedef struct pangu_model_info {
     int64_t n_params;          /* number of weight elements */
     int64_t weight_bytes;      /* bytes of weight data mapped */
     int32_t n_quantized;       /* weight matrices stored as integers (int8 per channel, or int4 per group) */
-    int32_t activation_precision; /* PANGU_PRECISION_F32, _BF16 or (1.2) _INT8, as resolved at load */
+    int32_t activation_precision; /* PANGU_PRECISION_F32, _BF16 or (1.2) _INT8, _INT16, as resolved at load */
     /* Since 1.1. */
     int32_t chat_end_token;        /* the token that ends a chat message ([unused10]); -1 without chat tokens */
     int32_t has_generation_config; /* 1 if the checkpoint ships generation_config.json (see

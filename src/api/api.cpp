@@ -175,7 +175,7 @@ pangu_status pangu_model_load(const char *dir, const pangu_model_params *params,
         pangu::ModelLoadOptions opt;
         opt.map.prefault = p.prefault != 0;
         opt.map.lock = p.lock_memory != 0;
-        if (p.activation_precision < PANGU_PRECISION_AUTO || p.activation_precision > PANGU_PRECISION_INT8)
+        if (p.activation_precision < PANGU_PRECISION_AUTO || p.activation_precision > PANGU_PRECISION_INT16)
             pangu::fail(PANGU_ERR_INVALID_ARGUMENT, "pangu_model_load: unknown activation_precision " +
                                                         std::to_string(p.activation_precision));
         opt.activation_precision = p.activation_precision;
@@ -224,8 +224,9 @@ pangu_status pangu_model_get_info(const pangu_model *model, pangu_model_info *in
     r.weight_bytes = m.weight_bytes;
     r.n_quantized = m.n_quantized;
     r.activation_precision = m.activation_dtype == pangu::DType::BF16 ? PANGU_PRECISION_BF16
-                             : m.activation_dtype == pangu::DType::I8 ? PANGU_PRECISION_INT8
-                                                                       : PANGU_PRECISION_F32;
+                             : m.activation_dtype == pangu::DType::I8  ? PANGU_PRECISION_INT8
+                             : m.activation_dtype == pangu::DType::I16 ? PANGU_PRECISION_INT16
+                                                                        : PANGU_PRECISION_F32;
     std::memcpy(info, &r, info->struct_size);
     return PANGU_OK;
 }

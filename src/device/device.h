@@ -36,7 +36,7 @@ extern "C" {
  * 16- and 32-byte vectors alike. A nibble v is the weight (v - 8) * scale of its group: `scale` holds
  * cols / group_size floats per row, and group_size is a multiple of 32 that divides cols, itself a multiple
  * of 64. `stride` counts elements (bytes * 2). */
-typedef enum pgd_dtype { PGD_F32 = 0, PGD_F16 = 1, PGD_BF16 = 2, PGD_I8 = 3, PGD_I4 = 4 } pgd_dtype;
+typedef enum pgd_dtype { PGD_F32 = 0, PGD_F16 = 1, PGD_BF16 = 2, PGD_I8 = 3, PGD_I4 = 4, PGD_I16 = 6 } pgd_dtype;
 
 typedef struct pgd_tensor {
     void *data;          /* device memory */
@@ -53,7 +53,9 @@ typedef struct pgd_tensor {
     /* Weights (API 4): how the matmul takes its input rows. 0 (PGD_F32): as they are, F32 values (which the
      * round slot may have rounded to 16 bits). PGD_I8: each row of x is quantized to int8 with its own scale,
      * amax / 127 (a row of zeros: scale 0), the products summed exactly in int32 and the scales applied to the
-     * sum (W8A8, W4A8; aclnnDynamicQuant + aclnnQuantMatmul on a 310P). Integer weights only. */
+     * sum (W8A8, W4A8; aclnnDynamicQuant + aclnnQuantMatmul on a 310P). PGD_I16: the same with int16, scale
+     * amax / 32639, each value split into two int8 digits hi * 256 + lo (an integer form of 16-bit
+     * activations for CPUs whose integer dot products outrun their bf16 ones). Integer weights only. */
     int32_t act_dtype;
 } pgd_tensor;
 
@@ -144,6 +146,8 @@ struct pgd_device {
      * With W->act_dtype == PGD_I8 the rows of x are quantized first (see pgd_tensor.act_dtype):
      *   I8 weights: y[m][n] = (float)sum_k(xq[m][k] * q[n][k]) * sx[m] * s[n] + bias[n]
      *   I4 weights: y[m][n] = sum_g(s[n][g] * (float)sum_{k in g}(xq[m][k] * (v[n][k] - 8))) * sx[m] + bias[n]
+     * With PGD_I16, xq = 256 * hi + lo and the two digits' sums are combined before the scales (I8 weights:
+     * exactly, in 64 bits; I4: y = 256 * y_hi + y_lo in fp32).
      * (the inner sums exact in int32; a backend may add the groups in its own fixed order). A backend that
      * cannot run a combination returns PANGU_ERR_UNSUPPORTED (the CPU has I4 with I8 activations only). */
     size_t (*matmul_workspace)(void *ctx, const pgd_tensor *x, const pgd_tensor *w);

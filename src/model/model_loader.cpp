@@ -206,7 +206,8 @@ const float *Model::widen(const TensorInfo &t) {
             case DType::F16: std::memcpy(&h, p + 2 * i, 2); v[i] = f16_to_f32(h); break;
             case DType::I8:
             case DType::U8:
-            case DType::I4: v[i] = 0; break;
+            case DType::I4:
+            case DType::I16: v[i] = 0; break;
         }
         if (!std::isfinite(v[i]))
             fail(PANGU_ERR_NUMERIC, t.file->path() + ": tensor " + t.name + " holds NaN or Inf at element " +
@@ -236,7 +237,8 @@ void Model::upload_weights() {
         h.group_size = w.group_size;
         // W8A8 / W4A8: the inputs of integer weights are quantized to int8 by the matmul (device.h).
         const bool integer = w.dtype == DType::I8 || w.dtype == DType::I4;
-        h.act_dtype = integer && activation_dtype == DType::I8 ? PGD_I8 : PGD_F32;
+        const bool int_act = activation_dtype == DType::I8 || activation_dtype == DType::I16;
+        h.act_dtype = integer && int_act ? pgd_type(activation_dtype) : PGD_F32;
         if (!device->weight_upload) {
             w.dev = h;
             return;
@@ -339,17 +341,20 @@ DType resolve_activation_dtype(const std::string &dir, const ModelConfig &c, int
         case PANGU_PRECISION_F32: a = DType::F32; break;
         case PANGU_PRECISION_BF16: a = DType::BF16; break;
         case PANGU_PRECISION_INT8: a = DType::I8; break;
+        case PANGU_PRECISION_INT16: a = DType::I16; break;
         default:  // AUTO: what the quantizer made it for; fp32 for plain checkpoints
             a = c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32
                 : c.quant_activation == "int8"                          ? DType::I8
                                                                         : DType::BF16;
     }
-    if (a == DType::I8 && n_quantized == 0)
-        fail(PANGU_ERR_UNSUPPORTED, dir + ": int8 activations need integer weights (a w8a16, w8a8 or w4a8 "
-                                          "checkpoint from pangu-quantize); this one has none");
-    if (c.quant_bits == 4 && a != DType::I8)
+    const bool integer = a == DType::I8 || a == DType::I16;
+    if (integer && n_quantized == 0)
+        fail(PANGU_ERR_UNSUPPORTED, dir + ": " + (a == DType::I8 ? "int8" : "int16") +
+                                        " activations need integer weights (a w8a16, w8a8 or w4a8 checkpoint from "
+                                        "pangu-quantize); this one has none");
+    if (c.quant_bits == 4 && !integer)
         fail(PANGU_ERR_UNSUPPORTED, dir + ": " + c.quant_method + " weights take int8 activations only "
-                                          "(activation_precision AUTO or INT8)");
+                                          "(activation_precision AUTO or INT8; or INT16)");
     return a;
 }
 

@@ -13,7 +13,8 @@ namespace pangu {
 // The element types of the device interface (pgd_dtype), as a scoped enum for the C++ side; the values are
 // pgd_dtype's, so the two meet in one place: pgd_type(). U8 is a file's dtype only (the packed bytes of 4-bit
 // weights, which the loader views as I4); I4 is a weight's in memory only (two per byte, see PGD_I4).
-enum class DType : int32_t { F32 = PGD_F32, F16 = PGD_F16, BF16 = PGD_BF16, I8 = PGD_I8, I4 = PGD_I4, U8 = 5 };
+// I16 is an activation precision only (int16 per row, PGD_I16).
+enum class DType : int32_t { F32 = PGD_F32, F16 = PGD_F16, BF16 = PGD_BF16, I8 = PGD_I8, I4 = PGD_I4, U8 = 5, I16 = PGD_I16 };
 inline int32_t pgd_type(DType t) { return static_cast<int32_t>(t); }
 
 inline size_t dtype_size(DType t) {
@@ -23,6 +24,7 @@ inline size_t dtype_size(DType t) {
         case DType::BF16: return 2;
         case DType::I8: return 1;
         case DType::U8: return 1;
+        case DType::I16: return 2;
         case DType::I4: return 0;  // half a byte: see Tensor::nbytes
     }
     return 0;
@@ -36,6 +38,7 @@ inline const char *dtype_name(DType t) {
         case DType::I8: return "I8";
         case DType::I4: return "I4";
         case DType::U8: return "U8";
+        case DType::I16: return "I16";
     }
     return "?";
 }

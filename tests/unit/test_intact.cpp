@@ -229,8 +229,14 @@ TEST(IntActivations, W8A8MatchesItsFloatTwin) {
     EXPECT_LT(d, 0.02) << "W8A8 vs float twin";
     EXPECT_GT(d, 0.0) << "the activations were not quantized";
     EXPECT_EQ(argmax(lq), argmax(lf));
-    // The same checkpoint with 16-bit activations: the twin up to bf16 rounding.
+    // The same checkpoint with 16-bit activations: the twin up to bf16 rounding, and with int16 activations
+    // (two int8 digits through the same integer kernels) much closer than with int8.
     EXPECT_LT(rel_diff(logits_of(q.path, PANGU_PRECISION_BF16), lf), 0.02);
+    int32_t act16 = -1;
+    const double d16 = rel_diff(logits_of(q.path, PANGU_PRECISION_INT16, nullptr, &act16), lf);
+    EXPECT_EQ(act16, PANGU_PRECISION_INT16);
+    EXPECT_LT(d16, d / 20) << "int16 activations";
+    EXPECT_GT(d16, 0.0);
 }
 
 TEST(IntActivations, W4A8MatchesItsFloatTwin) {
@@ -246,6 +252,7 @@ TEST(IntActivations, W4A8MatchesItsFloatTwin) {
         EXPECT_LT(d, 0.02) << "group " << g;
         EXPECT_GT(d, 0.0);
         EXPECT_EQ(argmax(lq), argmax(lf));
+        EXPECT_LT(rel_diff(logits_of(q.path, PANGU_PRECISION_INT16), lf), d / 20) << "int16 activations";
     }
 }
 
@@ -253,8 +260,12 @@ TEST(IntActivations, W4A8MatchesItsFloatTwin) {
 TEST(IntActivations, BatchInvariant) {
     TempDir q("pangu_w4a8");
     write_quantized(q.path, nullptr, Scheme::W4, 64);
+    for (int32_t precision : {PANGU_PRECISION_INT8, PANGU_PRECISION_INT16}) {
+    pangu_model_params mp;
+    pangu_model_params_init(&mp);
+    mp.activation_precision = precision;
     pangu_model *m = nullptr;
-    ASSERT_EQ(pangu_model_load(q.path.c_str(), nullptr, &m), PANGU_OK) << pangu_last_error();
+    ASSERT_EQ(pangu_model_load(q.path.c_str(), &mp, &m), PANGU_OK) << pangu_last_error();
     pangu_session *a = nullptr, *b = nullptr;
     ASSERT_EQ(pangu_session_create(m, nullptr, &a), PANGU_OK);
     ASSERT_EQ(pangu_session_create(m, nullptr, &b), PANGU_OK);
@@ -265,10 +276,11 @@ TEST(IntActivations, BatchInvariant) {
     ASSERT_EQ(pangu_session_get_logits(a, &la, &na), PANGU_OK);
     ASSERT_EQ(pangu_session_get_logits(b, &lb, &nb), PANGU_OK);
     ASSERT_EQ(na, nb);
-    EXPECT_EQ(std::memcmp(la, lb, sizeof(float) * na), 0);
+    EXPECT_EQ(std::memcmp(la, lb, sizeof(float) * na), 0) << "precision " << precision;
     pangu_session_free(a);
     pangu_session_free(b);
     pangu_model_free(m);
+    }
 }
 
 TEST(IntActivations, PrecisionChoices) {
@@ -278,8 +290,11 @@ TEST(IntActivations, PrecisionChoices) {
     // int8 activations on a float checkpoint: nothing to multiply in integers
     EXPECT_EQ(load_status(PANGU_MODEL_DIR, PANGU_PRECISION_INT8, &msg), PANGU_ERR_UNSUPPORTED);
     EXPECT_NE(msg.find("int8 activations need integer weights"), std::string::npos) << msg;
-    EXPECT_EQ(load_status(q.path, 4, &msg), PANGU_ERR_INVALID_ARGUMENT);
-    EXPECT_NE(msg.find("activation_precision 4"), std::string::npos) << msg;
+    EXPECT_EQ(load_status(q.path, 5, &msg), PANGU_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(msg.find("activation_precision 5"), std::string::npos) << msg;
+    EXPECT_EQ(load_status(q.path, -1, &msg), PANGU_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(load_status(PANGU_MODEL_DIR, PANGU_PRECISION_INT16, &msg), PANGU_ERR_UNSUPPORTED);
+    EXPECT_NE(msg.find("int16 activations need integer weights"), std::string::npos) << msg;
     EXPECT_EQ(load_status(q.path, PANGU_PRECISION_F32), PANGU_OK);
 
     TempDir q4("pangu_w4a8");
@@ -392,8 +407,11 @@ TEST(IntActivations, PromptLookupGreedyIsIdentical) {
     for (Scheme scheme : {Scheme::W8, Scheme::W4}) {
         TempDir q("pangu_intspec");
         write_quantized(q.path, nullptr, scheme, 64);
+        pangu_model_params mp;
+        pangu_model_params_init(&mp);
+        mp.activation_precision = scheme == Scheme::W8 ? PANGU_PRECISION_INT16 : PANGU_PRECISION_INT8;
         pangu_model *m = nullptr;
-        ASSERT_EQ(pangu_model_load(q.path.c_str(), nullptr, &m), PANGU_OK) << pangu_last_error();
+        ASSERT_EQ(pangu_model_load(q.path.c_str(), &mp, &m), PANGU_OK) << pangu_last_error();
         int n = 0;
         for (const auto &c : golden["cases"]) {
             std::vector<int32_t> prompt;

@@ -175,17 +175,47 @@ struct MatmulJob {
     int64_t ldxb = 0;
     const uint8_t *exact = nullptr;
     decltype(kernels::Table::mm_i8_bx) mm_bx = nullptr;
-    // Integer activations (act_dtype PGD_I8): the rows of x as int8 (ldq apart) with their scales, and the
-    // table whose integer kernels multiply them.
+    // Integer activations (act_dtype PGD_I8 / PGD_I16): the rows of x as int8 (ldq apart; int16 as two digit
+    // rows each) with their scales, and the table whose integer kernels multiply them.
     const int8_t *xq = nullptr;
     int64_t ldq = 0;
     const float *xs = nullptr;
     const kernels::Table *k = nullptr;
+    bool digits = false;  // PGD_I16
 };
 
-// W8A8 / W4A8: output channels [p0, p1) of rows [m0, m0 + mr), eight channels per kernel call; then the
-// scales, y = (float)isum * sx * s for int8 weights and y = sum * sx for int4 (whose group scales the kernel
-// applied), and the bias.
+// Up to 8 channels n.. of rows [m0, m0 + mr) against int16 activations: the kernel runs on the 2 * mr digit
+// rows into `t`, and each row's two sums are combined, y = 256 * hi + lo (exact in 64 bits for int8 weights).
+void channels_i16(const MatmulJob &j, const uint8_t *wr, int64_t wrow, int64_t lds, int64_t n, int nr, int64_t m0,
+                  int64_t mr, float *y, int64_t ldy) {
+    const pgd_tensor &w = *j.w;
+    constexpr int64_t kMaxRows = 6;  // matmul_channels' row block
+    union {
+        int32_t i[2 * kMaxRows * 8];
+        float f[2 * kMaxRows * 8];
+    } t;
+    const int8_t *xq = j.xq + 2 * m0 * j.ldq;
+    for (int64_t a = 0; a < mr; a += kMaxRows) {
+        const int64_t rows = std::min(kMaxRows, mr - a);
+        if (w.dtype == PGD_I4)
+            j.k->mm_q4(xq + 2 * a * j.ldq, j.ldq, 2 * rows, wr, wrow, w.scale + n * lds, lds, w.cols, w.group_size, nr,
+                       t.f, 8);
+        else
+            j.k->mm_q8(xq + 2 * a * j.ldq, j.ldq, 2 * rows, reinterpret_cast<const int8_t *>(wr), wrow, w.cols, nr, t.i, 8);
+        for (int64_t m = 0; m < rows; ++m)
+            for (int r = 0; r < nr; ++r) {
+                float *o = y + (a + m) * ldy + r;
+                if (w.dtype == PGD_I4)
+                    *o = 256.0f * t.f[2 * m * 8 + r] + t.f[(2 * m + 1) * 8 + r];
+                else
+                    *o = static_cast<float>(256 * int64_t(t.i[2 * m * 8 + r]) + t.i[(2 * m + 1) * 8 + r]);
+            }
+    }
+}
+
+// W8A8 / W4A8 (and int16 activations): output channels [p0, p1) of rows [m0, m0 + mr), eight channels per
+// kernel call; then the scales, y = (float)isum * sx * s for int8 weights and y = sum * sx for int4 (whose
+// group scales the kernel applied), and the bias.
 void matmul_channels_q(const MatmulJob &j, int64_t p0, int64_t p1, int64_t m0, int64_t mr) {
     const pgd_tensor &w = *j.w;
     const int64_t K = w.cols, ldy = j.y->stride;
@@ -196,7 +226,9 @@ void matmul_channels_q(const MatmulJob &j, int64_t p0, int64_t p1, int64_t m0, i
     for (int64_t n = p0; n < p1; n += 8) {
         const int nr = static_cast<int>(p1 - n < 8 ? p1 - n : 8);
         const uint8_t *wr = static_cast<const uint8_t *>(w.data) + n * wrow;
-        if (i4)
+        if (j.digits)
+            channels_i16(j, wr, wrow, lds, n, nr, m0, mr, y + n, ldy);
+        else if (i4)
             j.k->mm_q4(xq, j.ldq, mr, wr, wrow, w.scale + n * lds, lds, K, w.group_size, nr, y + n, ldy);
         else
             j.k->mm_q8(xq, j.ldq, mr, reinterpret_cast<const int8_t *>(wr), wrow, K, nr,
@@ -207,6 +239,8 @@ void matmul_channels_q(const MatmulJob &j, int64_t p0, int64_t p1, int64_t m0, i
         const float sx = j.xs[m0 + m];
         if (i4) {
             for (int64_t n = p0; n < p1; ++n) yr[n] *= sx;
+        } else if (j.digits) {  // channels_i16 left the combined sums as floats
+            for (int64_t n = p0; n < p1; ++n) yr[n] = yr[n] * sx * w.scale[n];
         } else {
             const int32_t *iy = reinterpret_cast<const int32_t *>(yr);
             for (int64_t n = p0; n < p1; ++n) yr[n] = static_cast<float>(iy[n]) * sx * w.scale[n];
@@ -306,9 +340,9 @@ int64_t bx_stride(int64_t K) { return (K + 31) / 32 * 32; }  // bf16 elements: 6
 int64_t q_stride(int64_t K) { return (K + 63) / 64 * 64; }
 
 size_t cpu_matmul_workspace(void *ctx, const pgd_tensor *x, const pgd_tensor *w) {
-    if (w->act_dtype == PGD_I8) {
-        const int64_t rows = std::min(x->rows, kBxRows);
-        return static_cast<size_t>(rows * q_stride(x->cols)) + sizeof(float) * static_cast<size_t>(rows);
+    if (w->act_dtype == PGD_I8 || w->act_dtype == PGD_I16) {
+        const int64_t rows = std::min(x->rows, kBxRows), digits = w->act_dtype == PGD_I16 ? 2 : 1;
+        return static_cast<size_t>(digits * rows * q_stride(x->cols)) + sizeof(float) * static_cast<size_t>(rows);
     }
     if (w->dtype != PGD_I8 || !static_cast<CpuCtx *>(ctx)->k->mm_i8_bx) return 0;
     const int64_t rows = std::min(x->rows, kBxRows);
@@ -329,16 +363,16 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
             j.mm = k->mm_i8;
             break;
         case PGD_I4:
-            if (w->act_dtype != PGD_I8 || !w->scale || w->group_size < 32 || w->group_size % 32 != 0 ||
+            if ((w->act_dtype != PGD_I8 && w->act_dtype != PGD_I16) || !w->scale || w->group_size < 32 || w->group_size % 32 != 0 ||
                 w->cols % 64 != 0 || w->cols % w->group_size != 0 || w->stride % 2 != 0)
                 return PANGU_ERR_UNSUPPORTED;
             break;
         default: return PANGU_ERR_DTYPE;
     }
-    if (w->act_dtype != PGD_F32 && (w->act_dtype != PGD_I8 || (w->dtype != PGD_I8 && w->dtype != PGD_I4)))
-        return PANGU_ERR_UNSUPPORTED;
+    const bool int_act = w->act_dtype == PGD_I8 || w->act_dtype == PGD_I16;
+    if (w->act_dtype != PGD_F32 && (!int_act || (w->dtype != PGD_I8 && w->dtype != PGD_I4))) return PANGU_ERR_UNSUPPORTED;
     if (x->cols != w->cols || y->cols < w->rows || y->rows < x->rows) return PANGU_ERR_SHAPE;
-    if (w->act_dtype == PGD_I8 || (w->dtype == PGD_I8 && k->mm_i8_bx)) {
+    if (int_act || (w->dtype == PGD_I8 && k->mm_i8_bx)) {
         if (!ws || ws_size < cpu_matmul_workspace(ctx, x, w)) return PANGU_ERR_BUFFER_TOO_SMALL;
         if (x->rows > kBxRows) {  // in passes of kBxRows rows
             for (int64_t m0 = 0; m0 < x->rows; m0 += kBxRows) {
@@ -350,11 +384,14 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
             }
             return 0;
         }
-        if (w->act_dtype == PGD_I8) {  // quantized once here, read by every thread
+        if (int_act) {  // quantized once here, read by every thread
             j.ldq = q_stride(x->cols);
+            j.digits = w->act_dtype == PGD_I16;
             int8_t *xq = static_cast<int8_t *>(ws);
-            float *xs = reinterpret_cast<float *>(xq + x->rows * j.ldq);
-            k->quant_rows(static_cast<const float *>(x->data), x->stride, x->rows, x->cols, xq, j.ldq, xs);
+            float *xs = reinterpret_cast<float *>(xq + (j.digits ? 2 : 1) * x->rows * j.ldq);
+            const float *xf = static_cast<const float *>(x->data);
+            if (j.digits) kernels::quant_rows16(xf, x->stride, x->rows, x->cols, xq, j.ldq, xs);
+            else k->quant_rows(xf, x->stride, x->rows, x->cols, xq, j.ldq, xs);
             j.xq = xq, j.xs = xs, j.k = k;
         } else {
             j.ldxb = bx_stride(x->cols);

@@ -96,6 +96,29 @@ void quant_rows_scalar(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t
     }
 }
 
+void quant_rows16(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale) {
+    for (int64_t m = 0; m < M; ++m) {
+        const float *xr = x + m * ldx;
+        int8_t *hi = q + 2 * m * ldq, *lo = hi + ldq;
+        float amax = 0.0f;
+        bool finite = true;
+        for (int64_t i = 0; i < n; ++i) {
+            finite = finite && std::isfinite(xr[i]);
+            amax = std::max(amax, std::fabs(xr[i]));
+        }
+        std::memset(hi, 0, static_cast<size_t>(2 * ldq));
+        scale[m] = finite ? amax / 32639.0f : NAN;
+        if (!finite || amax == 0.0f) continue;
+        const float inv = 32639.0f / amax;
+        for (int64_t i = 0; i < n; ++i) {
+            const int32_t v = static_cast<int32_t>(std::nearbyint(xr[i] * inv));
+            const int32_t h = (v + 128) >> 8;  // arithmetic shift: the floor
+            hi[i] = static_cast<int8_t>(h);
+            lo[i] = static_cast<int8_t>(v - 256 * h);
+        }
+    }
+}
+
 void mm_q8_scalar(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
                   int32_t *y, int64_t ldy) {
     for (int64_t m = 0; m < M; ++m)

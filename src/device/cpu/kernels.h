@@ -60,7 +60,8 @@ struct Table {
     // Rows are ldq bytes apart (ldq a multiple of 64), the pad after n set to zero.
     void (*quant_rows)(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
     // W8A8: y[m*ldy + r] = sum over i < n of x[m*ldx + i] * w[r*ldw + i], exact in int32, for r < nr <= 8.
-    // x rows are zero-padded to a multiple of 64 (quant_rows' rows); w rows are not padded.
+    // x rows are zero-padded to a multiple of 64 (quant_rows' rows) and may hold -128 (quant_rows16's digits);
+    // w rows are not padded.
     void (*mm_q8)(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
                   int32_t *y, int64_t ldy);
     // W4A8 (PGD_I4 weights, device.h): y[m*ldy + r] = sum over groups g of s[r*lds + g] * isum(m, r, g), where
@@ -70,6 +71,12 @@ struct Table {
     void (*mm_q4)(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
                   int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 };
+
+// Int16 activations (PGD_I16) as two int8 digits: for row m, amax = max |x|, x16 = (int) nearbyintf(x[i] *
+// (32639.0f / amax)), hi = (x16 + 128) >> 8, lo = x16 - 256 * hi (both in [-128, 127]); hi goes to row 2m and
+// lo to row 2m + 1 of q (ldq apart, padded with zeros), scale[m] = amax / 32639.0f. Zero and non-finite rows
+// as quant_rows. mm_q8 and mm_q4 take the digit rows as they take int8 activations (-128 included).
+void quant_rows16(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
 
 // The scalar reference's integer kernels, for tables without vector versions of their own.
 void quant_rows_scalar(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
@@ -83,6 +90,14 @@ void pack_bx_avx512bf16(const float *x, int64_t ldx, int64_t M, int64_t n, uint1
                         uint8_t *exact);
 void mm_i8_bx_avx512bf16(const uint16_t *x, int64_t ldx, int64_t M, const void *w, int64_t ldw, int64_t n, int nr,
                          float *y, int64_t ldy);
+
+// The AVX512-VNNI integer kernels (kernels_avx512vnni.cpp), for the AVX-512 table on CPUs that have the
+// extension.
+void quant_rows_avx512vnni(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
+void mm_q8_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
+                      int32_t *y, int64_t ldy);
+void mm_q4_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
+                      int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
 // The scalar reference's softmax and SwiGLU, for tables without vector versions of their own.
 float scale_max_scalar(float *x, int64_t n, float scale);
