@@ -18,7 +18,7 @@ set(CPACK_PACKAGE_NAME ${PROJECT_NAME})
 set(CPACK_PACKAGE_VENDOR "libpangu_c")
 set(CPACK_PACKAGE_CONTACT "libpangu_c developers <dev@libpangu.invalid>")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
-# pangu_c-1.1.0-Linux-x86_64.tar.gz, pangu_c-1.1.0-Linux-aarch64.tar.gz for the cross build.
+# pangu_c-1.2.0-Linux-x86_64.tar.gz, pangu_c-1.2.0-Linux-aarch64.tar.gz for the cross build.
 set(CPACK_SYSTEM_NAME ${CMAKE_SYSTEM_NAME}-${CMAKE_SYSTEM_PROCESSOR})
 set(CPACK_GENERATOR TGZ DEB)
 # Installed binaries are stripped, as Debian packages' are (the build tree keeps its debug information for the

@@ -43,11 +43,11 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------------ */
 
 #define PANGU_VERSION_MAJOR 1
-#define PANGU_VERSION_MINOR 1
+#define PANGU_VERSION_MINOR 2
 #define PANGU_VERSION_PATCH 0
 /* MAJOR*10000 + MINOR*100 + PATCH; the major is the ABI version carried in the SONAME. */
 #define PANGU_VERSION_NUMBER (PANGU_VERSION_MAJOR * 10000 + PANGU_VERSION_MINOR * 100 + PANGU_VERSION_PATCH)
-#define PANGU_VERSION_STRING "1.1.0"
+#define PANGU_VERSION_STRING "1.2.0"
 
 #if defined(_WIN32)
 #define PANGU_API
