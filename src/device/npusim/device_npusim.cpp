@@ -2,7 +2,10 @@
 // be developed and checked without the hardware. It keeps the forward pass honest about what a 310P changes:
 //  - numerics: a 310P computes in fp16 and int8 only (no bf16). Every operator output is rounded to fp16,
 //    matmul operands are fp16 (products accumulate in fp32), weights are fp16 or int8 with a per-channel
-//    scale. A value beyond fp16's range is saturated to +-65504 (never inf) and counted per operator kind.
+//    scale; with int8 activations (W8A8, W4A8: weights uploaded with act_dtype PGD_I8) the matmul quantizes
+//    its fp16 input rows to int8 and multiplies int8 by int8 in exact int32 (4-bit weights are unpacked to int8
+//    at upload: the cube has no int4 mode). A value beyond fp16's range is saturated to +-65504 (never inf) and
+//    counted per operator kind.
 //  - memory: a budget that allocations and weight uploads draw from (PANGU_ERR_OUT_OF_MEMORY beyond it),
 //    sizes rounded to 32 bytes like aclrtMalloc, buffers 64-byte aligned, weights in the FRACTAL_NZ layout.
 //  - time: per operator, max(FLOPs / peak, bytes / bandwidth) + launch overhead against a device profile,

@@ -27,7 +27,7 @@ constexpr size_t kDefaultBudget = size_t(24) << 30;  // Atlas 300I Pro: 24 GB
 struct Profile {
     double ai_cores = 8;
     double fp16_tflops = 70;
-    double int8_tops = 140;       // parsed and kept; no operator here multiplies int8 by int8 (W8A16 runs fp16)
+    double int8_tops = 140;       // the cube's int8 mode: W8A8 and W4A8 matmuls (W8A16 runs on the fp16 one)
     double memory_gbps = 204.8;
     double host_link_gbps = 32;   // PCIe 4.0 x16, theoretical: an assumption, not in REFERENCE.md
     double launch_us = 5;         // per operator or copy: an assumption, not measured

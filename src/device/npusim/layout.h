@@ -13,7 +13,9 @@ constexpr size_t kFractal = 512;  // one cube fractal: 16x16 fp16 or 16x32 int8
 // [K1][N1][16][C0] with C0 = 16 for fp16 and 32 for int8, K1 = ceil(K / C0), N1 = ceil(N / 16): fractal
 // (k1, n1) is the 16 x C0 block of rows 16*n1.. and columns C0*k1.., row-major inside, 512 bytes either way,
 // and the padding of the last row and column blocks is zero. Whole fractals keep every block 32-byte
-// aligned. The int8 scales follow the fractals (one float per channel holding an fp16 value).
+// aligned. The int8 scales follow the fractals: one float per channel, holding an fp16 value for W8A16 (the
+// antiquant scale has x's dtype) and the fp32 value itself for W8A8 (the dequantization of the int32 sums is fp32);
+// a W4A8 weight, unpacked to int8 at upload, has K / group fp32 scales per channel there instead.
 inline size_t nz_index(int64_t n, int64_t k, int64_t n1_count, int c0) {
     return static_cast<size_t>(((k / c0) * n1_count + n / 16) * (16 * c0) + (n % 16) * c0 + k % c0);
 }
@@ -25,6 +27,8 @@ struct Block {
     size_t bytes;   // charged to the budget
     Layout layout;
     int64_t rows, cols;
+    int32_t group = 0;  // NzI8: 0 = one scale per channel; else one per group of this many columns (W4A8)
+    int32_t act = 0;    // NzI8: pgd_tensor.act_dtype at upload (PGD_I8: int8 activations, fp32 scales)
 };
 
 }  // namespace npusim

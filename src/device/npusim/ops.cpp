@@ -1,6 +1,6 @@
 // npu-sim's operators: each computes what the 310P's would, in fp16 (saturating, counted per operator
 // kind), and charges the stream the latency model's time: max(FLOPs / peak, bytes / bandwidth) plus the
-// launch overhead, against the device profile.
+// launch overhead, against the device profile (the fp16 peak, or the int8 one for W8A8 and W4A8 matmuls).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -23,10 +23,12 @@ bool is_uploaded_vector(NpuCtx *c, const pgd_tensor *t) {
     return find_block(c, t->data, &b) && b.layout == Layout::VecF32;
 }
 
-// Charges one operator to its stream: the roofline time plus the launch overhead.
-void account(NpuCtx *c, NpuStream *s, int op, double flops, double bytes, uint64_t over, double util = 1.0) {
+// Charges one operator to its stream: the roofline time plus the launch overhead. `flops` are fp16 operations
+// at fp16_tflops, or int8 ones at int8_tops when `int8`.
+void account(NpuCtx *c, NpuStream *s, int op, double flops, double bytes, uint64_t over, double util = 1.0,
+             bool int8 = false) {
     const Profile &p = c->prof;
-    const double t_compute = flops / (p.fp16_tflops * 1e12 * util);
+    const double t_compute = flops / ((int8 ? p.int8_tops : p.fp16_tflops) * 1e12 * util);
     const double t_memory = bytes / (p.memory_gbps * 1e9);
     s->stats.est_ms += std::max(t_compute, t_memory) * 1e3 + p.launch_us * 1e-3;
     s->stats.n_ops += 1;
@@ -47,6 +49,7 @@ int npu_embed(void *ctx, pgd_stream *st, const int32_t *ids, int64_t n, const pg
     Block b;
     if (!find_block(c, table->data, &b) || (b.layout != Layout::NzF16 && b.layout != Layout::NzI8))
         return PANGU_ERR_INVALID_ARGUMENT;  // tables are uploaded weights
+    if (b.group != 0) return PANGU_ERR_UNSUPPORTED;  // a 4-bit table (the loader refuses them)
     const bool i8 = b.layout == Layout::NzI8;
     const int c0 = i8 ? 32 : 16;
     const int64_t N = b.rows, K = b.cols, N1 = (N + 15) / 16;
@@ -168,11 +171,152 @@ void matmul_worker(void *p, int chunk, int n_chunks, int) {
     j.over += over;
 }
 
+// W8A8 and W4A8 (weights uploaded with act_dtype PGD_I8): x's rows quantized to int8 (xq, ldq bytes apart,
+// scales xs), multiplied by the int8 fractals in int32 as the cube's int8 mode does (exact: any order gives the
+// same sums), then dequantized in fp32 and rounded to fp16:
+//   per channel:  y = fp16((float)isum * xs[m] * s[n] + bias[n])               (the CPU backend's order)
+//   per group:    y = fp16((sum over groups in order of (float)isum_g * s[n][g]) * xs[m] + bias[n])
+// Nothing depends on M or on the thread count.
+constexpr int64_t kQChunk = 256;  // int8 columns per gathered panel (a multiple of 64)
+
+struct MatmulQJob {
+    const kernels::Table *k;
+    const int8_t *xq;  // [M, ldq]
+    const float *xs;   // [M]
+    int64_t ldq;
+    int64_t M, K, N;
+    const int8_t *w;     // NzI8 fractals
+    const float *scale;  // [N] or [N][K / group]
+    int32_t group;       // 0: per channel
+    const float *bias;
+    pgd_tensor *y;
+    std::atomic<uint64_t> over{0};
+};
+
+void matmul_q_worker(void *p, int chunk, int n_chunks, int) {
+    MatmulQJob &j = *static_cast<MatmulQJob *>(p);
+    const int64_t N1 = (j.N + 15) / 16, n_groups = j.group ? j.K / j.group : 1;
+    const int c0 = 32;
+    int64_t s0, s1;
+    split_range(N1, n_chunks, chunk, 1, &s0, &s1);
+    alignas(64) int8_t panel[16][kQChunk];  // 16 output channels x one run of columns, rows contiguous
+    int32_t part[kRowBlock * 16];            // the run's int32 sums for a block of rows
+    int32_t isum[kRowBlock * 16];            // per channel: the whole row; per group: the group so far
+    float acc[kRowBlock * 16];               // per group: the scaled groups added so far
+    uint64_t over = 0;
+    for (int64_t n1 = s0; n1 < s1; ++n1) {
+        const int64_t n0 = n1 * 16;
+        const int nr = static_cast<int>(std::min<int64_t>(16, j.N - n0));
+        for (int64_t m0 = 0; m0 < j.M; m0 += kRowBlock) {
+            const int64_t mb = std::min(kRowBlock, j.M - m0);
+            std::fill(isum, isum + mb * 16, 0);
+            std::fill(acc, acc + mb * 16, 0.0f);
+            // Runs of columns: kQChunk at most, and never across a group's end.
+            for (int64_t a = 0, b; a < j.K; a = b) {
+                b = std::min(a + kQChunk, j.K);
+                if (j.group) b = std::min(b, (a / j.group + 1) * j.group);
+                for (int64_t kb = a; kb < b; kb += c0) {  // one fractal per 16 x 32 block (a, kb: multiples of 32)
+                    const size_t base = nz_index(n0, kb, N1, c0);
+                    const int64_t len = std::min<int64_t>(c0, b - kb);
+                    for (int r = 0; r < nr; ++r) std::memcpy(panel[r] + (kb - a), j.w + base + r * c0, len);
+                }
+                // Zeros after the run, to a multiple of 64: what a kernel reading whole vectors of w finds
+                // against the row's next columns in xq.
+                const int64_t pad = (b - a + 63) / 64 * 64;
+                for (int r = 0; r < nr; ++r) std::memset(panel[r] + (b - a), 0, static_cast<size_t>(pad - (b - a)));
+                for (int r0 = 0; r0 < nr; r0 += 8)
+                    j.k->mm_q8(j.xq + m0 * j.ldq + a, j.ldq, mb, panel[r0], kQChunk, b - a, std::min(8, nr - r0),
+                               part + r0, 16);
+                for (int64_t m = 0; m < mb; ++m)
+                    for (int r = 0; r < nr; ++r) isum[m * 16 + r] += part[m * 16 + r];
+                if (j.group && b % j.group == 0) {  // a group complete: scaled in fp32, added in order
+                    const int64_t g = b / j.group - 1;
+                    for (int64_t m = 0; m < mb; ++m)
+                        for (int r = 0; r < nr; ++r) {
+                            const float v = static_cast<float>(isum[m * 16 + r]) * j.scale[(n0 + r) * n_groups + g];
+                            acc[m * 16 + r] += v;
+                            isum[m * 16 + r] = 0;
+                        }
+                }
+            }
+            for (int64_t m = 0; m < mb; ++m) {  // epilogue: the scales, the bias, then the fp16 output
+                float *y = rowf(j.y, m0 + m) + n0;
+                const float sx = j.xs[m0 + m];
+                for (int r = 0; r < nr; ++r) {
+                    const float v = j.group ? acc[m * 16 + r] * sx
+                                            : static_cast<float>(isum[m * 16 + r]) * sx * j.scale[n0 + r];
+                    y[r] = f16(v + (j.bias ? j.bias[n0 + r] : 0.0f), &over);
+                }
+            }
+        }
+    }
+    j.over += over;
+}
+
+// The int8 activations' workspace: the quantized rows (ldq bytes apart: K rounded up to 64, and 64 more, so that
+// a run of columns that starts inside a row can be read in whole 64-byte vectors without leaving the row: what
+// lies after the run meets the panel's zeros), their scales, and one row of x rounded to fp16 on its way to
+// quantization.
+int64_t q_stride(int64_t K) { return (K + 63) / 64 * 64 + 64; }
+
+size_t q_workspace(int64_t M, int64_t K) {
+    return static_cast<size_t>(M * q_stride(K)) + sizeof(float) * static_cast<size_t>(M + K);
+}
+
 }  // namespace
 
-size_t npu_matmul_workspace(void *, const pgd_tensor *x, const pgd_tensor *) {
+size_t npu_matmul_workspace(void *, const pgd_tensor *x, const pgd_tensor *w) {
+    if (w->act_dtype == PGD_I8) return q_workspace(x->rows, x->cols);
     return sizeof(float) * static_cast<size_t>(x->rows) * static_cast<size_t>(x->cols);
 }
+
+namespace {
+
+// W8A8 / W4A8: x rounded to fp16 (as the device holds activations) and quantized per row to int8
+// (aclnnDynamicQuant: charged as a vector operator of its own), then the int8 x int8 cube matmul. Its int32
+// sums are dequantized in fp32 before the one rounding to fp16: int32 * s[n] alone is y / xs[m], which for a
+// row of small values (xs = amax / 127) lies far beyond fp16's range, so a port must not round it to fp16
+// before the row scale is applied (docs/porting-310p.md).
+int matmul_q(NpuCtx *c, NpuStream *s, const Block &b, const pgd_tensor *x, const pgd_tensor *w, const float *bias,
+             pgd_tensor *y, void *ws) {
+    const int64_t M = x->rows, K = x->cols, N = b.rows, ldq = q_stride(K);
+    int8_t *xq = static_cast<int8_t *>(ws);
+    float *xs = reinterpret_cast<float *>(xq + M * ldq);
+    float *xh = xs + M;
+    uint64_t over_x = 0;
+    for (int64_t m = 0; m < M; ++m) {
+        const float *xr = rowf(x, m);
+        for (int64_t k = 0; k < K; ++k) xh[k] = f16(xr[k], &over_x);
+        // The CPU backend's formula (device.h): amax / 127 per row, round half to even.
+        kernels::quant_rows_scalar(xh, K, 1, K, xq + m * ldq, ldq, xs + m);
+    }
+    account(c, s, PGD_NPUSIM_MATMUL, 0, double(M) * K * 2 + double(M) * K + double(M) * 4, over_x);
+    MatmulQJob j;
+    j.k = c->k;
+    j.xq = xq;
+    j.xs = xs;
+    j.ldq = ldq;
+    j.M = M;
+    j.K = K;
+    j.N = N;
+    j.w = static_cast<const int8_t *>(w->data);
+    j.group = b.group;
+    // the scales follow the fractals in the same allocation
+    j.scale = reinterpret_cast<const float *>(static_cast<const uint8_t *>(w->data) +
+                                              static_cast<size_t>((K + 31) / 32 * ((N + 15) / 16)) * kFractal);
+    j.bias = bias;
+    j.y = y;
+    s->pool.run(matmul_q_worker, &j, s->pool.chunks_for((N + 15) / 16));
+    // The cube's int8 mode works on 16x32x16 fractals, at int8_tops; it reads the int8 rows and their scales.
+    const double M16 = double((M + 15) / 16 * 16), N16 = double((N + 15) / 16 * 16), K32 = double((K + 31) / 32 * 32);
+    const double tiles = (M16 / 16) * (N16 / 16);
+    const double bytes = double(b.bytes) + double(M) * K + double(M) * 4 + double(M) * N * 2 + (bias ? N * 2.0 : 0.0);
+    account(c, s, PGD_NPUSIM_MATMUL, 2.0 * M16 * N16 * K32, bytes, j.over.load(),
+            std::min(1.0, tiles / c->prof.ai_cores), true);
+    return 0;
+}
+
+}  // namespace
 
 int npu_matmul(void *ctx, pgd_stream *st, const pgd_tensor *x, const pgd_tensor *w, const pgd_tensor *bias,
                pgd_tensor *y, void *ws, size_t ws_size) {
@@ -182,11 +326,15 @@ int npu_matmul(void *ctx, pgd_stream *st, const pgd_tensor *x, const pgd_tensor 
     Block b;
     if (!find_block(c, w->data, &b) || (b.layout != Layout::NzF16 && b.layout != Layout::NzI8))
         return PANGU_ERR_INVALID_ARGUMENT;  // weights must have gone through weight_upload
+    // and are used as they were uploaded: the scales' layout depends on act_dtype and the group
+    if (w->act_dtype != b.act || (b.layout == Layout::NzI8 && w->group_size != b.group))
+        return PANGU_ERR_INVALID_ARGUMENT;
     const int64_t M = x->rows, K = x->cols, N = b.rows;
     if (K != b.cols || y->cols < N || y->rows < M || (bias && (bias->dtype != PGD_F32 || bias->cols < N)))
         return PANGU_ERR_SHAPE;
     if (bias && !is_uploaded_vector(c, bias)) return PANGU_ERR_INVALID_ARGUMENT;  // so are biases
     if (!ws || ws_size < npu_matmul_workspace(ctx, x, w)) return PANGU_ERR_BUFFER_TOO_SMALL;
+    if (b.act == PGD_I8) return matmul_q(c, s, b, x, w, bias ? static_cast<const float *>(bias->data) : nullptr, y, ws);
     // The cube unit takes fp16 operands: x is rounded (saturating) into the workspace, as aclnnCast would.
     uint64_t over = 0;
     float *xh = static_cast<float *>(ws);
