@@ -10,6 +10,7 @@ PACKAGES=(
   pkg-config
   libsentencepiece-dev   # tokenizer
   libjsoncpp-dev         # config.json, safetensors headers
+  libeigen3-dev          # matrix products of the quantizer's calibration pass (tools/lib/calib.cpp)
   libcmocka-dev          # C API tests
   libgtest-dev           # internal C++ tests
   abigail-tools          # abidw/abidiff: the ABI gate (abi/check.sh)
