@@ -1,18 +1,34 @@
 // pangu-quantize: turns an openPangu-Embedded checkpoint (F32, F16 or BF16 safetensors, HF layout) into a
-// W8A16 checkpoint that libpangu_c loads memory-mapped and standard safetensors readers can open.
+// quantized checkpoint that libpangu_c loads memory-mapped and standard safetensors readers can open.
 //
-//   pangu-quantize -i IN_DIR -o OUT_DIR [--quantize-embeddings] [--force] [--quiet]
-//                  [--eval FILE [--eval-jsonl] [--eval-tokens N] [--eval-ctx C]]
+//   pangu-quantize -i IN_DIR -o OUT_DIR [--scheme w8a16|w8a8|w4a8] [--group G] [--quantize-embeddings]
+//                  [--calib FILE [--calib-jsonl] [--calib-tokens N] [--calib-ctx C] --smooth ALPHA]
+//                  [--force] [--quiet] [--eval FILE [--eval-jsonl] [--eval-tokens N] [--eval-ctx C]]
+//
+// Schemes (docs/quantization.md):
+//  - w8a16 (default): every linear layer (q/k/v/o, gate/up/down) becomes an I8 tensor "<name>.weight" plus an
+//    F32 tensor "<name>.weight_scale" with one scale per output channel, scale = max|W_row| / 127; the
+//    activations stay 16-bit (bf16).
+//  - w8a8: the same weights; config.json says activation_dtype int8, so the runtime quantizes each matmul
+//    input row to int8 with a dynamic scale.
+//  - w4a8: 4-bit linear weights, U8 "<name>.weight" [rows, cols / 2] packed as PGD_I4 (src/device/device.h)
+//    with one scale per group of G columns (--group, default 128), scale = max|W_group| / 7, stored F16
+//    "<name>.weight_scale" [rows, cols / G] (F32 for a tensor whose scales F16 cannot hold); int8 activations.
+// Norms and biases stay 16-bit (BF16, or F16 when the input is F16). The embedding table and the head stay
+// 16-bit unless --quantize-embeddings, which makes them int8 per row (never 4-bit).
+//
+// --smooth ALPHA (w8a8, w4a8) applies SmoothQuant before quantizing: the fp32 model runs over the --calib text
+// (tools/lib/calib.h), the largest |x| of each input channel of q/k/v and of gate/up is recorded, and per
+// channel s_j = max|X_j|^ALPHA / max|W_j|^(1-ALPHA) divides the preceding RMSNorm weight (written F32) and
+// multiplies the weight columns: the same function, with the activations' outlier channels moved into the
+// weights.
 //
 // --eval FILE reports the perplexity of the input and of the output on FILE, measured by pangu-perplexity (the
 // program of that name beside this one) on the same text and windows.
 //
-// Every linear layer (q/k/v/o, gate/up/down) becomes an I8 tensor "<name>.weight" plus an F32 tensor
-// "<name>.weight_scale" with one scale per output channel, scale = max|W_row| / 127. Norms and biases stay
-// 16-bit (BF16, or F16 when the input is F16). The embedding table and the head stay 16-bit unless
-// --quantize-embeddings, which quantizes them per row too. config.json gains a quantization_config; the
-// tokenizer files are copied. The output is written under a temporary name and renamed into place only
-// when complete, so an interrupted run never leaves a checkpoint that looks valid.
+// config.json gains a quantization_config; the tokenizer files are copied. The output is written under a
+// temporary name and renamed into place only when complete, so an interrupted run never leaves a checkpoint
+// that looks valid.
 #include <json/json.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,15 +36,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "calib.h"
 #include "common/common.h"
 #include "model/model.h"
 #include "quantize.h"
@@ -55,10 +74,23 @@ bool is_embedding(const std::string &name) {
 }
 
 int usage() {
-    std::cerr << "usage: pangu-quantize -i IN_DIR -o OUT_DIR [--quantize-embeddings] [--force] [--quiet]\n"
+    std::cerr << "usage: pangu-quantize -i IN_DIR -o OUT_DIR [--scheme w8a16|w8a8|w4a8] [--group G]\n"
+                 "                      [--quantize-embeddings] [--force] [--quiet]\n"
+                 "                      [--calib FILE [--calib-jsonl] [--calib-tokens N] [--calib-ctx C] --smooth ALPHA]\n"
                  "                      [--eval FILE [--eval-jsonl] [--eval-tokens N] [--eval-ctx C]]\n"
-                 "  Writes a W8A16 checkpoint: int8 linear weights with per-channel scales, 16-bit norms/biases.\n"
-                 "  --quantize-embeddings  also quantize the embedding table and head per row\n"
+                 "  Writes a quantized checkpoint: int8 or 4-bit linear weights, 16-bit norms/biases.\n"
+                 "  --scheme S             w8a16 (default): int8 weights, one scale per output channel, bf16 activations\n"
+                 "                         w8a8: the same weights, int8 activations (dynamic per-row scales at run time)\n"
+                 "                         w4a8: 4-bit weights, one F16 scale per group of G columns, int8 activations\n"
+                 "  --group G              w4a8 group size: a multiple of 32 from 32 to 4096 (default 128); every\n"
+                 "                         linear layer's width must be a multiple of 64 and of G\n"
+                 "  --quantize-embeddings  also quantize the embedding table and head per row (int8)\n"
+                 "  --calib FILE           calibration text for --smooth (a text file, or JSONL with --calib-jsonl)\n"
+                 "  --calib-jsonl          the --calib FILE is JSONL: its \"text\" fields\n"
+                 "  --calib-tokens N       calibration tokens (default 16384)\n"
+                 "  --calib-ctx C          calibration window length in tokens (default 256)\n"
+                 "  --smooth ALPHA         SmoothQuant with migration strength ALPHA in [0, 1] (typical 0.5), folded\n"
+                 "                         into the norms and weights before quantizing (w8a8, w4a8; needs --calib)\n"
                  "  --force                replace OUT_DIR if it exists\n"
                  "  --quiet                no progress output\n"
                  "  --eval FILE            report the perplexity of IN_DIR and OUT_DIR on FILE (pangu-perplexity)\n"
@@ -66,6 +98,12 @@ int usage() {
                  "  --eval-tokens N        tokens scored (default 16384)\n"
                  "  --eval-ctx C           window length in tokens (default 256)\n";
     return 2;
+}
+
+// A usage error: the message, then the usage; status 2.
+int usage_error(const std::string &msg) {
+    std::cerr << "pangu-quantize: " << msg << "\n";
+    return usage();
 }
 
 std::string human(double bytes) {
@@ -78,10 +116,19 @@ std::string human(double bytes) {
 
 struct Options {
     std::string in, out;
+    std::string scheme = "w8a16";
+    int group = 128;
+    bool group_given = false;
     bool quant_embed = false, force = false, quiet = false;
     std::string eval;  // --eval FILE
     bool eval_jsonl = false;
     std::string eval_tokens = "16384", eval_ctx = "256";
+    std::string calib;  // --calib FILE
+    bool calib_jsonl = false;
+    long calib_tokens = 16384, calib_ctx = 256;
+    double smooth = -1;  // --smooth ALPHA; < 0: none
+    bool w4() const { return scheme == "w4a8"; }
+    bool int8_act() const { return scheme != "w8a16"; }
 };
 
 bool is_count(const std::string &s) {
@@ -90,10 +137,14 @@ bool is_count(const std::string &s) {
 
 // Returns -1 to go on, or the exit status: 0 after --help, 2 after a usage error.
 int parse_args(int argc, char **argv, Options &o) {
+    bool calib_flags = false;
+    std::string group, smooth, calib_tokens, calib_ctx;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "-i" && i + 1 < argc) o.in = argv[++i];
         else if (a == "-o" && i + 1 < argc) o.out = argv[++i];
+        else if (a == "--scheme" && i + 1 < argc) o.scheme = argv[++i];
+        else if (a == "--group" && i + 1 < argc) group = argv[++i], o.group_given = true;
         else if (a == "--quantize-embeddings") o.quant_embed = true;
         else if (a == "--force") o.force = true;
         else if (a == "--quiet") o.quiet = true;
@@ -101,21 +152,61 @@ int parse_args(int argc, char **argv, Options &o) {
         else if (a == "--eval-jsonl") o.eval_jsonl = true;
         else if (a == "--eval-tokens" && i + 1 < argc) o.eval_tokens = argv[++i];
         else if (a == "--eval-ctx" && i + 1 < argc) o.eval_ctx = argv[++i];
+        else if (a == "--calib" && i + 1 < argc) o.calib = argv[++i];
+        else if (a == "--calib-jsonl") o.calib_jsonl = calib_flags = true;
+        else if (a == "--calib-tokens" && i + 1 < argc) calib_tokens = argv[++i], calib_flags = true;
+        else if (a == "--calib-ctx" && i + 1 < argc) calib_ctx = argv[++i], calib_flags = true;
+        else if (a == "--smooth" && i + 1 < argc) smooth = argv[++i];
         else if (a == "-h" || a == "--help") return usage(), 0;
-        else return usage();
+        else return usage_error("unknown or incomplete option '" + a + "'");
     }
-    if (o.in.empty() || o.out.empty()) return usage();
-    if (!is_count(o.eval_tokens) || !is_count(o.eval_ctx)) {
-        std::cerr << "pangu-quantize: --eval-tokens and --eval-ctx take positive integers\n";
-        return usage();
+    if (o.in.empty() || o.out.empty()) return usage_error("-i IN_DIR and -o OUT_DIR are required");
+    if (!is_count(o.eval_tokens) || !is_count(o.eval_ctx))
+        return usage_error("--eval-tokens and --eval-ctx take positive integers");
+    if (o.scheme != "w8a16" && o.scheme != "w8a8" && o.scheme != "w4a8")
+        return usage_error("unknown --scheme '" + o.scheme + "' (w8a16, w8a8 or w4a8)");
+    if (o.group_given) {
+        if (!o.w4()) return usage_error("--group applies to --scheme w4a8 only (" + o.scheme + " has one scale per row)");
+        const bool digits = !group.empty() && group.size() <= 9 && group.find_first_not_of("0123456789") == std::string::npos;
+        if (!digits || !i4_group_ok(std::stol(group)))
+            return usage_error("--group takes a multiple of 32 from " + std::to_string(kI4MinGroup) + " to " +
+                               std::to_string(kI4MaxGroup) + ", not '" + group + "'");
+        o.group = static_cast<int>(std::stol(group));
     }
+    if (!calib_tokens.empty()) {
+        if (!is_count(calib_tokens)) return usage_error("--calib-tokens takes a positive integer, not '" + calib_tokens + "'");
+        o.calib_tokens = std::stol(calib_tokens);
+    }
+    if (!calib_ctx.empty()) {
+        if (!is_count(calib_ctx) || std::stol(calib_ctx) < 2)
+            return usage_error("--calib-ctx takes an integer of at least 2, not '" + calib_ctx + "'");
+        o.calib_ctx = std::stol(calib_ctx);
+    }
+    if (!smooth.empty()) {
+        char *end = nullptr;
+        const double v = std::strtod(smooth.c_str(), &end);
+        if (end == smooth.c_str() || *end != '\0' || !(v >= 0.0 && v <= 1.0))
+            return usage_error("--smooth takes a migration strength from 0 to 1 (typically 0.5), not '" + smooth + "'");
+        o.smooth = v;
+        if (o.calib.empty()) return usage_error("--smooth needs calibration text: --calib FILE");
+        if (!o.int8_act())
+            return usage_error("--smooth applies to --scheme w8a8 and w4a8 (int8 activations), not " + o.scheme);
+    } else if (!o.calib.empty()) {
+        return usage_error("--calib is used by --smooth ALPHA, which is not given");
+    }
+    if (calib_flags && o.calib.empty()) return usage_error("--calib-jsonl, --calib-tokens and --calib-ctx need --calib FILE");
+    if (!o.calib.empty() && o.calib_tokens < o.calib_ctx)
+        return usage_error("--calib-tokens " + std::to_string(o.calib_tokens) + " is less than one window of --calib-ctx " +
+                           std::to_string(o.calib_ctx));
     while (o.out.size() > 1 && o.out.back() == '/') o.out.pop_back();
     return -1;
 }
 
-// The largest quantization error over all tensors; the writer's fill functions merge into it.
-struct ErrorTotal {
-    QuantError total;
+// The largest quantization error over all tensors, and what the 4-bit scales became; the writer's fill
+// functions merge into it.
+struct Totals {
+    QuantError err;
+    std::vector<std::string> f32_scales;  // 4-bit tensors whose scales F16 cannot hold
     std::mutex mu;
 };
 
@@ -182,20 +273,49 @@ void report_perplexity(const Options &o) {
                  o.eval_tokens.c_str(), o.eval_ctx.c_str(), before, after, 100.0 * (after / before - 1.0));
 }
 
+// SmoothQuant: the per-channel factors of every smoothed tensor's input, by tensor name (the q/k/v and gate/up
+// weights, whose columns are multiplied by them, and the two norms, which are divided by them).
+using Smoothing = std::map<std::string, std::shared_ptr<const Eigen::VectorXf>>;
+
+Smoothing smoothing_by_name(const std::vector<LayerSmoothing> &layers) {
+    Smoothing m;
+    for (size_t l = 0; l < layers.size(); ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        auto qkv = std::make_shared<const Eigen::VectorXf>(layers[l].qkv);
+        auto mlp = std::make_shared<const Eigen::VectorXf>(layers[l].gate_up);
+        for (const char *n : {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                              "self_attn.v_proj.weight"})
+            m[p + n] = qkv;
+        for (const char *n : {"post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight"})
+            m[p + n] = mlp;
+    }
+    return m;
+}
+
+// The values of a weight matrix as F32, its columns multiplied by the smoothing factors if any.
+MatrixRM weight_values(const TensorInfo &t, const Eigen::VectorXf *s) {
+    const std::vector<float> v = widen_tensor(t);
+    MatrixRM w = Eigen::Map<const MatrixRM>(v.data(), t.shape[0], t.shape[1]);
+    if (s) scale_columns(w, *s);
+    return w;
+}
+
 // `t` as int8 `name` with its per-row F32 scales `name`_scale.
-void add_quantized(SafetensorsWriter &w, const std::string &name, const TensorInfo *t, ErrorTotal &err) {
+void add_q8(SafetensorsWriter &w, const std::string &name, const TensorInfo *t, const Eigen::VectorXf *s,
+            Totals &tot) {
     const int64_t rows = t->shape[0], cols = t->shape[1];
     // Quantize once, when the writer asks for the weights; the scales are produced alongside and
     // written right after (the writer calls fills in layout order, so keep both in one closure).
     auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(rows));
     auto done = std::make_shared<bool>(false);
     auto q = std::make_shared<std::vector<int8_t>>();
-    auto run = [=, &err]() {
+    auto run = [=, &tot]() {
         if (*done) return;
         q->resize(static_cast<size_t>(rows * cols));
-        QuantError e = quantize_rows(*t, q->data(), scales->data());
-        std::lock_guard<std::mutex> lk(err.mu);
-        err.total.merge(e);
+        const MatrixRM v = weight_values(*t, s);
+        QuantError e = quantize_rows(v.data(), rows, cols, name, q->data(), scales->data());
+        std::lock_guard<std::mutex> lk(tot.mu);
+        tot.err.merge(e);
         *done = true;
     };
     w.add(name, DType::I8, {rows, cols}, [=](uint8_t *dst) {
@@ -207,6 +327,62 @@ void add_quantized(SafetensorsWriter &w, const std::string &name, const TensorIn
     w.add(name + "_scale", DType::F32, {rows}, [=](uint8_t *dst) {
         run();
         std::memcpy(dst, scales->data(), scales->size() * sizeof(float));
+    });
+}
+
+// `t` as packed 4-bit U8 `name` [rows, cols / 2] with its group scales `name`_scale [rows, cols / G], F16 when
+// they all fit (i4_scales_fit_f16), else F32. The scales are computed now, since the header needs their dtype;
+// the weights are quantized when the writer asks for them.
+void add_q4(SafetensorsWriter &w, const std::string &name, const TensorInfo *t, const Eigen::VectorXf *s, int G,
+            Totals &tot) {
+    const int64_t rows = t->shape[0], cols = t->shape[1], ng = cols / G;
+    auto scales = std::make_shared<std::vector<float>>();
+    {
+        const MatrixRM v = weight_values(*t, s);
+        *scales = i4_raw_scales(v.data(), rows, cols, G, name);
+    }
+    const bool f16 = i4_scales_fit_f16(*scales);
+    if (!f16) tot.f32_scales.push_back(name);
+    auto done = std::make_shared<bool>(false);
+    auto q = std::make_shared<std::vector<uint8_t>>();
+    auto run = [=, &tot]() {
+        if (*done) return;
+        q->resize(static_cast<size_t>(rows * cols / 2));
+        const MatrixRM v = weight_values(*t, s);
+        QuantError e = quantize_i4(v.data(), rows, cols, G, name, *scales, f16, q->data());
+        std::lock_guard<std::mutex> lk(tot.mu);
+        tot.err.merge(e);
+        *done = true;
+    };
+    w.add(name, DType::U8, {rows, cols / 2}, [=](uint8_t *dst) {
+        run();
+        std::memcpy(dst, q->data(), q->size());
+        q->clear();
+        q->shrink_to_fit();
+    });
+    w.add(name + "_scale", f16 ? DType::F16 : DType::F32, {rows, ng}, [=](uint8_t *dst) {
+        run();
+        if (!f16) {
+            std::memcpy(dst, scales->data(), scales->size() * sizeof(float));
+            return;
+        }
+        for (size_t i = 0; i < scales->size(); ++i) {
+            const uint16_t h = f32_to_f16((*scales)[i]);  // exact: quantize_i4 rounded them to F16 already
+            std::memcpy(dst + 2 * i, &h, 2);
+        }
+    });
+}
+
+// A norm weight divided by its smoothing factors, as F32 (its values are no longer 16-bit numbers).
+void add_smoothed_norm(SafetensorsWriter &w, const std::string &name, const TensorInfo *t, const Eigen::VectorXf *s) {
+    w.add(name, DType::F32, t->shape, [t, s](uint8_t *dst) {
+        const std::vector<float> v = widen_tensor(*t);
+        Eigen::VectorXf g = Eigen::Map<const Eigen::VectorXf>(v.data(), static_cast<Eigen::Index>(v.size()));
+        divide_norm(g, *s);
+        for (Eigen::Index i = 0; i < g.size(); ++i)
+            if (!std::isfinite(g(i)))
+                fail(PANGU_ERR_NUMERIC, t->name + ": smoothing made element " + std::to_string(i) + " non-finite");
+        std::memcpy(dst, g.data(), sizeof(float) * static_cast<size_t>(g.size()));
     });
 }
 
@@ -229,46 +405,130 @@ void add_16bit(SafetensorsWriter &w, const std::string &name, const TensorInfo *
 }
 
 // Every tensor of `store` but the RoPE frequencies; returns the bytes they hold.
-uint64_t add_tensors(SafetensorsWriter &w, const TensorStore &store, bool quant_embed, ErrorTotal &err) {
+uint64_t add_tensors(SafetensorsWriter &w, const TensorStore &store, const Options &o, const Smoothing &sm,
+                     Totals &tot) {
     uint64_t bytes_in = 0;
     for (const auto &kv : store.tensors()) {
         const std::string &name = kv.first;
         if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
         bytes_in += kv.second.nbytes;
-        if (is_linear(name) || (quant_embed && is_embedding(name))) add_quantized(w, name, &kv.second, err);
-        else add_16bit(w, name, &kv.second);
+        const auto it = sm.find(name);
+        const Eigen::VectorXf *s = it == sm.end() ? nullptr : it->second.get();
+        if (is_linear(name)) {
+            if (o.w4()) add_q4(w, name, &kv.second, s, o.group, tot);
+            else add_q8(w, name, &kv.second, s, tot);
+        } else if (o.quant_embed && is_embedding(name)) {
+            add_q8(w, name, &kv.second, nullptr, tot);
+        } else if (s) {
+            add_smoothed_norm(w, name, &kv.second, s);
+        } else {
+            add_16bit(w, name, &kv.second);
+        }
     }
     return bytes_in;
 }
 
+// What calibration found, for the report and config.json.
+struct CalibSummary {
+    size_t tokens = 0, windows = 0, documents = 0;
+    float s_min = 0, s_max = 0;
+    double secs = 0;
+};
+
 // The input's config.json with a quantization_config describing the output.
-Json::Value quantized_config(const std::string &in, bool quant_embed) {
+Json::Value quantized_config(const Options &o, const Totals &tot, const CalibSummary *cal) {
     Json::Value cfg;
     {
-        std::ifstream cf(in + "/config.json");
+        std::ifstream cf(o.in + "/config.json");
         Json::CharReaderBuilder rb;
         std::string errs;
-        if (!Json::parseFromStream(rb, cf, &cfg, &errs)) fail(PANGU_ERR_CONFIG, in + "/config.json: " + errs);
+        if (!Json::parseFromStream(rb, cf, &cfg, &errs)) fail(PANGU_ERR_CONFIG, o.in + "/config.json: " + errs);
     }
     Json::Value qc;
-    qc["quant_method"] = "w8a16";
-    qc["bits"] = 8;
-    qc["group_size"] = 0;
+    qc["quant_method"] = o.scheme;
+    qc["bits"] = o.w4() ? 4 : 8;
+    qc["group_size"] = o.w4() ? o.group : 0;
     qc["symmetric"] = true;
-    qc["scale_formula"] = "max(abs(W_row)) / 127";
-    qc["scale_dtype"] = "float32";
-    qc["activation_dtype"] = "bfloat16";
-    qc["quantize_embeddings"] = quant_embed;
+    if (o.w4()) {
+        qc["scale_formula"] = "max(abs(W_group)) / 7";
+        qc["scale_dtype"] = "float16";
+        if (!tot.f32_scales.empty()) {
+            Json::Value f(Json::arrayValue);
+            for (const auto &n : tot.f32_scales) f.append(n + "_scale");
+            qc["float32_scales"] = f;  // the tensors whose scales F16 cannot hold (add_q4)
+        }
+        qc["packing"] = "PGD_I4: U8 [rows, cols/2]; in each run of 64 columns byte j holds column j (low nibble) "
+                        "and column j+32 (high nibble); weight = (nibble - 8) * scale of its group";
+    } else {
+        qc["scale_formula"] = "max(abs(W_row)) / 127";
+        qc["scale_dtype"] = "float32";
+    }
+    qc["activation_dtype"] = o.int8_act() ? "int8" : "bfloat16";
+    qc["quantize_embeddings"] = o.quant_embed;
     Json::Value mods(Json::arrayValue);
     for (const char *m : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}) mods.append(m);
-    if (quant_embed) {
+    if (o.quant_embed) {
         mods.append("embed_tokens");
         mods.append("lm_head");
     }
     qc["modules"] = mods;
+    if (cal) {
+        Json::Value sq;
+        sq["alpha"] = o.smooth;
+        sq["calibration_file"] = fs::path(o.calib).filename().string();
+        sq["calibration_tokens"] = Json::UInt64(cal->tokens);
+        sq["calibration_windows"] = Json::UInt64(cal->windows);
+        sq["window"] = Json::Int64(o.calib_ctx);
+        Json::Value folded(Json::arrayValue);
+        folded.append("input_layernorm -> q_proj, k_proj, v_proj");
+        folded.append("post_attention_layernorm -> gate_proj, up_proj");
+        sq["folded"] = folded;
+        qc["smoothquant"] = sq;
+    }
     qc["producer"] = std::string("pangu-quantize ") + PANGU_VERSION_STRING;
     cfg["quantization_config"] = qc;
     return cfg;
+}
+
+// w4a8: every linear layer's width must suit the 4-bit layout and the group; the first that does not is named.
+void check_w4_widths(const Options &o, const TensorStore &store) {
+    for (const auto &kv : store.tensors()) {
+        if (!is_linear(kv.first)) continue;
+        const int64_t cols = kv.second.shape.size() == 2 ? kv.second.shape[1] : 0;
+        if (!i4_cols_ok(cols, o.group))
+            fail(PANGU_ERR_UNSUPPORTED,
+                 kv.first + " has " + std::to_string(cols) + " columns; --scheme w4a8 with --group " +
+                     std::to_string(o.group) + " needs a multiple of 64 and of " + std::to_string(o.group) +
+                     (cols % 64 == 0 && cols % 32 == 0 ? " (a smaller --group such as 64 or 32 fits)" : ""));
+    }
+}
+
+// Runs the fp32 model over the calibration text and returns SmoothQuant's factors by tensor name.
+Smoothing calibrate(const Options &o, const Model &model, CalibSummary &cal) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<std::string> docs = read_documents(o.calib, o.calib_jsonl);
+    TokenWindows text = make_windows(model, docs, static_cast<int>(o.calib_ctx), static_cast<size_t>(o.calib_tokens));
+    if (text.n_tokens < static_cast<size_t>(o.calib_ctx))
+        fail(PANGU_ERR_INVALID_ARGUMENT, "--calib: " + o.calib + " holds " + std::to_string(text.n_tokens) +
+                                             " tokens, fewer than one window of " + std::to_string(o.calib_ctx) +
+                                             " (--calib-ctx)");
+    cal.tokens = text.n_tokens;
+    cal.windows = text.windows.size();
+    cal.documents = text.n_documents;
+    const bool progress = !o.quiet && isatty(fileno(stderr));
+    const int n_layer = model.cfg.n_layer;
+    const auto layers = smoothquant_calibrate(model, std::move(text), static_cast<float>(o.smooth), [&](int l) {
+        if (progress) std::fprintf(stderr, "\r\033[Kcalibrating: layer %d of %d", l + 1, n_layer);
+    });
+    if (progress) std::fprintf(stderr, "\n");
+    cal.s_min = INFINITY;
+    cal.s_max = 0;
+    for (const auto &l : layers) {
+        cal.s_min = std::min({cal.s_min, l.qkv.minCoeff(), l.gate_up.minCoeff()});
+        cal.s_max = std::max({cal.s_max, l.qkv.maxCoeff(), l.gate_up.maxCoeff()});
+    }
+    cal.secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return smoothing_by_name(layers);
 }
 
 // Converts o.in into the directory `tmp`, checks that it loads, then renames it to o.out. Throws on failure.
@@ -278,17 +538,23 @@ void quantize(const Options &o, const std::string &tmp) {
         if (!fs::is_regular_file(o.eval)) fail(PANGU_ERR_FILE_NOT_FOUND, "--eval: " + o.eval + " is not a file");
         perplexity_program();
     }
+    if (!o.calib.empty() && !fs::is_regular_file(o.calib))
+        fail(PANGU_ERR_FILE_NOT_FOUND, "--calib: " + o.calib + " is not a file");
     // Loading validates the whole input (config, tokenizer, every tensor's shape and dtype) first.
     std::unique_ptr<Model> model = Model::load(o.in, ModelLoadOptions{});
     if (model->n_quantized > 0 || !model->cfg.quant_method.empty())
         fail(PANGU_ERR_UNSUPPORTED, o.in + " is already quantized");
+    if (o.w4()) check_w4_widths(o, model->store);
+
+    const auto t0 = std::chrono::steady_clock::now();
+    CalibSummary cal;
+    const Smoothing sm = o.smooth >= 0 ? calibrate(o, *model, cal) : Smoothing{};
 
     fs::remove_all(tmp);
     fs::create_directories(tmp);
     SafetensorsWriter w;
-    ErrorTotal err;
-    const uint64_t bytes_in = add_tensors(w, model->store, o.quant_embed, err);
-    const auto t0 = std::chrono::steady_clock::now();
+    Totals tot;
+    const uint64_t bytes_in = add_tensors(w, model->store, o, sm, tot);
     w.set_metadata("format", "pt");
     w.set_metadata("producer", std::string("pangu-quantize ") + PANGU_VERSION_STRING);
     const bool progress = !o.quiet && isatty(fileno(stderr));
@@ -298,7 +564,7 @@ void quantize(const Options &o, const std::string &tmp) {
                          human(done).c_str(), human(all).c_str(), name.c_str());
     });
     if (progress) std::fprintf(stderr, "\n");
-    const Json::Value cfg = quantized_config(o.in, o.quant_embed);
+    const Json::Value cfg = quantized_config(o, tot, o.smooth >= 0 ? &cal : nullptr);
     std::ofstream(tmp + "/config.json") << cfg << "\n";
     for (const char *f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                           "generation_config.json"})
@@ -312,11 +578,22 @@ void quantize(const Options &o, const std::string &tmp) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const uint64_t bytes_out = w.data_bytes();
     if (o.quiet) return;
-    std::fprintf(stderr, "pangu-quantize: wrote %s in %.1f s\n", o.out.c_str(), secs);
+    std::fprintf(stderr, "pangu-quantize: wrote %s (%s", o.out.c_str(), o.scheme.c_str());
+    if (o.w4()) std::fprintf(stderr, ", groups of %d", o.group);
+    if (o.smooth >= 0) std::fprintf(stderr, ", SmoothQuant alpha %g", o.smooth);
+    std::fprintf(stderr, ") in %.1f s\n", secs);
+    if (o.smooth >= 0)
+        std::fprintf(stderr, "  calibration: %zu tokens in %zu windows of up to %ld from %zu documents of %s (%.1f s); "
+                             "smoothing factors %.3g .. %.3g\n",
+                     cal.tokens, cal.windows, o.calib_ctx, cal.documents, o.calib.c_str(), cal.secs, cal.s_min, cal.s_max);
     std::fprintf(stderr, "  weights: %s -> %s (%.1f %%)\n", human(static_cast<double>(bytes_in)).c_str(),
                  human(static_cast<double>(bytes_out)).c_str(), 100.0 * bytes_out / bytes_in);
-    std::fprintf(stderr, "  largest per-channel error: %.3g absolute, %.4f %% of the channel's max |W| (%s)\n",
-                 err.total.max_abs, 100.0 * err.total.max_rel, err.total.worst.c_str());
+    std::fprintf(stderr, "  largest per-%s error%s: %.3g absolute, %.4f %% of the %s's max |W| (%s)\n",
+                 o.w4() ? "group" : "channel", o.smooth >= 0 ? " (of the smoothed weights)" : "", tot.err.max_abs,
+                 100.0 * tot.err.max_rel, o.w4() ? "group" : "channel", tot.err.worst.c_str());
+    if (!tot.f32_scales.empty())
+        std::fprintf(stderr, "  %zu tensors keep F32 scales (a scale beyond F16's normal range), e.g. %s\n",
+                     tot.f32_scales.size(), tot.f32_scales[0].c_str());
 }
 
 }  // namespace
