@@ -1185,6 +1185,23 @@ TEST_F(DeviceNpuSim, MatmulOperandsAndResultsAreFp16) {
     EXPECT_EQ(used(), 0u);
 }
 
+TEST_F(DeviceNpuSim, RoundingFp16ValuesIsFree) {
+    // The forward's rounds of 16-bit activation modes find fp16 values (every operator's output): a port with fp16
+    // activation tensors launches nothing for them, so nothing is charged. Values that change are a cast.
+    make();
+    float *x = to_device(std::vector<float>{1.0f, 0.5f, -3.0f, 2048.0f});
+    pgd_tensor t = view(x, PGD_F32, 1, 4);
+    ASSERT_EQ(dev->round(dev->ctx, s, &t, PGD_BF16), 0);
+    ASSERT_EQ(dev->round(dev->ctx, s, &t, PGD_F16), 0);
+    EXPECT_EQ(stats().n_ops, 0u);
+    EXPECT_EQ(stats().est_ms, 0.0);
+    write(x, std::vector<float>{1.0f + 1.0f / 4096, 0.5f, -3.0f, 2049.0f});
+    ASSERT_EQ(dev->round(dev->ctx, s, &t, PGD_BF16), 0);
+    EXPECT_EQ(stats().n_ops, 1u);
+    EXPECT_GT(stats().est_ms, 0.0);
+    EXPECT_EQ(from_device(x, 4), (std::vector<float>{1.0f, 0.5f, -3.0f, 2048.0f}));
+}
+
 TEST_F(DeviceNpuSim, TransfersAreCountedPerStream) {
     make();
     std::vector<char> host(4096, 'h');

@@ -420,17 +420,25 @@ int npu_swiglu(void *ctx, pgd_stream *st, pgd_tensor *g, const pgd_tensor *u) {
     return 0;
 }
 
-// A 310P has no bf16: whatever 16-bit type the forward asks for, activations become fp16.
+// A 310P has no bf16: whatever 16-bit type the forward asks for, activations become fp16. A port holds its
+// activations as fp16 tensors and leaves this slot NULL (device.h): the forward's rounds of W8A16 and other
+// 16-bit modes, which find values every npu-sim operator has rounded to fp16 already, launch nothing there and
+// are charged nothing here. A round that changes a value is an aclnnCast, and is charged as one.
 int npu_round(void *ctx, pgd_stream *st, pgd_tensor *x, int32_t dtype) {
     if (dtype != PGD_BF16 && dtype != PGD_F16) return PANGU_ERR_UNSUPPORTED;
     DeviceAccess open(C(ctx));
     NpuStream *s = S(st);
     uint64_t over = 0;
+    bool changed = false;
     for (int64_t m = 0; m < x->rows; ++m) {
         float *r = rowf(x, m);
-        for (int64_t i = 0; i < x->cols; ++i) r[i] = f16(r[i], &over);
+        for (int64_t i = 0; i < x->cols; ++i) {
+            const float v = f16(r[i], &over);
+            changed = changed || std::memcmp(&v, &r[i], sizeof v) != 0;
+            r[i] = v;
+        }
     }
-    account(C(ctx), s, PGD_NPUSIM_ROUND, 0, double(x->rows) * x->cols * 4, over);
+    if (changed) account(C(ctx), s, PGD_NPUSIM_ROUND, 0, double(x->rows) * x->cols * 4, over);
     return 0;
 }
 
