@@ -1393,6 +1393,36 @@ TEST_F(DeviceNpuSim, Int8MatmulsMoveTheirWeightsAtTheirStoredSize) {
     std::remove(path.c_str());
 }
 
+TEST_F(DeviceNpuSim, Int8ActivationMatmulsSaturateAndCount) {
+    make();
+    const int64_t N = 2, K = 64;
+    // W8A8: q = 127 everywhere, scales 1 and 1e-3; x of 100s: y = 64 * 127 * 127 * (100 / 127) = 812800 for
+    // channel 0 (saturates), 812.8 for channel 1 (does not)
+    std::vector<int8_t> q(N * K, 127);
+    std::vector<float> sc = {1.0f, 1e-3f};
+    pgd_tensor h = view(q.data(), PGD_I8, N, K), w{};
+    h.scale = sc.data();
+    h.act_dtype = PGD_I8;
+    ASSERT_EQ(dev->weight_upload(dev->ctx, &h, &w), 0);
+    EXPECT_EQ(overflows(PGD_NPUSIM_WEIGHT_UPLOAD), 0u);  // int8 weights are never dequantized to fp16 here
+    std::vector<float> x(2 * K, 100.0f);
+    x[K + 3] = 1e6f;  // row 1: an input beyond fp16, saturated to 65504 before it is quantized
+    float *x_d = to_device(x), *y_d = buffer(2 * N);
+    pgd_tensor xt = view(x_d, PGD_F32, 2, K), yt = view(y_d, PGD_F32, 2, N);
+    const size_t ws_size = dev->matmul_workspace(dev->ctx, &xt, &w);
+    void *ws = alloc(ws_size);
+    ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws, ws_size), 0);
+    const std::vector<float> y = from_device(y_d, 2 * N);
+    EXPECT_EQ(y[0], 65504.0f);
+    EXPECT_EQ(y[1], float(round_f16(64 * 127 * 100 * 1e-3f)));
+    // row 1: amax 65504, the 100s quantize to 0 and the one input to 127: y = 127 * 127 * (65504 / 127) * s
+    EXPECT_EQ(y[2], 65504.0f);
+    EXPECT_EQ(y[3], float(round_f16(16129.0f * (65504.0f / 127.0f) * 1e-3f)));
+    EXPECT_EQ(overflows(PGD_NPUSIM_MATMUL), 3u);  // the input and two outputs
+    EXPECT_EQ(stats().saturated, 3u);
+    dev->weight_release(dev->ctx, &w);
+}
+
 TEST_F(DeviceNpuSim, BadProfilesAreRefusedWithTheirPath) {
     const std::pair<const char *, const char *> cases[] = {
         {"bad_json.json", "{\"fp16_tflops\": 70,"},
