@@ -394,6 +394,10 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
     m->load_weights();
     m->activation_dtype = resolve_activation_dtype(dir, m->cfg, m->n_quantized, opt.activation_precision);
     m->device = create_device(opt);
+    const pgd_backend_reg *reg = pgd_backend_find(m->device->name);
+    if (m->activation_dtype == DType::I16 && !(reg && (reg->caps & PGD_CAP_INT16_ACT)))
+        fail(PANGU_ERR_UNSUPPORTED, dir + ": int16 activations (PANGU_PRECISION_INT16) are not supported by the " +
+                                        m->device->name + " backend");
     // A device that keeps its own copy (npu-sim) reads every weight through the mapping now.
     if (m->device->weight_upload) m->store.check_sizes();
     m->upload_weights();

@@ -296,6 +296,17 @@ TEST(IntActivations, PrecisionChoices) {
     EXPECT_EQ(load_status(PANGU_MODEL_DIR, PANGU_PRECISION_INT16, &msg), PANGU_ERR_UNSUPPORTED);
     EXPECT_NE(msg.find("int16 activations need integer weights"), std::string::npos) << msg;
     EXPECT_EQ(load_status(q.path, PANGU_PRECISION_F32), PANGU_OK);
+    // int16 activations are the cpu backend's alone (npu-sim, like a 310P, multiplies fp16 or int8)
+    pangu_model_params mp;
+    pangu_model_params_init(&mp);
+    mp.activation_precision = PANGU_PRECISION_INT16;
+    mp.backend = "npu-sim";
+    pangu_model *m = nullptr;
+    EXPECT_EQ(pangu_model_load(q.path.c_str(), &mp, &m), PANGU_ERR_UNSUPPORTED);
+    EXPECT_EQ(m, nullptr);
+    msg = pangu_last_error();
+    EXPECT_TRUE(msg.find("not supported by the npu-sim backend") != std::string::npos ||
+                msg.find("unknown device backend") != std::string::npos) << msg;
 
     TempDir q4("pangu_w4a8");
     write_quantized(q4.path, nullptr, Scheme::W4, 64);

@@ -529,6 +529,6 @@ pgd_device *cpu_create(const pgd_device_options *, int *status, char *err, size_
 
 extern "C" const pgd_backend_reg *pgd_backend_cpu(void) {
     static const pgd_backend_reg reg = {PGD_API_VERSION, "cpu", "the host CPU (AVX2 / AVX-512 / NEON kernels)",
-                                        PGD_CAP_HOST_VISIBLE, cpu_create};
+                                        PGD_CAP_HOST_VISIBLE | PGD_CAP_INT16_ACT, cpu_create};
     return &reg;
 }
