@@ -507,7 +507,12 @@ void check_w4_widths(const Options &o, const TensorStore &store) {
 Smoothing calibrate(const Options &o, const Model &model, CalibSummary &cal) {
     const auto t0 = std::chrono::steady_clock::now();
     const std::vector<std::string> docs = read_documents(o.calib, o.calib_jsonl);
-    TokenWindows text = make_windows(model, docs, static_cast<int>(o.calib_ctx), static_cast<size_t>(o.calib_tokens));
+    TokenWindows text;
+    try {
+        text = make_windows(model, docs, static_cast<int>(o.calib_ctx), static_cast<size_t>(o.calib_tokens));
+    } catch (const Error &e) {  // e.g. invalid UTF-8: say where
+        fail(e.status(), "--calib: " + o.calib + ": " + e.what());
+    }
     if (text.n_tokens < static_cast<size_t>(o.calib_ctx))
         fail(PANGU_ERR_INVALID_ARGUMENT, "--calib: " + o.calib + " holds " + std::to_string(text.n_tokens) +
                                              " tokens, fewer than one window of " + std::to_string(o.calib_ctx) +

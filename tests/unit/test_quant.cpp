@@ -844,6 +844,7 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
     std::ofstream(tiny) << "just a few words";
     std::ofstream(t.path / "blank.jsonl") << "\n  \n";
     std::ofstream(t.path / "bad.jsonl") << "{\"text\": \"fine\"}\n{\"name\": \"no text\"}\n";
+    std::ofstream(t.path / "latin1.txt") << std::string(400, 'a') << "caf\xe9";
     const std::pair<std::string, std::string> runtime[] = {
         {"--scheme w4a8 --group 128", "model.layers.0.mlp.gate_proj.weight has 192 columns; --scheme w4a8 with --group 128 needs a multiple of 64 and of 128"},
         {"--scheme w4a8 --group 4096", "columns; --scheme w4a8 with --group 4096 needs a multiple of 64 and of 4096"},
@@ -851,6 +852,7 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
         {"--scheme w8a8 --smooth 0.5 --calib " + (t.path / "blank.jsonl").string() + " --calib-jsonl", "holds no text"},
         {"--scheme w8a8 --smooth 0.5 --calib " + (t.path / "bad.jsonl").string() + " --calib-jsonl", "bad.jsonl:2: not a JSON object with a \"text\" string"},
         {"--scheme w8a8 --smooth 0.5 --calib " + tiny, "fewer than one window of 256"},
+        {"--scheme w8a8 --smooth 0.5 --calib " + (t.path / "latin1.txt").string(), "latin1.txt: document 1: "},
         {"--scheme w4a8 --group 64 --smooth 0.5 --calib /nonexistent/calib.txt", "--calib: /nonexistent/calib.txt is not a file"},
     };
     for (const auto &r : runtime) {

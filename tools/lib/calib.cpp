@@ -58,7 +58,11 @@ TokenWindows make_windows(const Model &m, const std::vector<std::string> &docs, 
     std::vector<std::vector<int32_t>> ids(docs.size());
     size_t most = 0;
     for (size_t d = 0; d < docs.size(); ++d) {
-        m.vocab.tokenize(docs[d], m.vocab.add_bos(), false, ids[d]);
+        try {
+            m.vocab.tokenize(docs[d], m.vocab.add_bos(), false, ids[d]);
+        } catch (const Error &e) {
+            fail(e.status(), "document " + std::to_string(d + 1) + ": " + e.what());
+        }
         most = std::max(most, ids[d].size());
     }
     // Breadth first: window k of every document before window k + 1 of any.

@@ -42,6 +42,7 @@ struct TokenWindows {
     size_t n_tokens = 0;     // in all windows
     size_t n_documents = 0;  // documents that contributed
 };
+// Throws the tokenizer's error (e.g. PANGU_ERR_INVALID_UTF8) naming the document (counted from 1).
 TokenWindows make_windows(const Model &m, const std::vector<std::string> &docs, int ctx, size_t max_tokens);
 
 // ---- reference forward ------------------------------------------------------------------------------------
