@@ -669,6 +669,12 @@ TEST(Calibration, ReferenceForwardScoresAsTheRuntimeTool) {
     std::printf("reference forward: ppl %.6f over %zu tokens; pangu-perplexity %.6f\n", std::exp(nll), scored,
                 v["ppl"].asDouble());
     EXPECT_NEAR(std::exp(nll) / v["ppl"].asDouble(), 1.0, 1e-4);
+    // one thread or three: the same score to float rounding
+    for (int threads : {1, 3}) {
+        RefForward g(*m, tw, 4096, threads);
+        for (int l = 0; l < 6; ++l) g.run_layer(load_ref_layer(*m, l));
+        EXPECT_NEAR(g.mean_nll(nullptr), nll, 1e-6 * nll) << threads << " threads";
+    }
 }
 
 TEST(Calibration, WindowsAreTakenBreadthFirstUpToTheBudget) {

@@ -3,10 +3,14 @@
 #include <json/json.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <cmath>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "common/common.h"
 #include "model/model.h"
@@ -149,8 +153,10 @@ RefLayer load_ref_layer(const Model &m, int l) {
     return W;
 }
 
-RefForward::RefForward(const Model &m, TokenWindows text, int64_t chunk_tokens)
+RefForward::RefForward(const Model &m, TokenWindows text, int64_t chunk_tokens, int n_threads)
     : m_(m), text_(std::move(text)), chunk_tokens_(std::max<int64_t>(1, chunk_tokens)) {
+    n_threads_ = n_threads > 0 ? n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    Eigen::initParallel();
     const ModelConfig &c = m.cfg;
     const int64_t H = c.n_embd, D = c.head_dim, half = D / 2;
     const TensorInfo &emb = need(m, "model.embed_tokens.weight");
@@ -188,21 +194,37 @@ void RefForward::run_layer(const RefLayer &W, const LinearHook &hook) {
     const ModelConfig &c = m_.cfg;
     if (layers_done_ >= c.n_layer) fail(PANGU_ERR_INTERNAL, "RefForward: every layer has run");
     const int l = layers_done_;
-    const int64_t H = c.n_embd, D = c.head_dim, half = D / 2, nh = c.n_head, nkv = c.n_head_kv, g = nh / nkv;
+    const int64_t D = c.head_dim, half = D / 2, nh = c.n_head, nkv = c.n_head_kv, g = nh / nkv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     const size_t nw = text_.windows.size();
-    MatrixRM xn, q, k, v, att, o, gt, up;
+    // Chunks of whole windows, small enough that every thread gets some; each is independent of the others
+    // within a layer (attention never leaves a window).
+    const int threads = std::max(1, n_threads_);
+    const int64_t per_thread = (static_cast<int64_t>(text_.n_tokens) + threads - 1) / threads;
+    const int64_t limit = std::max<int64_t>(1, std::min(chunk_tokens_, per_thread));
+    std::vector<std::pair<size_t, size_t>> chunks;
     for (size_t w0 = 0; w0 < nw;) {
-        // A chunk of whole windows: rows [r0, r0 + n).
         size_t w1 = w0 + 1;
         int64_t n = static_cast<int64_t>(text_.windows[w0].size());
-        while (w1 < nw && n + static_cast<int64_t>(text_.windows[w1].size()) <= chunk_tokens_)
+        while (w1 < nw && n + static_cast<int64_t>(text_.windows[w1].size()) <= limit)
             n += static_cast<int64_t>(text_.windows[w1++].size());
+        chunks.emplace_back(w0, w1);
+        w0 = w1;
+    }
+    std::mutex hook_mu;
+    auto call = [&](LinearInput p, const MatrixRM &x) {
+        if (!hook) return;
+        std::lock_guard<std::mutex> lk(hook_mu);
+        hook(l, p, x);
+    };
+    auto run_chunk = [&](size_t w0, size_t w1) {
+        MatrixRM xn, q, k, v, att, o, gt, up;
         const int64_t r0 = start_[w0];
+        const int64_t n = (w1 < nw ? start_[w1] : static_cast<int64_t>(text_.n_tokens)) - r0;
         auto X = x_.middleRows(r0, n);
 
         rms_norm(X, W.attn_norm, c.rms_eps, xn);
-        if (hook) hook(l, LinearInput::QKV, xn);
+        call(LinearInput::QKV, xn);
         q.noalias() = xn * W.wq.transpose();
         k.noalias() = xn * W.wk.transpose();
         v.noalias() = xn * W.wv.transpose();
@@ -249,22 +271,41 @@ void RefForward::run_layer(const RefLayer &W, const LinearHook &hook) {
                 att.block(s, h * D, len, D).noalias() = S * v.block(s, hk * D, len, D);
             }
         }
-        if (hook) hook(l, LinearInput::O, att);
+        call(LinearInput::O, att);
         o.noalias() = att * W.wo.transpose();
         if (W.bo.size()) o.rowwise() += W.bo.transpose();
         X += o;
 
         rms_norm(X, W.ffn_norm, c.rms_eps, xn);
-        if (hook) hook(l, LinearInput::GATE_UP, xn);
+        call(LinearInput::GATE_UP, xn);
         gt.noalias() = xn * W.w_gate.transpose();
         up.noalias() = xn * W.w_up.transpose();
         gt = (gt.array() / (1.0f + (-gt.array()).exp()) * up.array()).matrix();
-        if (hook) hook(l, LinearInput::DOWN, gt);
+        call(LinearInput::DOWN, gt);
         X.noalias() += gt * W.w_down.transpose();
-        w0 = w1;
-    }
+    };
+    // Worker threads take chunks in order; the first error is rethrown here.
+    std::atomic<size_t> next{0};
+    std::exception_ptr error;
+    std::mutex error_mu;
+    auto worker = [&] {
+        for (size_t i; (i = next.fetch_add(1)) < chunks.size();) {
+            try {
+                run_chunk(chunks[i].first, chunks[i].second);
+            } catch (...) {
+                std::lock_guard<std::mutex> lk(error_mu);
+                if (!error) error = std::current_exception();
+                next = chunks.size();
+            }
+        }
+    };
+    const int n_workers = static_cast<int>(std::min<size_t>(static_cast<size_t>(threads), chunks.size()));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < n_workers; ++t) pool.emplace_back(worker);
+    worker();
+    for (auto &t : pool) t.join();
+    if (error) std::rethrow_exception(error);
     ++layers_done_;
-    (void)H;
 }
 
 MatrixRM RefForward::logits(size_t w) const {

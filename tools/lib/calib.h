@@ -67,13 +67,16 @@ constexpr int kLinearInputs = 4;
 const char *linear_input_name(LinearInput p);
 
 // hook(layer, point, X): the inputs of one chunk of whole windows (rows in window order; a run_layer call
-// passes every window once per point, in chunks).
+// passes every window once per point, in chunks). Chunks run on several threads: the calls are serialized (never
+// two at once) but come from any thread, in no fixed chunk order.
 using LinearHook = std::function<void(int layer, LinearInput point, const MatrixRM &x)>;
 
 class RefForward {
 public:
-    // Embeds every window. `chunk_tokens` bounds the rows of the temporaries (q, k, v, the MLP's [rows, n_ff]).
-    RefForward(const Model &m, TokenWindows text, int64_t chunk_tokens = 4096);
+    // Embeds every window. `chunk_tokens` bounds the rows of the temporaries (q, k, v, the MLP's [rows, n_ff]) of
+    // each of `n_threads` threads (0: one per online CPU); the chunks of a layer run in parallel. The number of
+    // threads changes how rows are grouped into matrix products, so results may differ in the last bits.
+    RefForward(const Model &m, TokenWindows text, int64_t chunk_tokens = 4096, int n_threads = 0);
 
     // Runs the next layer (layers_done()) with weights W over every window, calling `hook` at each linear's
     // input; the hidden states advance.
@@ -94,6 +97,7 @@ private:
     TokenWindows text_;
     std::vector<int64_t> start_;  // first row of each window
     int64_t chunk_tokens_;
+    int n_threads_ = 1;
     MatrixRM x_;
     MatrixRM rope_;  // [max window, head_dim]: cos then sin
     int layers_done_ = 0;
