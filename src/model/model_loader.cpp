@@ -335,7 +335,11 @@ void check_leftovers(const ModelBuilder &b, const TensorStore &store, const Mode
     }
 }
 
-DType resolve_activation_dtype(const std::string &dir, const ModelConfig &c, int n_quantized, int precision) {
+// `int16`: the device multiplies int16 activations (PGD_CAP_INT16_ACT), as fast as int8 ones where the CPU
+// has integer dot products: a w8a16 checkpoint's 16-bit activations are then int16, not bf16 (as precise on
+// the models measured, and decode at the memory floor: docs/quantization.md).
+DType resolve_activation_dtype(const std::string &dir, const ModelConfig &c, int n_quantized, int precision,
+                               bool int16) {
     DType a = DType::F32;
     switch (precision) {
         case PANGU_PRECISION_F32: a = DType::F32; break;
@@ -345,6 +349,7 @@ DType resolve_activation_dtype(const std::string &dir, const ModelConfig &c, int
         default:  // AUTO: what the quantizer made it for; fp32 for plain checkpoints
             a = c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32
                 : c.quant_activation == "int8"                          ? DType::I8
+                : int16                                                 ? DType::I16
                                                                         : DType::BF16;
     }
     const bool integer = a == DType::I8 || a == DType::I16;
@@ -392,10 +397,11 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
         if (id >= 0 && std::find(m->eos_ids.begin(), m->eos_ids.end(), id) == m->eos_ids.end()) m->eos_ids.push_back(id);
     m->store.open_dir(dir, opt.map);
     m->load_weights();
-    m->activation_dtype = resolve_activation_dtype(dir, m->cfg, m->n_quantized, opt.activation_precision);
     m->device = create_device(opt);
     const pgd_backend_reg *reg = pgd_backend_find(m->device->name);
-    if (m->activation_dtype == DType::I16 && !(reg && (reg->caps & PGD_CAP_INT16_ACT)))
+    const bool int16 = reg && (reg->caps & PGD_CAP_INT16_ACT);
+    m->activation_dtype = resolve_activation_dtype(dir, m->cfg, m->n_quantized, opt.activation_precision, int16);
+    if (m->activation_dtype == DType::I16 && !int16)
         fail(PANGU_ERR_UNSUPPORTED, dir + ": int16 activations (PANGU_PRECISION_INT16) are not supported by the " +
                                         m->device->name + " backend");
     // A device that keeps its own copy (npu-sim) reads every weight through the mapping now.
