@@ -91,6 +91,18 @@ void pack_bx_avx512bf16(const float *x, int64_t ldx, int64_t M, int64_t n, uint1
 void mm_i8_bx_avx512bf16(const uint16_t *x, int64_t ldx, int64_t M, const void *w, int64_t ldw, int64_t n, int nr,
                          float *y, int64_t ldy);
 
+// The AVX2 integer kernels (kernels_avx2_int.cpp: vpmaddwd, vpmaddubsw), for the AVX2 table and the AVX-512
+// table on CPUs without VNNI; with AVX-VNNI (kernels_avxvnni.cpp), for the AVX2 table on CPUs that have it.
+void quant_rows_avx2(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
+void mm_q8_avx2(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
+                int64_t ldy);
+void mm_q4_avx2(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
+                int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_q8_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
+                   int32_t *y, int64_t ldy);
+void mm_q4_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
+                   int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
+
 // The AVX512-VNNI integer kernels (kernels_avx512vnni.cpp), for the AVX-512 table on CPUs that have the
 // extension.
 void quant_rows_avx512vnni(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
@@ -112,6 +124,17 @@ const Table &scalar();
 const Table *avx2();
 const Table *avx512();
 const Table *neon();
+
+// The same tables with the integer kernels of a CPU without the dot-product extension (nullptr where the CPU or
+// the build lacks the table): AVX2 without AVX-VNNI, AVX-512 without AVX512-VNNI. The tables above take the
+// extension where the CPU has it; the tests hold both to the reference.
+#if defined(__x86_64__) || defined(_M_X64)
+const Table *avx2_novnni();
+const Table *avx512_novnni();
+#else
+inline const Table *avx2_novnni() { return nullptr; }
+inline const Table *avx512_novnni() { return nullptr; }
+#endif
 
 }  // namespace kernels
 }  // namespace pangu

@@ -256,20 +256,34 @@ void swiglu_avx2(float *g, const float *u, int64_t n) {
     swiglu_scalar(g + i, u + i, n - i);
 }
 
+// The integer kernels: vpmaddubsw (kernels_avx2_int.cpp), or vpdpbusd where the CPU has AVX-VNNI.
 const Table kAvx2 = {"avx2",           mm<F32>,        mm<BF16>,     mm<F16>,      mm<I8>, dot_avx2,
                      attn_values_avx2, scale_max_avx2, exp_sum_avx2, swiglu_avx2,
                      nullptr,          nullptr,
-                     quant_rows_scalar, mm_q8_scalar, mm_q4_scalar};
+                     quant_rows_avx2,  mm_q8_avx2,     mm_q4_avx2};
+const Table kAvx2Vnni = {"avx2",           mm<F32>,        mm<BF16>,      mm<F16>,      mm<I8>, dot_avx2,
+                         attn_values_avx2, scale_max_avx2, exp_sum_avx2,  swiglu_avx2,
+                         nullptr,          nullptr,
+                         quant_rows_avx2,  mm_q8_avxvnni,  mm_q4_avxvnni};
 
 }  // namespace
 
-const Table *avx2() {
+const Table *avx2_novnni() {
     // F16C through cpuid: clang (14) does not know __builtin_cpu_supports("f16c").
     static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && [] {
         unsigned a, b, c, d;
         return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
     }();
     return ok ? &kAvx2 : nullptr;
+}
+
+const Table *avx2() {
+    // CPUID leaf 7 sub-leaf 1, EAX bit 4: AVX-VNNI (by number, as the AVX512-BF16 bit in kernels_avx512.cpp)
+    static const bool vnni = avx2_novnni() && [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
+    }();
+    return vnni ? &kAvx2Vnni : avx2_novnni();
 }
 
 }  // namespace kernels

@@ -6,10 +6,10 @@
 // tree of kernels.h. Every output element sees that sequence whatever the blocking, so results are batch-
 // and thread-invariant within this table (they differ from the AVX2 table's in the last bits).
 //
-// Why not the integer VNNI instructions for int8 weights: vpdpbusd / vpdpwssd multiply integers, so they
-// would need integer activations (W8A8, or int16 activations with a dynamic scale and an int32 sum that
-// can overflow over K = 6144); W8A16 keeps bf16 activations and fp32 sums, and widening int8 to fp32 costs
-// two instructions per 16 weights, which the FMAs of a batch amortize and decode hides behind memory.
+// Why not the integer VNNI instructions for W8A16: vpdpbusd / vpdpwssd multiply integers, so they need
+// integer activations; W8A16 keeps bf16 activations and fp32 sums, and widening int8 to fp32 costs two
+// instructions per 16 weights, which the FMAs of a batch amortize and decode hides behind memory. The integer
+// activations of W8A8 and W4A8 (act_dtype PGD_I8) do use them: kernels_avx512vnni.cpp.
 // GCC 12's avx512fintrin.h initializes its "undefined" vectors from themselves, which -Wuninitialized
 // reports at every use of the intrinsics that start from one (GCC bug 105593, fixed in GCC 13).
 #pragma GCC diagnostic push
@@ -289,27 +289,57 @@ void swiglu_avx512(float *g, const float *u, int64_t n) {
     }
 }
 
-const Table kAvx512 = {"avx512",           mm<F32>,          mm<BF16>,       mm<F16>,      mm<I8>, dot_avx512,
-                       attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512,
-                       nullptr,            nullptr,
-                     quant_rows_scalar, mm_q8_scalar, mm_q4_scalar};
-// With AVX512-BF16 (Zen 4 and later, Cooper Lake, Sapphire Rapids): W8A16 products by bf16 dot products.
-const Table kAvx512Bf16 = {"avx512",           mm<F32>,          mm<BF16>,       mm<F16>,      mm<I8>, dot_avx512,
-                           attn_values_avx512, scale_max_avx512, exp_sum_avx512, swiglu_avx512,
-                           pack_bx_avx512bf16, mm_i8_bx_avx512bf16,
-                     quant_rows_scalar, mm_q8_scalar, mm_q4_scalar};
+// The four variants: with AVX512-BF16 (Zen 4 and later, Cooper Lake, Sapphire Rapids), W8A16 products by
+// bf16 dot products; with AVX512-VNNI (Cascade Lake and later, Zen 4), the integer kernels by vpdpbusd,
+// otherwise the AVX2 table's (Skylake-SP).
+constexpr Table variant(bool bf16, bool vnni) {
+    return {"avx512",
+            mm<F32>,
+            mm<BF16>,
+            mm<F16>,
+            mm<I8>,
+            dot_avx512,
+            attn_values_avx512,
+            scale_max_avx512,
+            exp_sum_avx512,
+            swiglu_avx512,
+            bf16 ? pack_bx_avx512bf16 : nullptr,
+            bf16 ? mm_i8_bx_avx512bf16 : nullptr,
+            vnni ? quant_rows_avx512vnni : quant_rows_avx2,
+            vnni ? mm_q8_avx512vnni : mm_q8_avx2,
+            vnni ? mm_q4_avx512vnni : mm_q4_avx2};
+}
+const Table kAvx512[2][2] = {{variant(false, false), variant(false, true)}, {variant(true, false), variant(true, true)}};
+
+struct Features {
+    bool ok, bf16, vnni;
+};
+
+const Features &features() {
+    static const Features f = [] {
+        const auto cpuid7 = [](unsigned sub, int reg, unsigned bit) {
+            unsigned r[4] = {0, 0, 0, 0};
+            return __get_cpuid_count(7, sub, &r[0], &r[1], &r[2], &r[3]) && (r[reg] & (1u << bit));
+        };
+        const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl");
+        // By number (compilers differ in the names __builtin_cpu_supports knows): CPUID leaf 7 sub-leaf 1, EAX
+        // bit 5: AVX512_BF16; sub-leaf 0, ECX bit 11: AVX512_VNNI.
+        return Features{ok, ok && cpuid7(1, 0, 5), ok && cpuid7(0, 2, 11)};
+    }();
+    return f;
+}
 
 }  // namespace
 
 const Table *avx512() {
-    static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                           __builtin_cpu_supports("avx512vl");
-    // CPUID leaf 7 sub-leaf 1, EAX bit 5: AVX512_BF16 (compilers differ in the names __builtin_cpu_supports knows).
-    static const bool bf16 = ok && [] {
-        unsigned a = 0, b = 0, c = 0, d = 0;
-        return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
-    }();
-    return bf16 ? &kAvx512Bf16 : ok ? &kAvx512 : nullptr;
+    const Features &f = features();
+    return f.ok ? &kAvx512[f.bf16][f.vnni] : nullptr;
+}
+
+const Table *avx512_novnni() {
+    const Features &f = features();
+    return f.ok ? &kAvx512[f.bf16][0] : nullptr;
 }
 
 }  // namespace kernels

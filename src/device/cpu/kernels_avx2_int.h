@@ -1,0 +1,266 @@
+// The integer kernels of the AVX2 tables (W8A8, W4A8), written once for several ways of multiplying bytes: a
+// policy P says how (kernels_avx2_int.cpp: vpmaddwd and vpmaddubsw; Vnni256 below: vpdpbusd on 256-bit
+// vectors, AVX-VNNI's in kernels_avxvnni.cpp, AVX512-VNNI's in kernels_avx512vnni.cpp for the group sizes its
+// own loop leaves to this one). Only for files compiled with AVX2 flags; internal linkage, since those files
+// are compiled with different flags.
+//
+// A policy provides, on 32-byte vectors:
+//   P::XQ8 xq8(p)                 a row's 32 int8 of x at p, loaded and prepared once for all weight rows (mm_q8)
+//   P::WQ8 wq8(p)                 32 int8 weights at p, loaded and prepared once for all rows
+//   side(sw, W) / P::kSide        a per-weight-row side sum, if the policy needs one (kSide)
+//   dot_q8(acc, X, W)             acc (8 int32 lanes) += the 32 products, 4 per lane
+//   fix_q8(acc, sw)               the int32 lanes of sum x * w from acc and the side sum
+//   part(acc, nib, x)             acc += nib * x (nibbles 0-15 unsigned, x signed), lane-wise partial sums
+//   ncorr(x)                      the same partial sums of -8 * x: part(ncorr(x), nib, x) sums (v - 8) * x
+//   add(a, b)                     two such partial sums added
+//   widen(acc)                    the partial sums as 8 int32 lanes (each the sum of the same 4 columns)
+// Every int8 value is allowed on both sides, -128 included (the digits of int16 activations, quant_rows16).
+// Integer sums are exact in every policy, so mm_q8 gives the scalar reference's int32. mm_q4's fp32 order: a
+// run of 64 columns is two units of 32, its low nibbles (columns 0-31) and its high ones (32-63); each lane
+// adds its int32 sums of a group's units (exact), and when the group's last unit is in, converts the sum
+// (exactly: below 2^24) and multiplies it by the group's scale into the lane's fp32 sum by one FMA; the 8 lane
+// sums are reduced with the tree of kernels.h. The same for every blocking.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "device/cpu/kernels.h"
+
+namespace pangu {
+namespace kernels {
+namespace {
+
+// The tree of kernels.h for 8 fp32 lanes.
+inline float hsum8(__m256 v) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 u = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 0x55)));
+}
+
+// Exact integer sum of 8 lanes (any order).
+inline int32_t hsum8_i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// ---- mm_q8 ----
+
+// RM rows of x against NR weight rows, 32 columns a step; the weights' last partial step is copied into a
+// zeroed buffer (x's pad is zero). With PF, the NR weight rows after the block are prefetched a line at a time
+// (decode: the next call's rows), into L2 as in kernels_avx512vnni.cpp (W8A8 decode with AVX-VNNI, 1B shape, one
+// thread: 86-99 % of the floor with T0, 98-107 % with T1).
+template <typename P, int RM, int NR, bool PF>
+inline void q8_micro(const int8_t *x, int64_t ldx, const int8_t *w, int64_t ldw, int64_t n, int32_t *y, int64_t ldy) {
+    __m256i acc[RM][NR], sw[NR];
+    for (int c = 0; c < NR; ++c) {
+        sw[c] = _mm256_setzero_si256();
+        for (int r = 0; r < RM; ++r) acc[r][c] = _mm256_setzero_si256();
+    }
+    const auto step = [&](int64_t i, const int8_t *const wp[NR]) {
+        typename P::XQ8 xv[RM];
+        for (int r = 0; r < RM; ++r) xv[r] = P::xq8(x + r * ldx + i);
+        for (int c = 0; c < NR; ++c) {
+            const typename P::WQ8 wv = P::wq8(wp[c]);
+            if (P::kSide) sw[c] = P::side(sw[c], wv);
+            for (int r = 0; r < RM; ++r) acc[r][c] = P::dot_q8(acc[r][c], xv[r], wv);
+        }
+    };
+    const int64_t n32 = n - n % 32;
+    const int8_t *wp[NR];
+    for (int64_t i = 0; i < n32; i += 32) {
+        if (PF && i % 64 == 0)
+            for (int c = 0; c < NR; ++c) _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i), _MM_HINT_T1);
+        for (int c = 0; c < NR; ++c) wp[c] = w + c * ldw + i;
+        step(i, wp);
+    }
+    if (n32 < n) {
+        alignas(32) int8_t tail[NR][32] = {};
+        for (int c = 0; c < NR; ++c) {
+            std::memcpy(tail[c], w + c * ldw + n32, static_cast<size_t>(n - n32));
+            wp[c] = tail[c];
+        }
+        step(n32, wp);
+    }
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) y[r * ldy + c] = hsum8_i(P::fix_q8(acc[r][c], sw[c]));
+}
+
+template <typename P, int RM, bool PF>
+inline void q8_block(const int8_t *x, int64_t ldx, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
+                     int64_t ldy) {
+    switch (nr) {
+        case 4: return q8_micro<P, RM, 4, PF>(x, ldx, w, ldw, n, y, ldy);
+        case 3: return q8_micro<P, RM, 3, PF>(x, ldx, w, ldw, n, y, ldy);
+        case 2: return q8_micro<P, RM, 2, PF>(x, ldx, w, ldw, n, y, ldy);
+        default: return q8_micro<P, RM, 1, PF>(x, ldx, w, ldw, n, y, ldy);
+    }
+}
+
+// Weight rows 4 at a time (16 vector registers); a single row (decode) and the first pair of rows of a small
+// batch (2-6 rows, a draft's verification, as memory-bound as decode) prefetch; rows in pairs.
+template <typename P>
+void mm_q8(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
+           int64_t ldy) {
+    for (int c = 0; c < nr; c += 4) {
+        const int nc = nr - c < 4 ? nr - c : 4;
+        const int8_t *wc = w + c * ldw;
+        int64_t m = 0;
+        for (; m + 2 <= M; m += 2) {
+            if (M <= 6 && m == 0) q8_block<P, 2, true>(x, ldx, wc, ldw, n, nc, y + c, ldy);
+            else q8_block<P, 2, false>(x + m * ldx, ldx, wc, ldw, n, nc, y + m * ldy + c, ldy);
+        }
+        if (m < M) {
+            if (M == 1) q8_block<P, 1, true>(x, ldx, wc, ldw, n, nc, y + c, ldy);
+            else q8_block<P, 1, false>(x + m * ldx, ldx, wc, ldw, n, nc, y + m * ldy + c, ldy);
+        }
+    }
+}
+
+// ---- mm_q4 ----
+
+// RM rows of x against NR PGD_I4 weight rows (ldw bytes apart), one run a step; PF as in q8_micro. The units
+// of a group are counted down (no division). JOINED (groups a multiple of 64 columns): a run's two units go
+// into the sums as one, lo and hi added before widen.
+template <typename P, int RM, int NR, bool PF, bool JOINED>
+inline void q4_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
+                     int64_t n, int group, float *y, int64_t ldy) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[RM][NR];
+    __m256i isum[RM][NR];
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps(), isum[r][c] = _mm256_setzero_si256();
+    const int units = JOINED ? group / 64 : group / 32;
+    int left = units;
+    int64_t g = 0;
+    const auto unit_done = [&] {
+        if (--left > 0) return;
+        for (int c = 0; c < NR; ++c) {
+            const __m256 sc = _mm256_set1_ps(s[c * lds + g]);
+            for (int r = 0; r < RM; ++r) {
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][c]), sc, acc[r][c]);
+                isum[r][c] = _mm256_setzero_si256();
+            }
+        }
+        left = units, ++g;
+    };
+    const auto nibbles = [&](int c, int64_t i, __m256i *lo, __m256i *hi) {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + c * ldw + i / 2));
+        *lo = _mm256_and_si256(b, low4), *hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
+    };
+    for (int64_t i = 0; i < n; i += 64) {
+        if (PF)
+            for (int c = 0; c < NR; ++c) _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i / 2), _MM_HINT_T1);
+        __m256i xlo[RM], xhi[RM], clo[RM], chi[RM];
+        for (int r = 0; r < RM; ++r) {
+            xlo[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + r * ldx + i));
+            xhi[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + r * ldx + i + 32));
+            clo[r] = P::ncorr(xlo[r]), chi[r] = P::ncorr(xhi[r]);
+            if (JOINED) clo[r] = P::add(clo[r], chi[r]);
+        }
+        __m256i lo, hi;
+        for (int c = 0; c < NR; ++c) {
+            nibbles(c, i, &lo, &hi);
+            for (int r = 0; r < RM; ++r) {
+                const __m256i t = JOINED ? P::part(P::part(clo[r], lo, xlo[r]), hi, xhi[r]) : P::part(clo[r], lo, xlo[r]);
+                isum[r][c] = _mm256_add_epi32(isum[r][c], P::widen(t));
+            }
+        }
+        unit_done();
+        if (JOINED) continue;
+        for (int c = 0; c < NR; ++c) {
+            nibbles(c, i, &lo, &hi);
+            for (int r = 0; r < RM; ++r) isum[r][c] = _mm256_add_epi32(isum[r][c], P::widen(P::part(chi[r], hi, xhi[r])));
+        }
+        unit_done();
+    }
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) y[r * ldy + c] = hsum8(acc[r][c]);
+}
+
+template <typename P, int RM, int NR, bool PF>
+inline void q4_call(bool joined, const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw, const float *s,
+                    int64_t lds, int64_t n, int group, float *y, int64_t ldy) {
+    if (joined) q4_micro<P, RM, NR, PF, true>(x, ldx, w, ldw, s, lds, n, group, y, ldy);
+    else q4_micro<P, RM, NR, PF, false>(x, ldx, w, ldw, s, lds, n, group, y, ldy);
+}
+
+// Blocks of up to 2 rows x 2 weight rows (16 accumulators in 16 registers would leave none: the fp32 and the
+// int32 sums of each pair); a single row against 4 weight rows at a time, with prefetch (decode), and the first
+// block of a small batch (2-6 rows, a draft's verification) with prefetch.
+template <typename P>
+void mm_q4(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
+           int64_t n, int group, int nr, float *y, int64_t ldy) {
+    const bool joined = group % 64 == 0;
+    if (M == 1) {
+        for (int c = 0; c < nr; c += 4) {
+            const uint8_t *wc = w + c * ldw;
+            const float *sc = s + c * lds;
+            switch (nr - c < 4 ? nr - c : 4) {
+                case 4: q4_call<P, 1, 4, true>(joined, x, ldx, wc, ldw, sc, lds, n, group, y + c, ldy); break;
+                case 3: q4_call<P, 1, 3, true>(joined, x, ldx, wc, ldw, sc, lds, n, group, y + c, ldy); break;
+                case 2: q4_call<P, 1, 2, true>(joined, x, ldx, wc, ldw, sc, lds, n, group, y + c, ldy); break;
+                default: q4_call<P, 1, 1, true>(joined, x, ldx, wc, ldw, sc, lds, n, group, y + c, ldy); break;
+            }
+        }
+        return;
+    }
+    for (int c = 0; c < nr; c += 2) {
+        const uint8_t *wc = w + c * ldw;
+        const float *sc = s + c * lds;
+        const bool two = nr - c >= 2;
+        for (int64_t m = 0; m < M; m += 2) {
+            const int8_t *xm = x + m * ldx;
+            float *ym = y + m * ldy + c;
+            if (M - m < 2) {  // the last row of an odd batch, not the first: no prefetch
+                if (two) q4_call<P, 1, 2, false>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
+                else q4_call<P, 1, 1, false>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
+            } else if (M <= 6 && m == 0) {
+                if (two) q4_call<P, 2, 2, true>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
+                else q4_call<P, 2, 1, true>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
+            } else {
+                if (two) q4_call<P, 2, 2, false>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
+                else q4_call<P, 2, 1, false>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
+            }
+        }
+    }
+}
+
+// ---- vpdpbusd on 256-bit vectors: AVX-VNNI, or AVX512-VNNI with AVX512VL ----
+
+#if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define PANGU_DPBUSD256 _mm256_dpbusd_epi32
+#else
+#define PANGU_DPBUSD256 _mm256_dpbusd_avx_epi32
+#endif
+// mm_q8: x ^ 0x80 (x + 128, unsigned) times w, 128 * sum w (itself from vpdpbusd with ones) taken away; mm_q4:
+// the nibbles times x, each lane started from -8 * its sum of x.
+struct Vnni256 {
+    static constexpr bool kSide = true;
+    using XQ8 = __m256i;
+    using WQ8 = __m256i;
+    static __m256i xq8(const int8_t *p) {
+        return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)), _mm256_set1_epi8(static_cast<char>(0x80)));
+    }
+    static __m256i wq8(const int8_t *p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)); }
+    static __m256i side(__m256i s, __m256i w) { return PANGU_DPBUSD256(s, _mm256_set1_epi8(1), w); }
+    static __m256i dot_q8(__m256i acc, __m256i xu, __m256i w) { return PANGU_DPBUSD256(acc, xu, w); }
+    static __m256i fix_q8(__m256i acc, __m256i sw) { return _mm256_sub_epi32(acc, _mm256_slli_epi32(sw, 7)); }
+    static __m256i part(__m256i acc, __m256i nib, __m256i x) { return PANGU_DPBUSD256(acc, nib, x); }
+    static __m256i ncorr(__m256i x) {
+        return _mm256_sub_epi32(_mm256_setzero_si256(), PANGU_DPBUSD256(_mm256_setzero_si256(), _mm256_set1_epi8(8), x));
+    }
+    static __m256i add(__m256i a, __m256i b) { return _mm256_add_epi32(a, b); }
+    static __m256i widen(__m256i acc) { return acc; }
+};
+#undef PANGU_DPBUSD256
+#endif
+
+}  // namespace
+}  // namespace kernels
+}  // namespace pangu
