@@ -4,7 +4,8 @@
 set(_dir ${CMAKE_CURRENT_LIST_DIR})
 list(APPEND PANGU_SOURCES ${_dir}/device_cpu.cpp ${_dir}/kernels.cpp)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
-  list(APPEND PANGU_SOURCES ${_dir}/kernels_neon.cpp)
+  list(APPEND PANGU_SOURCES ${_dir}/kernels_neon.cpp ${_dir}/kernels_neon_dotprod.cpp)
+  set_source_files_properties(${_dir}/kernels_neon_dotprod.cpp PROPERTIES COMPILE_OPTIONS "-march=armv8.2-a+dotprod")
 endif()
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   list(APPEND PANGU_SOURCES ${_dir}/kernels_avx2.cpp ${_dir}/kernels_avx2_int.cpp ${_dir}/kernels_avxvnni.cpp

@@ -103,6 +103,13 @@ void mm_q8_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int
 void mm_q4_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
                    int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
+// The NEON integer kernels with the ARMv8.2 dot product instructions (kernels_neon_dotprod.cpp), for the NEON
+// table on CPUs that have them.
+void mm_q8_neondot(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
+                   int32_t *y, int64_t ldy);
+void mm_q4_neondot(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
+                   int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
+
 // The AVX512-VNNI integer kernels (kernels_avx512vnni.cpp), for the AVX-512 table on CPUs that have the
 // extension.
 void quant_rows_avx512vnni(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
@@ -126,14 +133,19 @@ const Table *avx512();
 const Table *neon();
 
 // The same tables with the integer kernels of a CPU without the dot-product extension (nullptr where the CPU or
-// the build lacks the table): AVX2 without AVX-VNNI, AVX-512 without AVX512-VNNI. The tables above take the
-// extension where the CPU has it; the tests hold both to the reference.
+// the build lacks the table): AVX2 without AVX-VNNI, AVX-512 without AVX512-VNNI, NEON without the dot product
+// instructions. The tables above take the extension where the CPU has it; the tests hold both to the reference.
 #if defined(__x86_64__) || defined(_M_X64)
 const Table *avx2_novnni();
 const Table *avx512_novnni();
 #else
 inline const Table *avx2_novnni() { return nullptr; }
 inline const Table *avx512_novnni() { return nullptr; }
+#endif
+#if defined(__aarch64__)
+const Table *neon_nodot();
+#else
+inline const Table *neon_nodot() { return nullptr; }
 #endif
 
 }  // namespace kernels

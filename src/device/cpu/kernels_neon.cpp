@@ -4,10 +4,17 @@
 // with the same tree as on x86.
 #if defined(__aarch64__)
 #include <arm_neon.h>
+#include <sys/auxv.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "device/cpu/kernels.h"
+#include "device/cpu/kernels_neon_int.h"
+
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)  // <asm/hwcap.h>: the dot product instructions (older C libraries lack the name)
+#endif
 
 namespace pangu {
 namespace kernels {
@@ -148,14 +155,96 @@ void attn_values_neon(const float *p, int64_t ldp, int32_t nq, const float *v, i
     }
 }
 
+// Integer products without the dot product instructions: vmull_s8 / vmull_high_s8 multiply 8 byte pairs into
+// int16 (exact: at most 128 * 128), vpadalq_s16 adds pairs of those into the int32 lanes. (Adding a second
+// product in int16 with vmlal_s8 would overflow for -128 * -128 twice, which int16 activations' digits hold.)
+struct Mull {
+    static int32x4_t dot1(int32x4_t acc, int8x16_t x, int8x16_t w) {
+        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(x), vget_low_s8(w)));
+        return vpadalq_s16(acc, vmull_high_s8(x, w));
+    }
+    static int32x4_t dot2(int32x4_t acc, int8x16_t x0, int8x16_t w0, int8x16_t x1, int8x16_t w1) {
+        return dot1(dot1(acc, x0, w0), x1, w1);
+    }
+};
+
+void mm_q8_neon(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
+                int64_t ldy) {
+    mm_q8<Mull>(x, ldx, M, w, ldw, n, nr, y, ldy);
+}
+
+void mm_q4_neon(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
+                int64_t n, int group, int nr, float *y, int64_t ldy) {
+    mm_q4<Mull>(x, ldx, M, w, ldw, s, lds, n, group, nr, y, ldy);
+}
+
+// 16 int32 (each in [-127, 127], or a saturated conversion of Inf) to their low bytes, in order, as the cast
+// of the scalar reference takes them: narrowing keeps the low half.
+inline int8x16_t low_bytes(int32x4_t a, int32x4_t b, int32x4_t c, int32x4_t d) {
+    const int16x8_t ab = vcombine_s16(vmovn_s32(a), vmovn_s32(b)), cd = vcombine_s16(vmovn_s32(c), vmovn_s32(d));
+    return vcombine_s8(vmovn_s16(ab), vmovn_s16(cd));
+}
+
+// One row of quant_rows (kernels.h). The largest |x| as an integer: the bits of non-negative floats order as
+// their values, and Inf and NaN lie above every finite value, so one maximum gives amax and whether the row is
+// finite. x * inv rounded to nearest even by vcvtnq (nearbyintf's rounding in the default mode). The last
+// partial 16 values go through a zero-padded copy.
+void quant_row(const float *x, int64_t n, int8_t *q, int64_t ldq, float *scale) {
+    const uint32x4_t abs = vdupq_n_u32(0x7fffffff);
+    uint32x4_t mx = vdupq_n_u32(0);
+    const int64_t n4 = n - n % 4;
+    for (int64_t i = 0; i < n4; i += 4) mx = vmaxq_u32(mx, vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + i)), abs));
+    uint32_t bits = vmaxvq_u32(mx);
+    for (int64_t i = n4; i < n; ++i) {
+        uint32_t u;
+        std::memcpy(&u, x + i, 4);
+        u &= 0x7fffffffu;
+        bits = u > bits ? u : bits;
+    }
+    float amax;
+    std::memcpy(&amax, &bits, 4);
+    std::memset(q, 0, static_cast<size_t>(ldq));
+    if (bits >= 0x7f800000u) {
+        *scale = NAN;
+        return;
+    }
+    *scale = amax / 127.0f;
+    if (amax == 0.0f) return;
+    const float inv = 127.0f / amax;
+    const auto conv = [inv](const float *p) { return vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(p), inv)); };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) vst1q_s8(q + i, low_bytes(conv(x + i), conv(x + i + 4), conv(x + i + 8), conv(x + i + 12)));
+    if (i < n) {
+        float t[16] = {};
+        int8_t b[16];
+        std::memcpy(t, x + i, static_cast<size_t>(n - i) * 4);
+        vst1q_s8(b, low_bytes(conv(t), conv(t + 4), conv(t + 8), conv(t + 12)));
+        std::memcpy(q + i, b, static_cast<size_t>(n - i));
+    }
+}
+
+void quant_rows_neon(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale) {
+    for (int64_t m = 0; m < M; ++m) quant_row(x + m * ldx, n, q + m * ldq, ldq, scale + m);
+}
+
 const Table kNeon = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
                      attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
                      nullptr,          nullptr,
-                     quant_rows_scalar, mm_q8_scalar, mm_q4_scalar};
+                     quant_rows_neon,  mm_q8_neon,       mm_q4_neon};
+// With the dot product instructions (kernels_neon_dotprod.cpp).
+const Table kNeonDot = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
+                        attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
+                        nullptr,          nullptr,
+                        quant_rows_neon,  mm_q8_neondot,    mm_q4_neondot};
 
 }  // namespace
 
-const Table *neon() { return &kNeon; }
+const Table *neon() {
+    static const bool dot = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+    return dot ? &kNeonDot : &kNeon;
+}
+
+const Table *neon_nodot() { return &kNeon; }
 
 }  // namespace kernels
 }  // namespace pangu
