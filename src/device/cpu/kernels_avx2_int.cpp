@@ -33,7 +33,9 @@ struct Madd {
     }
     static __m256i fix_q8(__m256i acc, __m256i) { return acc; }
     // mm_q4: int16 pair sums until widen
-    static __m256i part(__m256i acc, __m256i nib, __m256i x) { return _mm256_add_epi16(acc, _mm256_maddubs_epi16(nib, x)); }
+    static __m256i part(__m256i acc, __m256i nib, __m256i x) {
+        return _mm256_add_epi16(acc, _mm256_maddubs_epi16(nib, x));
+    }
     static __m256i ncorr(__m256i x) {
         return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_maddubs_epi16(_mm256_set1_epi8(8), x));
     }
@@ -81,7 +83,8 @@ void quant_row(const float *x, int64_t n, int8_t *q, int64_t ldq, float *scale) 
     const auto conv = [inv](const float *p) { return _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p), inv)); };
     int64_t i = 0;
     for (; i + 32 <= n; i += 32)
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + i), low_bytes(conv(x + i), conv(x + i + 8), conv(x + i + 16), conv(x + i + 24)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + i),
+                            low_bytes(conv(x + i), conv(x + i + 8), conv(x + i + 16), conv(x + i + 24)));
     if (i < n) {
         alignas(32) float t[32] = {};
         alignas(32) int8_t b[32];

@@ -48,6 +48,10 @@ inline int32_t hsum8_i(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+// A batch of at most this many rows streams the weights from memory as decode does, and its first block of
+// rows prefetches them: a draft's verification (up to 6 positions, 12 rows as int16 activations' digits).
+constexpr int64_t kSmallBatch = 12;
+
 // ---- mm_q8 ----
 
 // RM rows of x against NR weight rows, 32 columns a step; the weights' last partial step is copied into a
@@ -74,7 +78,8 @@ inline void q8_micro(const int8_t *x, int64_t ldx, const int8_t *w, int64_t ldw,
     const int8_t *wp[NR];
     for (int64_t i = 0; i < n32; i += 32) {
         if (PF && i % 64 == 0)
-            for (int c = 0; c < NR; ++c) _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i), _MM_HINT_T1);
+            for (int c = 0; c < NR; ++c)
+                _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i), _MM_HINT_T1);
         for (int c = 0; c < NR; ++c) wp[c] = w + c * ldw + i;
         step(i, wp);
     }
@@ -102,7 +107,7 @@ inline void q8_block(const int8_t *x, int64_t ldx, const int8_t *w, int64_t ldw,
 }
 
 // Weight rows 4 at a time (16 vector registers); a single row (decode) and the first pair of rows of a small
-// batch (2-6 rows, a draft's verification, as memory-bound as decode) prefetch; rows in pairs.
+// batch (kSmallBatch) prefetch; rows in pairs.
 template <typename P>
 void mm_q8(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
            int64_t ldy) {
@@ -111,7 +116,7 @@ void mm_q8(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw
         const int8_t *wc = w + c * ldw;
         int64_t m = 0;
         for (; m + 2 <= M; m += 2) {
-            if (M <= 6 && m == 0) q8_block<P, 2, true>(x, ldx, wc, ldw, n, nc, y + c, ldy);
+            if (M <= kSmallBatch && m == 0) q8_block<P, 2, true>(x, ldx, wc, ldw, n, nc, y + c, ldy);
             else q8_block<P, 2, false>(x + m * ldx, ldx, wc, ldw, n, nc, y + m * ldy + c, ldy);
         }
         if (m < M) {
@@ -154,7 +159,8 @@ inline void q4_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw
     };
     for (int64_t i = 0; i < n; i += 64) {
         if (PF)
-            for (int c = 0; c < NR; ++c) _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i / 2), _MM_HINT_T1);
+            for (int c = 0; c < NR; ++c)
+                _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i / 2), _MM_HINT_T1);
         __m256i xlo[RM], xhi[RM], clo[RM], chi[RM];
         for (int r = 0; r < RM; ++r) {
             xlo[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + r * ldx + i));
@@ -166,7 +172,8 @@ inline void q4_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw
         for (int c = 0; c < NR; ++c) {
             nibbles(c, i, &lo, &hi);
             for (int r = 0; r < RM; ++r) {
-                const __m256i t = JOINED ? P::part(P::part(clo[r], lo, xlo[r]), hi, xhi[r]) : P::part(clo[r], lo, xlo[r]);
+                const __m256i t =
+                    JOINED ? P::part(P::part(clo[r], lo, xlo[r]), hi, xhi[r]) : P::part(clo[r], lo, xlo[r]);
                 isum[r][c] = _mm256_add_epi32(isum[r][c], P::widen(t));
             }
         }
@@ -174,7 +181,8 @@ inline void q4_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw
         if (JOINED) continue;
         for (int c = 0; c < NR; ++c) {
             nibbles(c, i, &lo, &hi);
-            for (int r = 0; r < RM; ++r) isum[r][c] = _mm256_add_epi32(isum[r][c], P::widen(P::part(chi[r], hi, xhi[r])));
+            for (int r = 0; r < RM; ++r)
+                isum[r][c] = _mm256_add_epi32(isum[r][c], P::widen(P::part(chi[r], hi, xhi[r])));
         }
         unit_done();
     }
@@ -191,7 +199,7 @@ inline void q4_call(bool joined, const int8_t *x, int64_t ldx, const uint8_t *w,
 
 // Blocks of up to 2 rows x 2 weight rows (16 accumulators in 16 registers would leave none: the fp32 and the
 // int32 sums of each pair); a single row against 4 weight rows at a time, with prefetch (decode), and the first
-// block of a small batch (2-6 rows, a draft's verification) with prefetch.
+// block of a small batch (kSmallBatch) with prefetch.
 template <typename P>
 void mm_q4(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
            int64_t n, int group, int nr, float *y, int64_t ldy) {
@@ -219,7 +227,7 @@ void mm_q4(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ld
             if (M - m < 2) {  // the last row of an odd batch, not the first: no prefetch
                 if (two) q4_call<P, 1, 2, false>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
                 else q4_call<P, 1, 1, false>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
-            } else if (M <= 6 && m == 0) {
+            } else if (M <= kSmallBatch && m == 0) {
                 if (two) q4_call<P, 2, 2, true>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
                 else q4_call<P, 2, 1, true>(joined, xm, ldx, wc, ldw, sc, lds, n, group, ym, ldy);
             } else {
@@ -245,7 +253,8 @@ struct Vnni256 {
     using XQ8 = __m256i;
     using WQ8 = __m256i;
     static __m256i xq8(const int8_t *p) {
-        return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)), _mm256_set1_epi8(static_cast<char>(0x80)));
+        return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)),
+                                _mm256_set1_epi8(static_cast<char>(0x80)));
     }
     static __m256i wq8(const int8_t *p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)); }
     static __m256i side(__m256i s, __m256i w) { return PANGU_DPBUSD256(s, _mm256_set1_epi8(1), w); }
@@ -253,7 +262,8 @@ struct Vnni256 {
     static __m256i fix_q8(__m256i acc, __m256i sw) { return _mm256_sub_epi32(acc, _mm256_slli_epi32(sw, 7)); }
     static __m256i part(__m256i acc, __m256i nib, __m256i x) { return PANGU_DPBUSD256(acc, nib, x); }
     static __m256i ncorr(__m256i x) {
-        return _mm256_sub_epi32(_mm256_setzero_si256(), PANGU_DPBUSD256(_mm256_setzero_si256(), _mm256_set1_epi8(8), x));
+        return _mm256_sub_epi32(_mm256_setzero_si256(),
+                                PANGU_DPBUSD256(_mm256_setzero_si256(), _mm256_set1_epi8(8), x));
     }
     static __m256i add(__m256i a, __m256i b) { return _mm256_add_epi32(a, b); }
     static __m256i widen(__m256i acc) { return acc; }

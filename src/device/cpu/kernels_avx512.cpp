@@ -309,7 +309,8 @@ constexpr Table variant(bool bf16, bool vnni) {
             vnni ? mm_q8_avx512vnni : mm_q8_avx2,
             vnni ? mm_q4_avx512vnni : mm_q4_avx2};
 }
-const Table kAvx512[2][2] = {{variant(false, false), variant(false, true)}, {variant(true, false), variant(true, true)}};
+const Table kAvx512[2][2] = {{variant(false, false), variant(false, true)},
+                             {variant(true, false), variant(true, true)}};
 
 struct Features {
     bool ok, bf16, vnni;

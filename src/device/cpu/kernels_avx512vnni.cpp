@@ -80,7 +80,8 @@ inline __m128i hsum4_i(__m512i a, __m512i b, __m512i c, __m512i d) {
     __m512i z = _mm512_add_epi32(_mm512_shuffle_i32x4(ab, cd, 0x88), _mm512_shuffle_i32x4(ab, cd, 0xDD));
     z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_BADC));
     z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_CDAB));  // sums in lanes 0, 4, 8, 12
-    return _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), z));
+    return _mm512_castsi512_si128(
+        _mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), z));
 }
 
 // ---- mm_q8 ----
@@ -106,7 +107,8 @@ inline void q8_micro(const int8_t *x, int64_t ldx, const int8_t *w, int64_t ldw,
         const __mmask64 k = n - i >= 64 ? ~__mmask64(0) : (__mmask64(1) << (n - i)) - 1;
         if (PF)
 #pragma GCC unroll 8
-            for (int c = 0; c < NR; ++c) _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i), _MM_HINT_T1);
+            for (int c = 0; c < NR; ++c)
+                _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + i), _MM_HINT_T1);
         __m512i xu[RM];
 #pragma GCC unroll 8
         for (int r = 0; r < RM; ++r) xu[r] = _mm512_xor_si512(_mm512_loadu_si512(x + r * ldx + i), flip);
@@ -166,8 +168,8 @@ inline __m512 pair_ps(const float *s, int64_t a, int64_t b) {
 // half step clamped to the last group: its lanes, zero, leave the sums unchanged); k128 adds the int32 sums
 // into isum.
 template <int RM, int NR, G K, bool HALF>
-inline void q4_step(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
-                    int64_t i, int64_t last, __m512 (&acc)[RM][NR], __m512i (&isum)[RM][NR]) {
+inline void q4_step(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw, const float *s, int64_t lds, int64_t i,
+                    int64_t last, __m512 (&acc)[RM][NR], __m512i (&isum)[RM][NR]) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
     __m512i xlo[RM], xhi[RM], clo[RM], chi[RM];
 #pragma GCC unroll 8
@@ -193,8 +195,10 @@ inline void q4_step(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw,
             const __m512 slo = pair_ps(sc, i / 32, clamp(i / 32 + 2)), shi = pair_ps(sc, i / 32 + 1, clamp(i / 32 + 3));
 #pragma GCC unroll 8
             for (int r = 0; r < RM; ++r) {
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(clo[r], lo, xlo[r])), slo, acc[r][c]);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(chi[r], hi, xhi[r])), shi, acc[r][c]);
+                acc[r][c] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(clo[r], lo, xlo[r])), slo, acc[r][c]);
+                acc[r][c] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(chi[r], hi, xhi[r])), shi, acc[r][c]);
             }
         } else if (K == G::k64) {
             const __m512 sv = pair_ps(sc, i / 64, clamp(i / 64 + 1));
@@ -206,7 +210,8 @@ inline void q4_step(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw,
         } else {
 #pragma GCC unroll 8
             for (int r = 0; r < RM; ++r)
-                isum[r][c] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_add_epi32(isum[r][c], clo[r]), lo, xlo[r]), hi, xhi[r]);
+                isum[r][c] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_add_epi32(isum[r][c], clo[r]), lo, xlo[r]),
+                                                 hi, xhi[r]);
         }
     }
 }
@@ -293,7 +298,8 @@ void q4_mm(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ld
             const int8_t *xm = x + m * ldx;
             float *ym = y + m * ldy + c;
             if (M - m < 2) q4_block4<1, false, K>(xm, ldx, wc, ldw, sc, lds, n, group, nc, ym, ldy);
-            else if (M <= 6 && m == 0) q4_block4<2, true, K>(xm, ldx, wc, ldw, sc, lds, n, group, nc, ym, ldy);
+            else if (M <= kSmallBatch && m == 0)
+                q4_block4<2, true, K>(xm, ldx, wc, ldw, sc, lds, n, group, nc, ym, ldy);
             else q4_block4<2, false, K>(xm, ldx, wc, ldw, sc, lds, n, group, nc, ym, ldy);
         }
     }
@@ -319,27 +325,33 @@ void quant_rows_avx512vnni(const float *x, int64_t ldx, int64_t M, int64_t n, in
     for (int64_t m = 0; m < M; ++m) quant_row(x + m * ldx, n, q + m * ldq, ldq, scale + m);
 }
 
-// A single row against up to 8 weight rows with prefetch (decode); otherwise blocks of up to 4 rows x 4
-// weight rows, the first block of a small batch (2-6 rows, a draft's verification) with prefetch.
+// One or two rows (decode; two: an int16 row's digits, quant_rows16) against all nr <= 8 weight rows.
+template <int RM>
+inline void q8_decode(const int8_t *x, int64_t ldx, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
+                      int64_t ldy) {
+    switch (nr) {
+        case 8: return q8_micro<RM, 8, true>(x, ldx, w, ldw, n, y, ldy);
+        case 7: return q8_micro<RM, 7, true>(x, ldx, w, ldw, n, y, ldy);
+        case 6: return q8_micro<RM, 6, true>(x, ldx, w, ldw, n, y, ldy);
+        case 5: return q8_micro<RM, 5, true>(x, ldx, w, ldw, n, y, ldy);
+        case 4: return q8_micro<RM, 4, true>(x, ldx, w, ldw, n, y, ldy);
+        case 3: return q8_micro<RM, 3, true>(x, ldx, w, ldw, n, y, ldy);
+        case 2: return q8_micro<RM, 2, true>(x, ldx, w, ldw, n, y, ldy);
+        default: return q8_micro<RM, 1, true>(x, ldx, w, ldw, n, y, ldy);
+    }
+}
+
+// One or two rows against up to 8 weight rows with prefetch (decode); otherwise blocks of up to 4 rows x 4
+// weight rows, the first block of a small batch (a draft's verification, kSmallBatch) with prefetch.
 void mm_q8_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
                       int32_t *y, int64_t ldy) {
-    if (M == 1) {
-        switch (nr) {
-            case 8: return q8_micro<1, 8, true>(x, ldx, w, ldw, n, y, ldy);
-            case 7: return q8_micro<1, 7, true>(x, ldx, w, ldw, n, y, ldy);
-            case 6: return q8_micro<1, 6, true>(x, ldx, w, ldw, n, y, ldy);
-            case 5: return q8_micro<1, 5, true>(x, ldx, w, ldw, n, y, ldy);
-            case 4: return q8_micro<1, 4, true>(x, ldx, w, ldw, n, y, ldy);
-            case 3: return q8_micro<1, 3, true>(x, ldx, w, ldw, n, y, ldy);
-            case 2: return q8_micro<1, 2, true>(x, ldx, w, ldw, n, y, ldy);
-            default: return q8_micro<1, 1, true>(x, ldx, w, ldw, n, y, ldy);
-        }
-    }
+    if (M <= 2)
+        return M == 1 ? q8_decode<1>(x, ldx, w, ldw, n, nr, y, ldy) : q8_decode<2>(x, ldx, w, ldw, n, nr, y, ldy);
     for (int c = 0; c < nr; c += 4) {
         const int nc = nr - c < 4 ? nr - c : 4;
         for (int64_t m = 0; m < M; m += 4)
             q8_rows(x + m * ldx, ldx, M - m < 4 ? M - m : 4, w + c * ldw, ldw, n, nc, y + m * ldy + c, ldy,
-                    M <= 6 && m == 0);
+                    M <= kSmallBatch && m == 0);
     }
 }
 

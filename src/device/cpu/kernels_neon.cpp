@@ -213,7 +213,8 @@ void quant_row(const float *x, int64_t n, int8_t *q, int64_t ldq, float *scale) 
     const float inv = 127.0f / amax;
     const auto conv = [inv](const float *p) { return vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(p), inv)); };
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) vst1q_s8(q + i, low_bytes(conv(x + i), conv(x + i + 4), conv(x + i + 8), conv(x + i + 12)));
+    for (; i + 16 <= n; i += 16)
+        vst1q_s8(q + i, low_bytes(conv(x + i), conv(x + i + 4), conv(x + i + 8), conv(x + i + 12)));
     if (i < n) {
         float t[16] = {};
         int8_t b[16];

@@ -18,13 +18,13 @@ struct Dot {
 
 }  // namespace
 
-void mm_q8_neondot(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
-                   int32_t *y, int64_t ldy) {
+void mm_q8_neondot(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
+                   int64_t ldy) {
     mm_q8<Dot>(x, ldx, M, w, ldw, n, nr, y, ldy);
 }
 
-void mm_q4_neondot(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
-                   int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+void mm_q4_neondot(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
+                   int64_t n, int group, int nr, float *y, int64_t ldy) {
     mm_q4<Dot>(x, ldx, M, w, ldw, s, lds, n, group, nr, y, ldy);
 }
 

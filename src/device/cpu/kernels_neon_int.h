@@ -105,7 +105,7 @@ inline void q4_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw
     int left = units;
     int64_t g = 0;
     // one unit: columns [i, i + 32) of x against the 32 nibbles v, as v - 8
-    const auto unit = [&](int64_t i, const uint8x16_t (&v)[NR][2]) {
+    const auto unit = [&](int64_t i, const uint8x16_t(&v)[NR][2]) {
         int8x16_t x0[RM], x1[RM];
         for (int r = 0; r < RM; ++r) x0[r] = vld1q_s8(x + r * ldx + i), x1[r] = vld1q_s8(x + r * ldx + i + 16);
         for (int c = 0; c < NR; ++c) {
@@ -136,7 +136,8 @@ inline void q4_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw
     for (int r = 0; r < RM; ++r)
         for (int c = 0; c < NR; ++c) {
             const float32x4_t a = acc[r][c];
-            y[r * ldy + c] = (vgetq_lane_f32(a, 0) + vgetq_lane_f32(a, 1)) + (vgetq_lane_f32(a, 2) + vgetq_lane_f32(a, 3));
+            y[r * ldy + c] =
+                (vgetq_lane_f32(a, 0) + vgetq_lane_f32(a, 1)) + (vgetq_lane_f32(a, 2) + vgetq_lane_f32(a, 3));
         }
 }
 
