@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "device/device.h"
@@ -215,6 +217,218 @@ TEST(Kernels, RowResultsDoNotDependOnBlocking) {
                             EXPECT_EQ(std::memcmp(&one, &all[m * 8 + r], 4), 0)
                                 << t->name << " n " << n << " nr " << nr_all << " M " << M << " row " << m << " col " << r;
                         }
+                }
+            }
+        }
+    }
+}
+
+// ---- integer activations (W8A8, W4A8) ----
+
+namespace {
+
+// Every table with integer kernels of its own: the vector tables and their variants without the dot-product
+// extensions (kernels.h), each once, with a label for messages.
+std::vector<std::pair<std::string, const kernels::Table *>> int_tables() {
+    std::vector<std::pair<std::string, const kernels::Table *>> v;
+    const std::pair<const char *, const kernels::Table *> all[] = {
+        {"avx2", kernels::avx2()},     {"avx2-novnni", kernels::avx2_novnni()},
+        {"avx512", kernels::avx512()}, {"avx512-novnni", kernels::avx512_novnni()},
+        {"neon", kernels::neon()},     {"neon-nodot", kernels::neon_nodot()}};
+    for (const auto &a : all) {
+        if (!a.second) continue;
+        bool dup = false;
+        for (const auto &b : v)
+            dup = dup || (b.second->quant_rows == a.second->quant_rows && b.second->mm_q8 == a.second->mm_q8 &&
+                          b.second->mm_q4 == a.second->mm_q4);
+        if (!dup) v.emplace_back(a.first, a.second);
+    }
+    return v;
+}
+
+int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
+
+// Rows of int8 activations, zero-padded to a multiple of 64 as quant_rows leaves them; any int8 value, -128
+// included (quant_rows16's digits).
+std::vector<int8_t> q_rows(int64_t M, int64_t n, std::mt19937 &g) {
+    std::vector<int8_t> x(M * round64(n), 0);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t i = 0; i < n; ++i) x[m * round64(n) + i] = static_cast<int8_t>(int(g() % 256) - 128);
+    return x;
+}
+
+// Extreme activations for extreme weights: row m holds -128 (m % 4 == 0), +-127 alternating (1), 127 (2), 0 (3).
+void extreme_rows(std::vector<int8_t> &x, int64_t M, int64_t n, int64_t ldx) {
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t i = 0; i < n; ++i)
+            x[m * ldx + i] = static_cast<int8_t>(m % 4 == 0   ? -128
+                                                 : m % 4 == 1 ? (i % 2 ? 127 : -127)
+                                                 : m % 4 == 2 ? 127
+                                                              : 0);
+}
+
+// One PGD_I4 row from nibbles v[k] in [0, 15] (device.h: byte j of a run holds column j low, j + 32 high).
+void pack_i4(const uint8_t *v, int64_t n, uint8_t *out) {
+    for (int64_t k = 0; k < n; ++k) {
+        uint8_t &b = out[(k / 64) * 32 + k % 32];
+        b = static_cast<uint8_t>(k % 64 < 32 ? (b & 0xf0) | v[k] : (b & 0x0f) | (v[k] << 4));
+    }
+}
+
+}  // namespace
+
+TEST(IntKernels, QuantRowsAreBitIdenticalToScalar) {
+    const auto tables = int_tables();
+    if (tables.empty()) GTEST_SKIP() << "no vector kernels on this CPU/build";
+    std::printf("integer kernels against the scalar reference:");
+    for (const auto &t : tables) std::printf(" %s", t.first.c_str());
+    std::printf("\n");
+    std::mt19937 g(31);
+    // rows by kind: random (several magnitudes), zeros, -0, ties (x * inv a half-integer), NaN or Inf at a
+    // position, tiny (127 / amax overflows to Inf), huge
+    const int kKinds = 12;
+    for (int64_t n : {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 255, 1536, 8960}) {
+        const int64_t M = kKinds, ldx = n + 3, ldq = round64(n);
+        std::vector<float> x(M * ldx, 1e30f);  // between rows: values a kernel must not read
+        for (int64_t m = 0; m < M; ++m) {
+            float *r = &x[m * ldx];
+            const int64_t at = static_cast<int64_t>(g() % n);
+            for (int64_t i = 0; i < n; ++i) {
+                switch (m) {
+                    case 0: r[i] = randv(1, g)[0]; break;
+                    case 1: r[i] = randv(1, g, 1e-3f)[0]; break;
+                    case 2: r[i] = randv(1, g, 3e4f)[0]; break;
+                    case 3: r[i] = 0.0f; break;
+                    case 4: r[i] = -0.0f; break;
+                    case 5: r[i] = (i == at ? 127.0f : static_cast<float>(int(g() % 255) - 127) + 0.5f); break;
+                    case 6: r[i] = i == at ? NAN : randv(1, g)[0]; break;
+                    case 7: r[i] = i == at ? INFINITY : randv(1, g)[0]; break;
+                    case 8: r[i] = i == at ? -INFINITY : 0.0f; break;
+                    case 9: r[i] = randv(1, g, 1e-39f)[0]; break;  // denormals
+                    case 10: r[i] = i == at ? 3e38f : randv(1, g, 1e37f)[0]; break;
+                    default: r[i] = (i % 2 ? -1.0f : 1.0f) * static_cast<float>(i % 255 - 127) / 2.0f; break;
+                }
+            }
+        }
+        std::vector<int8_t> ref(M * ldq, 0x55);
+        std::vector<float> sref(M);
+        kernels::scalar().quant_rows(x.data(), ldx, M, n, ref.data(), ldq, sref.data());
+        for (const auto &t : tables) {
+            for (int64_t blk : {M, int64_t(1), int64_t(5)}) {  // all rows at once, one at a time, in fives
+                std::vector<int8_t> q(M * ldq, 0x55);
+                std::vector<float> sc(M, 1.0f);
+                for (int64_t m0 = 0; m0 < M; m0 += blk) {
+                    const int64_t mr = std::min(blk, M - m0);
+                    t.second->quant_rows(&x[m0 * ldx], ldx, mr, n, &q[m0 * ldq], ldq, &sc[m0]);
+                }
+                for (int64_t m = 0; m < M; ++m) {
+                    EXPECT_TRUE(same_bits(sc[m], sref[m]) || (std::isnan(sc[m]) && std::isnan(sref[m])))
+                        << t.first << " n " << n << " row kind " << m << ": scale " << sc[m] << " vs " << sref[m];
+                    for (int64_t i = 0; i < ldq; ++i)
+                        ASSERT_EQ(q[m * ldq + i], ref[m * ldq + i])
+                            << t.first << " n " << n << " row kind " << m << " at " << i << " (x "
+                            << (i < n ? x[m * ldx + i] : 0.0f) << ")";
+                }
+            }
+        }
+    }
+}
+
+TEST(IntKernels, Int8ProductsAreExactInEveryTable) {
+    const auto tables = int_tables();
+    if (tables.empty()) GTEST_SKIP() << "no vector kernels on this CPU/build";
+    std::mt19937 g(32);
+    for (int64_t n : {1, 3, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 1000, 1536, 8960}) {
+        const int64_t ldx = round64(n), maxM = 13;
+        // weight kinds: random over all of int8, all -128, all 127, alternating +-127 and -128
+        for (int kind = 0; kind < 4; ++kind) {
+            auto x = q_rows(maxM, n, g);
+            if (kind > 0) extreme_rows(x, maxM, n, ldx);
+            std::vector<int8_t> w(8 * n);  // rows n apart, unpadded: the tail is read with care
+            for (int64_t i = 0; i < 8 * n; ++i)
+                w[i] = static_cast<int8_t>(kind == 0    ? int(g() % 256) - 128
+                                           : kind == 1  ? -128
+                                           : kind == 2  ? 127
+                                           : i % 3 == 0 ? -128
+                                           : i % 2      ? 127
+                                                        : -127);
+            for (int nr = 1; nr <= 8; ++nr) {
+                std::vector<int32_t> ref(maxM * 8);
+                kernels::scalar().mm_q8(x.data(), ldx, maxM, w.data(), n, n, nr, ref.data(), 8);
+                for (const auto &t : tables)
+                    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 13}) {
+                        std::vector<int32_t> y(maxM * 8, 0x5a5a5a5a);
+                        // the last M rows, so that a row's place in the block varies
+                        t.second->mm_q8(&x[(maxM - M) * ldx], ldx, M, w.data(), n, n, nr, y.data(), 8);
+                        for (int64_t m = 0; m < M; ++m)
+                            for (int r = 0; r < 8; ++r)
+                                ASSERT_EQ(y[m * 8 + r], r < nr ? ref[(maxM - M + m) * 8 + r] : 0x5a5a5a5a)
+                                    << t.first << " n " << n << " kind " << kind << " nr " << nr << " M " << M
+                                    << " row " << m << " col " << r;
+                    }
+            }
+        }
+    }
+}
+
+// W4A8: within a tight tolerance of the scalar reference (each table adds the scaled group sums in its own
+// fp32 order), and each table's bits for a row and weight row the same whatever the blocking.
+TEST(IntKernels, FourBitProductsMatchScalarAndAreBatchInvariant) {
+    const auto tables = int_tables();
+    if (tables.empty()) GTEST_SKIP() << "no vector kernels on this CPU/build";
+    std::mt19937 g(33);
+    const std::pair<int64_t, int> shapes[] = {
+        {64, 32},  {64, 64},   {128, 32},  {128, 128},  {192, 64},   {192, 96},  {256, 256}, {384, 192},  {320, 32},
+        {320, 64}, {1536, 32}, {1536, 64}, {1536, 128}, {1536, 512}, {8960, 32}, {8960, 64}, {8960, 128}, {8960, 1280}};
+    for (const auto &sh : shapes) {
+        const int64_t n = sh.first, ng = n / sh.second, ldx = n, ldw = n / 2, maxM = 13;
+        const int group = sh.second;
+        for (int kind = 0; kind < 3; ++kind) {  // random nibbles, all 0 (-8), all 15 (+7)
+            auto x = q_rows(maxM, n, g);
+            if (kind > 0) extreme_rows(x, maxM, n, ldx);
+            std::vector<uint8_t> w(8 * ldw, 0), v(n);
+            std::vector<float> s(8 * ng);
+            for (int r = 0; r < 8; ++r) {
+                for (auto &b : v) b = static_cast<uint8_t>(kind == 0 ? g() % 16 : kind == 1 ? 0 : 15);
+                pack_i4(v.data(), n, &w[r * ldw]);
+            }
+            for (auto &f : s) f = randv(1, g, 0.01f)[0];
+            for (int nr = 1; nr <= 8; ++nr) {
+                std::vector<float> ref(maxM * 8);
+                kernels::scalar().mm_q4(x.data(), ldx, maxM, w.data(), ldw, s.data(), ng, n, group, nr, ref.data(), 8);
+                for (const auto &t : tables) {
+                    std::vector<float> all(maxM * 8);
+                    t.second->mm_q4(x.data(), ldx, maxM, w.data(), ldw, s.data(), ng, n, group, nr, all.data(), 8);
+                    for (int64_t m = 0; m < maxM; ++m)
+                        for (int r = 0; r < nr; ++r) {
+                            // The same exact group sums, scaled and added in fp32 in another order: each order
+                            // rounds at most once per group (and per level of a lane tree), each rounding at most
+                            // 2^-24 of the running sum, itself at most the sum of the terms' magnitudes.
+                            double mag = 0;
+                            for (int64_t k = 0; k < n; ++k) {
+                                const uint8_t b = w[r * ldw + (k / 64) * 32 + k % 32];
+                                const int vk = (k % 64 < 32 ? b & 15 : b >> 4) - 8;
+                                mag += std::fabs(double(x[m * ldx + k]) * vk * s[r * ng + k / group]);
+                            }
+                            ASSERT_NEAR(all[m * 8 + r], ref[m * 8 + r], (ng + 16) * std::ldexp(mag, -24))
+                                << t.first << " n " << n << " group " << group << " kind " << kind << " nr " << nr
+                                << " row " << m << " col " << r;
+                        }
+                    for (int64_t M : {1, 2, 3, 5, 6, 7}) {  // rows [m0, m0 + M) against weight rows [c, nr)
+                        const int64_t m0 = static_cast<int64_t>(g() % (maxM - M + 1));
+                        const int c = static_cast<int>(g() % nr);
+                        std::vector<float> part(M * 8);
+                        t.second->mm_q4(&x[m0 * ldx], ldx, M, &w[c * ldw], ldw, &s[c * ng], ng, n, group, nr - c,
+                                        part.data(), 8);
+                        for (int64_t m = 0; m < M; ++m)
+                            for (int r = 0; r < nr - c; ++r)
+                                ASSERT_TRUE(same_bits(part[m * 8 + r], all[(m0 + m) * 8 + c + r]))
+                                    << t.first << " n " << n << " group " << group << " nr " << nr << ": row " << m0 + m
+                                    << " col " << c + r << " in a block of " << M << " x " << nr - c << ": "
+                                    << part[m * 8 + r] << " vs " << all[(m0 + m) * 8 + c + r];
+                    }
                 }
             }
         }
