@@ -78,20 +78,9 @@ void quant_rows_scalar(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t
     for (int64_t m = 0; m < M; ++m) {
         const float *xr = x + m * ldx;
         int8_t *qr = q + m * ldq;
-        float amax = 0.0f;
-        bool finite = true;
-        for (int64_t i = 0; i < n; ++i) {
-            finite = finite && std::isfinite(xr[i]);
-            amax = std::max(amax, std::fabs(xr[i]));
-        }
         std::memset(qr, 0, static_cast<size_t>(ldq));
-        if (!finite) {
-            scale[m] = NAN;
-            continue;
-        }
-        scale[m] = amax / 127.0f;
-        if (amax == 0.0f) continue;
-        const float inv = 127.0f / amax;
+        const float inv = row_quant_scale(abs_bits_max(xr, 0, n, 0), 127.0f, scale + m);
+        if (inv == 0.0f) continue;
         for (int64_t i = 0; i < n; ++i) qr[i] = static_cast<int8_t>(std::nearbyint(xr[i] * inv));
     }
 }
@@ -100,16 +89,9 @@ void quant_rows16(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, 
     for (int64_t m = 0; m < M; ++m) {
         const float *xr = x + m * ldx;
         int8_t *hi = q + 2 * m * ldq, *lo = hi + ldq;
-        float amax = 0.0f;
-        bool finite = true;
-        for (int64_t i = 0; i < n; ++i) {
-            finite = finite && std::isfinite(xr[i]);
-            amax = std::max(amax, std::fabs(xr[i]));
-        }
         std::memset(hi, 0, static_cast<size_t>(2 * ldq));
-        scale[m] = finite ? amax / 32639.0f : NAN;
-        if (!finite || amax == 0.0f) continue;
-        const float inv = 32639.0f / amax;
+        const float inv = row_quant_scale(abs_bits_max(xr, 0, n, 0), 32639.0f, scale + m);
+        if (inv == 0.0f) continue;
         for (int64_t i = 0; i < n; ++i) {
             const int32_t v = static_cast<int32_t>(std::nearbyint(xr[i] * inv));
             const int32_t h = (v + 128) >> 8;  // arithmetic shift: the floor

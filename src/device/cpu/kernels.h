@@ -12,8 +12,10 @@
 // multiply and add where the vector kernels use FMA, so tests compare the two with a tolerance.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace pangu {
 namespace kernels {
@@ -77,6 +79,33 @@ struct Table {
 // lo to row 2m + 1 of q (ldq apart, padded with zeros), scale[m] = amax / 32639.0f. Zero and non-finite rows
 // as quant_rows. mm_q8 and mm_q4 take the digit rows as they take int8 activations (-128 included).
 void quant_rows16(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
+
+// The largest |x[i]| for i0 <= i < n as the bits of a float, at least `bits`: non-negative floats order as their
+// bits, and Inf and NaN lie above every finite value, so one integer maximum gives amax and whether the row is
+// finite (quant_rows' vector versions take the vector part this way and finish with this).
+inline uint32_t abs_bits_max(const float *x, int64_t i0, int64_t n, uint32_t bits) {
+    for (int64_t i = i0; i < n; ++i) {
+        uint32_t u;
+        std::memcpy(&u, x + i, 4);
+        u &= 0x7fffffffu;
+        bits = u > bits ? u : bits;
+    }
+    return bits;
+}
+
+// The rule of quant_rows (qmax 127) and quant_rows16 (qmax 32639) from a row's abs_bits_max: sets *scale to
+// amax / qmax (NaN for a row that is not finite) and returns the multiplier qmax / amax, or 0 when the row
+// quantizes to zeros (all zero, or not finite).
+inline float row_quant_scale(uint32_t amax_bits, float qmax, float *scale) {
+    if (amax_bits >= 0x7f800000u) {
+        *scale = NAN;
+        return 0.0f;
+    }
+    float amax;
+    std::memcpy(&amax, &amax_bits, 4);
+    *scale = amax / qmax;
+    return amax == 0.0f ? 0.0f : qmax / amax;
+}
 
 // The scalar reference's integer kernels, for tables without vector versions of their own.
 void quant_rows_scalar(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);

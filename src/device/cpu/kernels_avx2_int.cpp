@@ -64,22 +64,10 @@ void quant_row(const float *x, int64_t n, int8_t *q, int64_t ldq, float *scale) 
     _mm256_store_si256(reinterpret_cast<__m256i *>(lanes), mx);
     uint32_t bits = 0;
     for (uint32_t l : lanes) bits = l > bits ? l : bits;
-    for (int64_t i = n8; i < n; ++i) {
-        uint32_t u;
-        std::memcpy(&u, x + i, 4);
-        u &= 0x7fffffffu;
-        bits = u > bits ? u : bits;
-    }
-    float amax;
-    std::memcpy(&amax, &bits, 4);
     std::memset(q, 0, static_cast<size_t>(ldq));
-    if (bits >= 0x7f800000u) {
-        *scale = NAN;
-        return;
-    }
-    *scale = amax / 127.0f;
-    if (amax == 0.0f) return;
-    const __m256 inv = _mm256_set1_ps(127.0f / amax);
+    const float r = row_quant_scale(abs_bits_max(x, n8, n, bits), 127.0f, scale);
+    if (r == 0.0f) return;
+    const __m256 inv = _mm256_set1_ps(r);
     const auto conv = [inv](const float *p) { return _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p), inv)); };
     int64_t i = 0;
     for (; i + 32 <= n; i += 32)

@@ -50,18 +50,11 @@ void quant_row(const float *x, int64_t n, int8_t *q, int64_t ldq, float *scale) 
     __m512i mx = _mm512_setzero_si512();
     for (int64_t i = 0; i < n; i += 16)
         mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_maskz_loadu_epi32(mask16(n - i), x + i), abs));
-    const uint32_t bits = static_cast<uint32_t>(_mm512_reduce_max_epu32(mx));
-    float amax;
-    std::memcpy(&amax, &bits, 4);
     std::memset(q, 0, static_cast<size_t>(ldq));
-    if (bits >= 0x7f800000u) {
-        *scale = NAN;
-        return;
-    }
-    *scale = amax / 127.0f;
-    if (amax == 0.0f) return;
+    const float r = row_quant_scale(static_cast<uint32_t>(_mm512_reduce_max_epu32(mx)), 127.0f, scale);
+    if (r == 0.0f) return;
     // x * inv rounded to nearest even (the MXCSR's mode, nearbyintf's), then its low byte, as the cast takes it
-    const __m512 inv = _mm512_set1_ps(127.0f / amax);
+    const __m512 inv = _mm512_set1_ps(r);
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 k = mask16(n - i);
         const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), inv));

@@ -185,32 +185,16 @@ inline int8x16_t low_bytes(int32x4_t a, int32x4_t b, int32x4_t c, int32x4_t d) {
     return vcombine_s8(vmovn_s16(ab), vmovn_s16(cd));
 }
 
-// One row of quant_rows (kernels.h). The largest |x| as an integer: the bits of non-negative floats order as
-// their values, and Inf and NaN lie above every finite value, so one maximum gives amax and whether the row is
-// finite. x * inv rounded to nearest even by vcvtnq (nearbyintf's rounding in the default mode). The last
+// One row of quant_rows (kernels.h). The largest |x| as an integer (abs_bits_max, kernels.h). x * inv rounded to nearest even by vcvtnq (nearbyintf's rounding in the default mode). The last
 // partial 16 values go through a zero-padded copy.
 void quant_row(const float *x, int64_t n, int8_t *q, int64_t ldq, float *scale) {
     const uint32x4_t abs = vdupq_n_u32(0x7fffffff);
     uint32x4_t mx = vdupq_n_u32(0);
     const int64_t n4 = n - n % 4;
     for (int64_t i = 0; i < n4; i += 4) mx = vmaxq_u32(mx, vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + i)), abs));
-    uint32_t bits = vmaxvq_u32(mx);
-    for (int64_t i = n4; i < n; ++i) {
-        uint32_t u;
-        std::memcpy(&u, x + i, 4);
-        u &= 0x7fffffffu;
-        bits = u > bits ? u : bits;
-    }
-    float amax;
-    std::memcpy(&amax, &bits, 4);
     std::memset(q, 0, static_cast<size_t>(ldq));
-    if (bits >= 0x7f800000u) {
-        *scale = NAN;
-        return;
-    }
-    *scale = amax / 127.0f;
-    if (amax == 0.0f) return;
-    const float inv = 127.0f / amax;
+    const float inv = row_quant_scale(abs_bits_max(x, n4, n, vmaxvq_u32(mx)), 127.0f, scale);
+    if (inv == 0.0f) return;
     const auto conv = [inv](const float *p) { return vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(p), inv)); };
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
