@@ -341,20 +341,10 @@ static int parse_sampling_flag(const char *flag, args *a, options *o) {
     return 1;
 }
 
-static const char *precision_name(int32_t p) {
-    return p == PANGU_PRECISION_BF16    ? "bf16"
-           : p == PANGU_PRECISION_INT8  ? "int8"
-           : p == PANGU_PRECISION_INT16 ? "int16"
-                                        : "f32";
-}
-
 static int32_t parse_precision(const char *v) {
-    if (!strcmp(v, "auto")) return PANGU_PRECISION_AUTO;
-    if (!strcmp(v, "f32")) return PANGU_PRECISION_F32;
-    if (!strcmp(v, "bf16")) return PANGU_PRECISION_BF16;
-    if (!strcmp(v, "int8")) return PANGU_PRECISION_INT8;
-    if (!strcmp(v, "int16")) return PANGU_PRECISION_INT16;
-    usage_error("--precision takes auto, f32, bf16, int8 or int16, not '%s'", v);
+    int32_t p;
+    if (!cli_parse_precision(v, &p)) usage_error("--precision takes auto, f32, bf16, int8 or int16, not '%s'", v);
+    return p;
 }
 
 static int parse_resource_flag(const char *flag, args *a, options *o) {
@@ -1051,7 +1041,7 @@ static int load_models(const options *o, pangu_model **model, pangu_model **draf
                 PROG ": loaded %s in %.1f ms: %d layers, hidden %d, %d/%d heads, vocab %d, %.2f M parameters, "
                      "%.1f MiB of weights, %s activations\n",
                 o->model_dir, load_ms, info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.n_vocab,
-                info.n_params / 1e6, info.weight_bytes / (1024.0 * 1024.0), precision_name(info.activation_precision));
+                info.n_params / 1e6, info.weight_bytes / (1024.0 * 1024.0), cli_precision_name(info.activation_precision));
     if (!o->draft_model_dir) return 0;
 
     t0 = now_ms();

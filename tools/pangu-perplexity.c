@@ -162,12 +162,8 @@ static void parse_args(int argc, char **argv, options *o) {
             if (*o->model.backend == '\0') usage_error("--backend needs a name");
         } else if (IS(NULL, "--precision")) {
             const char *v = flag_value(argc, argv, &i);
-            if (!strcmp(v, "auto")) o->model.activation_precision = PANGU_PRECISION_AUTO;
-            else if (!strcmp(v, "f32")) o->model.activation_precision = PANGU_PRECISION_F32;
-            else if (!strcmp(v, "bf16")) o->model.activation_precision = PANGU_PRECISION_BF16;
-            else if (!strcmp(v, "int8")) o->model.activation_precision = PANGU_PRECISION_INT8;
-            else if (!strcmp(v, "int16")) o->model.activation_precision = PANGU_PRECISION_INT16;
-            else usage_error("--precision expects auto, f32, bf16, int8 or int16, not '%s'", v);
+            if (!cli_parse_precision(v, &o->model.activation_precision))
+                usage_error("--precision expects auto, f32, bf16, int8 or int16, not '%s'", v);
         } else if (IS(NULL, "--jsonl")) {
             o->jsonl = 1;
         } else if (IS(NULL, "--json")) {

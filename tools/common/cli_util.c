@@ -28,6 +28,27 @@ int fail(const char *what, pangu_status st) {
     return 1;
 }
 
+int cli_parse_precision(const char *v, int32_t *out) {
+    static const struct {
+        const char *name;
+        int32_t value;
+    } names[] = {{"auto", PANGU_PRECISION_AUTO}, {"f32", PANGU_PRECISION_F32}, {"bf16", PANGU_PRECISION_BF16},
+                 {"int8", PANGU_PRECISION_INT8}, {"int16", PANGU_PRECISION_INT16}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; ++i)
+        if (!strcmp(v, names[i].name)) {
+            *out = names[i].value;
+            return 1;
+        }
+    return 0;
+}
+
+const char *cli_precision_name(int32_t p) {
+    return p == PANGU_PRECISION_BF16    ? "bf16"
+           : p == PANGU_PRECISION_INT8  ? "int8"
+           : p == PANGU_PRECISION_INT16 ? "int16"
+                                        : "f32";
+}
+
 void *xrealloc(void *p, size_t n) {
     void *q = realloc(p, n ? n : 1);
     if (!q) {

@@ -18,6 +18,11 @@ int fail(const char *what, pangu_status st);
 /* realloc that ends the program with a message when memory runs out. */
 void *xrealloc(void *p, size_t n);
 
+/* --precision's values: auto, f32, bf16, int8, int16 -> PANGU_PRECISION_*; 0 for anything else. */
+int cli_parse_precision(const char *v, int32_t *out);
+/* The name of a resolved PANGU_PRECISION_* ("f32", "bf16", "int8", "int16"). */
+const char *cli_precision_name(int32_t p);
+
 /* Growable byte string, always NUL-terminated once something was appended. */
 typedef struct sbuf {
     char *data;
