@@ -28,15 +28,58 @@ extern "C" {
  * 3: backends registered by name (pgd_backend_reg); host_visible; copies take a stream; norm weights and
  *    biases are tensors; embed and rope read ids and positions from device memory.
  * 4: integer activations: pgd_tensor.act_dtype on weights (PGD_I8: the matmul quantizes each row of x to int8
- *    with a dynamic scale, W8A8 / W4A8); PGD_I4 weights (packed, group scales). */
-#define PGD_API_VERSION 4
+ *    with a dynamic scale, W8A8 / W4A8); PGD_I4 weights (packed, group scales).
+ * 5: low-bit weights: PGD_QB (2, 3, 4, 6 or 8 bits per output channel, pgd_qb_layout), per-group zero points
+ *    (pgd_tensor.zero) and stored column orders (pgd_tensor.col_perm, GPTQ's act-order). */
+#define PGD_API_VERSION 5
 
 /* PGD_I4: 4-bit weights, two per byte. In every run of 64 columns of a row (32 bytes), byte j holds column j in
  * its low nibble and column j + 32 in its high nibble, so that unpacking a run gives its columns in order to
  * 16- and 32-byte vectors alike. A nibble v is the weight (v - 8) * scale of its group: `scale` holds
  * cols / group_size floats per row, and group_size is a multiple of 32 that divides cols, itself a multiple
  * of 64. `stride` counts elements (bytes * 2). */
-typedef enum pgd_dtype { PGD_F32 = 0, PGD_F16 = 1, PGD_BF16 = 2, PGD_I8 = 3, PGD_I4 = 4, PGD_I16 = 6 } pgd_dtype;
+typedef enum pgd_dtype { PGD_F32 = 0, PGD_F16 = 1, PGD_BF16 = 2, PGD_I8 = 3, PGD_I4 = 4, PGD_I16 = 6, PGD_QB = 7 } pgd_dtype;
+
+/* PGD_QB: low-bit weights whose output channels (rows) each have a width of 2, 3, 4, 6 or 8 bits, the rows of
+ * one width stored together (mixed precision). A row of b bits takes cols * b / 8 bytes: per run of 64 columns,
+ * 8 * b bytes of bit planes, lowest bits first, each plane laid out so that unpacking gives the run's columns
+ * in order to vectors of any width:
+ *   8-bit plane (64 bytes): byte j is column j;
+ *   4-bit plane (32 bytes): byte j holds column j (bits 0-3) and column j + 32 (bits 4-7), PGD_I4's layout;
+ *   2-bit plane (16 bytes): byte j holds column j + 16 i in bits 2i, 2i + 1 (i = 0..3);
+ *   1-bit plane (8 bytes):  bit i of byte j is column 8 j + i (the 64-bit little-endian word's bit c).
+ * Widths: 2 = [2], 3 = [2][1] (bit 2 in the 1-bit plane), 4 = [4], 6 = [4][2] (bits 4-5), 8 = [8].
+ * A level u in [0, 2^b) is the weight (u - z) * s, with s and z those of its group (group_size columns along
+ * the row): `scale` [rows, cols / group_size] floats and `zero` [rows, cols / group_size] bytes (NULL: z =
+ * 2^(b - 1)) in stored row order; 8-bit rows have z = 128. Stored row i is output channel
+ * layout->row_order[i]. */
+#define PGD_QB_MAX_SEGMENTS 5
+typedef struct pgd_qb_segment {
+    int32_t bits;    /* 2, 3, 4, 6 or 8 */
+    int64_t row0;    /* first stored row */
+    int64_t rows;    /* rows of this width */
+    int64_t offset;  /* bytes from the tensor's data to the segment's first row */
+} pgd_qb_segment;
+typedef struct pgd_qb_layout {
+    int32_t n_segments;                       /* widths present, in increasing order */
+    pgd_qb_segment seg[PGD_QB_MAX_SEGMENTS];
+    const int32_t *row_order;                 /* [rows]: output channel of each stored row (a permutation) */
+} pgd_qb_layout;
+
+/* Level of column k of a PGD_QB row of `bits` bits (the rule above, for reference code and uploads). */
+static inline int pgd_qb_level(const uint8_t *row, int bits, int64_t k) {
+    const uint8_t *run = row + (k / 64) * 8 * bits;
+    const int c = (int)(k % 64);
+    const int lo4 = (run[c % 32] >> (4 * (c / 32))) & 15, lo2 = (run[c % 16] >> (2 * (c / 16))) & 3;
+    switch (bits) {
+        case 8: return run[c];
+        case 4: return lo4;
+        case 2: return lo2;
+        case 3: return lo2 | (((run[16 + c / 8] >> (c % 8)) & 1) << 2);
+        case 6: return lo4 | (((run[32 + c % 16] >> (2 * (c / 16))) & 3) << 4);
+        default: return 0;
+    }
+}
 
 typedef struct pgd_tensor {
     void *data;          /* device memory */
@@ -57,6 +100,14 @@ typedef struct pgd_tensor {
      * amax / 32639, each value split into two int8 digits hi * 256 + lo (an integer form of 16-bit
      * activations for CPUs whose integer dot products outrun their bf16 ones). Integer weights only. */
     int32_t act_dtype;
+    /* Low-bit weights (API 5). zero: PGD_I4 and PGD_QB, one zero point per group laid out as `scale` (NULL:
+     * 8 for PGD_I4, 2^(b - 1) for PGD_QB), a PGD_I4 nibble v then being the weight (v - zero) * scale.
+     * col_perm: NULL, or [cols] entries: stored column c multiplies input column col_perm[c] (the matmul
+     * gathers x's columns in that order first; GPTQ's act-order quantizes columns in that order and groups
+     * them as stored). qb: PGD_QB's layout. */
+    const uint8_t *zero;
+    const int32_t *col_perm;
+    const pgd_qb_layout *qb;
 } pgd_tensor;
 
 /* Element offset of row r of t. */

@@ -132,6 +132,25 @@ void mm_q4_scalar(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int
         }
 }
 
+// The groups are added in order with a fused multiply-add each, as in mm_q4_scalar.
+void mm_qb_scalar(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                  const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    for (int64_t m = 0; m < M; ++m)
+        for (int r = 0; r < nr; ++r) {
+            float acc = 0.0f;
+            for (int64_t g = 0; g < n / group; ++g) {
+                int32_t isum = 0, xsum = 0;
+                for (int64_t k = g * group; k < (g + 1) * group; ++k) {
+                    isum += int32_t(x[m * ldx + k]) * pgd_qb_level(w + r * ldw, bits, k);
+                    xsum += x[m * ldx + k];
+                }
+                const int32_t zp = z ? z[r * lds + g] : 1 << (bits - 1);
+                acc = std::fma(static_cast<float>(isum - zp * xsum), s[r * lds + g], acc);
+            }
+            y[m * ldy + r] = acc;
+        }
+}
+
 namespace {
 
 const Table kScalar = {"scalar",
@@ -148,7 +167,8 @@ const Table kScalar = {"scalar",
                        nullptr,
                        quant_rows_scalar,
                        mm_q8_scalar,
-                       mm_q4_scalar};
+                       mm_q4_scalar,
+                       mm_qb_scalar};
 
 const Table *choose() {
     if (const char *env = std::getenv("PANGU_KERNELS")) {

@@ -72,6 +72,14 @@ struct Table {
     // ldw bytes apart; n a multiple of 64 and of `group` (a multiple of 32); r < nr <= 8.
     void (*mm_q4)(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
                   int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
+    // Low-bit rows of one width `bits` (2, 3, 4, 6 or 8; PGD_QB's planes, device.h; 4 is PGD_I4's layout) with
+    // zero points: y[m*ldy + r] = sum over groups g of s[r*lds + g] * (isum(m, r, g) - zp(r, g) * xsum(m, g)),
+    // isum = sum over the group's columns k of x[m][k] * u[r][k] (u the unsigned level), xsum = the sum of
+    // x[m][k] over the group, both exact in int32, zp = z[r*lds + g] or, for z == NULL, 2^(bits - 1). Groups
+    // added in the table's own fixed order as for mm_q4. w rows are ldw bytes apart; n a multiple of 64 and of
+    // `group` (a multiple of 32); r < nr <= 8.
+    void (*mm_qb)(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                  const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 };
 
 // Int16 activations (PGD_I16) as two int8 digits: for row m, amax = max |x|, x16 = (int) nearbyintf(x[i] *
@@ -113,6 +121,8 @@ void mm_q8_scalar(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int6
                   int32_t *y, int64_t ldy);
 void mm_q4_scalar(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
                   int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_qb_scalar(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                  const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
 // The AVX512-BF16 kernels (kernels_avx512bf16.cpp), for the AVX-512 table on CPUs that have the extension.
 void pack_bx_avx512bf16(const float *x, int64_t ldx, int64_t M, int64_t n, uint16_t *out, int64_t ldo,

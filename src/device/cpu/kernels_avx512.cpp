@@ -307,7 +307,8 @@ constexpr Table variant(bool bf16, bool vnni) {
             bf16 ? mm_i8_bx_avx512bf16 : nullptr,
             vnni ? quant_rows_avx512vnni : quant_rows_avx2,
             vnni ? mm_q8_avx512vnni : mm_q8_avx2,
-            vnni ? mm_q4_avx512vnni : mm_q4_avx2};
+            vnni ? mm_q4_avx512vnni : mm_q4_avx2,
+            mm_qb_scalar};
 }
 const Table kAvx512[2][2] = {{variant(false, false), variant(false, true)},
                              {variant(true, false), variant(true, true)}};

@@ -215,12 +215,12 @@ void quant_rows_neon(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *
 const Table kNeon = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
                      attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
                      nullptr,          nullptr,
-                     quant_rows_neon,  mm_q8_neon,       mm_q4_neon};
+                     quant_rows_neon,  mm_q8_neon,       mm_q4_neon,    mm_qb_scalar};
 // With the dot product instructions (kernels_neon_dotprod.cpp).
 const Table kNeonDot = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
                         attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
                         nullptr,          nullptr,
-                        quant_rows_neon,  mm_q8_neondot,    mm_q4_neondot};
+                        quant_rows_neon,  mm_q8_neondot,    mm_q4_neondot, mm_qb_scalar};
 
 }  // namespace
 
