@@ -236,6 +236,7 @@ struct pgd_device {
 #define PGD_CAP_DEVICE_CLOCK 4u   /* its streams keep a device clock (stream_stats.est_ms) */
 #define PGD_CAP_EMULATED 8u       /* it emulates a device on the host */
 #define PGD_CAP_INT16_ACT 16u     /* its matmuls take act_dtype PGD_I16 (int16 activations as int8 digits) */
+#define PGD_CAP_LOWBIT_FLOAT_ACT 32u /* its matmuls take PGD_I4 and PGD_QB weights with float activations */
 
 /* One backend: a name, what it can do, and how to make a device of it. A backend folder defines one
  * `const pgd_backend_reg *pgd_backend_<id>(void)`; its backend.cmake adds <id> to the build's list, which

@@ -110,40 +110,73 @@ GenerationConfig load_generation_config(const std::string &dir, int n_vocab) {
     return parse_generation_config(text, path, n_vocab);
 }
 
+// quantization_config's "symmetric" and "act_order" (low-bit weights only), booleans when present.
+static bool get_qflag(const Json::Value &q, const std::string &path, const char *key, bool dflt) {
+    const Json::Value &v = q[key];
+    if (v.isNull()) return dflt;
+    if (!v.isBool()) fail(PANGU_ERR_CONFIG, path + ": quantization_config." + key + " must be true or false");
+    return v.asBool();
+}
 
-// quantization_config, as pangu-quantize writes it: w8a16 / w8a8 (int8 weights, one scale per output channel;
-// 16-bit or int8 activations) and w4a8 (PGD_I4 weights with a scale per group of group_size columns).
-static void parse_quantization(const Json::Value &q, const std::string &path, ModelConfig &c) {
-    c.quant_method = q["quant_method"].asString();
+// The activation dtype a quantized checkpoint declares (default: what its method implies), checked against
+// what the method allows.
+static void parse_quant_activation(const Json::Value &q, const std::string &path, ModelConfig &c) {
     const std::string &m = c.quant_method;
-    if (m != "w8a16" && m != "w8a8" && m != "w4a8")
-        fail(PANGU_ERR_UNSUPPORTED, path + ": quantization method \"" + m +
-                                        "\" is not supported (pangu-quantize writes \"w8a16\", \"w8a8\" and \"w4a8\")");
-    c.quant_bits = m == "w4a8" ? 4 : 8;
-    // isInt() first: asInt() throws on integers beyond int's range (found by fuzz_config), and asString()
-    // on an object or array.
-    if (q.isMember("bits") && (!q["bits"].isInt() || q["bits"].asInt() != c.quant_bits))
-        fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.bits must be " + std::to_string(c.quant_bits) +
-                                        " for " + m);
-    const Json::Value &g = q["group_size"];
-    if (c.quant_bits == 8 && q.isMember("group_size") && (!g.isInt() || g.asInt() > 0))
-        fail(PANGU_ERR_UNSUPPORTED, path + ": only per-channel scales (group_size 0 or -1) are supported for " + m);
-    if (c.quant_bits == 4) {
-        if (!g.isInt() || g.asInt() < 32 || g.asInt() > 4096 || g.asInt() % 32 != 0)
-            fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.group_size must be a multiple of 32 from 32 to "
-                                            "4096 for w4a8");
-        c.quant_group = g.asInt();
-    }
     const Json::Value &act_dtype = q["activation_dtype"];
     if (!act_dtype.isNull() && !act_dtype.isString())
         fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype must be a string");
-    c.quant_activation = !act_dtype.isNull() ? act_dtype.asString() : m == "w8a16" ? "bfloat16" : "int8";
+    const bool a8 = m == "w8a8" || m == "w4a8";
+    c.quant_activation = !act_dtype.isNull() ? act_dtype.asString() : a8 ? "int8" : "bfloat16";
     const std::string &a = c.quant_activation;
     if (a != "bfloat16" && a != "float16" && a != "float32" && a != "int8")
         fail(PANGU_ERR_CONFIG, path + ": quantization_config.activation_dtype \"" + a +
                                    "\" is not one of bfloat16, float16, float32, int8");
     if (m == "w4a8" && a != "int8")
         fail(PANGU_ERR_UNSUPPORTED, path + ": w4a8 checkpoints take int8 activations, not " + a);
+    if ((m == "w4a16" || m == "mixed") && a == "int8")
+        fail(PANGU_ERR_UNSUPPORTED, path + ": " + m + " checkpoints are made for 16-bit activations, not int8");
+}
+
+// quantization_config, as pangu-quantize writes it: w8a16 / w8a8 (int8 weights, one scale per output channel;
+// 16-bit or int8 activations), w4a8 / w4a16 (PGD_I4 weights with a scale, and a zero point unless symmetric,
+// per group of group_size columns) and mixed (PGD_QB: 2 to 8 bits per output channel).
+static void parse_quantization(const Json::Value &q, const std::string &path, ModelConfig &c) {
+    c.quant_method = q["quant_method"].asString();
+    const std::string &m = c.quant_method;
+    if (m != "w8a16" && m != "w8a8" && m != "w4a8" && m != "w4a16" && m != "mixed")
+        fail(PANGU_ERR_UNSUPPORTED, path + ": quantization method \"" + m +
+                                        "\" is not supported (pangu-quantize writes \"w8a16\", \"w8a8\", \"w4a8\", "
+                                        "\"w4a16\" and \"mixed\")");
+    c.quant_bits = m == "mixed" ? 0 : m == "w4a8" || m == "w4a16" ? 4 : 8;
+    // isInt() first: asInt() throws on integers beyond int's range (found by fuzz_config), and asString()
+    // on an object or array. A mixed checkpoint's "bits" lists the widths it may use.
+    const Json::Value &bits = q["bits"];
+    if (c.quant_bits != 0 && q.isMember("bits") && (!bits.isInt() || bits.asInt() != c.quant_bits))
+        fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.bits must be " + std::to_string(c.quant_bits) +
+                                        " for " + m);
+    if (c.quant_bits == 0 && q.isMember("bits")) {
+        bool ok = bits.isArray() && !bits.empty();
+        for (const auto &b : bits)
+            ok = ok && b.isInt() && (b.asInt() == 2 || b.asInt() == 3 || b.asInt() == 4 || b.asInt() == 6 || b.asInt() == 8);
+        if (!ok) fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.bits must list widths among 2, 3, 4, 6, 8 for mixed");
+    }
+    const Json::Value &g = q["group_size"];
+    if (!c.lowbit()) {
+        if (q.isMember("group_size") && (!g.isInt() || g.asInt() > 0))
+            fail(PANGU_ERR_UNSUPPORTED, path + ": only per-channel scales (group_size 0 or -1) are supported for " + m);
+        if (q.isMember("act_order") && get_qflag(q, path, "act_order", false))
+            fail(PANGU_ERR_UNSUPPORTED, path + ": act_order applies to low-bit weights (w4a8, w4a16, mixed), not " + m);
+        if (!get_qflag(q, path, "symmetric", true))
+            fail(PANGU_ERR_UNSUPPORTED, path + ": " + m + " weights are symmetric (no zero points)");
+    } else {
+        if (!g.isInt() || g.asInt() < 32 || g.asInt() > 4096 || g.asInt() % 32 != 0)
+            fail(PANGU_ERR_UNSUPPORTED, path + ": quantization_config.group_size must be a multiple of 32 from 32 to "
+                                            "4096 for " + m);
+        c.quant_group = g.asInt();
+        c.quant_symmetric = get_qflag(q, path, "symmetric", true);
+        c.quant_act_order = get_qflag(q, path, "act_order", false);
+    }
+    parse_quant_activation(q, path, c);
 }
 
 ModelConfig load_config(const std::string &dir) {

@@ -23,11 +23,15 @@ struct ModelConfig {
     int bos = -1, eos = -1, pad = -1;  // eos: the first of eos_ids
     std::vector<int> eos_ids;          // eos_token_id: a number or a list, every one of which ends generation
     // quantization_config (written by pangu-quantize): empty when the checkpoint is not quantized.
-    std::string quant_method;        // "w8a16", "w8a8", "w4a8"
+    std::string quant_method;        // "w8a16", "w8a8", "w4a8", "w4a16", "mixed"
     // activation dtype it was made for: "bfloat16", "float16", "float32", or "int8" (dynamic per-row scales)
     std::string quant_activation;
-    int quant_bits = 0;              // 8, or 4: linear weights packed as U8 (PGD_I4, device.h)
-    int quant_group = 0;             // 4-bit weights: columns per scale (a multiple of 32)
+    int quant_bits = 0;              // 8; 4: linear weights packed as U8 (PGD_I4, device.h); 0: mixed (PGD_QB)
+    int quant_group = 0;             // 4-bit and mixed weights: columns per scale (a multiple of 32)
+    bool quant_symmetric = true;     // 4-bit and mixed: false = a zero point per group ("<name>_zero")
+    bool quant_act_order = false;    // 4-bit and mixed: a stored column order per linear ("<name>_perm")
+    // Low-bit weights with group scales: w4a8, w4a16 (PGD_I4) and mixed (PGD_QB).
+    bool lowbit() const { return quant_bits == 4 || quant_method == "mixed"; }
 };
 
 // generation_config.json: the sampling defaults a checkpoint ships and its end-of-sequence ids. What the file

@@ -100,10 +100,11 @@ DType parse_dtype(const std::string &s, const std::string &where) {
     if (s == "BF16") return DType::BF16;
     if (s == "I8") return DType::I8;
     if (s == "U8") return DType::U8;
-    static const char *known_unsupported[] = {"F64", "I64", "I32", "I16", "U16", "U32", "U64",
+    if (s == "I32") return DType::I32;
+    static const char *known_unsupported[] = {"F64", "I64", "I16", "U16", "U32", "U64",
                                               "BOOL", "F8_E4M3", "F8_E5M2"};
     for (const char *k : known_unsupported)
-        if (s == k) fail(PANGU_ERR_DTYPE, where + ": dtype " + s + " is not supported (F32, F16, BF16, I8, U8 are)");
+        if (s == k) fail(PANGU_ERR_DTYPE, where + ": dtype " + s + " is not supported (F32, F16, BF16, I8, U8, I32 are)");
     fail(PANGU_ERR_DTYPE, where + ": unknown dtype \"" + s + "\"");
 }
 

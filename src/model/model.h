@@ -1,6 +1,7 @@
 // A loaded model: configuration, tokenizer, and every weight as a view into the memory-mapped checkpoint.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -79,7 +80,13 @@ private:
     void upload_vector(VecWeight &v, int64_t n, const std::string &name);
     std::vector<pgd_tensor> uploaded_;
     std::vector<std::vector<float>> owned_;  // small tensors widened to F32 at load (norms, biases)
+    std::vector<std::vector<uint8_t>> owned_u8_;    // low-bit weights' zero points and widths, read at load
+    std::vector<std::vector<int32_t>> owned_i32_;   // their row and column orders
+    std::deque<pgd_qb_layout> qb_layouts_;          // mixed-precision weights' layouts (stable addresses)
     const float *widen(const TensorInfo &t);
+    // The bytes of a U8 or I32 tensor, read from the file (not the mapping) into memory the model keeps.
+    const uint8_t *read_u8(const TensorInfo &t);
+    const int32_t *read_i32(const TensorInfo &t);
     friend struct ModelBuilder;
 };
 

@@ -100,7 +100,7 @@ struct ModelBuilder {
                                       " but config.json implies " + shape_str(want));
     }
     void check_float(const TensorInfo &t) {
-        if (t.dtype == DType::I8 || t.dtype == DType::U8)
+        if (t.dtype == DType::I8 || t.dtype == DType::U8 || t.dtype == DType::I32)
             fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name + " is " + dtype_name(t.dtype) +
                                       ", which only weight matrices may be");
     }
@@ -109,6 +109,7 @@ struct ModelBuilder {
     // `linear`: a layer's projection, which may be 4-bit (the embedding table and a separate head may not).
     Tensor matrix(const std::string &name, int64_t rows, int64_t cols, bool linear = true) {
         const TensorInfo &t = need(name);
+        if (t.dtype == DType::U8 && m.cfg.quant_method == "mixed") return packed_qb(t, rows, cols, linear);
         if (t.dtype == DType::U8) return packed_i4(t, rows, cols, linear);
         check_shape(t, {rows, cols});
         Tensor w = view(t);
@@ -140,19 +141,25 @@ struct ModelBuilder {
         m.weight_bytes += static_cast<int64_t>(s->nbytes);
         return sc;
     }
-    // A 4-bit weight (PGD_I4): U8 [rows, cols / 2] and group scales, in a w4a8 checkpoint only.
+    // A low-bit weight's width rules: linears only, cols a multiple of 64 and of the group size.
+    void check_lowbit(const TensorInfo &t, int64_t cols, bool linear, const char *what) {
+        const int g = m.cfg.quant_group;
+        if (!linear)
+            fail(PANGU_ERR_UNSUPPORTED, t.file->path() + ": tensor " + t.name + " is " + what + "; the embedding "
+                                            "table and the head may be int8 (pangu-quantize --quantize-embeddings), not low-bit");
+        if (cols % 64 != 0 || cols % g != 0)
+            fail(PANGU_ERR_UNSUPPORTED, t.file->path() + ": tensor " + t.name + " has " + std::to_string(cols) +
+                                            " columns; low-bit weights need a multiple of 64 and of the group size " +
+                                            std::to_string(g));
+    }
+    // A 4-bit weight (PGD_I4): U8 [rows, cols / 2] and group scales (with zero points and a column order when
+    // the config says so), in a w4a8 or w4a16 checkpoint only.
     Tensor packed_i4(const TensorInfo &t, int64_t rows, int64_t cols, bool linear) {
         const int g = m.cfg.quant_group;
         if (m.cfg.quant_bits != 4)
             fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name + " is U8 (packed 4-bit) but config.json's "
                                       "quantization_config does not describe 4-bit weights");
-        if (!linear)
-            fail(PANGU_ERR_UNSUPPORTED, t.file->path() + ": tensor " + t.name + " is 4-bit; the embedding table "
-                                            "and the head may be int8 (pangu-quantize --quantize-embeddings), not 4-bit");
-        if (cols % 64 != 0 || cols % g != 0)
-            fail(PANGU_ERR_UNSUPPORTED, t.file->path() + ": tensor " + t.name + " has " + std::to_string(cols) +
-                                            " columns; 4-bit weights need a multiple of 64 and of the group size " +
-                                            std::to_string(g));
+        check_lowbit(t, cols, linear, "4-bit");
         check_shape(t, {rows, cols / 2});
         Tensor w = view(t);
         w.dtype = DType::I4;
@@ -160,8 +167,121 @@ struct ModelBuilder {
         w.group_size = g;
         m.n_params += rows * cols / 2;  // view counted the bytes as elements
         w.scale = scales(t, rows, cols / g);
+        w.zero = zeros(t, rows, cols / g, nullptr);
+        w.col_perm = column_order(t, cols);
         m.n_quantized += 1;
         return w;
+    }
+    // The zero points "<name>_zero" U8 [rows, groups] of an asymmetric checkpoint (none in a symmetric one),
+    // each below 2^bits of its row (4 without `bits`) and 128 for 8-bit rows. NULL when symmetric.
+    const uint8_t *zeros(const TensorInfo &t, int64_t rows, int64_t groups, const uint8_t *bits) {
+        const std::string zname = t.name + "_zero";
+        const TensorInfo *z = maybe(zname);
+        if (m.cfg.quant_symmetric) {
+            if (z)
+                fail(PANGU_ERR_SHAPE, z->file->path() + ": tensor " + zname + " holds zero points but config.json's "
+                                          "quantization_config says the weights are symmetric");
+            return nullptr;
+        }
+        if (!z)
+            fail(PANGU_ERR_MISSING_TENSOR, t.file->path() + ": tensor " + t.name + " has no zero points " + zname +
+                                               " (quantization_config.symmetric is false)");
+        if (z->dtype != DType::U8) fail(PANGU_ERR_DTYPE, z->file->path() + ": tensor " + zname + " must be U8");
+        check_shape(*z, {rows, groups});
+        const uint8_t *zp = m.read_u8(*z);
+        for (int64_t r = 0; r < rows; ++r) {
+            const int b = bits ? bits[r] : 4;
+            for (int64_t i = r * groups; i < (r + 1) * groups; ++i)
+                if (zp[i] >= (1 << b) || (b == 8 && zp[i] != 128))
+                    fail(PANGU_ERR_NUMERIC, z->file->path() + ": tensor " + zname + " has zero point " +
+                                                std::to_string(zp[i]) + " at row " + std::to_string(r) + " (" +
+                                                std::to_string(b) + "-bit" + (b == 8 ? ": 8-bit rows take 128)" : ")"));
+        }
+        m.weight_bytes += static_cast<int64_t>(z->nbytes);
+        return zp;
+    }
+    // An I32 tensor of n entries that must be a permutation of 0..n-1 (`what` says what it orders).
+    const int32_t *permutation(const TensorInfo &p, int64_t n, const char *what) {
+        if (p.dtype != DType::I32) fail(PANGU_ERR_DTYPE, p.file->path() + ": tensor " + p.name + " must be I32");
+        check_shape(p, {n});
+        const int32_t *v = m.read_i32(p);
+        std::vector<bool> seen(static_cast<size_t>(n), false);
+        for (int64_t i = 0; i < n; ++i) {
+            if (v[i] < 0 || v[i] >= n || seen[static_cast<size_t>(v[i])])
+                fail(PANGU_ERR_SHAPE, p.file->path() + ": tensor " + p.name + " is not a " + what + " (entry " +
+                                          std::to_string(i) + " is " + std::to_string(v[i]) + ")");
+            seen[static_cast<size_t>(v[i])] = true;
+        }
+        m.weight_bytes += static_cast<int64_t>(p.nbytes);
+        return v;
+    }
+    // The stored column order "<name>_perm" of an act-order checkpoint; NULL when the config has none.
+    const int32_t *column_order(const TensorInfo &t, int64_t cols) {
+        const std::string pname = t.name + "_perm";
+        const TensorInfo *p = maybe(pname);
+        if (!m.cfg.quant_act_order) {
+            if (p)
+                fail(PANGU_ERR_SHAPE, p->file->path() + ": tensor " + pname + " is a column order but config.json's "
+                                          "quantization_config has no act_order");
+            return nullptr;
+        }
+        if (!p)
+            fail(PANGU_ERR_MISSING_TENSOR, t.file->path() + ": tensor " + t.name + " has no column order " + pname +
+                                               " (quantization_config.act_order is true)");
+        return permutation(*p, cols, "permutation of the columns");
+    }
+    // A mixed-precision weight (PGD_QB): U8 [bytes] holding its rows, "<name>_bits" U8 [rows] (each row's
+    // width, non-decreasing), "<name>_order" I32 [rows] (output channel of each stored row), group scales,
+    // zero points and column order as for 4-bit weights.
+    Tensor packed_qb(const TensorInfo &t, int64_t rows, int64_t cols, bool linear) {
+        const int g = m.cfg.quant_group;
+        check_lowbit(t, cols, linear, "mixed-precision");
+        const uint8_t *bits = row_widths(t, rows);
+        pgd_qb_layout L{};
+        int64_t bytes = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+            if (r == 0 || bits[r] != bits[r - 1]) L.seg[L.n_segments++] = pgd_qb_segment{bits[r], r, 0, bytes};
+            L.seg[L.n_segments - 1].rows += 1;
+            bytes += cols * bits[r] / 8;
+        }
+        check_shape(t, {bytes});
+        const std::string oname = t.name + "_order";
+        const TensorInfo *o = maybe(oname);
+        if (!o) fail(PANGU_ERR_MISSING_TENSOR, t.file->path() + ": tensor " + t.name + " has no row order " + oname);
+        L.row_order = permutation(*o, rows, "permutation of the rows");
+        Tensor w = view(t);
+        m.n_params += rows * cols - bytes;  // view counted the bytes as elements
+        w.dtype = DType::QB;
+        w.rows = rows;
+        w.cols = cols;
+        w.group_size = g;
+        w.qb_bytes = t.nbytes;
+        w.scale = scales(t, rows, cols / g);
+        w.zero = zeros(t, rows, cols / g, bits);
+        w.col_perm = column_order(t, cols);
+        m.qb_layouts_.push_back(L);
+        w.qb = &m.qb_layouts_.back();
+        m.n_quantized += 1;
+        return w;
+    }
+    // "<name>_bits": U8 [rows], each 2, 3, 4, 6 or 8, in non-decreasing order (rows of one width together).
+    const uint8_t *row_widths(const TensorInfo &t, int64_t rows) {
+        const std::string bname = t.name + "_bits";
+        const TensorInfo *b = maybe(bname);
+        if (!b) fail(PANGU_ERR_MISSING_TENSOR, t.file->path() + ": tensor " + t.name + " has no row widths " + bname);
+        if (b->dtype != DType::U8) fail(PANGU_ERR_DTYPE, b->file->path() + ": tensor " + bname + " must be U8");
+        check_shape(*b, {rows});
+        const uint8_t *v = m.read_u8(*b);
+        for (int64_t r = 0; r < rows; ++r) {
+            if (v[r] != 2 && v[r] != 3 && v[r] != 4 && v[r] != 6 && v[r] != 8)
+                fail(PANGU_ERR_SHAPE, b->file->path() + ": tensor " + bname + " gives row " + std::to_string(r) + " " +
+                                          std::to_string(v[r]) + " bits (2, 3, 4, 6 or 8)");
+            if (r > 0 && v[r] < v[r - 1])
+                fail(PANGU_ERR_SHAPE, b->file->path() + ": tensor " + bname + " is not in increasing order at row " +
+                                          std::to_string(r) + " (rows of one width are stored together)");
+        }
+        m.weight_bytes += static_cast<int64_t>(b->nbytes);
+        return v;
     }
     Tensor view(const TensorInfo &t) {
         Tensor w;
@@ -207,7 +327,9 @@ const float *Model::widen(const TensorInfo &t) {
             case DType::I8:
             case DType::U8:
             case DType::I4:
-            case DType::I16: v[i] = 0; break;
+            case DType::I16:
+            case DType::QB:
+            case DType::I32: v[i] = 0; break;
         }
         if (!std::isfinite(v[i]))
             fail(PANGU_ERR_NUMERIC, t.file->path() + ": tensor " + t.name + " holds NaN or Inf at element " +
@@ -215,6 +337,20 @@ const float *Model::widen(const TensorInfo &t) {
     }
     owned_.push_back(std::move(v));
     return owned_.back().data();
+}
+
+const uint8_t *Model::read_u8(const TensorInfo &t) {
+    std::vector<uint8_t> v(t.nbytes);
+    t.file->read(t.offset, t.nbytes, v.data(), "tensor " + t.name);
+    owned_u8_.push_back(std::move(v));
+    return owned_u8_.back().data();
+}
+
+const int32_t *Model::read_i32(const TensorInfo &t) {
+    std::vector<int32_t> v(t.nbytes / 4);
+    t.file->read(t.offset, v.size() * 4, v.data(), "tensor " + t.name);
+    owned_i32_.push_back(std::move(v));
+    return owned_i32_.back().data();
 }
 
 Model::~Model() {
@@ -235,8 +371,11 @@ void Model::upload_weights() {
         h.stride = w.cols;
         h.scale = w.scale;
         h.group_size = w.group_size;
+        h.zero = w.zero;
+        h.col_perm = w.col_perm;
+        h.qb = w.qb;
         // W8A8 / W4A8: the inputs of integer weights are quantized to int8 by the matmul (device.h).
-        const bool integer = w.dtype == DType::I8 || w.dtype == DType::I4;
+        const bool integer = w.dtype == DType::I8 || w.dtype == DType::I4 || w.dtype == DType::QB;
         const bool int_act = activation_dtype == DType::I8 || activation_dtype == DType::I16;
         h.act_dtype = integer && int_act ? pgd_type(activation_dtype) : PGD_F32;
         if (!device->weight_upload) {
@@ -287,6 +426,26 @@ void Model::upload_vector(VecWeight &v, int64_t n, const std::string &name) {
 
 namespace {
 
+// A layer's MLP width: the rows of its gate_proj (of "<name>_bits" for a mixed-precision one, whose packed
+// rows are one run of bytes).
+int64_t mlp_width(ModelBuilder &b, const ModelConfig &c, const std::string &name) {
+    const TensorInfo &gate = b.need(name);
+    const int64_t H = c.n_embd;
+    if (gate.dtype == DType::U8 && c.quant_method == "mixed") {
+        const TensorInfo *bits = b.maybe(name + "_bits");
+        if (!bits) fail(PANGU_ERR_MISSING_TENSOR, gate.file->path() + ": tensor " + name + " has no row widths " + name + "_bits");
+        if (bits->shape.size() != 1 || bits->shape[0] <= 0)
+            fail(PANGU_ERR_SHAPE, bits->file->path() + ": tensor " + bits->name + " has shape " +
+                                      ModelBuilder::shape_str(bits->shape) + ", expected [n_ff]");
+        return bits->shape[0];
+    }
+    const int64_t gate_cols = gate.dtype == DType::U8 ? H / 2 : H;  // packed 4-bit: two columns a byte
+    if (gate.shape.size() != 2 || gate.shape[1] != gate_cols || gate.shape[0] <= 0)
+        fail(PANGU_ERR_SHAPE, gate.file->path() + ": tensor " + gate.name + " has shape " +
+                                  ModelBuilder::shape_str(gate.shape) + ", expected [n_ff, " + std::to_string(gate_cols) + "]");
+    return gate.shape[0];
+}
+
 // One layer's weights, checked against the configuration; the MLP width comes from the tensors, since pruned
 // checkpoints carry a different width per layer.
 void load_layer(ModelBuilder &b, const ModelConfig &c, int l, LayerWeights &L) {
@@ -304,12 +463,7 @@ void load_layer(ModelBuilder &b, const ModelConfig &c, int l, LayerWeights &L) {
         L.bv.host = b.vec(p + "self_attn.v_proj.bias", kvd);
         L.bo.host = b.vec(p + "self_attn.o_proj.bias", H);
     }
-    const TensorInfo &gate = b.need(p + "mlp.gate_proj.weight");
-    const int64_t gate_cols = gate.dtype == DType::U8 ? H / 2 : H;  // packed 4-bit: two columns a byte
-    if (gate.shape.size() != 2 || gate.shape[1] != gate_cols || gate.shape[0] <= 0)
-        fail(PANGU_ERR_SHAPE, gate.file->path() + ": tensor " + gate.name + " has shape " +
-                                  ModelBuilder::shape_str(gate.shape) + ", expected [n_ff, " + std::to_string(gate_cols) + "]");
-    const int64_t ff = gate.shape[0];
+    const int64_t ff = mlp_width(b, c, p + "mlp.gate_proj.weight");
     L.n_ff = static_cast<int>(ff);
     L.w_gate = b.matrix(p + "mlp.gate_proj.weight", ff, H);
     L.w_up = b.matrix(p + "mlp.up_proj.weight", ff, H);
@@ -335,11 +489,11 @@ void check_leftovers(const ModelBuilder &b, const TensorStore &store, const Mode
     }
 }
 
-// `int16`: the device multiplies int16 activations (PGD_CAP_INT16_ACT), as fast as int8 ones where the CPU
-// has integer dot products: a w8a16 checkpoint's 16-bit activations are then int16, not bf16 (as precise on
-// the models measured, and decode at the memory floor: docs/quantization.md).
+// `caps`: the backend's PGD_CAP_*. With PGD_CAP_INT16_ACT the device multiplies int16 activations as fast
+// as int8 ones where the CPU has integer dot products: a checkpoint's 16-bit activations are then int16, not
+// bf16 (as precise on the models measured, and decode at the memory floor: docs/quantization.md).
 DType resolve_activation_dtype(const std::string &dir, const ModelConfig &c, int n_quantized, int precision,
-                               bool int16) {
+                               uint32_t caps) {
     DType a = DType::F32;
     switch (precision) {
         case PANGU_PRECISION_F32: a = DType::F32; break;
@@ -349,17 +503,17 @@ DType resolve_activation_dtype(const std::string &dir, const ModelConfig &c, int
         default:  // AUTO: what the quantizer made it for; fp32 for plain checkpoints
             a = c.quant_method.empty() || c.quant_activation == "float32" ? DType::F32
                 : c.quant_activation == "int8"                          ? DType::I8
-                : int16                                                 ? DType::I16
+                : (caps & PGD_CAP_INT16_ACT)                            ? DType::I16
                                                                         : DType::BF16;
     }
     const bool integer = a == DType::I8 || a == DType::I16;
     if (integer && n_quantized == 0)
         fail(PANGU_ERR_UNSUPPORTED, dir + ": " + (a == DType::I8 ? "int8" : "int16") +
-                                        " activations need integer weights (a w8a16, w8a8 or w4a8 checkpoint from "
-                                        "pangu-quantize); this one has none");
-    if (c.quant_bits == 4 && !integer)
-        fail(PANGU_ERR_UNSUPPORTED, dir + ": " + c.quant_method + " weights take int8 activations only "
-                                          "(activation_precision AUTO or INT8; or INT16)");
+                                        " activations need integer weights (a w8a16, w8a8, w4a8, w4a16 or mixed "
+                                        "checkpoint from pangu-quantize); this one has none");
+    if (c.lowbit() && !integer && !(caps & PGD_CAP_LOWBIT_FLOAT_ACT))
+        fail(PANGU_ERR_UNSUPPORTED, dir + ": this backend multiplies " + c.quant_method +
+                                        " weights by integer activations only (activation_precision AUTO, INT16 or INT8)");
     return a;
 }
 
@@ -399,9 +553,9 @@ std::unique_ptr<Model> Model::load(const std::string &dir, const ModelLoadOption
     m->load_weights();
     m->device = create_device(opt);
     const pgd_backend_reg *reg = pgd_backend_find(m->device->name);
-    const bool int16 = reg && (reg->caps & PGD_CAP_INT16_ACT);
-    m->activation_dtype = resolve_activation_dtype(dir, m->cfg, m->n_quantized, opt.activation_precision, int16);
-    if (m->activation_dtype == DType::I16 && !int16)
+    const uint32_t caps = reg ? reg->caps : 0;
+    m->activation_dtype = resolve_activation_dtype(dir, m->cfg, m->n_quantized, opt.activation_precision, caps);
+    if (m->activation_dtype == DType::I16 && !(caps & PGD_CAP_INT16_ACT))
         fail(PANGU_ERR_UNSUPPORTED, dir + ": int16 activations (PANGU_PRECISION_INT16) are not supported by the " +
                                         m->device->name + " backend");
     // A device that keeps its own copy (npu-sim) reads every weight through the mapping now.

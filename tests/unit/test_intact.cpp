@@ -311,7 +311,7 @@ TEST(IntActivations, PrecisionChoices) {
     TempDir q4("pangu_w4a8");
     write_quantized(q4.path, nullptr, Scheme::W4, 64);
     EXPECT_EQ(load_status(q4.path, PANGU_PRECISION_BF16, &msg), PANGU_ERR_UNSUPPORTED);
-    EXPECT_NE(msg.find("int8 activations only"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("integer activations only"), std::string::npos) << msg;
     EXPECT_EQ(load_status(q4.path, PANGU_PRECISION_INT8), PANGU_OK);
 }
 
@@ -369,7 +369,7 @@ TEST(IntActivations, BadW4CheckpointsAreClearErrors) {
              const int64_t rows = e.shape[0], cols = e.shape[1];
              e = {e.name, DType::U8, {rows, cols / 2}, std::vector<uint8_t>(rows * cols / 2, 0x88)};
              ts.push_back({e.name + "_scale", DType::F16, {rows, cols / 64}, std::vector<uint8_t>(rows * cols / 32, 0)});
-         }, nullptr, PANGU_ERR_UNSUPPORTED, "not 4-bit"},
+         }, nullptr, PANGU_ERR_UNSUPPORTED, "not low-bit"},
         {"a norm weight stored as U8", [&](std::vector<Tensor8> &ts) {
              Tensor8 &n = find(ts, "model.norm.weight");
              n = {n.name, DType::U8, n.shape, std::vector<uint8_t>(n.shape[0], 1)};

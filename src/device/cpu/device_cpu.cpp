@@ -184,9 +184,29 @@ struct MatmulJob {
     bool digits = false;  // PGD_I16
 };
 
+// Rows of a 4-bit (PGD_I4) or PGD_QB weight of one width: mm_q4 for the symmetric 4-bit layout it was
+// written for, mm_qb for zero points and the other widths. y holds group-scaled sums (x's scale not applied).
+struct LowbitRows {
+    const uint8_t *w;  // the first row
+    int64_t ldw;       // bytes between rows
+    int bits;
+    const float *s;    // the first row's group scales
+    const uint8_t *z;  // its zero points, or NULL
+    int64_t lds;       // groups per row
+};
+
+void lowbit_sums(const MatmulJob &j, const LowbitRows &b, const int8_t *xq, int64_t M, int nr, float *y, int64_t ldy) {
+    const pgd_tensor &w = *j.w;
+    if (b.bits == 4 && !b.z)
+        j.k->mm_q4(xq, j.ldq, M, b.w, b.ldw, b.s, b.lds, w.cols, w.group_size, nr, y, ldy);
+    else
+        j.k->mm_qb(xq, j.ldq, M, b.w, b.ldw, b.bits, b.s, b.z, b.lds, w.cols, w.group_size, nr, y, ldy);
+}
+
 // Up to 8 channels n.. of rows [m0, m0 + mr) against int16 activations: the kernel runs on the 2 * mr digit
 // rows into `t`, and each row's two sums are combined, y = 256 * hi + lo (exact in 64 bits for int8 weights).
-void channels_i16(const MatmulJob &j, const uint8_t *wr, int64_t wrow, int64_t lds, int64_t n, int nr, int64_t m0,
+// `lb`: low-bit rows (NULL: int8 weights at wr).
+void channels_i16(const MatmulJob &j, const uint8_t *wr, int64_t wrow, const LowbitRows *lb, int nr, int64_t m0,
                   int64_t mr, float *y, int64_t ldy) {
     const pgd_tensor &w = *j.w;
     constexpr int64_t kMaxRows = 6;  // matmul_channels' row block
@@ -197,15 +217,14 @@ void channels_i16(const MatmulJob &j, const uint8_t *wr, int64_t wrow, int64_t l
     const int8_t *xq = j.xq + 2 * m0 * j.ldq;
     for (int64_t a = 0; a < mr; a += kMaxRows) {
         const int64_t rows = std::min(kMaxRows, mr - a);
-        if (w.dtype == PGD_I4)
-            j.k->mm_q4(xq + 2 * a * j.ldq, j.ldq, 2 * rows, wr, wrow, w.scale + n * lds, lds, w.cols, w.group_size, nr,
-                       t.f, 8);
+        if (lb)
+            lowbit_sums(j, *lb, xq + 2 * a * j.ldq, 2 * rows, nr, t.f, 8);
         else
             j.k->mm_q8(xq + 2 * a * j.ldq, j.ldq, 2 * rows, reinterpret_cast<const int8_t *>(wr), wrow, w.cols, nr, t.i, 8);
         for (int64_t m = 0; m < rows; ++m)
             for (int r = 0; r < nr; ++r) {
                 float *o = y + (a + m) * ldy + r;
-                if (w.dtype == PGD_I4)
+                if (lb)
                     *o = 256.0f * t.f[2 * m * 8 + r] + t.f[(2 * m + 1) * 8 + r];
                 else
                     *o = static_cast<float>(256 * int64_t(t.i[2 * m * 8 + r]) + t.i[(2 * m + 1) * 8 + r]);
@@ -226,10 +245,11 @@ void matmul_channels_q(const MatmulJob &j, int64_t p0, int64_t p1, int64_t m0, i
     for (int64_t n = p0; n < p1; n += 8) {
         const int nr = static_cast<int>(p1 - n < 8 ? p1 - n : 8);
         const uint8_t *wr = static_cast<const uint8_t *>(w.data) + n * wrow;
+        const LowbitRows lb{wr, wrow, 4, i4 ? w.scale + n * lds : nullptr, w.zero ? w.zero + n * lds : nullptr, lds};
         if (j.digits)
-            channels_i16(j, wr, wrow, lds, n, nr, m0, mr, y + n, ldy);
+            channels_i16(j, wr, wrow, i4 ? &lb : nullptr, nr, m0, mr, y + n, ldy);
         else if (i4)
-            j.k->mm_q4(xq, j.ldq, mr, wr, wrow, w.scale + n * lds, lds, K, w.group_size, nr, y + n, ldy);
+            lowbit_sums(j, lb, xq, mr, nr, y + n, ldy);
         else
             j.k->mm_q8(xq, j.ldq, mr, reinterpret_cast<const int8_t *>(wr), wrow, K, nr,
                        reinterpret_cast<int32_t *>(y + n), ldy);
@@ -247,6 +267,32 @@ void matmul_channels_q(const MatmulJob &j, int64_t p0, int64_t p1, int64_t m0, i
         }
         if (j.bias)
             for (int64_t n = p0; n < p1; ++n) yr[n] += j.bias[n];
+    }
+}
+
+// PGD_QB: stored rows [p0, p1) of rows [m0, m0 + mr), up to eight rows of one width per kernel call into a
+// block of sums, each then scaled by x's row scale, given its bias and written to its output channel.
+void matmul_channels_qb(const MatmulJob &j, int64_t p0, int64_t p1, int64_t m0, int64_t mr) {
+    const pgd_tensor &w = *j.w;
+    const pgd_qb_layout &L = *w.qb;
+    const int64_t lds = w.cols / w.group_size, ldy = j.y->stride;
+    float *y = static_cast<float *>(j.y->data) + m0 * ldy;
+    float t[6 * 8];  // mr <= 6: matmul_channels' row block
+    for (int sgi = 0; sgi < L.n_segments; ++sgi) {
+        const pgd_qb_segment &sg = L.seg[sgi];
+        const int64_t ldw = w.cols * sg.bits / 8;
+        for (int64_t n = std::max(p0, sg.row0); n < std::min(p1, sg.row0 + sg.rows); n += 8) {
+            const int nr = static_cast<int>(std::min<int64_t>({8, p1 - n, sg.row0 + sg.rows - n}));
+            const LowbitRows lb{static_cast<const uint8_t *>(w.data) + sg.offset + (n - sg.row0) * ldw, ldw, sg.bits,
+                                w.scale + n * lds, w.zero ? w.zero + n * lds : nullptr, lds};
+            if (j.digits) channels_i16(j, nullptr, 0, &lb, nr, m0, mr, t, 8);
+            else lowbit_sums(j, lb, j.xq + m0 * j.ldq, mr, nr, t, 8);
+            for (int64_t m = 0; m < mr; ++m)
+                for (int r = 0; r < nr; ++r) {
+                    const int32_t o = L.row_order[n + r];
+                    y[m * ldy + o] = t[m * 8 + r] * j.xs[m0 + m] + (j.bias ? j.bias[o] : 0.0f);
+                }
+        }
     }
 }
 
@@ -271,7 +317,8 @@ void matmul_channels(const MatmulJob &j, int64_t n0, int64_t n1) {
         for (int64_t m0 = 0; m0 < M; m0 += rows) {
             const int64_t mr = std::min(rows, M - m0);
             if (j.xq) {
-                matmul_channels_q(j, p0, p1, m0, mr);
+                if (j.w->dtype == PGD_QB) matmul_channels_qb(j, p0, p1, m0, mr);
+                else matmul_channels_q(j, p0, p1, m0, mr);
                 continue;
             }
             for (int64_t n = p0; n < p1; n += 8) {
@@ -341,12 +388,43 @@ int64_t q_stride(int64_t K) { return (K + 63) / 64 * 64; }
 
 size_t cpu_matmul_workspace(void *ctx, const pgd_tensor *x, const pgd_tensor *w) {
     if (w->act_dtype == PGD_I8 || w->act_dtype == PGD_I16) {
+        // A stored column order takes a second copy of the rows, quantized then gathered.
         const int64_t rows = std::min(x->rows, kBxRows), digits = w->act_dtype == PGD_I16 ? 2 : 1;
-        return static_cast<size_t>(digits * rows * q_stride(x->cols)) + sizeof(float) * static_cast<size_t>(rows);
+        const int64_t copies = w->col_perm ? 2 : 1;
+        return static_cast<size_t>(copies * digits * rows * q_stride(x->cols)) + sizeof(float) * static_cast<size_t>(rows);
     }
     if (w->dtype != PGD_I8 || !static_cast<CpuCtx *>(ctx)->k->mm_i8_bx) return 0;
     const int64_t rows = std::min(x->rows, kBxRows);
     return static_cast<size_t>(rows * bx_stride(x->cols)) * sizeof(uint16_t) + static_cast<size_t>(kBxRows);
+}
+
+// A low-bit weight the kernels can take: integer activations, group scales, a group a multiple of 32 that
+// divides the row, itself a multiple of 64; PGD_QB: a layout whose segments tile the rows.
+bool lowbit_ok(const pgd_tensor *w) {
+    if ((w->act_dtype != PGD_I8 && w->act_dtype != PGD_I16) || !w->scale || w->group_size < 32 ||
+        w->group_size % 32 != 0 || w->cols % 64 != 0 || w->cols % w->group_size != 0)
+        return false;
+    if (w->dtype == PGD_I4) return w->stride % 2 == 0 && !w->qb;
+    const pgd_qb_layout *L = w->qb;
+    if (!L || !L->row_order || L->n_segments < 1 || L->n_segments > PGD_QB_MAX_SEGMENTS) return false;
+    int64_t row = 0;
+    for (int i = 0; i < L->n_segments; ++i) {
+        const int b = L->seg[i].bits;
+        if ((b != 2 && b != 3 && b != 4 && b != 6 && b != 8) || L->seg[i].row0 != row || L->seg[i].rows < 0) return false;
+        row += L->seg[i].rows;
+    }
+    return row == w->rows;
+}
+
+// Row r of `out` takes row r of `in` in the stored column order: out[c] = in[perm[c]] for c < n (the pad
+// after n, zero in `in`, is copied as it is).
+void gather_columns(const int8_t *in, int8_t *out, int64_t rows, int64_t ld, const int32_t *perm, int64_t n) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const int8_t *a = in + r * ld;
+        int8_t *b = out + r * ld;
+        for (int64_t c = 0; c < n; ++c) b[c] = a[perm[c]];
+        std::memcpy(b + n, a + n, static_cast<size_t>(ld - n));
+    }
 }
 
 int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const pgd_tensor *bias,
@@ -363,14 +441,15 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
             j.mm = k->mm_i8;
             break;
         case PGD_I4:
-            if ((w->act_dtype != PGD_I8 && w->act_dtype != PGD_I16) || !w->scale || w->group_size < 32 || w->group_size % 32 != 0 ||
-                w->cols % 64 != 0 || w->cols % w->group_size != 0 || w->stride % 2 != 0)
-                return PANGU_ERR_UNSUPPORTED;
+        case PGD_QB:
+            if (!lowbit_ok(w)) return PANGU_ERR_UNSUPPORTED;
             break;
         default: return PANGU_ERR_DTYPE;
     }
     const bool int_act = w->act_dtype == PGD_I8 || w->act_dtype == PGD_I16;
-    if (w->act_dtype != PGD_F32 && (!int_act || (w->dtype != PGD_I8 && w->dtype != PGD_I4))) return PANGU_ERR_UNSUPPORTED;
+    if (w->act_dtype != PGD_F32 && (!int_act || w->dtype == PGD_F32 || w->dtype == PGD_F16 || w->dtype == PGD_BF16))
+        return PANGU_ERR_UNSUPPORTED;
+    if (w->col_perm && w->dtype != PGD_I4 && w->dtype != PGD_QB) return PANGU_ERR_UNSUPPORTED;
     if (x->cols != w->cols || y->cols < w->rows || y->rows < x->rows) return PANGU_ERR_SHAPE;
     if (int_act || (w->dtype == PGD_I8 && k->mm_i8_bx)) {
         if (!ws || ws_size < cpu_matmul_workspace(ctx, x, w)) return PANGU_ERR_BUFFER_TOO_SMALL;
@@ -388,10 +467,13 @@ int cpu_matmul(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *
             j.ldq = q_stride(x->cols);
             j.digits = w->act_dtype == PGD_I16;
             int8_t *xq = static_cast<int8_t *>(ws);
-            float *xs = reinterpret_cast<float *>(xq + (j.digits ? 2 : 1) * x->rows * j.ldq);
+            const int64_t qrows = (j.digits ? 2 : 1) * x->rows;
+            float *xs = reinterpret_cast<float *>(xq + (w->col_perm ? 2 : 1) * qrows * j.ldq);
             const float *xf = static_cast<const float *>(x->data);
-            if (j.digits) kernels::quant_rows16(xf, x->stride, x->rows, x->cols, xq, j.ldq, xs);
-            else k->quant_rows(xf, x->stride, x->rows, x->cols, xq, j.ldq, xs);
+            int8_t *xq_in = w->col_perm ? xq + qrows * j.ldq : xq;  // quantized here, then gathered into xq
+            if (j.digits) kernels::quant_rows16(xf, x->stride, x->rows, x->cols, xq_in, j.ldq, xs);
+            else k->quant_rows(xf, x->stride, x->rows, x->cols, xq_in, j.ldq, xs);
+            if (w->col_perm) gather_columns(xq_in, xq, qrows, j.ldq, w->col_perm, x->cols);
             j.xq = xq, j.xs = xs, j.k = k;
         } else {
             j.ldxb = bx_stride(x->cols);
