@@ -76,7 +76,9 @@ pangu_model *load(const std::string &dir) {
 
 // Mean negative log-likelihood per token over the first `budget` scored tokens of dev.jsonl, documents
 // tokenized with BOS and cut into windows of 256 tokens (the length the model was trained on).
-double dev_nll(pangu_model *m, size_t budget, size_t *scored_out) {
+// With `odd_only`, documents 1, 3, ..., the evaluation half of the split that the low-bit measurements use
+// (docs/quantization.md: the even documents calibrate).
+double dev_nll(pangu_model *m, size_t budget, size_t *scored_out, bool odd_only = false) {
     std::ifstream f(std::string(PANGU_SHARED_DIR) + "/data/dev.jsonl");
     EXPECT_TRUE(f.good());
     pangu_session_params sp;
@@ -90,7 +92,8 @@ double dev_nll(pangu_model *m, size_t budget, size_t *scored_out) {
     double nll = 0;
     size_t scored = 0;
     std::string line;
-    while (scored < budget && std::getline(f, line)) {
+    for (int d = 0; scored < budget && std::getline(f, line); ++d) {
+        if (odd_only && d % 2 == 0) continue;
         Json::Value doc;
         std::istringstream(line) >> doc;
         const std::string text = doc["text"].asString();
@@ -820,8 +823,8 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
     const std::pair<std::string, std::string> usage[] = {
         {"--scheme w16a16", "unknown --scheme 'w16a16'"},
         {"--scheme W8A8", "unknown --scheme"},
-        {"--group 64", "--group applies to --scheme w4a8 only"},
-        {"--scheme w8a8 --group 64", "--group applies to --scheme w4a8 only"},
+        {"--group 64", "--group applies to --scheme w4a8, w4a16 and mixed"},
+        {"--scheme w8a8 --group 64", "--group applies to --scheme w4a8, w4a16 and mixed"},
         {"--scheme w4a8 --group 48", "--group takes a multiple of 32"},
         {"--scheme w4a8 --group 0", "--group takes a multiple of 32"},
         {"--scheme w4a8 --group -64", "--group takes a multiple of 32"},
@@ -885,4 +888,185 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
     EXPECT_TRUE(fs::exists(out + "/keep"));
     EXPECT_EQ(run_quantize("--scheme w4a8 --group 64 --force" + io), 0) << last_stderr();
     EXPECT_FALSE(fs::exists(out + "/keep"));
+}
+
+namespace {
+
+// The even documents of dev.jsonl (the calibration half of the split), each cut to about 2 KB.
+std::string calib_jsonl(const fs::path &dir) {
+    std::ifstream f(std::string(PANGU_SHARED_DIR) + "/data/dev.jsonl");
+    const std::string path = (dir / "calib.jsonl").string();
+    std::ofstream out(path);
+    std::string line;
+    for (int i = 0; std::getline(f, line); ++i) {
+        if (i % 2 != 0) continue;
+        Json::Value doc;
+        std::istringstream(line) >> doc;
+        std::string text = doc["text"].asString();
+        size_t cut = std::min<size_t>(text.size(), 2048);
+        while (cut > 0 && cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+        Json::Value o;
+        o["text"] = text.substr(0, cut);
+        Json::StreamWriterBuilder wb;
+        wb["indentation"] = "";
+        out << Json::writeString(wb, o) << "\n";
+    }
+    return path;
+}
+
+const std::string &lowbit_calib() {
+    static std::string path = calib_jsonl(fs::path(q8_dir()).parent_path());
+    return path;
+}
+
+double eval_ppl(const std::string &dir) {
+    pangu_model *m = load(dir);
+    size_t n = 0;
+    const double p = std::exp(dev_nll(m, 8192, &n, true));
+    pangu_model_free(m);
+    return p;
+}
+
+}  // namespace
+
+// W4A16 files: packed rows, F16 group scales, zero points and (act-order) the column order, described in
+// config.json; they load with int16 activations. GPTQ on the calibration half beats round-to-nearest on the
+// evaluation half and stays within the issue's +5 % of the 16-bit model.
+TEST(QuantizeLowBit, W4A16GptqBeatsRoundToNearest) {
+    const std::string calib = " --calib " + lowbit_calib() + " --calib-jsonl --calib-tokens 8192";
+    const std::string &rtn = converted("--scheme w4a16 --group 64 --method rtn");
+    const std::string &gptq = converted("--scheme w4a16 --group 64 --method gptq --act-order" + calib);
+    Json::Value cfg;
+    std::ifstream(gptq + "/config.json") >> cfg;
+    const Json::Value &q = cfg["quantization_config"];
+    EXPECT_EQ(q["quant_method"].asString(), "w4a16");
+    EXPECT_EQ(q["method"].asString(), "gptq");
+    EXPECT_FALSE(q["symmetric"].asBool());
+    EXPECT_TRUE(q["act_order"].asBool());
+    EXPECT_EQ(q["calibration"]["calibration_tokens"].asInt(), 8192);
+    TensorStore st;
+    st.open_dir(gptq, MapOptions{});
+    const std::string w = "model.layers.2.mlp.down_proj.weight";  // [192, 512]
+    ASSERT_NE(st.find(w), nullptr);
+    EXPECT_EQ(st.find(w)->dtype, DType::U8);
+    EXPECT_EQ(st.find(w)->shape, (std::vector<int64_t>{192, 256}));
+    EXPECT_EQ(st.find(w + "_scale")->dtype, DType::F16);
+    EXPECT_EQ(st.find(w + "_zero")->shape, (std::vector<int64_t>{192, 8}));
+    EXPECT_EQ(st.find(w + "_perm")->dtype, DType::I32);
+    pangu_model *m = load(gptq);
+    pangu_model_info info{};
+    info.struct_size = sizeof info;
+    ASSERT_EQ(pangu_model_get_info(m, &info), PANGU_OK);
+    EXPECT_EQ(info.activation_precision, PANGU_PRECISION_INT16);
+    pangu_model_free(m);
+    const double fp = eval_ppl(PANGU_MODEL_DIR), r = eval_ppl(rtn), g = eval_ppl(gptq);
+    std::printf("evaluation half, 8192 tokens: 16-bit %.4f, W4 RTN %.4f (%+.2f %%), W4 GPTQ %.4f (%+.2f %%)\n", fp, r,
+                100 * (r / fp - 1), g, 100 * (g / fp - 1));
+    EXPECT_LT(g / fp - 1.0, 0.05);
+    EXPECT_LT(g, r);
+}
+
+// Mixed precision: the report's widths and averages are what the files hold; budget allocation lands on the
+// requested average, quantile allocation on five equal bands; rows of one width are stored together.
+TEST(QuantizeLowBit, MixedPrecisionReportMatchesTheFiles) {
+    TempDir t("pangu_mixed");
+    const std::string calib = " --calib " + lowbit_calib() + " --calib-jsonl --calib-tokens 4096";
+    for (const std::string alloc : {"--alloc budget --avg-bits 3.2", "--alloc quantile"}) {
+        SCOPED_TRACE(alloc);
+        const std::string out = (t.path / "m").string(), report = (t.path / "r.json").string();
+        ASSERT_EQ(run_quantize("--scheme mixed --group 64 --force --report " + report + " " + alloc + calib +
+                               " -i " PANGU_MODEL_DIR " -o " + out), 0) << last_stderr();
+        Json::Value r;
+        std::ifstream(report) >> r;
+        const bool quantile = alloc.find("quantile") != std::string::npos;
+        EXPECT_NEAR(r["avg_bits"].asDouble(), quantile ? 4.6 : 3.2, quantile ? 0.05 : 0.02);
+        int64_t sum = 0;
+        for (const char *b : {"2", "3", "4", "6", "8"}) {
+            sum += r["widths"][b]["channels"].asInt64();
+            if (quantile) EXPECT_NEAR(r["widths"][b]["share"].asDouble(), 0.2, 0.01) << b;
+        }
+        EXPECT_EQ(sum, r["channels"].asInt64());
+        EXPECT_EQ(r["layers"].size(), 6u);
+        EXPECT_EQ(r["linears"].size(), 42u);
+        TensorStore st;
+        st.open_dir(out, MapOptions{});
+        const TensorInfo *bits = st.find("model.layers.0.mlp.up_proj.weight_bits");
+        ASSERT_NE(bits, nullptr);
+        const uint8_t *b = static_cast<const uint8_t *>(bits->data);
+        int64_t bytes = 0;
+        for (int64_t i = 0; i < bits->shape[0]; ++i) {
+            if (i) EXPECT_LE(b[i - 1], b[i]);
+            bytes += 192 * b[i] / 8;
+        }
+        EXPECT_EQ(st.find("model.layers.0.mlp.up_proj.weight")->shape, (std::vector<int64_t>{bytes}));
+        Json::Value cfg;
+        std::ifstream(out + "/config.json") >> cfg;
+        EXPECT_EQ(cfg["quantization_config"]["quant_method"].asString(), "mixed");
+        EXPECT_NEAR(cfg["quantization_config"]["avg_bits"].asDouble(), r["avg_bits"].asDouble(), 1e-9);
+        pangu_model *m = load(out);
+        pangu_model_free(m);
+    }
+}
+
+TEST(QuantizeLowBit, BadInputIsRefusedAndLeavesNothing) {
+    TempDir t("pangu_quant");
+    const std::string out = (t.path / "out").string();
+    const std::string io = " -i " PANGU_MODEL_DIR " -o " + out;
+    const std::string text = small_jsonl(t.path), cal = " --calib " + text + " --calib-jsonl --calib-ctx 32";
+    auto no_output = [&](const std::string &what) {
+        for (const auto &e : fs::directory_iterator(t.path))
+            EXPECT_EQ(e.path().filename().string().find("out"), std::string::npos) << what << ": " << e.path();
+    };
+    const std::pair<std::string, std::string> usage[] = {
+        {"--scheme w8a16 --method gptq", "--method, --sym, --asym, --act-order and --damp apply to"},
+        {"--scheme w8a8 --act-order", "apply to --scheme w4a8, w4a16 and mixed"},
+        {"--scheme w4a16 --method obq", "--method takes rtn or gptq, not 'obq'"},
+        {"--scheme w4a16 --method gptq", "--method gptq needs calibration text"},
+        {"--scheme mixed", "--scheme mixed needs calibration text"},
+        {"--scheme w4a16 --avg-bits 4", "--alloc and --avg-bits* apply to --scheme mixed"},
+        {"--scheme w4a16 --alloc budget", "--alloc and --avg-bits* apply to --scheme mixed"},
+        {"--scheme mixed --avg-bits 9" + cal, "--avg-bits* take an average width from 2 to 8"},
+        {"--scheme mixed --avg-bits 1.5" + cal, "--avg-bits* take"},
+        {"--scheme mixed --avg-bits-attn nan" + cal, "--avg-bits* take"},
+        {"--scheme mixed --avg-bits-mlp four" + cal, "--avg-bits* take"},
+        {"--scheme mixed --alloc median" + cal, "--alloc takes budget or quantile"},
+        {"--scheme mixed --alloc quantile --avg-bits 4" + cal, "need --alloc budget"},
+        {"--scheme w4a16 --damp 0", "--damp takes"},
+        {"--scheme w4a16 --damp 1.5", "--damp takes"},
+        {"--scheme w4a16 --damp x", "--damp takes"},
+        {"--scheme w4a16 --group 48", "--group takes a multiple of 32"},
+        {"--scheme mixed --group 16" + cal, "--group takes a multiple of 32"},
+        {"--scheme w4a16 --report", "unknown or incomplete option"},
+    };
+    for (const auto &u : usage) {
+        EXPECT_EQ(run_quantize(u.first + io), 2) << u.first;
+        EXPECT_NE(last_stderr().find(u.second), std::string::npos) << u.first << ": " << last_stderr();
+        no_output(u.first);
+    }
+    const std::string empty = (t.path / "empty.txt").string(), tiny = (t.path / "tiny.txt").string();
+    std::ofstream(empty).close();
+    std::ofstream(tiny) << "just a few words";
+    const std::pair<std::string, std::string> runtime[] = {
+        {"--scheme w4a16 --group 128", "has 192 columns; --scheme w4a16 with --group 128 needs a multiple of 64 and of 128"},
+        {"--scheme mixed --group 128" + cal, "--scheme mixed with --group 128"},
+        {"--scheme mixed --group 64 --calib " + empty, "empty.txt: holds no text"},
+        {"--scheme w4a16 --group 64 --method gptq --calib " + tiny, "fewer than one window of 256"},
+        {"--scheme w4a16 --group 64 --report /nonexistent/r.json", "--report: /nonexistent is not a directory"},
+    };
+    for (const auto &r : runtime) {
+        EXPECT_EQ(run_quantize(r.first + io), 1) << r.first;
+        EXPECT_NE(last_stderr().find(r.second), std::string::npos) << r.first << ": " << last_stderr();
+        no_output(r.first);
+    }
+    // NaN in a weight: refused naming it, whether round-to-nearest or calibrated, input untouched
+    const std::string victim = "model.layers.4.mlp.up_proj.weight";
+    const std::string in = broken_model(t.path / "nan", victim, false, NAN);
+    const auto before = fs::last_write_time(in + "/model.safetensors");
+    for (const std::string &args : std::vector<std::string>{"--scheme w4a16 --group 64", "--scheme mixed --group 64" + cal}) {
+        EXPECT_EQ(run_quantize(args + " -i " + in + " -o " + out), 1) << args;
+        EXPECT_NE(last_stderr().find(victim), std::string::npos) << args << ": " << last_stderr();
+        EXPECT_NE(last_stderr().find("NaN"), std::string::npos) << args << ": " << last_stderr();
+        no_output(args);
+    }
+    EXPECT_EQ(fs::last_write_time(in + "/model.safetensors"), before);
 }

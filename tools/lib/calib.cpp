@@ -190,7 +190,7 @@ RefForward::RefForward(const Model &m, TokenWindows text, int64_t chunk_tokens, 
         }
 }
 
-void RefForward::run_layer(const RefLayer &W, const LinearHook &hook) {
+void RefForward::run_layer(const RefLayer &W, const LinearHook &hook, bool advance) {
     const ModelConfig &c = m_.cfg;
     if (layers_done_ >= c.n_layer) fail(PANGU_ERR_INTERNAL, "RefForward: every layer has run");
     const int l = layers_done_;
@@ -221,7 +221,9 @@ void RefForward::run_layer(const RefLayer &W, const LinearHook &hook) {
         MatrixRM xn, q, k, v, att, o, gt, up;
         const int64_t r0 = start_[w0];
         const int64_t n = (w1 < nw ? start_[w1] : static_cast<int64_t>(text_.n_tokens)) - r0;
-        auto X = x_.middleRows(r0, n);
+        MatrixRM copy;  // observing only: the layer runs on a copy of the chunk's hidden states
+        if (!advance) copy = x_.middleRows(r0, n);
+        auto X = advance ? x_.middleRows(r0, n) : copy.middleRows(0, n);
 
         rms_norm(X, W.attn_norm, c.rms_eps, xn);
         call(LinearInput::QKV, xn);
@@ -305,7 +307,7 @@ void RefForward::run_layer(const RefLayer &W, const LinearHook &hook) {
     worker();
     for (auto &t : pool) t.join();
     if (error) std::rethrow_exception(error);
-    ++layers_done_;
+    if (advance) ++layers_done_;
 }
 
 MatrixRM RefForward::logits(size_t w) const {

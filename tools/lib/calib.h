@@ -79,8 +79,9 @@ public:
     RefForward(const Model &m, TokenWindows text, int64_t chunk_tokens = 4096, int n_threads = 0);
 
     // Runs the next layer (layers_done()) with weights W over every window, calling `hook` at each linear's
-    // input; the hidden states advance.
-    void run_layer(const RefLayer &W, const LinearHook &hook = nullptr);
+    // input; the hidden states advance, unless `advance` is false (GPTQ: the inputs of a layer are observed
+    // with its float weights, then it runs again with its quantized ones).
+    void run_layer(const RefLayer &W, const LinearHook &hook = nullptr, bool advance = true);
     int layers_done() const { return layers_done_; }
 
     // After every layer: the final norm and head on the rows of window w, [len, n_vocab].
