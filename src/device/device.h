@@ -199,8 +199,11 @@ struct pgd_device {
      *   I4 weights: y[m][n] = sum_g(s[n][g] * (float)sum_{k in g}(xq[m][k] * (v[n][k] - 8))) * sx[m] + bias[n]
      * With PGD_I16, xq = 256 * hi + lo and the two digits' sums are combined before the scales (I8 weights:
      * exactly, in 64 bits; I4: y = 256 * y_hi + y_lo in fp32).
-     * (the inner sums exact in int32; a backend may add the groups in its own fixed order). A backend that
-     * cannot run a combination returns PANGU_ERR_UNSUPPORTED (the CPU has I4 with I8 activations only). */
+     * (the inner sums exact in int32; a backend may add the groups in its own fixed order). With float
+     * activations, I4 and QB weights are dequantized by groups, y = x_g @ ((v - zero) * scale)^T + bias, x_g
+     * being x's columns in the stored order (col_perm) for any act_dtype. A backend that cannot run a
+     * combination returns PANGU_ERR_UNSUPPORTED (the CPU has I4 and QB with integer activations only; npu-sim,
+     * PGD_CAP_LOWBIT_FLOAT_ACT, has them with float ones as well, and no PGD_I16). */
     size_t (*matmul_workspace)(void *ctx, const pgd_tensor *x, const pgd_tensor *w);
     int (*matmul)(void *ctx, pgd_stream *s, const pgd_tensor *x, const pgd_tensor *w, const pgd_tensor *bias,
                   pgd_tensor *y, void *ws, size_t ws_size);

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -904,7 +905,9 @@ TEST(DeviceIntActivations, IntegerActivationMatmulsAreBatchAndThreadInvariant) {
     }
 }
 
-TEST(DeviceIntActivations, FourBitWeightsWithoutInt8ActivationsAreUnsupported) {
+// What npu-sim does not run (int16 activations: no 310P counterpart; float weights with int8 activations) and
+// what it runs that the CPU does not (low-bit weights with 16-bit activations: the antiquant path).
+TEST(DeviceIntActivations, UnsupportedIntegerCombinationsAreRefused) {
     std::mt19937 rng(14);
     IntWeight w4 = make_int_weight(rng, PGD_I4, 16, 128, 32, PGD_F32);
     {
@@ -913,10 +916,9 @@ TEST(DeviceIntActivations, FourBitWeightsWithoutInt8ActivationsAreUnsupported) {
         size_t f0, f1, t;
         npu.device()->mem_info(npu.device()->ctx, &f0, &t);
         int rc = 0;
-        npu.upload(w4.t, &rc);
+        IntWeight w4i16 = make_int_weight(rng, PGD_I4, 16, 128, 32, PGD_I16);
+        npu.upload(w4i16.t, &rc);
         EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED);
-        npu.device()->mem_info(npu.device()->ctx, &f1, &t);
-        EXPECT_EQ(f1, f0);  // nothing charged
         // int8 activations are for integer weights only, and 4-bit groups must be whole runs of 32 columns
         HostWeight f = make_weight(rng, PGD_F16, 16, 128);
         f.t.act_dtype = PGD_I8;
@@ -926,18 +928,366 @@ TEST(DeviceIntActivations, FourBitWeightsWithoutInt8ActivationsAreUnsupported) {
         bad_group.t.group_size = 48;
         npu.upload(bad_group.t, &rc);
         EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED);
+        npu.device()->mem_info(npu.device()->ctx, &f1, &t);
+        EXPECT_EQ(f1, f0);  // nothing charged
         // uploaded for int8 activations, the weight is used that way (its scales are laid out for it)
         IntWeight w8 = make_int_weight(rng, PGD_I8, 16, 128);
         pgd_tensor d = npu.upload(w8.t);
         d.act_dtype = PGD_F32;
         npu.matmul(std::vector<float>(128, 1.0f), 1, 128, d, 16, nullptr, false, &rc);
         EXPECT_EQ(rc, PANGU_ERR_INVALID_ARGUMENT);
+        // 4-bit weights with 16-bit activations: fp16 antiquant by groups (DeviceLowBit)
+        npu.upload(w4.t, &rc);
+        EXPECT_EQ(rc, 0);
     }
-    Backend cpu("cpu");  // the CPU backend agrees: no 4-bit weights against float activations
+    Backend cpu("cpu");  // the CPU backend has no 4-bit kernels for float activations
     ASSERT_TRUE(cpu.ok());
     int rc = 0;
     cpu.matmul(std::vector<float>(128, 1.0f), 1, 128, cpu.upload(w4.t), 16, nullptr, false, &rc);
     EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED);
+}
+
+// A low-bit weight in host memory (device API 5): PGD_I4 (4 bits, device.h's packing) or PGD_QB (output channel
+// n gets kQbWidths[n % 5] bits, rows stored by width in a shuffled row order), with random levels, group scales,
+// zero points (or the default, 2^(b - 1)) and stored column order (or none); act_dtype as the loader sets it.
+constexpr int kQbWidths[] = {2, 3, 4, 6, 8};
+
+struct LowbitWeight {
+    std::vector<uint8_t> bytes, zero;
+    std::vector<float> scale;
+    std::vector<int32_t> row_order, col_perm;
+    std::vector<int> q;       // [stored row][stored column]: level - zero point
+    std::vector<double> ref;  // [output channel][input column]: the dequantized weight, q * s
+    std::vector<double> ref16;  // the same as fp16 antiquant makes it: fp16(q * fp16(s))
+    pgd_qb_layout qb{};
+    pgd_tensor t{};           // points into the above: a LowbitWeight stays where it was made
+    LowbitWeight() = default;
+    LowbitWeight(const LowbitWeight &) = delete;
+};
+
+// Sets the level v of column k in a row of `bits` bits: device.h's planes, lowest bits first (the inverse of
+// pgd_qb_level, which the caller checks it against).
+void put_level(uint8_t *row, int bits, int64_t k, int v) {
+    static const std::vector<int> planes[9] = {{}, {}, {2}, {2, 1}, {4}, {}, {4, 2}, {}, {8}};
+    uint8_t *run = row + (k / 64) * 8 * bits;
+    const int c = static_cast<int>(k % 64);
+    int shift = 0;
+    for (int pw : planes[bits]) {
+        const int part = (v >> shift) & ((1 << pw) - 1);
+        if (pw == 8) run[c] = static_cast<uint8_t>(part);
+        if (pw == 4) run[c % 32] |= static_cast<uint8_t>(part << (4 * (c / 32)));
+        if (pw == 2) run[c % 16] |= static_cast<uint8_t>(part << (2 * (c / 16)));
+        if (pw == 1) run[c / 8] |= static_cast<uint8_t>(part << (c % 8));
+        run += 8 * pw;
+        shift += pw;
+    }
+}
+
+std::vector<int32_t> random_permutation(std::mt19937 &rng, int64_t n) {
+    std::vector<int32_t> p(n);
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>(i);
+    std::shuffle(p.begin(), p.end(), rng);
+    return p;
+}
+
+std::unique_ptr<LowbitWeight> make_lowbit_weight(std::mt19937 &rng, int32_t dtype, int64_t N, int64_t K, int32_t group,
+                                                 bool zeros, bool perm, int32_t act) {
+    std::unique_ptr<LowbitWeight> w(new LowbitWeight);
+    const int64_t G = K / group;
+    const bool qb = dtype == PGD_QB;
+    auto width = [&](int64_t n) { return qb ? kQbWidths[n % 5] : 4; };
+    w->row_order = random_permutation(rng, N);  // stored row i is output channel row_order[i]
+    std::stable_sort(w->row_order.begin(), w->row_order.end(), [&](int32_t a, int32_t b) { return width(a) < width(b); });
+    w->col_perm = perm ? random_permutation(rng, K) : std::vector<int32_t>();
+    w->zero.assign(N * G, 0), w->scale.resize(N * G), w->q.resize(N * K);
+    w->ref.assign(N * K, 0.0), w->ref16.assign(N * K, 0.0);
+    std::vector<int64_t> offset(N);
+    for (int64_t i = 0, at = 0; i < N; at += K * width(w->row_order[i]) / 8, ++i) offset[i] = at;
+    w->bytes.assign(offset[N - 1] + K * width(w->row_order[N - 1]) / 8, 0);
+    std::uniform_real_distribution<float> sc(0.2f, 2.0f);
+    for (int64_t i = 0; i < N; ++i) {
+        const int64_t n = qb ? w->row_order[i] : i;
+        const int b = width(n), z0 = b == 8 ? 128 : 1 << (b - 1);
+        std::uniform_int_distribution<int> level(0, (1 << b) - 1);
+        uint8_t *row = w->bytes.data() + (qb ? offset[i] : i * K / 2);
+        for (int64_t g = 0; g < G; ++g) {
+            w->scale[i * G + g] = sc(rng) / float(1 << (b - 1));
+            w->zero[i * G + g] = static_cast<uint8_t>(zeros && b < 8 ? level(rng) : z0);
+        }
+        for (int64_t k = 0; k < K; ++k) {
+            const int u = level(rng);
+            put_level(row, b, k, u);
+            EXPECT_EQ(pgd_qb_level(row, b, k), u);
+            const int q = u - w->zero[i * G + k / group];
+            w->q[i * K + k] = q;
+            const float s = w->scale[i * G + k / group];
+            const int64_t j = n * K + (perm ? w->col_perm[k] : k);
+            w->ref[j] = double(q) * s;
+            w->ref16[j] = round_f16(double(q) * round_f16(s));
+        }
+    }
+    w->t = view(w->bytes.data(), dtype, N, K);
+    w->t.scale = w->scale.data();
+    w->t.group_size = group;
+    w->t.zero = zeros ? w->zero.data() : nullptr;
+    w->t.col_perm = perm ? w->col_perm.data() : nullptr;
+    w->t.act_dtype = act;
+    if (qb) {
+        for (int64_t i = 0; i < N; ++i) {
+            const int b = width(w->row_order[i]);
+            pgd_qb_layout &L = w->qb;
+            if (L.n_segments == 0 || L.seg[L.n_segments - 1].bits != b) L.seg[L.n_segments++] = {b, i, 0, offset[i]};
+            L.seg[L.n_segments - 1].rows += 1;
+        }
+        w->qb.row_order = w->row_order.data();
+        w->t.qb = &w->qb;
+    }
+    return w;
+}
+
+struct LowbitCase {
+    int32_t dtype;
+    bool zeros, perm;
+    const char *what;
+};
+const LowbitCase kLowbitCases[] = {{PGD_I4, true, true, "I4, zero points, act-order"},
+                                   {PGD_I4, true, false, "I4, zero points"},
+                                   {PGD_QB, false, true, "QB, act-order"},
+                                   {PGD_QB, true, true, "QB, zero points, act-order"},
+                                   {PGD_QB, true, false, "QB, zero points"}};
+// (K, group): groups of one fractal to a whole row
+const std::pair<int64_t, int32_t> kLowbitShapes[] = {{64, 32}, {128, 64}, {256, 128}, {384, 192}, {512, 512}, {320, 32}};
+
+// sum over input columns j of (|x[m][j]| + pad) * |w[n][j]|: the magnitude of the terms of output (m, n).
+double abs_terms(const std::vector<float> &x, int64_t m, int64_t K, const std::vector<double> &w, int64_t n,
+                 double pad = 0) {
+    double t = 0;
+    for (int64_t j = 0; j < K; ++j) t += (std::fabs(double(x[m * K + j])) + pad) * std::fabs(w[n * K + j]);
+    return t;
+}
+
+// The device tensor of a low-bit weight after upload: npu-sim's int8 form (the CPU's is the host tensor).
+void expect_uploaded_int8(const pgd_tensor &d, const LowbitWeight &h, const char *what) {
+    EXPECT_EQ(d.dtype, PGD_I8) << what;
+    EXPECT_EQ(d.group_size, h.t.group_size) << what;
+    EXPECT_EQ(d.act_dtype, h.t.act_dtype) << what;
+    EXPECT_EQ(d.zero, nullptr) << what;
+    EXPECT_EQ(d.qb, nullptr) << what;
+    EXPECT_EQ(d.col_perm != nullptr, h.t.col_perm != nullptr) << what;
+    if (h.t.col_perm) {
+        EXPECT_NE(d.col_perm, h.t.col_perm) << what;  // a copy in device memory
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Low-bit weights (device API 5): PGD_I4 with zero points and PGD_QB's 2- to 8-bit rows, with or without a stored
+// column order. npu-sim unpacks them to int8 at upload (level - zero point, in output channel order) and gathers
+// x's columns for act-order ones. With int8 activations the group sums are exact on both backends, so npu-sim
+// is the CPU's result rounded to fp16 up to the order of adding the groups (as W4A8); with 16-bit activations
+// (npu-sim's alone: the CPU has no kernels for them) it is the fp16 antiquant of aclnnWeightQuantBatchMatmulV2
+// by groups, fp16(q * fp16(s)) against fp16 x, summed in fp32.
+
+TEST(DeviceLowBit, Int8ActivationsOnNpuSimAgreeWithTheCpuWithinFp16Rounding) {
+    Backend cpu("cpu"), npu("npu-sim");
+    ASSERT_TRUE(cpu.ok() && npu.ok());
+    std::mt19937 rng(21);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    double worst_ulps = 0;
+    int64_t exact = 0, total = 0, trial = 0;
+    for (const LowbitCase &c : kLowbitCases)
+        for (int64_t M : {1, 5, 70})
+            for (const auto &sh : kLowbitShapes) {
+                const int64_t K = sh.first, N = 5 + int64_t(rng() % 66);
+                const auto hw = make_lowbit_weight(rng, c.dtype, N, K, sh.second, c.zeros, c.perm, PGD_I8);
+                const pgd_tensor wc = cpu.upload(hw->t), wn = npu.upload(hw->t);
+                expect_uploaded_int8(wn, *hw, c.what);
+                std::vector<float> x(M * K), bias_h(N);
+                for (auto &v : x) v = static_cast<float>(round_f16(u(rng)));
+                for (auto &v : bias_h) v = static_cast<float>(round_f16(u(rng)));
+                const bool with_bias = ++trial % 2;
+                pgd_tensor bc{}, bn{};
+                if (with_bias) {
+                    bc = cpu.upload(view(bias_h.data(), PGD_F32, 1, N));
+                    bn = npu.upload(view(bias_h.data(), PGD_F32, 1, N));
+                }
+                const std::vector<float> yc = cpu.matmul(x, M, K, wc, N, with_bias ? &bc : nullptr);
+                const std::vector<float> yn = npu.matmul(x, M, K, wn, N, with_bias ? &bn : nullptr);
+                for (int64_t m = 0; m < M; ++m) {
+                    double amax = 0;
+                    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(double(x[m * K + k])));
+                    for (int64_t n = 0; n < N; ++n) {
+                        // exact group sums, scaled and added in fp32 in another order: a few 2^-24 of the terms
+                        const double d = 1e-6 * abs_terms(x, m, K, hw->ref, n, amax / 254), cv = yc[m * N + n];
+                        const double diff = std::fabs(double(yn[m * N + n]) - cv);
+                        ASSERT_LE(diff, 0.5 * ulp_f16(std::fabs(cv) + d) + d)
+                            << c.what << ": M " << M << " N " << N << " K " << K << " group " << sh.second << " at "
+                            << m << "," << n << ": " << yn[m * N + n] << " vs cpu " << cv;
+                        worst_ulps = std::max(worst_ulps, diff / ulp_f16(cv));
+                        exact += yn[m * N + n] == float(round_f16(cv));
+                        ++total;
+                    }
+                }
+            }
+    std::printf("low-bit, int8 activations, npu-sim vs cpu: %lld of %lld outputs are the cpu's rounded to fp16; "
+                "worst %.3f fp16 steps\n", (long long)exact, (long long)total, worst_ulps);
+    EXPECT_GT(exact, total * 9 / 10);
+    EXPECT_EQ(matmul_overflows(npu.device()), 0u);
+}
+
+TEST(DeviceLowBit, Fp16ActivationsOnNpuSimComputeTheDequantizedWeightsInFp16) {
+    Backend npu("npu-sim");
+    ASSERT_TRUE(npu.ok());
+    std::mt19937 rng(22);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    const Tol fp16_tol{3e-3, 1e-3};  // DeviceConformance's for npu-sim: fp16 weights against exact ones
+    double worst_ulps = 0, worst_rel = 0;
+    int64_t trial = 0;
+    for (const LowbitCase &c : kLowbitCases)
+        for (int64_t M : {1, 5, 70})
+            for (const auto &sh : kLowbitShapes) {
+                const int64_t K = sh.first, N = 5 + int64_t(rng() % 66);
+                const auto hw = make_lowbit_weight(rng, c.dtype, N, K, sh.second, c.zeros, c.perm, PGD_F32);
+                const pgd_tensor wn = npu.upload(hw->t);
+                expect_uploaded_int8(wn, *hw, c.what);
+                std::vector<float> x(M * K), bias_h(N, 0.0f);
+                for (auto &v : x) v = static_cast<float>(round_f16(u(rng)));
+                const bool with_bias = ++trial % 2;
+                if (with_bias)
+                    for (auto &v : bias_h) v = static_cast<float>(round_f16(u(rng)));
+                const pgd_tensor bn = npu.upload(view(bias_h.data(), PGD_F32, 1, N));
+                const std::vector<float> y = npu.matmul(x, M, K, wn, N, with_bias ? &bn : nullptr);
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t n = 0; n < N; ++n) {
+                        double r16 = bias_h[n], r = bias_h[n];
+                        for (int64_t j = 0; j < K; ++j) {
+                            r16 += double(x[m * K + j]) * hw->ref16[n * K + j];
+                            r += double(x[m * K + j]) * hw->ref[n * K + j];
+                        }
+                        // fp16 x times fp16 weights is exact in fp32: only the fp32 sums (K * 2^-24 of the terms at
+                        // most) and the rounding of the result to fp16 stand between y and r16
+                        const double d = K * std::ldexp(1.0, -24) * abs_terms(x, m, K, hw->ref16, n), got = y[m * N + n];
+                        ASSERT_LE(std::fabs(got - r16), 0.5 * ulp_f16(std::fabs(r16) + d) + d)
+                            << c.what << ": M " << M << " N " << N << " K " << K << " group " << sh.second << " at "
+                            << m << "," << n << ": " << got << " vs " << r16;
+                        const double terms = abs_terms(x, m, K, hw->ref, n);
+                        ASSERT_TRUE(fp16_tol.ok(got, r, terms)) << c.what << ": " << got << " vs dequantized " << r;
+                        worst_ulps = std::max(worst_ulps, std::fabs(got - r16) / ulp_f16(r16));
+                        worst_rel = std::max(worst_rel, std::fabs(got - r) / terms);
+                    }
+            }
+    std::printf("low-bit, fp16 activations on npu-sim: worst %.3f fp16 steps from the fp16 antiquant reference, "
+                "%.2e of the terms from the dequantized weights\n", worst_ulps, worst_rel);
+    EXPECT_EQ(matmul_overflows(npu.device()), 0u);
+}
+
+TEST(DeviceLowBit, NpuSimMatmulsAreBatchAndThreadInvariant) {
+    Backend b("npu-sim");
+    ASSERT_TRUE(b.ok());
+    std::mt19937 rng(23);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    const int64_t M = 70, N = 45, K = 320;  // 70 rows: more than one block of rows
+    for (int32_t act : {PGD_F32, PGD_I8})
+        for (int32_t dtype : {PGD_I4, PGD_QB}) {
+            const auto hw = make_lowbit_weight(rng, dtype, N, K, 64, true, true, act);
+            const pgd_tensor w = b.upload(hw->t);
+            std::vector<float> bias_h(N), x(M * K);
+            for (auto &v : bias_h) v = u(rng);
+            for (auto &v : x) v = u(rng);
+            const pgd_tensor bias = b.upload(view(bias_h.data(), PGD_F32, 1, N));
+            const std::vector<float> all = b.matmul(x, M, K, w, N, &bias);
+            for (int64_t m = 0; m < M; m += 7) {
+                const std::vector<float> one(x.begin() + m * K, x.begin() + (m + 1) * K);
+                const std::vector<float> y1 = b.matmul(one, 1, K, w, N, &bias);
+                ASSERT_EQ(std::memcmp(y1.data(), &all[m * N], sizeof(float) * N), 0)
+                    << "act " << act << " dtype " << dtype << " row " << m;
+            }
+            const std::vector<float> all1 = b.matmul(x, M, K, w, N, &bias, true);  // one thread, not three
+            ASSERT_EQ(std::memcmp(all1.data(), all.data(), sizeof(float) * M * N), 0) << "act " << act << " dtype " << dtype;
+        }
+}
+
+// Layouts that break device.h's rules. The layout rule (device/lowbit.h) is one for both backends: the CPU's
+// matmul refuses what npu-sim's upload refuses. What only a copy checks (orders that are permutations, zero points
+// within their widths) npu-sim checks once, at upload; nothing is charged for a refused weight.
+TEST(DeviceLowBit, BadLayoutsAreRefused) {
+    Backend cpu("cpu"), npu("npu-sim");
+    ASSERT_TRUE(cpu.ok() && npu.ok());
+    std::mt19937 rng(24);
+    const int64_t N = 10, K = 128;  // QB widths by stored row: 2 2 3 3 4 4 6 6 8 8
+    struct Bad {
+        const char *what;
+        int32_t dtype;
+        std::function<void(LowbitWeight &)> edit;
+        int npu_rc;
+        bool layout_rule;  // the CPU's matmul refuses it as well
+    };
+    const int U = PANGU_ERR_UNSUPPORTED, I = PANGU_ERR_INVALID_ARGUMENT;
+    const std::vector<Bad> cases = {
+        {"segments short of the rows", PGD_QB, [](LowbitWeight &w) { w.qb.seg[4].rows -= 1; }, U, true},
+        {"a gap between segments", PGD_QB, [](LowbitWeight &w) { w.qb.seg[1].row0 += 1; }, U, true},
+        {"a width of 5 bits", PGD_QB, [](LowbitWeight &w) { w.qb.seg[2].bits = 5; }, U, true},
+        {"more segments than there can be", PGD_QB, [](LowbitWeight &w) { w.qb.n_segments = PGD_QB_MAX_SEGMENTS + 1; }, U, true},
+        {"no segments", PGD_QB, [](LowbitWeight &w) { w.qb.n_segments = 0; }, U, true},
+        {"a negative offset", PGD_QB, [](LowbitWeight &w) { w.qb.seg[0].offset = -1; }, U, true},
+        {"no row order", PGD_QB, [](LowbitWeight &w) { w.qb.row_order = nullptr; }, U, true},
+        {"no layout", PGD_QB, [](LowbitWeight &w) { w.t.qb = nullptr; }, U, true},
+        {"a 4-bit weight with a layout", PGD_I4, [](LowbitWeight &w) { w.t.qb = &w.qb; }, U, true},
+        {"group not a multiple of 32", PGD_QB, [](LowbitWeight &w) { w.t.group_size = 16; }, U, true},
+        {"group that does not divide the row", PGD_I4, [](LowbitWeight &w) { w.t.group_size = 96; }, U, true},
+        {"row not a multiple of 64", PGD_I4, [](LowbitWeight &w) { w.t.cols = 96, w.t.group_size = 32; }, U, true},
+        {"no scales", PGD_QB, [](LowbitWeight &w) { w.t.scale = nullptr; }, U, true},
+        {"row order repeating a row", PGD_QB, [](LowbitWeight &w) { w.row_order[3] = w.row_order[4]; }, I, false},
+        {"row order out of range", PGD_QB, [](LowbitWeight &w) { w.row_order[0] = N; }, I, false},
+        {"column order repeating a column", PGD_I4, [](LowbitWeight &w) { w.col_perm[1] = w.col_perm[2]; }, I, false},
+        {"column order out of range", PGD_QB, [](LowbitWeight &w) { w.col_perm[5] = -1; }, I, false},
+        {"a 2-bit row's zero point 4", PGD_QB, [](LowbitWeight &w) { w.zero[1] = 4; }, I, false},
+        {"a 4-bit zero point 16", PGD_I4, [](LowbitWeight &w) { w.zero[7] = 16; }, I, false},
+        {"an 8-bit row's zero point not 128", PGD_QB, [](LowbitWeight &w) { w.zero[w.zero.size() - 1] = 127; }, I, false},
+        {"int16 activations", PGD_QB, [](LowbitWeight &w) { w.t.act_dtype = PGD_I16; }, U, false},
+    };
+    size_t f0, f1, total;
+    npu.device()->mem_info(npu.device()->ctx, &f0, &total);
+    for (const Bad &c : cases) {
+        const auto hw = make_lowbit_weight(rng, c.dtype, N, K, 32, true, true, PGD_I8);
+        c.edit(*hw);
+        int rc = 0;
+        npu.upload(hw->t, &rc);
+        EXPECT_EQ(rc, c.npu_rc) << c.what;
+        if (c.layout_rule) {
+            cpu.matmul(std::vector<float>(N * K, 1.0f), 1, K, cpu.upload(hw->t), N, nullptr, false, &rc);
+            EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED) << c.what << " (cpu)";
+        }
+    }
+    npu.device()->mem_info(npu.device()->ctx, &f1, &total);
+    EXPECT_EQ(f1, f0);  // nothing charged
+    // zero points and column orders belong to low-bit weights
+    std::vector<uint8_t> zero(16 * 4, 8);
+    std::vector<int32_t> perm = random_permutation(rng, 128);
+    IntWeight w8 = make_int_weight(rng, PGD_I8, 16, 128);
+    HostWeight f16 = make_weight(rng, PGD_F16, 16, 128);
+    int rc = 0;
+    for (pgd_tensor *t : {&w8.t, &f16.t}) {
+        pgd_tensor bad = *t;
+        bad.col_perm = perm.data();
+        npu.upload(bad, &rc);
+        EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED) << "dtype " << t->dtype << " with a column order";
+        bad = *t;
+        bad.zero = zero.data();
+        npu.upload(bad, &rc);
+        EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED) << "dtype " << t->dtype << " with zero points";
+    }
+    // an uploaded act-order weight is used with the column order in its own allocation, and with no other
+    const auto good = make_lowbit_weight(rng, PGD_QB, N, K, 32, true, true, PGD_F32);
+    const pgd_tensor d = npu.upload(good->t);
+    const int32_t *host_perm = good->col_perm.data();
+    for (const int32_t *p : {static_cast<const int32_t *>(nullptr), host_perm, d.col_perm + 1}) {
+        pgd_tensor other = d;
+        other.col_perm = p;
+        npu.matmul(std::vector<float>(K, 1.0f), 1, K, other, N, nullptr, false, &rc);
+        EXPECT_EQ(rc, PANGU_ERR_INVALID_ARGUMENT);
+    }
+    npu.matmul(std::vector<float>(K, 1.0f), 1, K, d, N, nullptr, false, &rc);
+    EXPECT_EQ(rc, 0);
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -953,6 +1303,8 @@ TEST(DeviceRegistry, BackendsAreFoundByName) {
     EXPECT_TRUE(cpu->caps & PGD_CAP_HOST_VISIBLE);
     EXPECT_FALSE(npu->caps & PGD_CAP_HOST_VISIBLE);
     EXPECT_TRUE(npu->caps & PGD_CAP_UPLOADS_WEIGHTS);
+    EXPECT_TRUE(npu->caps & PGD_CAP_LOWBIT_FLOAT_ACT);  // fp16 antiquant of low-bit weights
+    EXPECT_FALSE(cpu->caps & PGD_CAP_LOWBIT_FLOAT_ACT);
     for (const char *name : {"cpu", "npu-sim"}) {
         int status = -1;
         pgd_device *d = make_device(name, 0, nullptr, nullptr, &status);
@@ -1421,6 +1773,80 @@ TEST_F(DeviceNpuSim, Int8ActivationMatmulsSaturateAndCount) {
     EXPECT_EQ(overflows(PGD_NPUSIM_MATMUL), 3u);  // the input and two outputs
     EXPECT_EQ(stats().saturated, 3u);
     dev->weight_release(dev->ctx, &w);
+}
+
+TEST_F(DeviceNpuSim, LowBitWeightsAreUnpackedToInt8InOutputChannelOrder) {
+    make();
+    std::mt19937 rng(25);
+    const int64_t N = 20, K = 128, G = 4;  // groups of 32
+    for (int32_t act : {PGD_F32, PGD_I8}) {
+        // PGD_QB rows stored by width in a shuffled order, with zero points and a column order: the int8 fractals
+        // hold level - zero point of output channel n at row n; the group scales [N][K/32] follow (fp16 values
+        // for 16-bit activations, fp32 for int8 ones), then the column order as stored
+        const auto h = make_lowbit_weight(rng, PGD_QB, N, K, 32, true, true, act);
+        pgd_tensor d{};
+        ASSERT_EQ(dev->weight_upload(dev->ctx, &h->t, &d), 0);
+        expect_uploaded_int8(d, *h, "QB");
+        const size_t fractals = 4u * 2u * 512u, scales = N * G * 4u;
+        EXPECT_EQ(used(), fractals + scales + K * 4u);  // every part a multiple of 32 bytes
+        const uint8_t *base = static_cast<const uint8_t *>(d.data);
+        EXPECT_EQ(reinterpret_cast<const uint8_t *>(d.scale) - base, ptrdiff_t(fractals));
+        EXPECT_EQ(reinterpret_cast<const uint8_t *>(d.col_perm) - base, ptrdiff_t(fractals + scales));
+        const std::vector<int8_t> q = from_device(static_cast<const int8_t *>(d.data), fractals);
+        const std::vector<float> sc = from_device(d.scale, N * G);
+        for (int64_t i = 0; i < N; ++i) {
+            const int64_t n = h->row_order[i];
+            for (int64_t k = 0; k < K; ++k)
+                ASSERT_EQ(q[((k / 32) * 2 + n / 16) * 512 + (n % 16) * 32 + k % 32], h->q[i * K + k]) << i << "," << k;
+            for (int64_t g = 0; g < G; ++g) {
+                const float want = h->scale[i * G + g];
+                EXPECT_EQ(sc[n * G + g], act == PGD_I8 ? want : float(round_f16(want))) << i << "," << g;
+            }
+        }
+        for (int64_t n = N; n < 32; ++n)  // the padding channels of the second row of fractals
+            for (int64_t k = 0; k < K; ++k) ASSERT_EQ(q[((k / 32) * 2 + 1) * 512 + (n % 16) * 32 + k % 32], 0);
+        EXPECT_EQ(from_device(d.col_perm, K), h->col_perm);
+        dev->weight_release(dev->ctx, &d);
+    }
+    EXPECT_EQ(used(), 0u);
+    EXPECT_EQ(overflows(PGD_NPUSIM_WEIGHT_UPLOAD), 0u);
+}
+
+TEST_F(DeviceNpuSim, LowBitMatmulsMoveTheirUploadedBytesAndPayForTheGather) {
+    // 1 GB/s and a huge peak: time is bytes in ns, plus 2 us per operator. The matmul reads the weight's allocation
+    // as uploaded (int8 fractals, group scales, the column order); an act-order weight's matmul is preceded by
+    // the gather of x's columns, which reads and writes M x K fp16 values and reads the K indices; int8
+    // activations add the quantization (Int8MatmulsMoveTheirWeightsAtTheirStoredSize).
+    const std::string path = temp_file("profile_lowbit.json", R"({"fp16_tflops": 1e9, "int8_tops": 1e9,
+        "memory_gbps": 1, "launch_us": 2})");
+    make(0, path.c_str());
+    std::mt19937 rng(26);
+    const int64_t M = 2, N = 64, K = 128;
+    float *x = to_device(std::vector<float>(M * K, 0.25f)), *y = buffer(M * N);
+    pgd_tensor xt = view(x, PGD_F32, M, K), yt = view(y, PGD_F32, M, N);
+    for (int32_t act : {PGD_F32, PGD_I8})
+        for (bool perm : {false, true}) {
+            const auto h = make_lowbit_weight(rng, PGD_QB, N, K, 32, true, perm, act);
+            const size_t used0 = used();
+            pgd_tensor w{};
+            ASSERT_EQ(dev->weight_upload(dev->ctx, &h->t, &w), 0);
+            const double wbytes = 4 * 2 * 512 * 2 + N * 4 * 4.0 + (perm ? K * 4.0 : 0.0);
+            EXPECT_EQ(double(used() - used0), wbytes);
+            const size_t ws_size = dev->matmul_workspace(dev->ctx, &xt, &w);
+            void *ws = alloc(ws_size);
+            const pgd_stream_stats before = stats();
+            ASSERT_EQ(dev->matmul(dev->ctx, s, &xt, &w, nullptr, &yt, ws, ws_size), 0);
+            const pgd_stream_stats after = stats();
+            const double gather = perm ? (M * K * 4.0 + K * 4.0) * 1e-6 + 0.002 : 0.0;
+            const double matmul = act == PGD_I8
+                                      ? (M * K * 2.0 + M * K + M * 4.0) * 1e-6 + 0.002 +  // the quantization
+                                            (wbytes + M * K + M * 4.0 + M * N * 2.0) * 1e-6 + 0.002
+                                      : (wbytes + M * K * 2.0 + M * N * 2.0) * 1e-6 + 0.002;
+            EXPECT_NEAR(after.est_ms - before.est_ms, gather + matmul, 1e-9) << "act " << act << " perm " << perm;
+            EXPECT_EQ(after.n_ops - before.n_ops, 1u + (act == PGD_I8) + perm) << "act " << act << " perm " << perm;
+            dev->weight_release(dev->ctx, &w);
+        }
+    std::remove(path.c_str());
 }
 
 TEST_F(DeviceNpuSim, BadProfilesAreRefusedWithTheirPath) {

@@ -13,6 +13,7 @@
 #include "common/common.h"
 #include "device/device.h"
 #include "device/cpu/kernels.h"
+#include "device/lowbit.h"
 #include "device/rope.h"
 #include "model/tensor.h"
 #include "common/threadpool.h"
@@ -398,22 +399,9 @@ size_t cpu_matmul_workspace(void *ctx, const pgd_tensor *x, const pgd_tensor *w)
     return static_cast<size_t>(rows * bx_stride(x->cols)) * sizeof(uint16_t) + static_cast<size_t>(kBxRows);
 }
 
-// A low-bit weight the kernels can take: integer activations, group scales, a group a multiple of 32 that
-// divides the row, itself a multiple of 64; PGD_QB: a layout whose segments tile the rows.
+// A low-bit weight the kernels can take: integer activations, and the layout every backend requires.
 bool lowbit_ok(const pgd_tensor *w) {
-    if ((w->act_dtype != PGD_I8 && w->act_dtype != PGD_I16) || !w->scale || w->group_size < 32 ||
-        w->group_size % 32 != 0 || w->cols % 64 != 0 || w->cols % w->group_size != 0)
-        return false;
-    if (w->dtype == PGD_I4) return w->stride % 2 == 0 && !w->qb;
-    const pgd_qb_layout *L = w->qb;
-    if (!L || !L->row_order || L->n_segments < 1 || L->n_segments > PGD_QB_MAX_SEGMENTS) return false;
-    int64_t row = 0;
-    for (int i = 0; i < L->n_segments; ++i) {
-        const int b = L->seg[i].bits;
-        if ((b != 2 && b != 3 && b != 4 && b != 6 && b != 8) || L->seg[i].row0 != row || L->seg[i].rows < 0) return false;
-        row += L->seg[i].rows;
-    }
-    return row == w->rows;
+    return (w->act_dtype == PGD_I8 || w->act_dtype == PGD_I16) && pgd_lowbit_layout_ok(w);
 }
 
 // Row r of `out` takes row r of `in` in the stored column order: out[c] = in[perm[c]] for c < n (the pad

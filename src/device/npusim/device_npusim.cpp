@@ -2,10 +2,11 @@
 // be developed and checked without the hardware. It keeps the forward pass honest about what a 310P changes:
 //  - numerics: a 310P computes in fp16 and int8 only (no bf16). Every operator output is rounded to fp16,
 //    matmul operands are fp16 (products accumulate in fp32), weights are fp16 or int8 with a per-channel
-//    scale; with int8 activations (W8A8, W4A8: weights uploaded with act_dtype PGD_I8) the matmul quantizes
-//    its fp16 input rows to int8 and multiplies int8 by int8 in exact int32 (4-bit weights are unpacked to int8
-//    at upload: the cube has no int4 mode). A value beyond fp16's range is saturated to +-65504 (never inf) and
-//    counted per operator kind.
+//    scale, or per-group scales for low-bit weights (PGD_I4, PGD_QB: unpacked to int8 at upload, zero points
+//    subtracted, since the cube has no int4 mode; act-order ones gather x's columns first); with int8
+//    activations (W8A8, W4A8: weights uploaded with act_dtype PGD_I8) the matmul quantizes its fp16 input rows
+//    to int8 and multiplies int8 by int8 in exact int32. A value beyond fp16's range is saturated to +-65504
+//    (never inf) and counted per operator kind.
 //  - memory: a budget that allocations and weight uploads draw from (PANGU_ERR_OUT_OF_MEMORY beyond it),
 //    sizes rounded to 32 bytes like aclrtMalloc, buffers 64-byte aligned, weights in the FRACTAL_NZ layout.
 //  - time: per operator, max(FLOPs / peak, bytes / bandwidth) + launch overhead against a device profile,
@@ -158,7 +159,8 @@ extern "C" {
 const pgd_backend_reg *pgd_backend_npusim(void) {
     static const pgd_backend_reg reg = {
         PGD_API_VERSION, "npu-sim", "an Ascend 310P-class NPU emulated on the host (fp16, device memory, latency model)",
-        PGD_CAP_UPLOADS_WEIGHTS | PGD_CAP_DEVICE_CLOCK | PGD_CAP_EMULATED, pangu::npusim::npusim_create};
+        PGD_CAP_UPLOADS_WEIGHTS | PGD_CAP_DEVICE_CLOCK | PGD_CAP_EMULATED | PGD_CAP_LOWBIT_FLOAT_ACT,
+        pangu::npusim::npusim_create};
     return &reg;
 }
 

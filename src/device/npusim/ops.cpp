@@ -1,6 +1,7 @@
 // npu-sim's operators: each computes what the 310P's would, in fp16 (saturating, counted per operator
 // kind), and charges the stream the latency model's time: max(FLOPs / peak, bytes / bandwidth) plus the
-// launch overhead, against the device profile (the fp16 peak, or the int8 one for W8A8 and W4A8 matmuls).
+// launch overhead, against the device profile (the fp16 peak, or the int8 one for matmuls with int8
+// activations).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -49,7 +50,7 @@ int npu_embed(void *ctx, pgd_stream *st, const int32_t *ids, int64_t n, const pg
     Block b;
     if (!find_block(c, table->data, &b) || (b.layout != Layout::NzF16 && b.layout != Layout::NzI8))
         return PANGU_ERR_INVALID_ARGUMENT;  // tables are uploaded weights
-    if (b.group != 0) return PANGU_ERR_UNSUPPORTED;  // a 4-bit table (the loader refuses them)
+    if (b.group != 0) return PANGU_ERR_UNSUPPORTED;  // a low-bit table (the loader refuses them)
     const bool i8 = b.layout == Layout::NzI8;
     const int c0 = i8 ? 32 : 16;
     const int64_t N = b.rows, K = b.cols, N1 = (N + 15) / 16;
@@ -94,6 +95,26 @@ int npu_rms_norm(void *ctx, pgd_stream *st, const pgd_tensor *x, const pgd_tenso
 // ---- matmul ----
 namespace {
 
+// Row m of x rounded to fp16 into out (as the device holds activations: the cube takes fp16 operands), its
+// columns in the weight's stored order when it has one: out[c] = x[m][perm[c]], the gather of an act-order
+// weight (see gather_cost).
+void round_row(const pgd_tensor *x, int64_t m, const int32_t *perm, float *out, uint64_t *over) {
+    const float *xr = rowf(x, m);
+    if (perm) {
+        for (int64_t k = 0; k < x->cols; ++k) out[k] = f16(xr[perm[k]], over);
+    } else {
+        for (int64_t k = 0; k < x->cols; ++k) out[k] = f16(xr[k], over);
+    }
+}
+
+// The gather of x's columns for an act-order weight, which a port runs as an operator of its own before the
+// matmul (aclnnIndexSelect along the columns, the order read from device memory): a vector operator that reads
+// and writes M * K fp16 values and reads the K indices. npu-sim does it while rounding x (round_row), and charges
+// it here.
+void gather_cost(NpuCtx *c, NpuStream *s, int64_t M, int64_t K) {
+    account(c, s, PGD_NPUSIM_MATMUL, 0, double(M) * K * 2 * 2 + double(K) * 4, 0);
+}
+
 // y[m][n] accumulates in fp32 over K in chunks of kChunk columns, each chunk's dot product in the kernels'
 // canonical order (which their block kernels keep whatever the blocking), chunks in order: the sum depends on
 // neither M nor the thread count (batch invariance).
@@ -104,7 +125,8 @@ struct MatmulJob {
     const float *xh;  // x rounded to fp16, [M, K] compact
     int64_t M, K, N;
     const void *w;
-    const float *scale;  // int8 weights
+    const float *scale;  // int8 weights: [N], or [N][K / group]
+    int32_t group;       // 0: a scale per channel; else per group of this many columns (a multiple of 32)
     bool i8;
     const float *bias;
     pgd_tensor *y;
@@ -137,7 +159,8 @@ void matmul_worker(void *p, int chunk, int n_chunks, int) {
                         // before the rounding. When every nonzero q * scale is an fp16 normal, the rounding
                         // needs no range checks.
                         const int8_t *src = static_cast<const int8_t *>(j.w) + base + r * c0;
-                        const float sc = j.scale[n0 + r];
+                        const float sc = j.group ? j.scale[(n0 + r) * (j.K / j.group) + (k0 + kb) / j.group]
+                                                 : j.scale[n0 + r];  // a fractal lies within one group
                         if (sc >= kF16MinNormal && sc * 128.0f <= kF16Max) {
                             for (int64_t e = 0; e < w_len; ++e) dst[e] = round_f16_normal(src[e] * sc);
                         } else {
@@ -272,7 +295,8 @@ size_t npu_matmul_workspace(void *, const pgd_tensor *x, const pgd_tensor *w) {
 
 namespace {
 
-// W8A8 / W4A8: x rounded to fp16 (as the device holds activations) and quantized per row to int8
+// W8A8 / W4A8 and low-bit weights with int8 activations: x rounded to fp16 (as the device holds activations),
+// its columns gathered into the weight's stored order if it has one, and quantized per row to int8
 // (aclnnDynamicQuant: charged as a vector operator of its own), then the int8 x int8 cube matmul. Its int32
 // sums are dequantized in fp32 before the one rounding to fp16: int32 * s[n] alone is y / xs[m], which for a
 // row of small values (xs = amax / 127) lies far beyond fp16's range, so a port must not round it to fp16
@@ -284,9 +308,9 @@ int matmul_q(NpuCtx *c, NpuStream *s, const Block &b, const pgd_tensor *x, const
     float *xs = reinterpret_cast<float *>(xq + M * ldq);
     float *xh = xs + M;
     uint64_t over_x = 0;
+    if (w->col_perm) gather_cost(c, s, M, K);  // before anything else: quantizing a row does not see its order
     for (int64_t m = 0; m < M; ++m) {
-        const float *xr = rowf(x, m);
-        for (int64_t k = 0; k < K; ++k) xh[k] = f16(xr[k], &over_x);
+        round_row(x, m, w->col_perm, xh, &over_x);
         // The CPU backend's formula (device.h): amax / 127 per row, round half to even.
         kernels::quant_rows_scalar(xh, K, 1, K, xq + m * ldq, ldq, xs + m);
     }
@@ -301,9 +325,7 @@ int matmul_q(NpuCtx *c, NpuStream *s, const Block &b, const pgd_tensor *x, const
     j.N = N;
     j.w = static_cast<const int8_t *>(w->data);
     j.group = b.group;
-    // the scales follow the fractals in the same allocation
-    j.scale = reinterpret_cast<const float *>(static_cast<const uint8_t *>(w->data) +
-                                              static_cast<size_t>((K + 31) / 32 * ((N + 15) / 16)) * kFractal);
+    j.scale = nz_i8_scales(w->data, N, K);  // the scales follow the fractals in the same allocation
     j.bias = bias;
     j.y = y;
     s->pool.run(matmul_q_worker, &j, s->pool.chunks_for((N + 15) / 16));
@@ -326,8 +348,11 @@ int npu_matmul(void *ctx, pgd_stream *st, const pgd_tensor *x, const pgd_tensor 
     Block b;
     if (!find_block(c, w->data, &b) || (b.layout != Layout::NzF16 && b.layout != Layout::NzI8))
         return PANGU_ERR_INVALID_ARGUMENT;  // weights must have gone through weight_upload
-    // and are used as they were uploaded: the scales' layout depends on act_dtype and the group
+    // and are used as they were uploaded: the scales' layout depends on act_dtype and the group, and a column
+    // order is the one in the weight's allocation
     if (w->act_dtype != b.act || (b.layout == Layout::NzI8 && w->group_size != b.group))
+        return PANGU_ERR_INVALID_ARGUMENT;
+    if (w->col_perm != (b.col_perm ? nz_i8_col_perm(w->data, b.rows, b.cols, b.group) : nullptr))
         return PANGU_ERR_INVALID_ARGUMENT;
     const int64_t M = x->rows, K = x->cols, N = b.rows;
     if (K != b.cols || y->cols < N || y->rows < M || (bias && (bias->dtype != PGD_F32 || bias->cols < N)))
@@ -335,11 +360,12 @@ int npu_matmul(void *ctx, pgd_stream *st, const pgd_tensor *x, const pgd_tensor 
     if (bias && !is_uploaded_vector(c, bias)) return PANGU_ERR_INVALID_ARGUMENT;  // so are biases
     if (!ws || ws_size < npu_matmul_workspace(ctx, x, w)) return PANGU_ERR_BUFFER_TOO_SMALL;
     if (b.act == PGD_I8) return matmul_q(c, s, b, x, w, bias ? static_cast<const float *>(bias->data) : nullptr, y, ws);
-    // The cube unit takes fp16 operands: x is rounded (saturating) into the workspace, as aclnnCast would.
+    // The cube unit takes fp16 operands: x is rounded (saturating) into the workspace, as aclnnCast would,
+    // and gathered into the weight's column order first if it has one.
     uint64_t over = 0;
     float *xh = static_cast<float *>(ws);
-    for (int64_t m = 0; m < M; ++m)
-        for (int64_t k = 0; k < K; ++k) xh[m * K + k] = f16(rowf(x, m)[k], &over);
+    if (w->col_perm) gather_cost(c, s, M, K);
+    for (int64_t m = 0; m < M; ++m) round_row(x, m, w->col_perm, xh + m * K, &over);
     MatmulJob j;
     j.k = c->k;
     j.xh = xh;
@@ -348,10 +374,8 @@ int npu_matmul(void *ctx, pgd_stream *st, const pgd_tensor *x, const pgd_tensor 
     j.N = N;
     j.w = w->data;
     j.i8 = b.layout == Layout::NzI8;
-    // int8: the scales follow the fractals in the same allocation
-    j.scale = j.i8 ? reinterpret_cast<const float *>(static_cast<const uint8_t *>(w->data) +
-                                                     static_cast<size_t>((K + 31) / 32 * ((N + 15) / 16)) * kFractal)
-                   : nullptr;
+    j.scale = j.i8 ? nz_i8_scales(w->data, N, K) : nullptr;  // int8: the scales follow the fractals
+    j.group = b.group;  // low-bit weights: fp16 group scales, the antiquant of WeightQuantBatchMatmulV2 by groups
     j.bias = bias ? static_cast<const float *>(bias->data) : nullptr;
     j.y = y;
     s->pool.run(matmul_worker, &j, s->pool.chunks_for((N + 15) / 16));
