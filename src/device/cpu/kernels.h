@@ -137,10 +137,14 @@ void mm_q8_avx2(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_
                 int64_t ldy);
 void mm_q4_avx2(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
                 int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_qb_avx2(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 void mm_q8_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
                    int64_t ldy);
 void mm_q4_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
                    int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_qb_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                   const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
 // The NEON integer kernels with the ARMv8.2 dot product instructions (kernels_neon_dotprod.cpp), for the NEON
 // table on CPUs that have them.
