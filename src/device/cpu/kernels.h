@@ -160,6 +160,8 @@ void mm_q8_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, 
                       int32_t *y, int64_t ldy);
 void mm_q4_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
                       int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_qb_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                      const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
 // The scalar reference's softmax and SwiGLU, for tables without vector versions of their own.
 float scale_max_scalar(float *x, int64_t n, float scale);
