@@ -152,6 +152,8 @@ void mm_q8_neondot(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int
                    int64_t ldy);
 void mm_q4_neondot(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
                    int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_qb_neondot(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                   const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
 // The AVX512-VNNI integer kernels (kernels_avx512vnni.cpp), for the AVX-512 table on CPUs that have the
 // extension.
