@@ -240,7 +240,7 @@ std::vector<std::pair<std::string, const kernels::Table *>> int_tables() {
         bool dup = false;
         for (const auto &b : v)
             dup = dup || (b.second->quant_rows == a.second->quant_rows && b.second->mm_q8 == a.second->mm_q8 &&
-                          b.second->mm_q4 == a.second->mm_q4);
+                          b.second->mm_q4 == a.second->mm_q4 && b.second->mm_qb == a.second->mm_qb);
         if (!dup) v.emplace_back(a.first, a.second);
     }
     return v;
@@ -433,6 +433,162 @@ TEST(IntKernels, FourBitProductsMatchScalarAndAreBatchInvariant) {
             }
         }
     }
+}
+
+// ---- low-bit weights (PGD_QB) ----
+
+namespace {
+
+// One PGD_QB row of `bits` bits from levels u[k] < 2^bits, written from device.h's description of the planes
+// (not from pgd_qb_level, which LowBitScalarReferenceMatchesDequantizedWeights checks against this).
+void pack_qb(const uint8_t *u, int64_t n, int bits, uint8_t *out) {
+    std::memset(out, 0, static_cast<size_t>(n / 8 * bits));
+    const auto plane4 = [](uint8_t *p, int c, int v) { p[c % 32] |= static_cast<uint8_t>(v << (4 * (c / 32))); };
+    const auto plane2 = [](uint8_t *p, int c, int v) { p[c % 16] |= static_cast<uint8_t>(v << (2 * (c / 16))); };
+    const auto plane1 = [](uint8_t *p, int c, int v) { p[c / 8] |= static_cast<uint8_t>(v << (c % 8)); };
+    for (int64_t k = 0; k < n; ++k) {
+        uint8_t *run = out + (k / 64) * 8 * bits;
+        const int c = static_cast<int>(k % 64), v = u[k];
+        switch (bits) {
+            case 8: run[c] = static_cast<uint8_t>(v); break;
+            case 6: plane4(run, c, v & 15), plane2(run + 32, c, v >> 4); break;
+            case 4: plane4(run, c, v); break;
+            case 3: plane2(run, c, v & 3), plane1(run + 16, c, v >> 2); break;
+            default: plane2(run, c, v); break;
+        }
+    }
+}
+
+// Weight rows of one width with their levels, scales and zero points: random levels and zero points (kind 0),
+// every level 0 with the largest zero point (1), every level 2^bits - 1 with zero point 0 (2).
+struct QbRows {
+    int bits, group, nrows;
+    int64_t n, ng, ldw;
+    std::vector<uint8_t> u, w, z;  // levels [nrows][n], packed rows, zero points [nrows][ng]
+    std::vector<float> s;
+
+    QbRows(int bits_, int64_t n_, int group_, int nrows_, int kind, std::mt19937 &g)
+        : bits(bits_),
+          group(group_),
+          nrows(nrows_),
+          n(n_),
+          ng(n_ / group_),
+          ldw(n_ / 8 * bits_),
+          u(nrows_ * n_),
+          w(nrows_ * ldw),
+          z(nrows_ * ng),
+          s(nrows_ * ng) {
+        const int top = (1 << bits) - 1;
+        for (auto &v : u) v = static_cast<uint8_t>(kind == 0 ? int(g() % (top + 1)) : kind == 1 ? 0 : top);
+        for (auto &v : z) v = static_cast<uint8_t>(kind == 0 ? int(g() % (top + 1)) : kind == 1 ? top : 0);
+        for (auto &f : s) f = randv(1, g, 0.01f)[0];
+        for (int r = 0; r < nrows; ++r) pack_qb(&u[r * n], n, bits, &w[r * ldw]);
+    }
+    int zp(int r, int64_t gi, bool with_z) const { return with_z ? z[r * ng + gi] : 1 << (bits - 1); }
+    const uint8_t *zero(bool with_z) const { return with_z ? z.data() : nullptr; }
+    // sum over k of x[k] * (u - zp) * s in double, and the sum of the terms' magnitudes
+    std::pair<double, double> dequant_dot(const int8_t *x, int r, bool with_z) const {
+        double sum = 0, mag = 0;
+        for (int64_t k = 0; k < n; ++k) {
+            const double t = double(x[k]) * (int(u[r * n + k]) - zp(r, k / group, with_z)) * s[r * ng + k / group];
+            sum += t, mag += std::fabs(t);
+        }
+        return {sum, mag};
+    }
+};
+
+// The tolerance of FourBitProductsMatchScalarAndAreBatchInvariant: exact group sums added in fp32 in two orders,
+// each rounding at most once per group (and per level of a lane tree) by at most 2^-24 of the running sum.
+double qb_tolerance(const QbRows &q, double mag) { return double(q.ng + 16) * std::ldexp(mag, -24); }
+
+}  // namespace
+
+// The scalar reference itself: pgd_qb_level reads back the levels packed from device.h's description, and
+// mm_qb_scalar agrees with the dequantized weights (u - z) * s summed in double.
+TEST(IntKernels, LowBitScalarReferenceMatchesDequantizedWeights) {
+    std::mt19937 g(34);
+    for (int bits : {2, 3, 4, 6, 8})
+        for (const auto &sh : {std::pair<int64_t, int>{64, 32}, {192, 96}, {512, 128}, {1536, 256}, {6144, 64}})
+            for (int kind = 0; kind < 3; ++kind)
+                for (bool with_z : {false, true}) {
+                    const int64_t n = sh.first, maxM = 5;
+                    const QbRows q(bits, n, sh.second, 3, kind, g);
+                    for (int r = 0; r < q.nrows; ++r)
+                        for (int64_t k = 0; k < n; ++k)
+                            ASSERT_EQ(pgd_qb_level(&q.w[r * q.ldw], bits, k), q.u[r * n + k])
+                                << "bits " << bits << " column " << k;
+                    auto x = q_rows(maxM, n, g);
+                    if (kind > 0) extreme_rows(x, maxM, n, n);
+                    std::vector<float> y(maxM * 8);
+                    kernels::scalar().mm_qb(x.data(), n, maxM, q.w.data(), q.ldw, bits, q.s.data(), q.zero(with_z),
+                                            q.ng, n, q.group, q.nrows, y.data(), 8);
+                    for (int64_t m = 0; m < maxM; ++m)
+                        for (int r = 0; r < q.nrows; ++r) {
+                            const auto d = q.dequant_dot(&x[m * n], r, with_z);
+                            ASSERT_NEAR(y[m * 8 + r], d.first, qb_tolerance(q, d.second))
+                                << "bits " << bits << " n " << n << " group " << q.group << " kind " << kind
+                                << " zero points " << with_z << " row " << m << " col " << r;
+                        }
+                }
+}
+
+// Every table's mm_qb against the scalar reference (the tolerance of the 4-bit test), and each table's bits for a
+// row and weight row the same whatever the block of rows and weight rows around them: every width, with and
+// without zero points, groups of 32 to 256 columns (and 96, and one group per row), n up to 6144, blocks of
+// 1-8 rows, 1-8 weight rows; rows of x hold -128 (random rows, and the extreme rows of the extreme levels).
+TEST(IntKernels, LowBitProductsMatchScalarAndAreBatchInvariant) {
+    const auto tables = int_tables();
+    if (tables.empty()) GTEST_SKIP() << "no vector kernels on this CPU/build";
+    std::mt19937 g(35);
+    const std::pair<int64_t, int> shapes[] = {
+        {64, 32},   {64, 64},    {128, 128},  {192, 96},  {256, 32},  {256, 256},  {384, 128},  {512, 64},
+        {1536, 32}, {1536, 128}, {1536, 256}, {6144, 32}, {6144, 64}, {6144, 128}, {6144, 256}, {1024, 1024}};
+    for (int bits : {2, 3, 4, 6, 8})
+        for (const auto &sh : shapes)
+            for (int kind = 0; kind < 3; ++kind) {
+                const int64_t n = sh.first, maxM = 13;
+                if (kind > 0 && n > 1536) continue;  // the extreme kinds on the smaller shapes
+                const QbRows q(bits, n, sh.second, 8, kind, g);
+                auto x = q_rows(maxM, n, g);
+                if (kind > 0) extreme_rows(x, maxM, n, n);
+                for (bool with_z : {false, true}) {
+                    std::vector<float> ref(maxM * 8), mag(maxM * 8);
+                    kernels::scalar().mm_qb(x.data(), n, maxM, q.w.data(), q.ldw, bits, q.s.data(), q.zero(with_z),
+                                            q.ng, n, q.group, 8, ref.data(), 8);
+                    for (int64_t m = 0; m < maxM; ++m)
+                        for (int r = 0; r < 8; ++r) mag[m * 8 + r] = q.dequant_dot(&x[m * n], r, with_z).second;
+                    for (const auto &t : tables)
+                        for (int nr = 1; nr <= 8; ++nr) {
+                            const std::string what = t.first + " bits " + std::to_string(bits) + " n " +
+                                                     std::to_string(n) + " group " + std::to_string(q.group) +
+                                                     " kind " + std::to_string(kind) + " zero points " +
+                                                     std::to_string(with_z) + " nr " + std::to_string(nr);
+                            std::vector<float> all(maxM * 8, -1.0f);
+                            t.second->mm_qb(x.data(), n, maxM, q.w.data(), q.ldw, bits, q.s.data(), q.zero(with_z),
+                                            q.ng, n, q.group, nr, all.data(), 8);
+                            for (int64_t m = 0; m < maxM; ++m)
+                                for (int r = 0; r < 8; ++r)
+                                    if (r < nr)
+                                        ASSERT_NEAR(all[m * 8 + r], ref[m * 8 + r], qb_tolerance(q, mag[m * 8 + r]))
+                                            << what << " row " << m << " col " << r;
+                                    else ASSERT_EQ(all[m * 8 + r], -1.0f) << what << ": wrote col " << r;
+                            for (int64_t M = 1; M <= 8; ++M) {  // rows [m0, m0 + M) against weight rows [c, nr)
+                                const int64_t m0 = static_cast<int64_t>(g() % (maxM - M + 1));
+                                const int c = static_cast<int>(g() % nr);
+                                std::vector<float> part(M * 8);
+                                t.second->mm_qb(&x[m0 * n], n, M, &q.w[c * q.ldw], q.ldw, bits, &q.s[c * q.ng],
+                                                with_z ? &q.z[c * q.ng] : nullptr, q.ng, n, q.group, nr - c,
+                                                part.data(), 8);
+                                for (int64_t m = 0; m < M; ++m)
+                                    for (int r = 0; r < nr - c; ++r)
+                                        ASSERT_TRUE(same_bits(part[m * 8 + r], all[(m0 + m) * 8 + c + r]))
+                                            << what << ": row " << m0 + m << " col " << c + r << " in a block of " << M
+                                            << " x " << nr - c << ": " << part[m * 8 + r] << " vs "
+                                            << all[(m0 + m) * 8 + c + r];
+                            }
+                        }
+                }
+            }
 }
 
 namespace {

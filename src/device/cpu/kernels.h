@@ -137,10 +137,14 @@ void mm_q8_avx2(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_
                 int64_t ldy);
 void mm_q4_avx2(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
                 int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_qb_avx2(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 void mm_q8_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
                    int64_t ldy);
 void mm_q4_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
                    int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_qb_avxvnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                   const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
 // The NEON integer kernels with the ARMv8.2 dot product instructions (kernels_neon_dotprod.cpp), for the NEON
 // table on CPUs that have them.
@@ -148,6 +152,8 @@ void mm_q8_neondot(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int
                    int64_t ldy);
 void mm_q4_neondot(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
                    int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_qb_neondot(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                   const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
 // The AVX512-VNNI integer kernels (kernels_avx512vnni.cpp), for the AVX-512 table on CPUs that have the
 // extension.
@@ -156,6 +162,8 @@ void mm_q8_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, 
                       int32_t *y, int64_t ldy);
 void mm_q4_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
                       int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
+void mm_qb_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                      const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy);
 
 // The scalar reference's softmax and SwiGLU, for tables without vector versions of their own.
 float scale_max_scalar(float *x, int64_t n, float scale);

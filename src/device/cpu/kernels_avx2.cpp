@@ -260,11 +260,11 @@ void swiglu_avx2(float *g, const float *u, int64_t n) {
 const Table kAvx2 = {"avx2",           mm<F32>,        mm<BF16>,     mm<F16>,      mm<I8>, dot_avx2,
                      attn_values_avx2, scale_max_avx2, exp_sum_avx2, swiglu_avx2,
                      nullptr,          nullptr,
-                     quant_rows_avx2,  mm_q8_avx2,     mm_q4_avx2,    mm_qb_scalar};
+                     quant_rows_avx2,  mm_q8_avx2,     mm_q4_avx2,    mm_qb_avx2};
 const Table kAvx2Vnni = {"avx2",           mm<F32>,        mm<BF16>,      mm<F16>,      mm<I8>, dot_avx2,
                          attn_values_avx2, scale_max_avx2, exp_sum_avx2,  swiglu_avx2,
                          nullptr,          nullptr,
-                         quant_rows_avx2,  mm_q8_avxvnni,  mm_q4_avxvnni, mm_qb_scalar};
+                         quant_rows_avx2,  mm_q8_avxvnni,  mm_q4_avxvnni, mm_qb_avxvnni};
 
 }  // namespace
 

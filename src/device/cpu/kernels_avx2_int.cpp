@@ -6,7 +6,8 @@
 // made unsigned, as |w| times x with w's sign, and the activations of int16 rows (quant_rows16's digits) hold
 // -128: -128 * -128 twice is 32768, one more than int16 holds, and -(-128) is -128 again.
 // mm_q4 does use vpmaddubsw: nibbles (at most 15) times x, a pair at most 3840 in magnitude; lo + hi and the
-// correction -8 * x stay below 2^15.
+// correction -8 * x stay below 2^15. So does mm_qb for levels below 64 (2 to 6 bits); 8-bit levels (255 * -128
+// twice is -65280) go through mm_q8's widening as u - 128.
 #include "device/cpu/kernels_avx2_int.h"
 
 namespace pangu {
@@ -41,6 +42,19 @@ struct Madd {
     }
     static __m256i add(__m256i a, __m256i b) { return _mm256_add_epi16(a, b); }
     static __m256i widen(__m256i acc) { return _mm256_madd_epi16(acc, _mm256_set1_epi16(1)); }
+    // mm_qb: levels below 64 unsigned (a pair at most 63 * 128 * 2 in magnitude); 8-bit levels as u - 128, signed,
+    // through mm_q8's widening (255 * -128 twice would saturate vpmaddubsw's int16). Lane l sums columns 4l to
+    // 4l + 3 in dot_u and xsum, 2l, 2l + 1, 2l + 16 and 2l + 17 in dot_s8 and xsum_s8.
+    static constexpr bool kU8 = false;
+    static __m256i dot_u(__m256i acc, __m256i u, __m256i x) {
+        return _mm256_add_epi32(acc, widen(_mm256_maddubs_epi16(u, x)));
+    }
+    static __m256i xsum(__m256i acc, __m256i x) { return dot_u(acc, _mm256_set1_epi8(1), x); }
+    static V widen16(__m256i v) {
+        return {_mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1))};
+    }
+    static __m256i dot_s8(__m256i acc, __m256i v, __m256i x) { return dot_q8(acc, widen16(x), widen16(v)); }
+    static __m256i xsum_s8(__m256i acc, __m256i x) { return dot_s8(acc, _mm256_set1_epi8(1), x); }
 };
 
 // 32 int32 (each in [-127, 127], or the cast of Inf/NaN: 0x80000000) to their low bytes, in order: masked to
@@ -96,6 +110,11 @@ void mm_q8_avx2(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_
 void mm_q4_avx2(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
                 int64_t n, int group, int nr, float *y, int64_t ldy) {
     mm_q4<Madd>(x, ldx, M, w, ldw, s, lds, n, group, nr, y, ldy);
+}
+
+void mm_qb_avx2(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    mm_qb<Madd>(x, ldx, M, w, ldw, bits, s, z, lds, n, group, nr, y, ldy);
 }
 
 }  // namespace kernels

@@ -308,7 +308,7 @@ constexpr Table variant(bool bf16, bool vnni) {
             vnni ? quant_rows_avx512vnni : quant_rows_avx2,
             vnni ? mm_q8_avx512vnni : mm_q8_avx2,
             vnni ? mm_q4_avx512vnni : mm_q4_avx2,
-            mm_qb_scalar};
+            vnni ? mm_qb_avx512vnni : mm_qb_avx2};
 }
 const Table kAvx512[2][2] = {{variant(false, false), variant(false, true)},
                              {variant(true, false), variant(true, true)}};

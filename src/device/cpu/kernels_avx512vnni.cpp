@@ -1,6 +1,6 @@
-// Integer kernels with AVX512-VNNI (vpdpbusd): W8A8 and W4A8 products, and the dynamic quantization of the
-// activation rows. Compiled with -mavx512vnni on its own; the AVX-512 table uses these only on CPUs that
-// report the extension (kernels_avx512.cpp).
+// Integer kernels with AVX512-VNNI (vpdpbusd): W8A8, W4A8 and low-bit (PGD_QB) products, and the dynamic
+// quantization of the activation rows. Compiled with -mavx512vnni on its own; the AVX-512 table uses these only on CPUs
+// that report the extension (kernels_avx512.cpp).
 //
 // vpdpbusd multiplies 64 unsigned bytes by 64 signed bytes and adds each group of 4 products into one of 16
 // int32 lanes. Neither operand of a product is unsigned as it stands, so one is made so:
@@ -14,6 +14,9 @@
 // group after group (a lane's half of a 128-column step belongs to one group; with groups of 32, a lane adds
 // two groups per step, the low nibbles' first); the 16 lane sums are reduced as in kernels.h. The same for
 // every blocking.
+// - mm_qb: the levels u (0 to 255) are unsigned as they are, and the zero point's term zp * sum x is taken
+//   per group and weight row from lane sums of x (vpdpbusd with ones, once per row of x). Its fp32 order is
+//   mm_q4's, with a 64-column step (see qb_micro).
 //
 // GCC 12's avx512fintrin.h initializes its "undefined" vectors from themselves (GCC bug 105593), see
 // kernels_avx512.cpp.
@@ -300,6 +303,248 @@ void q4_mm(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ld
     }
 }
 
+// ---- mm_qb ----
+
+// The levels of a run of 64 columns of a PGD_QB row of B bits (device.h), levels(p), as one vector in column
+// order (byte j: column j), so that x's columns need no rearranging and every width costs one vpdpbusd per row
+// of x. A plane is broadcast to each 128- or 256-bit part of the vector, the part's columns in its own bits.
+// 2 and 4 bits are only masked, not shifted down: part k's levels stay multiplied by a power of two, kScale
+// (scale()'s bytes; 2 bits: 1, 4, 16, 64; 4 bits: 1, 1, 16, 16), which x's lane sums take too (vpdpbusd with
+// scale() for ones) and the fp32 lane sums carry until unscale() at the end. Scaling by a power of two changes
+// no rounding, so the bits are those of levels shifted down, without the variable shift (vpsrlvw) on the port
+// vpdpbusd needs, where these widths, the fewest bytes per run, have the least time. 3 and 6 bits shift (a
+// level's parts cannot all stay in place in one byte); the 1-bit plane is a mask of the columns with bit 2.
+template <int B>
+struct Qb;
+
+template <>
+struct Qb<8> {
+    static constexpr bool kScaled = false;
+    static __m512i levels(const uint8_t *p) { return _mm512_loadu_si512(p); }
+    static __m512i scale() { return _mm512_set1_epi8(1); }
+};
+
+template <>
+struct Qb<4> {  // columns 32-63 in the high nibbles: 16 u
+    static constexpr bool kScaled = true;
+    static __m512i levels(const uint8_t *p) {
+        const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+        const int64_t lo = 0x0f0f0f0f0f0f0f0f, hi = static_cast<int64_t>(0xf0f0f0f0f0f0f0f0);
+        return _mm512_and_si512(b, _mm512_set_epi64(hi, hi, hi, hi, lo, lo, lo, lo));
+    }
+    static __m512i scale() {
+        const int64_t a = 0x0101010101010101, b = 0x1010101010101010;
+        return _mm512_set_epi64(b, b, b, b, a, a, a, a);
+    }
+    static __m512 unscale() {
+        const float a = 1, b = 1.0f / 16;
+        return _mm512_set_ps(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a);
+    }
+};
+
+template <>
+struct Qb<2> {  // columns 16k.. in bits 2k, 2k + 1: 4^k u
+    static constexpr bool kScaled = true;
+    static __m512i levels(const uint8_t *p) {
+        const __m512i b = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+        const int64_t m0 = 0x0303030303030303, m1 = 0x0c0c0c0c0c0c0c0c, m2 = 0x3030303030303030,
+                      m3 = static_cast<int64_t>(0xc0c0c0c0c0c0c0c0);
+        return _mm512_and_si512(b, _mm512_set_epi64(m3, m3, m2, m2, m1, m1, m0, m0));
+    }
+    static __m512i scale() {
+        const int64_t a = 0x0101010101010101, b = 0x0404040404040404, c = 0x1010101010101010, d = 0x4040404040404040;
+        return _mm512_set_epi64(d, d, c, c, b, b, a, a);
+    }
+    static __m512 unscale() {
+        const float a = 1, b = 1.0f / 4, c = 1.0f / 16, d = 1.0f / 64;
+        return _mm512_set_ps(d, d, d, d, c, c, c, c, b, b, b, b, a, a, a, a);
+    }
+};
+
+// The 2- and 4-bit planes' levels shifted down (vpsrlvw: each part of the vector by its own count).
+inline __m512i levels2_down(const uint8_t *p) {
+    const __m512i b = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+    const int64_t s1 = 0x0002000200020002, s2 = 0x0004000400040004, s3 = 0x0006000600060006;
+    return _mm512_and_si512(_mm512_srlv_epi16(b, _mm512_set_epi64(s3, s3, s2, s2, s1, s1, 0, 0)),
+                            _mm512_set1_epi8(0x03));
+}
+
+inline __m512i levels4_down(const uint8_t *p) {
+    const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+    const int64_t s = 0x0004000400040004;
+    return _mm512_and_si512(_mm512_srlv_epi16(b, _mm512_set_epi64(s, s, s, s, 0, 0, 0, 0)), _mm512_set1_epi8(0x0f));
+}
+
+template <>
+struct Qb<3> {  // [2][1]: bit 2 added where the 1-bit plane's mask is set
+    static constexpr bool kScaled = false;
+    static __m512i levels(const uint8_t *p) {
+        uint64_t bit2;
+        std::memcpy(&bit2, p + 16, 8);
+        const __m512i lo = levels2_down(p);
+        return _mm512_mask_add_epi8(lo, _cvtu64_mask64(bit2), lo, _mm512_set1_epi8(4));
+    }
+    static __m512i scale() { return _mm512_set1_epi8(1); }
+};
+
+template <>
+struct Qb<6> {  // [4][2]: lo4 | hi2 << 4
+    static constexpr bool kScaled = false;
+    static __m512i levels(const uint8_t *p) {
+        return _mm512_or_si512(levels4_down(p), _mm512_slli_epi16(levels2_down(p + 32), 4));
+    }
+    static __m512i scale() { return _mm512_set1_epi8(1); }
+};
+
+// Bytes as floats by table: a zero point's conversion instruction would take a vector port.
+struct ByteFloats {
+    float v[256];
+    constexpr ByteFloats() : v() {
+        for (int i = 0; i < 256; ++i) v[i] = static_cast<float>(i);
+    }
+};
+constexpr ByteFloats kByteFloat{};
+
+// Kinds of group (as mm_q4's G): 32 columns (a run's halves, lanes 0-7 and 8-15, hold two groups), or a multiple
+// of 64 (one group in all lanes, one run or more). The other multiples of 32 go to kernels_avx2_int.h's loop.
+enum class QG { k32, k64 };
+
+// One run (64 columns, from column i) of RM rows of x against NR weight rows: x's lane sums (times kScale) into
+// xs, those of x * level into isum; PF as in q8_micro, a line of the next rows when a run starts in a new line.
+template <int B, int RM, int NR, bool PF>
+inline void qb_run(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw, int64_t i, __m512i (&isum)[RM][NR],
+                   __m512i (&xs)[RM]) {
+    using Q = Qb<B>;
+    const int64_t off = (i >> 3) * B;  // the run's first byte in a row
+    if (PF && off % 64 < 8 * B)
+#pragma GCC unroll 8
+        for (int c = 0; c < NR; ++c)
+            _mm_prefetch(reinterpret_cast<const char *>(w + (NR + c) * ldw + off), _MM_HINT_T1);
+    __m512i xv[RM];
+#pragma GCC unroll 8
+    for (int r = 0; r < RM; ++r) {
+        xv[r] = _mm512_loadu_si512(x + r * ldx + i);
+        xs[r] = _mm512_dpbusd_epi32(xs[r], Q::scale(), xv[r]);
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < NR; ++c) {
+        const __m512i u = Q::levels(w + c * ldw + off);
+#pragma GCC unroll 8
+        for (int r = 0; r < RM; ++r) isum[r][c] = _mm512_dpbusd_epi32(isum[r][c], u, xv[r]);
+    }
+}
+
+// The groups g (lanes 0-7) and g + 1 (lanes 8-15; k32) or g (k64) complete: each lane's share of its group,
+// isum - zp * xsum over its columns (times kScale), into the lane's fp32 sum times the group's scale. The
+// integer is computed in fp32, exactly: x's lane sums converted (exact) and zp * xsum taken from the converted
+// isum by one FMA, whose product is exact and whose one rounding is of an integer below 2^24 in magnitude for
+// groups up to 4096 columns (a lane holds at most 256 of a group: 256 * 128 * 255 < 2^24, kScale included), so
+// it rounds nothing; the zero point comes from a table. In int32 the product would be vpmulld, two instructions
+// on vpdpbusd's port.
+template <int B, int RM, int NR, QG K>
+inline void qb_flush(const float *s, const uint8_t *z, int64_t lds, int64_t g, __m512 (&acc)[RM][NR],
+                     const __m512i (&isum)[RM][NR], const __m512i (&xs)[RM]) {
+    const auto lanes = [](float a, float b) {
+        return K == QG::k64 ? _mm512_set1_ps(a) : _mm512_mask_mov_ps(_mm512_set1_ps(a), 0xff00, _mm512_set1_ps(b));
+    };
+    const int64_t g1 = K == QG::k32 ? g + 1 : g;
+    __m512 xf[RM];
+#pragma GCC unroll 8
+    for (int r = 0; r < RM; ++r) xf[r] = _mm512_cvtepi32_ps(xs[r]);
+#pragma GCC unroll 8
+    for (int c = 0; c < NR; ++c) {
+        const float *sc = s + c * lds;
+        const uint8_t *zc = z ? z + c * lds : nullptr;
+        const __m512 sv = lanes(sc[g], sc[g1]);
+        const __m512 zv =
+            zc ? lanes(kByteFloat.v[zc[g]], kByteFloat.v[zc[g1]]) : _mm512_set1_ps(static_cast<float>(1 << (B - 1)));
+#pragma GCC unroll 8
+        for (int r = 0; r < RM; ++r) {
+            const __m512 t = _mm512_fnmadd_ps(zv, xf[r], _mm512_cvtepi32_ps(isum[r][c]));
+            acc[r][c] = _mm512_fmadd_ps(t, sv, acc[r][c]);
+        }
+    }
+}
+
+// RM rows of x against NR weight rows of B bits, run by run, group by group. The fp32 order: each lane adds its
+// groups' shares in order, one FMA each; the 16 lane sums (unscaled) are reduced as in kernels.h
+// (kernels_avx512_tree.h). The same for every blocking. The int32 sums start again after each flush: carried
+// through one, GCC moved each between two registers every run.
+template <int B, int RM, int NR, bool PF, QG K>
+inline void qb_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw, const float *s, const uint8_t *z,
+                     int64_t lds, int64_t n, int group, float *y, int64_t ldy) {
+    __m512 acc[RM][NR];
+#pragma GCC unroll 8
+    for (int r = 0; r < RM; ++r)
+#pragma GCC unroll 8
+        for (int c = 0; c < NR; ++c) acc[r][c] = _mm512_setzero_ps();
+    __m512i isum[RM][NR], xs[RM];
+    const auto start = [&] {
+#pragma GCC unroll 8
+        for (int r = 0; r < RM; ++r) {
+            xs[r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int c = 0; c < NR; ++c) isum[r][c] = _mm512_setzero_si512();
+        }
+    };
+    start();
+    const int64_t runs = K == QG::k32 ? 1 : group / 64;  // runs between flushes
+    int64_t left = runs, g = 0;
+    for (int64_t i = 0; i < n; i += 64) {
+        qb_run<B, RM, NR, PF>(x, ldx, w, ldw, i, isum, xs);
+        if (--left > 0) continue;
+        qb_flush<B, RM, NR, K>(s, z, lds, g, acc, isum, xs);
+        start();
+        left = runs, g += K == QG::k32 ? 2 : 1;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < RM; ++r) {
+        if constexpr (Qb<B>::kScaled)
+#pragma GCC unroll 8
+            for (int c = 0; c < NR; ++c) acc[r][c] = _mm512_mul_ps(acc[r][c], Qb<B>::unscale());
+        int c = 0;
+#pragma GCC unroll 8
+        for (; c + 4 <= NR; c += 4)
+            _mm_storeu_ps(y + r * ldy + c, hsum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3]));
+#pragma GCC unroll 8
+        for (; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
+    }
+}
+
+template <int B, int RM, bool PF, QG K>
+inline void qb_block4(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw, const float *s, const uint8_t *z,
+                      int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    switch (nr) {
+        case 4: return qb_micro<B, RM, 4, PF, K>(x, ldx, w, ldw, s, z, lds, n, group, y, ldy);
+        case 3: return qb_micro<B, RM, 3, PF, K>(x, ldx, w, ldw, s, z, lds, n, group, y, ldy);
+        case 2: return qb_micro<B, RM, 2, PF, K>(x, ldx, w, ldw, s, z, lds, n, group, y, ldy);
+        default: return qb_micro<B, RM, 1, PF, K>(x, ldx, w, ldw, s, z, lds, n, group, y, ldy);
+    }
+}
+
+// Blocks of up to 2 rows x 4 weight rows (the fp32 and int32 sums of 8 pairs in registers), a single row
+// (decode) against 4 weight rows at a time with prefetch, and the first block of a small batch with prefetch.
+// (Decode against 8 weight rows at a time, as q4_mm does, ran no faster.)
+template <int B, QG K>
+void qb_mm(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, const uint8_t *z,
+           int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    for (int c = 0; c < nr; c += 4) {
+        const int nc = nr - c < 4 ? nr - c : 4;
+        const uint8_t *wc = w + c * ldw;
+        const float *sc = s + c * lds;
+        const uint8_t *zc = z ? z + c * lds : nullptr;
+        for (int64_t m = 0; m < M; m += 2) {
+            const int8_t *xm = x + m * ldx;
+            float *ym = y + m * ldy + c;
+            if (M == 1) qb_block4<B, 1, true, K>(xm, ldx, wc, ldw, sc, zc, lds, n, group, nc, ym, ldy);
+            else if (M - m < 2) qb_block4<B, 1, false, K>(xm, ldx, wc, ldw, sc, zc, lds, n, group, nc, ym, ldy);
+            else if (M <= kSmallBatch && m == 0)
+                qb_block4<B, 2, true, K>(xm, ldx, wc, ldw, sc, zc, lds, n, group, nc, ym, ldy);
+            else qb_block4<B, 2, false, K>(xm, ldx, wc, ldw, sc, zc, lds, n, group, nc, ym, ldy);
+        }
+    }
+}
+
 // 1-4 rows against 1-4 weight rows; pf as PF of q8_micro.
 inline void q8_rows(const int8_t *x, int64_t ldx, int64_t rm, const int8_t *w, int64_t ldw, int64_t n, int nr,
                     int32_t *y, int64_t ldy, bool pf) {
@@ -356,6 +601,25 @@ void mm_q4_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w,
     if (group == 64) return q4_mm<G::k64>(x, ldx, M, w, ldw, s, lds, n, group, nr, y, ldy);
     if (group % 128 == 0) return q4_mm<G::k128>(x, ldx, M, w, ldw, s, lds, n, group, nr, y, ldy);
     mm_q4<Vnni256>(x, ldx, M, w, ldw, s, lds, n, group, nr, y, ldy);  // 96, 192, ...: kernels_avx2_int.h
+}
+
+template <int B>
+void qb_groups(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, const uint8_t *z,
+               int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    if (group == 32) return qb_mm<B, QG::k32>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+    if (group % 64 == 0) return qb_mm<B, QG::k64>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+    qb_mm<Vnni256, B>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);  // 96, 160, ...: kernels_avx2_int.h
+}
+
+void mm_qb_avx512vnni(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                      const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    switch (bits) {
+        case 2: return qb_groups<2>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+        case 3: return qb_groups<3>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+        case 4: return qb_groups<4>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+        case 6: return qb_groups<6>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+        default: return qb_groups<8>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+    }
 }
 
 }  // namespace kernels

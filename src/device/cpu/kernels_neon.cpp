@@ -178,6 +178,11 @@ void mm_q4_neon(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64
     mm_q4<Mull>(x, ldx, M, w, ldw, s, lds, n, group, nr, y, ldy);
 }
 
+void mm_qb_neon(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+                const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    mm_qb<Mull>(x, ldx, M, w, ldw, bits, s, z, lds, n, group, nr, y, ldy);
+}
+
 // 16 int32 (each in [-127, 127], or a saturated conversion of Inf) to their low bytes, in order, as the cast
 // of the scalar reference takes them: narrowing keeps the low half.
 inline int8x16_t low_bytes(int32x4_t a, int32x4_t b, int32x4_t c, int32x4_t d) {
@@ -215,12 +220,12 @@ void quant_rows_neon(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *
 const Table kNeon = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
                      attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
                      nullptr,          nullptr,
-                     quant_rows_neon,  mm_q8_neon,       mm_q4_neon,    mm_qb_scalar};
+                     quant_rows_neon,  mm_q8_neon,       mm_q4_neon,    mm_qb_neon};
 // With the dot product instructions (kernels_neon_dotprod.cpp).
 const Table kNeonDot = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
                         attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
                         nullptr,          nullptr,
-                        quant_rows_neon,  mm_q8_neondot,    mm_q4_neondot, mm_qb_scalar};
+                        quant_rows_neon,  mm_q8_neondot,    mm_q4_neondot, mm_qb_neondot};
 
 }  // namespace
 

@@ -1,4 +1,4 @@
-// The integer kernels of the NEON tables (W8A8, W4A8), written once for two ways of multiplying bytes: a
+// The integer kernels of the NEON tables (W8A8, W4A8, low-bit W*A8), written once for two ways of multiplying bytes: a
 // policy P says how (kernels_neon.cpp: vmull_s8 + vpadalq_s16, every AArch64 CPU; kernels_neon_dotprod.cpp:
 // sdot, ARMv8.2 dot products). Internal linkage, since the two files are compiled with different flags.
 //
@@ -9,7 +9,8 @@
 // sum over a whole group (below 2^24 for the largest group, 4096 columns: 1024 products of at most 128 * 8 in
 // a lane) is converted, exactly, and multiplied
 // by the group's scale into the lane's fp32 sum by one FMA, group after group; the 4 lane sums reduced as
-// (l0 + l1) + (l2 + l3). The same for every blocking.
+// (l0 + l1) + (l2 + l3). The same for every blocking. mm_qb's is mm_q4's, its integer per group and lane
+// isum - zp * xsum (qb_micro).
 #pragma once
 
 #include <arm_neon.h>
@@ -163,6 +164,141 @@ void mm_q4(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ld
             q4_block<P, 2>(x + m * ldx, ldx, w + c * ldw, ldw, s + c * lds, lds, n, group, nc, y + m * ldy + c, ldy);
         if (m < M)
             q4_block<P, 1>(x + m * ldx, ldx, w + c * ldw, ldw, s + c * lds, lds, n, group, nc, y + m * ldy + c, ldy);
+    }
+}
+
+// ---- mm_qb ----
+
+// Chunk k (columns 16k to 16k + 15) of a run of 64 columns of a PGD_QB row of B bits (device.h) at p, as 16
+// bytes in column order: qb_chunk the levels u, qb_signed u - 2^(B - 1), which fits int8 for every width (the
+// dot products take signed bytes on both sides; qb_micro moves the constant into the zero point). The chunk is
+// bits 2k, 2k + 1 of the 2-bit plane's 16 bytes, the low (k < 2) or high nibbles of the 4-bit plane's bytes
+// from 16 (k % 2), and bytes 2k, 2k + 1 of the 1-bit plane, spread one to 8 bytes by a table lookup and tested.
+inline uint8x16_t qb_chunk2(uint8x16_t b, int k) {  // (b >> 2k) & 3
+    return vandq_u8(vshlq_u8(b, vdupq_n_s8(static_cast<int8_t>(-2 * k))), vdupq_n_u8(3));
+}
+
+inline uint8x16_t qb_chunk4(const uint8_t *p, int k) {
+    const uint8x16_t b = vld1q_u8(p + 16 * (k % 2));
+    return k < 2 ? vandq_u8(b, vdupq_n_u8(15)) : vshrq_n_u8(b, 4);
+}
+
+inline uint8x16_t qb_bit2(const uint8_t *p, int k) {  // 4 where the 1-bit plane's bit is set
+    const uint8x8_t plane = vld1_u8(p);
+    const uint8x16_t index =
+        vcombine_u8(vdup_n_u8(static_cast<uint8_t>(2 * k)), vdup_n_u8(static_cast<uint8_t>(2 * k + 1)));
+    const uint8x16_t spread = vqtbl1q_u8(vcombine_u8(plane, plane), index);
+    const uint8x16_t bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040201008040201ull));
+    return vandq_u8(vtstq_u8(spread, bit), vdupq_n_u8(4));
+}
+
+inline uint8x16_t qb_chunk(const uint8_t *p, int bits, int k) {
+    switch (bits) {
+        case 8: return vld1q_u8(p + 16 * k);
+        case 6: return vorrq_u8(qb_chunk4(p, k), vshlq_n_u8(qb_chunk2(vld1q_u8(p + 32), k), 4));
+        case 4: return qb_chunk4(p, k);
+        case 3: return vorrq_u8(qb_chunk2(vld1q_u8(p), k), qb_bit2(p + 16, k));
+        default: return qb_chunk2(vld1q_u8(p), k);
+    }
+}
+
+template <int B>
+inline int8x16_t qb_signed(const uint8_t *p, int k) {
+    return vreinterpretq_s8_u8(vsubq_u8(qb_chunk(p, B, k), vdupq_n_u8(1u << (B - 1))));
+}
+
+// RM rows of x against NR weight rows of B bits (ldw bytes apart), a unit of 32 columns at a time as in q4_micro:
+// per lane int32 sums of x * (u - 2^(B - 1)) and, with zero points, of x, over the group's units; when the group's
+// last unit is in, isum - (zp - 2^(B - 1)) * xs (exact) goes into the lane's fp32 sum times the group's scale by one
+// FMA (the conversion exact for groups up to 2048 columns: a lane holds a quarter of a group, 512 * 128 * 255 <
+// 2^24). Without zero points zp = 2^(B - 1) and x's sums are not needed.
+template <typename P, int B, int RM, int NR>
+inline void qb_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw, const float *s, const uint8_t *z,
+                     int64_t lds, int64_t n, int group, float *y, int64_t ldy) {
+    const int8x16_t ones = vdupq_n_s8(1);
+    float32x4_t acc[RM][NR];
+    int32x4_t isum[RM][NR], xs[RM];
+    for (int r = 0; r < RM; ++r) {
+        xs[r] = vdupq_n_s32(0);
+        for (int c = 0; c < NR; ++c) acc[r][c] = vdupq_n_f32(0.0f), isum[r][c] = vdupq_n_s32(0);
+    }
+    const int units = group / 32;
+    int left = units;
+    int64_t g = 0;
+    const auto flush = [&] {
+        for (int c = 0; c < NR; ++c) {
+            const float sc = s[c * lds + g];
+            const int32_t zp = z ? z[c * lds + g] - (1 << (B - 1)) : 0;
+            for (int r = 0; r < RM; ++r) {
+                const int32x4_t t = z ? vmlsq_n_s32(isum[r][c], xs[r], zp) : isum[r][c];
+                acc[r][c] = vfmaq_n_f32(acc[r][c], vcvtq_f32_s32(t), sc);
+                isum[r][c] = vdupq_n_s32(0);
+            }
+        }
+        for (int r = 0; r < RM; ++r) xs[r] = vdupq_n_s32(0);
+        left = units, ++g;
+    };
+    // columns [i, i + 32): chunks 2h and 2h + 1 of the run at byte off of each weight row
+    const auto unit = [&](int64_t i, int64_t off, int h) {
+        int8x16_t x0[RM], x1[RM];
+        for (int r = 0; r < RM; ++r) {
+            x0[r] = vld1q_s8(x + r * ldx + i), x1[r] = vld1q_s8(x + r * ldx + i + 16);
+            if (z) xs[r] = P::dot2(xs[r], x0[r], ones, x1[r], ones);
+        }
+        for (int c = 0; c < NR; ++c) {
+            const int8x16_t w0 = qb_signed<B>(w + c * ldw + off, 2 * h),
+                            w1 = qb_signed<B>(w + c * ldw + off, 2 * h + 1);
+            for (int r = 0; r < RM; ++r) isum[r][c] = P::dot2(isum[r][c], x0[r], w0, x1[r], w1);
+        }
+        if (--left == 0) flush();
+    };
+    for (int64_t i = 0; i < n; i += 64) {
+        unit(i, i / 8 * B, 0);
+        unit(i + 32, i / 8 * B, 1);
+    }
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < NR; ++c) {
+            const float32x4_t a = acc[r][c];
+            y[r * ldy + c] =
+                (vgetq_lane_f32(a, 0) + vgetq_lane_f32(a, 1)) + (vgetq_lane_f32(a, 2) + vgetq_lane_f32(a, 3));
+        }
+}
+
+template <typename P, int B, int RM>
+inline void qb_block(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw, const float *s, const uint8_t *z,
+                     int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    switch (nr) {
+        case 4: return qb_micro<P, B, RM, 4>(x, ldx, w, ldw, s, z, lds, n, group, y, ldy);
+        case 3: return qb_micro<P, B, RM, 3>(x, ldx, w, ldw, s, z, lds, n, group, y, ldy);
+        case 2: return qb_micro<P, B, RM, 2>(x, ldx, w, ldw, s, z, lds, n, group, y, ldy);
+        default: return qb_micro<P, B, RM, 1>(x, ldx, w, ldw, s, z, lds, n, group, y, ldy);
+    }
+}
+
+// mm_q4's blocking: blocks of 2 rows x 4 weight rows, a single row against 4 weight rows at a time.
+template <typename P, int B>
+void qb_mm(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, const uint8_t *z,
+           int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    for (int c = 0; c < nr; c += 4) {
+        const int nc = nr - c < 4 ? nr - c : 4;
+        const uint8_t *wc = w + c * ldw, *zc = z ? z + c * lds : nullptr;
+        const float *sc = s + c * lds;
+        int64_t m = 0;
+        for (; m + 2 <= M; m += 2)
+            qb_block<P, B, 2>(x + m * ldx, ldx, wc, ldw, sc, zc, lds, n, group, nc, y + m * ldy + c, ldy);
+        if (m < M) qb_block<P, B, 1>(x + m * ldx, ldx, wc, ldw, sc, zc, lds, n, group, nc, y + m * ldy + c, ldy);
+    }
+}
+
+template <typename P>
+void mm_qb(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
+           const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+    switch (bits) {
+        case 2: return qb_mm<P, 2>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+        case 3: return qb_mm<P, 3>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+        case 4: return qb_mm<P, 4>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+        case 6: return qb_mm<P, 6>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
+        default: return qb_mm<P, 8>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
     }
 }
 
