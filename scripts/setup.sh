@@ -11,6 +11,7 @@ PACKAGES=(
   libsentencepiece-dev   # tokenizer
   libjsoncpp-dev         # config.json, safetensors headers
   libeigen3-dev          # matrix products of the quantizer's calibration pass (tools/lib/calib.cpp)
+  libopenblas-dev        # ... through OpenBLAS: GPTQ and calibration statistics on the 1B shape (tools/lib/lowbit.cpp)
   libcmocka-dev          # C API tests
   libgtest-dev           # internal C++ tests
   abigail-tools          # abidw/abidiff: the ABI gate (abi/check.sh)

@@ -186,6 +186,8 @@ int parse_lowbit_args(Options &o, const std::string &sym, const std::string &dam
         return usage_error("--method takes rtn or gptq, not '" + o.method + "'");
     if (!o.lowbit()) return -1;
     if (o.method.empty()) o.method = o.calib.empty() ? "rtn" : "gptq";
+    if (o.method == "rtn" && (o.act_order || !damp.empty()))
+        return usage_error("--act-order and --damp are GPTQ's: they need --method gptq (and --calib FILE)");
     o.symmetric = sym.empty() ? o.scheme == "w4a8" : sym == "sym";  // zero points are the low-bit default
     if (!damp.empty() && !((o.damp = parse_number(damp, 0.0, 1.0)) > 0.0))
         return usage_error("--damp takes a fraction of the mean Hessian diagonal in (0, 1], not '" + damp + "'");
@@ -272,8 +274,9 @@ int parse_args(int argc, char **argv, Options &o) {
         if (o.calib.empty()) return usage_error("--smooth needs calibration text: --calib FILE");
         if (!o.int8_act())
             return usage_error("--smooth applies to --scheme w8a8 and w4a8 (int8 activations), not " + o.scheme);
-    } else if (!o.calib.empty() && o.method != "gptq" && !o.mixed()) {
-        return usage_error("--calib is used by --smooth ALPHA, --method gptq and --scheme mixed, none of which is given");
+    } else if (!o.calib.empty() && !o.lowbit_path()) {
+        return usage_error("--calib is used by --smooth ALPHA and by --scheme w4a16, mixed and w4a8 --method gptq, "
+                           "none of which is given");
     }
     if ((o.method == "gptq" || o.mixed()) && o.calib.empty())
         return usage_error(std::string(o.mixed() ? "--scheme mixed" : "--method gptq") +

@@ -261,7 +261,7 @@ quantize_eval)
   run 2 "$sample" -i "$model" -o "$tmp/bad" --scheme w4a8 --group 48
   grep -q -- '--group takes a multiple of 32' "$tmp/err" || fail "--group 48 is not refused"
   run 2 "$sample" -i "$model" -o "$tmp/bad" --scheme w8a8 --group 64
-  grep -q -- '--group applies to --scheme w4a8 only' "$tmp/err" || fail "--group with w8a8 is not refused"
+  grep -q -- '--group applies to --scheme w4a8, w4a16 and mixed' "$tmp/err" || fail "--group with w8a8 is not refused"
   run 2 "$sample" -i "$model" -o "$tmp/bad" --scheme w8a8 --smooth 0.5
   grep -q -- '--smooth needs calibration text' "$tmp/err" || fail "--smooth without --calib is not refused"
   run 1 "$sample" -i "$model" -o "$tmp/bad" --scheme w4a8 --group 128

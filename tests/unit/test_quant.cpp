@@ -930,12 +930,39 @@ double eval_ppl(const std::string &dir) {
 }  // namespace
 
 // W4A16 files: packed rows, F16 group scales, zero points and (act-order) the column order, described in
-// config.json; they load with int16 activations. GPTQ on the calibration half beats round-to-nearest on the
-// evaluation half and stays within the issue's +5 % of the 16-bit model.
+// config.json; they load with int16 activations. GPTQ leaves every linear layer a smaller output error on the
+// calibration inputs than round-to-nearest (the report's figures: ||(W - Q) X^T||^2 / ||W X^T||^2) and stays
+// within the issue's +5 % of the 16-bit model on the evaluation half. (Perplexity alone does not rank the two
+// on pangu-tiny: at 4 bits with zero points both are within 0.4 %, where the text chosen moves them more than
+// the method does: docs/quantization.md.)
 TEST(QuantizeLowBit, W4A16GptqBeatsRoundToNearest) {
+    TempDir t("pangu_gptq");
     const std::string calib = " --calib " + lowbit_calib() + " --calib-jsonl --calib-tokens 8192";
-    const std::string &rtn = converted("--scheme w4a16 --group 64 --method rtn");
-    const std::string &gptq = converted("--scheme w4a16 --group 64 --method gptq --act-order" + calib);
+    std::map<std::string, Json::Value> report;
+    for (const std::string method : {"rtn", "gptq"}) {
+        const std::string out = (t.path / method).string(), rep = out + ".json";
+        ASSERT_EQ(run_quantize("--scheme w4a16 --group 64 --act-order --method " + method + calib + " --report " + rep +
+                               " -i " PANGU_MODEL_DIR " -o " + out), method == "rtn" ? 2 : 0) << last_stderr();
+        if (method == "rtn") {  // act-order is GPTQ's: without it, round-to-nearest with the same calibration
+            EXPECT_NE(last_stderr().find("--act-order"), std::string::npos) << last_stderr();
+            ASSERT_EQ(run_quantize("--scheme w4a16 --group 64 --method rtn" + calib + " --report " + rep + " -i " PANGU_MODEL_DIR
+                                   " -o " + out), 0) << last_stderr();
+        }
+        std::ifstream(rep) >> report[method];
+    }
+    const Json::Value &lr = report["rtn"]["linears"], &lg = report["gptq"]["linears"];
+    ASSERT_EQ(lr.size(), 42u);
+    ASSERT_EQ(lg.size(), 42u);
+    double log_ratio = 0;
+    for (Json::ArrayIndex i = 0; i < lr.size(); ++i) {
+        EXPECT_EQ(lr[i]["name"], lg[i]["name"]);
+        EXPECT_GT(lr[i]["output_error"].asDouble(), 0.0);
+        EXPECT_LT(lg[i]["output_error"].asDouble(), lr[i]["output_error"].asDouble()) << lg[i]["name"].asString();
+        log_ratio += std::log(lg[i]["output_error"].asDouble() / lr[i]["output_error"].asDouble()) / lr.size();
+    }
+    std::printf("GPTQ / RTN output error, geometric mean over the linears: %.3f\n", std::exp(log_ratio));
+    EXPECT_LT(std::exp(log_ratio), 0.6);
+    const std::string gptq = (t.path / "gptq").string();
     Json::Value cfg;
     std::ifstream(gptq + "/config.json") >> cfg;
     const Json::Value &q = cfg["quantization_config"];
@@ -959,11 +986,9 @@ TEST(QuantizeLowBit, W4A16GptqBeatsRoundToNearest) {
     ASSERT_EQ(pangu_model_get_info(m, &info), PANGU_OK);
     EXPECT_EQ(info.activation_precision, PANGU_PRECISION_INT16);
     pangu_model_free(m);
-    const double fp = eval_ppl(PANGU_MODEL_DIR), r = eval_ppl(rtn), g = eval_ppl(gptq);
-    std::printf("evaluation half, 8192 tokens: 16-bit %.4f, W4 RTN %.4f (%+.2f %%), W4 GPTQ %.4f (%+.2f %%)\n", fp, r,
-                100 * (r / fp - 1), g, 100 * (g / fp - 1));
+    const double fp = eval_ppl(PANGU_MODEL_DIR), g = eval_ppl(gptq);
+    std::printf("evaluation half, 8192 tokens: 16-bit %.4f, W4 GPTQ %.4f (%+.2f %%)\n", fp, g, 100 * (g / fp - 1));
     EXPECT_LT(g / fp - 1.0, 0.05);
-    EXPECT_LT(g, r);
 }
 
 // Mixed precision: the report's widths and averages are what the files hold; budget allocation lands on the
@@ -983,7 +1008,9 @@ TEST(QuantizeLowBit, MixedPrecisionReportMatchesTheFiles) {
         int64_t sum = 0;
         for (const char *b : {"2", "3", "4", "6", "8"}) {
             sum += r["widths"][b]["channels"].asInt64();
-            if (quantile) EXPECT_NEAR(r["widths"][b]["share"].asDouble(), 0.2, 0.01) << b;
+            if (quantile) {
+                EXPECT_NEAR(r["widths"][b]["share"].asDouble(), 0.2, 0.01) << b;
+            }
         }
         EXPECT_EQ(sum, r["channels"].asInt64());
         EXPECT_EQ(r["layers"].size(), 6u);
@@ -995,7 +1022,9 @@ TEST(QuantizeLowBit, MixedPrecisionReportMatchesTheFiles) {
         const uint8_t *b = static_cast<const uint8_t *>(bits->data);
         int64_t bytes = 0;
         for (int64_t i = 0; i < bits->shape[0]; ++i) {
-            if (i) EXPECT_LE(b[i - 1], b[i]);
+            if (i) {
+                EXPECT_LE(b[i - 1], b[i]);
+            }
             bytes += 192 * b[i] / 8;
         }
         EXPECT_EQ(st.find("model.layers.0.mlp.up_proj.weight")->shape, (std::vector<int64_t>{bytes}));
@@ -1031,9 +1060,11 @@ TEST(QuantizeLowBit, BadInputIsRefusedAndLeavesNothing) {
         {"--scheme mixed --avg-bits-mlp four" + cal, "--avg-bits* take"},
         {"--scheme mixed --alloc median" + cal, "--alloc takes budget or quantile"},
         {"--scheme mixed --alloc quantile --avg-bits 4" + cal, "need --alloc budget"},
-        {"--scheme w4a16 --damp 0", "--damp takes"},
-        {"--scheme w4a16 --damp 1.5", "--damp takes"},
-        {"--scheme w4a16 --damp x", "--damp takes"},
+        {"--scheme w4a16 --damp 0" + cal, "--damp takes"},
+        {"--scheme w4a16 --damp 1.5" + cal, "--damp takes"},
+        {"--scheme w4a16 --damp x" + cal, "--damp takes"},
+        {"--scheme w4a16 --act-order", "--act-order and --damp are GPTQ's"},
+        {"--scheme w4a16 --method rtn --damp 0.1" + cal, "--act-order and --damp are GPTQ's"},
         {"--scheme w4a16 --group 48", "--group takes a multiple of 32"},
         {"--scheme mixed --group 16" + cal, "--group takes a multiple of 32"},
         {"--scheme w4a16 --report", "unknown or incomplete option"},
