@@ -766,12 +766,19 @@ std::map<std::string, PackedLinear> quantize_linears(const Options &o, const Mod
     CalibSummary lc;
     TokenWindows text = o.calib.empty() ? TokenWindows{} : calib_windows(o, model, lc);
     if (!o.calib.empty()) cal.tokens = lc.tokens, cal.windows = lc.windows, cal.documents = lc.documents;
-    const Progress bar{!o.quiet && isatty(fileno(stderr))};
+    const bool tty = isatty(fileno(stderr));
+    const Progress bar{!o.quiet && tty};
     const int n_layer = model.cfg.n_layer;
     static const char *steps[] = {"statistics", "quantized", "advanced"};
     auto packed = quantize_lowbit(model, std::move(text), plan, [&](int l, int step) {
-        bar.show(plan.gptq ? "GPTQ" : "RTN", (l * 3 + step + 1) / (3.0 * n_layer),
+        const double done = (l * 3 + step + 1) / (3.0 * n_layer);
+        bar.show(plan.gptq ? "GPTQ" : "RTN", done,
                  "layer " + std::to_string(l + 1) + " of " + std::to_string(n_layer) + " " + steps[step]);
+        if (!o.quiet && !tty && step == 2) {  // a log: one line a layer
+            const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::fprintf(stderr, "%s: layer %d of %d done, %.0f s, about %.0f s left\n", plan.gptq ? "GPTQ" : "RTN",
+                         l + 1, n_layer, secs, secs * (1.0 - done) / done);
+        }
     });
     bar.end();
     cal.lowbit_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
