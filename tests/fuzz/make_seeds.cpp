@@ -3,7 +3,8 @@
 //   data/tiny-chat/            a complete model of 2 layers, hidden size 8, with a 400-piece tokenizer that
 //                              has chat tokens, trained here on ../shared/data/dev.jsonl
 //   corpus/fuzz_model_dir/     tiny model directories (bf16 tied, f16 untied without biases and with pruned
-//                              MLP widths, W8A16, sharded), as "==> NAME <==" file bundles
+//                              MLP widths, W8A16, W8A8, W4A8, W4A16 and mixed precision with zero points and
+//                              act-order, sharded), as "==> NAME <==" file bundles
 //   corpus/fuzz_safetensors/   tiny checkpoints, pangu-tiny's real header with its data cut short
 //   corpus/fuzz_config/        config.json variants, an index, tokenizer_config.json
 //   corpus/fuzz_tokenizer/     text from dev.jsonl, special pieces, broken UTF-8, token ids, raw bytes
@@ -24,6 +25,8 @@
 #include <vector>
 
 #include "format/safetensors.h"
+#include "lowbit.h"
+#include "lowbit_model.h"
 #include "safetensors_writer.h"
 #include "model/tensor.h"
 
@@ -67,6 +70,12 @@ struct Tiny {
     bool tied = true, bias = true, w8a16 = false, pruned = false;
     bool int8_act = false;  // with w8a16's weights: "w8a8", int8 activations
     bool w4a8 = false;      // 4-bit linear weights (PGD_I4) in groups of `group`; needs widths that are multiples of 64
+    // Low-bit linear weights in pangu-quantize's layout (tools/lib: rtn_quantize, pack_linear), asymmetric (zero
+    // points) with a stored column order (GPTQ act-order's; here a shuffle, quantized by RTN): "w4a16" (PGD_I4)
+    // or "mixed" (PGD_QB, row r of each matrix 2, 3, 4, 6 or 8 bits by r % 5, so every width is present).
+    // Widths multiples of 64, as for w4a8.
+    const char *lowbit = nullptr;
+    bool i8_embd = false;   // the embedding table int8 per row (pangu-quantize --quantize-embeddings)
     int group = 32;
     int vocab = 400, hidden = 8, layers = 2, heads = 2, kv = 1, head_dim = 4, ff = 12;
 };
@@ -103,6 +112,19 @@ Json::Value tiny_config(const Tiny &t) {
         c["quantization_config"]["group_size"] = t.group;
         c["quantization_config"]["activation_dtype"] = "int8";
     }
+    if (t.lowbit) {
+        const bool mixed = std::string(t.lowbit) == "mixed";
+        Json::Value &q = c["quantization_config"];
+        q["quant_method"] = t.lowbit;
+        if (mixed)
+            for (int b : kLowBitWidths) q["bits"].append(b);
+        else
+            q["bits"] = 4;
+        q["group_size"] = t.group;
+        q["symmetric"] = false;
+        q["act_order"] = true;
+        q["activation_dtype"] = "bfloat16";
+    }
     return c;
 }
 
@@ -115,7 +137,41 @@ void tiny_tensors(const Tiny &t, SafetensorsWriter &w0, SafetensorsWriter &w1) {
         for (int64_t d : shape) n *= static_cast<size_t>(d);
         std::vector<float> v(n);
         for (auto &x : v) x = offset + scale * uniform();
-        if (matrix && t.w8a16) {
+        if (matrix && t.lowbit && name != "lm_head.weight") {
+            const int64_t rows = shape[0], cols = shape[1];
+            const bool mixed = std::string(t.lowbit) == "mixed";
+            // A fixed shuffle of the columns as the stored order; RTN on the columns in that order.
+            std::vector<int32_t> perm(static_cast<size_t>(cols));
+            for (int64_t c = 0; c < cols; ++c) perm[c] = static_cast<int32_t>(c);
+            for (int64_t c = cols - 1; c > 0; --c)
+                std::swap(perm[c], perm[static_cast<size_t>((uniform() + 1.0f) * 0.5f * float(c + 1)) % (c + 1)]);
+            MatrixRM ws(rows, cols);
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = 0; c < cols; ++c) ws(r, c) = v[r * cols + perm[c]];
+            std::vector<uint8_t> bits(static_cast<size_t>(rows), 4);
+            if (mixed)
+                for (int64_t r = 0; r < rows; ++r) bits[r] = static_cast<uint8_t>(kLowBitWidths[r % 5]);
+            LowbitOptions o;
+            o.group = t.group;
+            o.symmetric = false;
+            LowbitMatrix lq = rtn_quantize(ws, bits, o, name);
+            lq.perm = perm;
+            const PackedLinear p = pack_linear(lq, mixed, false);
+            if (p.f32_scales) throw std::runtime_error(name + ": scales beyond F16");
+            std::vector<uint16_t> sc(p.scale.size());
+            for (size_t i = 0; i < sc.size(); ++i) sc[i] = f32_to_f16(p.scale[i]);
+            if (mixed) w.add_copy(name, DType::U8, {static_cast<int64_t>(p.data.size())}, p.data.data());
+            else w.add_copy(name, DType::U8, {rows, cols / 2}, p.data.data());
+            w.add_copy(name + "_scale", DType::F16, {rows, cols / t.group}, sc.data());
+            w.add_copy(name + "_zero", DType::U8, {rows, cols / t.group}, p.zero.data());
+            w.add_copy(name + "_perm", DType::I32, {cols}, p.perm.data());
+            if (mixed) {
+                w.add_copy(name + "_bits", DType::U8, {rows}, p.bits.data());
+                w.add_copy(name + "_order", DType::I32, {rows}, p.order.data());
+            }
+            return;
+        }
+        if ((matrix && t.w8a16) || (t.i8_embd && name == "model.embed_tokens.weight")) {
             const int64_t rows = shape[0], cols = shape[1];
             std::vector<int8_t> q(n);
             std::vector<float> sc(static_cast<size_t>(rows));
@@ -305,6 +361,21 @@ int main(int argc, char **argv) {
         spit(corpus / "fuzz_safetensors/tiny-w4a8", slurp(tmp / "f/model.safetensors"));
         spit(corpus / "fuzz_config/tiny-w4a8-config.json", slurp(tmp / "f/config.json"));
         spit(corpus / "fuzz_config/tiny-w8a8-config.json", slurp(tmp / "e/config.json"));
+        // Low-bit checkpoints laid out as pangu-quantize --scheme w4a16 / mixed --asym --method gptq --act-order
+        // writes them: q4's widths, one layer and the embedding table int8, so that a bundle stays within
+        // run.sh's -max_len of 64 KiB for fuzz_model_dir (tiny-w4a8, 89 KiB, is cut there and never loads while
+        // fuzzing).
+        for (const auto &[name, sub] : {std::make_pair("w4a16", "g"), std::make_pair("mixed", "h")}) {
+            Tiny lb = q4;
+            lb.w4a8 = false;
+            lb.lowbit = name;
+            lb.i8_embd = true;
+            lb.layers = 1;
+            const std::string tiny = std::string("tiny-") + name;
+            spit(corpus / "fuzz_model_dir" / tiny, write_tiny(lb, tmp / sub, tokenizer, false));
+            spit(corpus / "fuzz_safetensors" / tiny, slurp(tmp / sub / "model.safetensors"));
+            spit(corpus / "fuzz_config" / (tiny + "-config.json"), slurp(tmp / sub / "config.json"));
+        }
         g_rng = rng_before;
 
         // safetensors files
