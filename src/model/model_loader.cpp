@@ -111,6 +111,11 @@ struct ModelBuilder {
         const TensorInfo &t = need(name);
         if (t.dtype == DType::U8 && m.cfg.quant_method == "mixed") return packed_qb(t, rows, cols, linear);
         if (t.dtype == DType::U8) return packed_i4(t, rows, cols, linear);
+        // I32 is a file dtype for the orders of low-bit weights only: as a weight it reached the kernels,
+        // which refused it at the first evaluation of a model that had loaded.
+        if (t.dtype == DType::I32)
+            fail(PANGU_ERR_DTYPE, t.file->path() + ": tensor " + t.name + " is I32, which only the row and column "
+                                      "orders of low-bit weights (<name>_order, <name>_perm) may be");
         check_shape(t, {rows, cols});
         Tensor w = view(t);
         if (t.dtype == DType::I8) {

@@ -220,3 +220,29 @@ TEST(Loader, NanInANormIsRejected) {
     EXPECT_EQ(pangu_model_load(t.path.c_str(), nullptr, &m), PANGU_ERR_NUMERIC);
     EXPECT_NE(std::string(pangu_last_error()).find("model.norm.weight"), std::string::npos);
 }
+
+// I32 is the dtype of low-bit weights' row and column orders only: a weight matrix stored as I32 (the bytes of
+// an F32 one) is a dtype error at load, naming the tensor. It used to load and then fail every evaluation
+// ("unsupported tensor dtype: device operator ... failed").
+TEST(Loader, I32WeightMatrixIsADtypeError) {
+    for (const std::string victim : {"model.embed_tokens.weight", "model.layers.2.self_attn.q_proj.weight"}) {
+        TempDir tmp("pangu_loader"), t("pangu_loader");
+        write_variant(tmp.path, [](std::string &, DType &dt, std::vector<int64_t> &, std::vector<float> &) {
+            dt = DType::F32;
+            return true;
+        }, keep_cfg);
+        for (const char *f : {"config.json", "tokenizer.model", "tokenizer_config.json"})
+            fs::copy_file(tmp.path / f, t.path / f);
+        TensorStore store;
+        store.open_dir(tmp.path.string(), MapOptions{});
+        SafetensorsWriter w;
+        for (const auto &kv : store.tensors())
+            w.add_copy(kv.first, kv.first == victim ? DType::I32 : kv.second.dtype, kv.second.shape, kv.second.data);
+        w.write((t.path / "model.safetensors").string());
+        pangu_model *m = nullptr;
+        EXPECT_EQ(pangu_model_load(t.path.c_str(), nullptr, &m), PANGU_ERR_DTYPE) << victim;
+        EXPECT_EQ(m, nullptr);
+        const std::string msg = pangu_last_error();
+        EXPECT_NE(msg.find("tensor " + victim + " is I32"), std::string::npos) << msg;
+    }
+}
