@@ -392,20 +392,20 @@ std::string perplexity_bin() {
     return s.substr(0, s.rfind("pangu-quantize")) + "pangu-perplexity";
 }
 
-// A small JSONL file: eight documents of dev.jsonl (every 40th), each cut to about 1200 bytes on a character
-// boundary, so that the reference forward and the runtime score a few windows quickly.
-std::string small_jsonl(const fs::path &dir) {
+// Documents of dev.jsonl chosen by `keep(index)`, each cut to about `max_bytes` on a character boundary, as
+// JSONL `dir/name`.
+std::string cut_jsonl(const fs::path &dir, const char *name, bool (*keep)(int), size_t max_bytes) {
     std::ifstream f(std::string(PANGU_SHARED_DIR) + "/data/dev.jsonl");
-    const std::string path = (dir / "small.jsonl").string();
+    const std::string path = (dir / name).string();
     std::ofstream out(path);
     std::string line;
     for (int i = 0; std::getline(f, line); ++i) {
-        if (i % 40 != 0) continue;
+        if (!keep(i)) continue;
         Json::Value doc;
         std::istringstream(line) >> doc;
         std::string text = doc["text"].asString();
-        if (text.size() > 1200) {
-            size_t cut = 1200;
+        if (text.size() > max_bytes) {
+            size_t cut = max_bytes;
             while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
             text.resize(cut);
         }
@@ -416,6 +416,12 @@ std::string small_jsonl(const fs::path &dir) {
         out << Json::writeString(wb, o) << "\n";
     }
     return path;
+}
+
+// A small JSONL file: eight documents of dev.jsonl (every 40th), each cut to about 1200 bytes, so that the
+// reference forward and the runtime score a few windows quickly.
+std::string small_jsonl(const fs::path &dir) {
+    return cut_jsonl(dir, "small.jsonl", [](int i) { return i % 40 == 0; }, 1200);
 }
 
 std::unique_ptr<Model> load_internal(const std::string &dir) { return Model::load(dir, ModelLoadOptions{}); }
@@ -894,24 +900,7 @@ namespace {
 
 // The even documents of dev.jsonl (the calibration half of the split), each cut to about 2 KB.
 std::string calib_jsonl(const fs::path &dir) {
-    std::ifstream f(std::string(PANGU_SHARED_DIR) + "/data/dev.jsonl");
-    const std::string path = (dir / "calib.jsonl").string();
-    std::ofstream out(path);
-    std::string line;
-    for (int i = 0; std::getline(f, line); ++i) {
-        if (i % 2 != 0) continue;
-        Json::Value doc;
-        std::istringstream(line) >> doc;
-        std::string text = doc["text"].asString();
-        size_t cut = std::min<size_t>(text.size(), 2048);
-        while (cut > 0 && cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-        Json::Value o;
-        o["text"] = text.substr(0, cut);
-        Json::StreamWriterBuilder wb;
-        wb["indentation"] = "";
-        out << Json::writeString(wb, o) << "\n";
-    }
-    return path;
+    return cut_jsonl(dir, "calib.jsonl", [](int i) { return i % 2 == 0; }, 2048);
 }
 
 const std::string &lowbit_calib() {
