@@ -315,6 +315,9 @@ TEST(IntKernels, QuantRowsAreBitIdenticalToScalar) {
         std::vector<int8_t> ref(M * ldq, 0x55);
         std::vector<float> sref(M);
         kernels::scalar().quant_rows(x.data(), ldx, M, n, ref.data(), ldq, sref.data());
+        // the denormal row: 127 / amax is not finite, so it quantizes to zeros with scale 0 (no Inf cast to int)
+        EXPECT_EQ(sref[9], 0.0f) << "n " << n;
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(ref[9 * ldq + i], 0) << "n " << n << " at " << i;
         for (const auto &t : tables) {
             for (int64_t blk : {M, int64_t(1), int64_t(5)}) {  // all rows at once, one at a time, in fives
                 std::vector<int8_t> q(M * ldq, 0x55);
@@ -334,6 +337,30 @@ TEST(IntKernels, QuantRowsAreBitIdenticalToScalar) {
             }
         }
     }
+}
+
+// Int16 digits of a row too small for 32639 / amax to be finite (a fuzzed model's subnormal activations): zeros
+// and scale 0, where the multiplier used to be Inf and the cast of Inf to an integer undefined (UBSan).
+TEST(IntKernels, Int16RowsTooSmallToScaleQuantizeToZeros) {
+    for (float tiny : {1e-35f, 1e-38f, 1e-41f, -1e-44f}) {
+        const int64_t n = 70, ldq = 128;
+        std::vector<float> x(n, 0.0f);
+        x[3] = tiny, x[40] = tiny / 2;
+        std::vector<int8_t> q(2 * ldq, 0x55);
+        float scale = 1.0f;
+        kernels::quant_rows16(x.data(), n, 1, n, q.data(), ldq, &scale);
+        EXPECT_EQ(scale, 0.0f) << tiny;
+        for (int8_t v : q) ASSERT_EQ(v, 0) << tiny;
+    }
+    // just above the limit the row still quantizes: its largest value becomes 32639
+    const float small = 1e-33f;
+    std::vector<float> x(64, 0.0f);
+    x[0] = small;
+    std::vector<int8_t> q(128, 0);
+    float scale = 0.0f;
+    kernels::quant_rows16(x.data(), 64, 1, 64, q.data(), 64, &scale);
+    EXPECT_GT(scale, 0.0f);
+    EXPECT_EQ(256 * q[0] + q[64], 32639);
 }
 
 TEST(IntKernels, Int8ProductsAreExactInEveryTable) {

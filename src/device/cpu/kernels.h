@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cfloat>
 #include <cstring>
 
 namespace pangu {
@@ -58,7 +59,8 @@ struct Table {
     // ---- integer activations (W8A8, W4A8): exact integer sums, so every table gives the same int32 ----
     // Dynamic per-row quantization: for row m of x (n floats, ldx apart), amax = max |x|, inv = 127.0f / amax,
     // q[i] = (int8) nearbyintf(x[i] * inv) (round half to even), scale[m] = amax / 127.0f. A row of zeros gives
-    // q = 0 and scale 0; a row holding NaN or Inf gives q = 0 and scale NaN (the output is NaN, as in float).
+    // q = 0 and scale 0 (so does a row too small for inv to be finite: row_quant_scale); a row holding NaN or
+    // Inf gives q = 0 and scale NaN (the output is NaN, as in float).
     // Rows are ldq bytes apart (ldq a multiple of 64), the pad after n set to zero.
     void (*quant_rows)(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, int64_t ldq, float *scale);
     // W8A8: y[m*ldy + r] = sum over i < n of x[m*ldx + i] * w[r*ldw + i], exact in int32, for r < nr <= 8.
@@ -103,7 +105,9 @@ inline uint32_t abs_bits_max(const float *x, int64_t i0, int64_t n, uint32_t bit
 
 // The rule of quant_rows (qmax 127) and quant_rows16 (qmax 32639) from a row's abs_bits_max: sets *scale to
 // amax / qmax (NaN for a row that is not finite) and returns the multiplier qmax / amax, or 0 when the row
-// quantizes to zeros (all zero, or not finite).
+// quantizes to zeros: all zero, not finite, or so small that qmax / amax overflows (amax below about 4e-37 for
+// int8, 1e-34 for int16, subnormal rows: then x * inf would be cast to an integer, which is undefined), for
+// which the scale is 0 as for a row of zeros.
 inline float row_quant_scale(uint32_t amax_bits, float qmax, float *scale) {
     if (amax_bits >= 0x7f800000u) {
         *scale = NAN;
@@ -111,8 +115,13 @@ inline float row_quant_scale(uint32_t amax_bits, float qmax, float *scale) {
     }
     float amax;
     std::memcpy(&amax, &amax_bits, 4);
+    const float inv = amax == 0.0f ? INFINITY : qmax / amax;
+    if (!(inv <= FLT_MAX)) {
+        *scale = 0.0f;
+        return 0.0f;
+    }
     *scale = amax / qmax;
-    return amax == 0.0f ? 0.0f : qmax / amax;
+    return inv;
 }
 
 // The scalar reference's integer kernels, for tables without vector versions of their own.
