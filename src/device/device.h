@@ -68,17 +68,21 @@ typedef struct pgd_qb_layout {
 
 /* Level of column k of a PGD_QB row of `bits` bits (the rule above, for reference code and uploads). */
 static inline int pgd_qb_level(const uint8_t *row, int bits, int64_t k) {
+    /* Each width reads only its own planes: a 2-bit run is 16 bytes, so its 4-bit reading would leave it. */
     const uint8_t *run = row + (k / 64) * 8 * bits;
     const int c = (int)(k % 64);
-    const int lo4 = (run[c % 32] >> (4 * (c / 32))) & 15, lo2 = (run[c % 16] >> (2 * (c / 16))) & 3;
+#define PGD_QB_LO4 ((run[c % 32] >> (4 * (c / 32))) & 15)
+#define PGD_QB_LO2 ((run[c % 16] >> (2 * (c / 16))) & 3)
     switch (bits) {
         case 8: return run[c];
-        case 4: return lo4;
-        case 2: return lo2;
-        case 3: return lo2 | (((run[16 + c / 8] >> (c % 8)) & 1) << 2);
-        case 6: return lo4 | (((run[32 + c % 16] >> (2 * (c / 16))) & 3) << 4);
+        case 4: return PGD_QB_LO4;
+        case 2: return PGD_QB_LO2;
+        case 3: return PGD_QB_LO2 | (((run[16 + c / 8] >> (c % 8)) & 1) << 2);
+        case 6: return PGD_QB_LO4 | (((run[32 + c % 16] >> (2 * (c / 16))) & 3) << 4);
         default: return 0;
     }
+#undef PGD_QB_LO4
+#undef PGD_QB_LO2
 }
 
 typedef struct pgd_tensor {
