@@ -211,7 +211,7 @@ void write_quantized(const fs::path &qdir, const fs::path *fdir, Scheme scheme, 
     if (fdir) std::ofstream(*fdir / "config.json") << root;
     Json::Value q;
     const bool a16 = scheme == Scheme::W4Z || scheme == Scheme::MIXED;
-    q["quant_method"] = scheme == Scheme::W8 ? "w8a8" : scheme == Scheme::W4 ? "w4a8" : a16 && scheme == Scheme::W4Z ? "w4a16" : "mixed";
+    q["quant_method"] = scheme == Scheme::W8 ? "w8a8" : scheme == Scheme::W4 ? "w4a8" : scheme == Scheme::W4Z ? "w4a16" : "mixed";
     if (scheme != Scheme::MIXED) q["bits"] = scheme == Scheme::W8 ? 8 : 4;
     if (scheme != Scheme::W8) q["group_size"] = g;
     q["activation_dtype"] = a16 ? "bfloat16" : "int8";

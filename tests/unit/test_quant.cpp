@@ -424,6 +424,24 @@ std::string small_jsonl(const fs::path &dir) {
     return cut_jsonl(dir, "small.jsonl", [](int i) { return i % 40 == 0; }, 1200);
 }
 
+// Nothing named "out..." under `dir`: what a refused conversion must leave behind (`what` names the case).
+void expect_no_output(const fs::path &dir, const std::string &what) {
+    for (const auto &e : fs::directory_iterator(dir))
+        EXPECT_EQ(e.path().filename().string().find("out"), std::string::npos) << what << ": " << e.path();
+}
+
+// Conversions that must be refused: the arguments (run with `io`) and the words their message must hold.
+using Refusals = std::vector<std::pair<std::string, std::string>>;
+
+// Each case exits with `status`, says its words on stderr and leaves no output under `dir`.
+void expect_refused(const Refusals &cases, const std::string &io, int status, const fs::path &dir) {
+    for (const auto &c : cases) {
+        EXPECT_EQ(run_quantize(c.first + io), status) << c.first;
+        EXPECT_NE(last_stderr().find(c.second), std::string::npos) << c.first << ": " << last_stderr();
+        expect_no_output(dir, c.first);
+    }
+}
+
 std::unique_ptr<Model> load_internal(const std::string &dir) { return Model::load(dir, ModelLoadOptions{}); }
 
 }  // namespace
@@ -821,12 +839,8 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
     const std::string out = (t.path / "out").string();
     const std::string io = " -i " PANGU_MODEL_DIR " -o " + out;
     const std::string text = small_jsonl(t.path);
-    auto no_output = [&](const std::string &what) {
-        for (const auto &e : fs::directory_iterator(t.path))
-            EXPECT_EQ(e.path().filename().string().find("out"), std::string::npos) << what << ": " << e.path();
-    };
     // usage errors: status 2 and a message saying what is wrong
-    const std::pair<std::string, std::string> usage[] = {
+    const Refusals usage = {
         {"--scheme w16a16", "unknown --scheme 'w16a16'"},
         {"--scheme W8A8", "unknown --scheme"},
         {"--group 64", "--group applies to --scheme w4a8, w4a16 and mixed"},
@@ -850,11 +864,7 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
         {"--scheme w8a8 --calib " + text + " --smooth 0.5 --calib-tokens 100", "less than one window"},
         {"--scheme", "unknown or incomplete option"},
     };
-    for (const auto &u : usage) {
-        EXPECT_EQ(run_quantize(u.first + io), 2) << u.first;
-        EXPECT_NE(last_stderr().find(u.second), std::string::npos) << u.first << ": " << last_stderr();
-        no_output(u.first);
-    }
+    expect_refused(usage, io, 2, t.path);
     // runtime errors: status 1, nothing written
     const std::string empty = (t.path / "empty.txt").string(), tiny = (t.path / "tiny.txt").string();
     std::ofstream(empty).close();
@@ -862,7 +872,7 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
     std::ofstream(t.path / "blank.jsonl") << "\n  \n";
     std::ofstream(t.path / "bad.jsonl") << "{\"text\": \"fine\"}\n{\"name\": \"no text\"}\n";
     std::ofstream(t.path / "latin1.txt") << std::string(400, 'a') << "caf\xe9";
-    const std::pair<std::string, std::string> runtime[] = {
+    const Refusals runtime = {
         {"--scheme w4a8 --group 128", "model.layers.0.mlp.gate_proj.weight has 192 columns; --scheme w4a8 with --group 128 needs a multiple of 64 and of 128"},
         {"--scheme w4a8 --group 4096", "columns; --scheme w4a8 with --group 4096 needs a multiple of 64 and of 4096"},
         {"--scheme w8a8 --smooth 0.5 --calib " + empty, "empty.txt: holds no text"},
@@ -872,11 +882,7 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
         {"--scheme w8a8 --smooth 0.5 --calib " + (t.path / "latin1.txt").string(), "latin1.txt: document 1: "},
         {"--scheme w4a8 --group 64 --smooth 0.5 --calib /nonexistent/calib.txt", "--calib: /nonexistent/calib.txt is not a file"},
     };
-    for (const auto &r : runtime) {
-        EXPECT_EQ(run_quantize(r.first + io), 1) << r.first;
-        EXPECT_NE(last_stderr().find(r.second), std::string::npos) << r.first << ": " << last_stderr();
-        no_output(r.first);
-    }
+    expect_refused(runtime, io, 1, t.path);
     // NaN in a weight: refused naming the tensor, by the 4-bit quantizer and by the calibration pass alike
     const std::string victim = "model.layers.4.mlp.up_proj.weight";
     const std::string in = broken_model(t.path / "nan", victim, false, NAN);
@@ -884,7 +890,7 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
                                                             "--scheme w8a8 --smooth 0.5 --calib-ctx 32 --calib " + text}) {
         EXPECT_EQ(run_quantize(args + " -i " + in + " -o " + out), 1) << args;
         EXPECT_NE(last_stderr().find(victim + ": NaN at row 0, column 17"), std::string::npos) << args << ": " << last_stderr();
-        no_output(args);
+        expect_no_output(t.path, args);
     }
     // an existing output directory is kept unless --force
     fs::create_directories(out);
@@ -1031,11 +1037,7 @@ TEST(QuantizeLowBit, BadInputIsRefusedAndLeavesNothing) {
     const std::string out = (t.path / "out").string();
     const std::string io = " -i " PANGU_MODEL_DIR " -o " + out;
     const std::string text = small_jsonl(t.path), cal = " --calib " + text + " --calib-jsonl --calib-ctx 32";
-    auto no_output = [&](const std::string &what) {
-        for (const auto &e : fs::directory_iterator(t.path))
-            EXPECT_EQ(e.path().filename().string().find("out"), std::string::npos) << what << ": " << e.path();
-    };
-    const std::pair<std::string, std::string> usage[] = {
+    const Refusals usage = {
         {"--scheme w8a16 --method gptq", "--method, --sym, --asym, --act-order and --damp apply to"},
         {"--scheme w8a8 --act-order", "apply to --scheme w4a8, w4a16 and mixed"},
         {"--scheme w4a16 --method obq", "--method takes rtn or gptq, not 'obq'"},
@@ -1058,26 +1060,18 @@ TEST(QuantizeLowBit, BadInputIsRefusedAndLeavesNothing) {
         {"--scheme mixed --group 16" + cal, "--group takes a multiple of 32"},
         {"--scheme w4a16 --report", "unknown or incomplete option"},
     };
-    for (const auto &u : usage) {
-        EXPECT_EQ(run_quantize(u.first + io), 2) << u.first;
-        EXPECT_NE(last_stderr().find(u.second), std::string::npos) << u.first << ": " << last_stderr();
-        no_output(u.first);
-    }
+    expect_refused(usage, io, 2, t.path);
     const std::string empty = (t.path / "empty.txt").string(), tiny = (t.path / "tiny.txt").string();
     std::ofstream(empty).close();
     std::ofstream(tiny) << "just a few words";
-    const std::pair<std::string, std::string> runtime[] = {
+    const Refusals runtime = {
         {"--scheme w4a16 --group 128", "has 192 columns; --scheme w4a16 with --group 128 needs a multiple of 64 and of 128"},
         {"--scheme mixed --group 128" + cal, "--scheme mixed with --group 128"},
         {"--scheme mixed --group 64 --calib " + empty, "empty.txt: holds no text"},
         {"--scheme w4a16 --group 64 --method gptq --calib " + tiny, "fewer than one window of 256"},
         {"--scheme w4a16 --group 64 --report /nonexistent/r.json", "--report: /nonexistent is not a directory"},
     };
-    for (const auto &r : runtime) {
-        EXPECT_EQ(run_quantize(r.first + io), 1) << r.first;
-        EXPECT_NE(last_stderr().find(r.second), std::string::npos) << r.first << ": " << last_stderr();
-        no_output(r.first);
-    }
+    expect_refused(runtime, io, 1, t.path);
     // NaN in a weight: refused naming it, whether round-to-nearest or calibrated, input untouched
     const std::string victim = "model.layers.4.mlp.up_proj.weight";
     const std::string in = broken_model(t.path / "nan", victim, false, NAN);
@@ -1086,7 +1080,7 @@ TEST(QuantizeLowBit, BadInputIsRefusedAndLeavesNothing) {
         EXPECT_EQ(run_quantize(args + " -i " + in + " -o " + out), 1) << args;
         EXPECT_NE(last_stderr().find(victim), std::string::npos) << args << ": " << last_stderr();
         EXPECT_NE(last_stderr().find("NaN"), std::string::npos) << args << ": " << last_stderr();
-        no_output(args);
+        expect_no_output(t.path, args);
     }
     EXPECT_EQ(fs::last_write_time(in + "/model.safetensors"), before);
 }
