@@ -86,12 +86,7 @@ inline void micro(const float *x, int64_t ldx, const typename W::T *w, int64_t l
             for (int r = 0; r < RM; ++r) acc[r][c] = _mm512_fmadd_ps(xv[r], wv, acc[r][c]);
         }
     }
-    for (int r = 0; r < RM; ++r) {
-        int c = 0;
-        for (; c + 4 <= NR; c += 4)
-            _mm_storeu_ps(y + r * ldy + c, hsum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3]));
-        for (; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
-    }
+    store_sums(acc, y, ldy);
 }
 
 // Up to 4 weight rows against RM rows of x; PF as in micro.

@@ -5,6 +5,8 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace pangu {
 namespace kernels {
 namespace {
@@ -31,6 +33,21 @@ inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     z = _mm512_add_ps(z, _mm512_permute_ps(z, 0x4E));  // j + j+2
     z = _mm512_add_ps(z, _mm512_permute_ps(z, 0xB1));  // j + j+1: the sums sit in lanes 0, 4, 8, 12
     return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), z));
+}
+
+// A block's finished sums, acc[r][c] -> y[r * ldy + c]: four channels to a 128-bit store (hsum4), the rest one
+// by one (the same tree either way).
+template <int RM, int NR>
+inline void store_sums(const __m512 (&acc)[RM][NR], float *y, int64_t ldy) {
+#pragma GCC unroll 8
+    for (int r = 0; r < RM; ++r) {
+        int c = 0;
+#pragma GCC unroll 8
+        for (; c + 4 <= NR; c += 4)
+            _mm_storeu_ps(y + r * ldy + c, hsum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3]));
+#pragma GCC unroll 8
+        for (; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
+    }
 }
 
 }  // namespace

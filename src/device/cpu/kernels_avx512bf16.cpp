@@ -80,15 +80,7 @@ inline void micro(const uint16_t *x, int64_t ldx, const int8_t *w, int64_t ldw, 
             for (int r = 0; r < RM; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv[r], wv);
         }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < RM; ++r) {
-        int c = 0;
-#pragma GCC unroll 8
-        for (; c + 4 <= NR; c += 4)
-            _mm_storeu_ps(y + r * ldy + c, hsum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3]));
-#pragma GCC unroll 8
-        for (; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
-    }
+    store_sums(acc, y, ldy);
 }
 
 template <int RM, bool PF>

@@ -250,15 +250,7 @@ inline void q4_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw
         if (K == G::k128 && --left == 0) q4_flush(s, lds, g++, acc, isum), left = steps;
     }
     if (n128 < n) q4_step<RM, NR, K, true>(x, ldx, w, ldw, s, lds, n128, last, acc, isum);  // not k128
-#pragma GCC unroll 8
-    for (int r = 0; r < RM; ++r) {
-        int c = 0;
-#pragma GCC unroll 8
-        for (; c + 4 <= NR; c += 4)
-            _mm_storeu_ps(y + r * ldy + c, hsum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3]));
-#pragma GCC unroll 8
-        for (; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
-    }
+    store_sums(acc, y, ldy);
 }
 
 template <int RM, bool PF, G K>
@@ -497,18 +489,12 @@ inline void qb_micro(const int8_t *x, int64_t ldx, const uint8_t *w, int64_t ldw
         start();
         left = runs, g += K == QG::k32 ? 2 : 1;
     }
+    if constexpr (Qb<B>::kScaled)
 #pragma GCC unroll 8
-    for (int r = 0; r < RM; ++r) {
-        if constexpr (Qb<B>::kScaled)
+        for (int r = 0; r < RM; ++r)
 #pragma GCC unroll 8
             for (int c = 0; c < NR; ++c) acc[r][c] = _mm512_mul_ps(acc[r][c], Qb<B>::unscale());
-        int c = 0;
-#pragma GCC unroll 8
-        for (; c + 4 <= NR; c += 4)
-            _mm_storeu_ps(y + r * ldy + c, hsum4(acc[r][c], acc[r][c + 1], acc[r][c + 2], acc[r][c + 3]));
-#pragma GCC unroll 8
-        for (; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]);
-    }
+    store_sums(acc, y, ldy);
 }
 
 template <int B, int RM, bool PF, QG K>
