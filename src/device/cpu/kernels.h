@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cfloat>
 #include <cstring>
+#include <type_traits>
 
 namespace pangu {
 namespace kernels {
@@ -122,6 +123,19 @@ inline float row_quant_scale(uint32_t amax_bits, float qmax, float *scale) {
     }
     *scale = amax / qmax;
     return inv;
+}
+
+// Calls f with the width `bits` of PGD_QB rows (2, 3, 4, 6; anything else 8) as a compile-time constant
+// (std::integral_constant<int, bits>): the dispatch of kernels specialised per width.
+template <typename F>
+inline void with_qb_width(int bits, F &&f) {
+    switch (bits) {
+        case 2: return f(std::integral_constant<int, 2>{});
+        case 3: return f(std::integral_constant<int, 3>{});
+        case 4: return f(std::integral_constant<int, 4>{});
+        case 6: return f(std::integral_constant<int, 6>{});
+        default: return f(std::integral_constant<int, 8>{});
+    }
 }
 
 // The scalar reference's integer kernels, for tables without vector versions of their own.

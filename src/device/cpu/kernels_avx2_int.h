@@ -391,13 +391,7 @@ void qb_mm(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ld
 template <typename P>
 void mm_qb(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, int bits, const float *s,
            const uint8_t *z, int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
-    switch (bits) {
-        case 2: return qb_mm<P, 2>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
-        case 3: return qb_mm<P, 3>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
-        case 4: return qb_mm<P, 4>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
-        case 6: return qb_mm<P, 6>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
-        default: return qb_mm<P, 8>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy);
-    }
+    with_qb_width(bits, [&](auto b) { qb_mm<P, decltype(b)::value>(x, ldx, M, w, ldw, s, z, lds, n, group, nr, y, ldy); });
 }
 
 // ---- vpdpbusd on 256-bit vectors: AVX-VNNI, or AVX512-VNNI with AVX512VL ----
