@@ -729,9 +729,8 @@ struct Progress {
 };
 
 // Runs the fp32 model over the calibration text and returns SmoothQuant's factors of every layer.
-std::vector<LayerSmoothing> calibrate(const Options &o, const Model &model, CalibSummary &cal) {
+std::vector<LayerSmoothing> calibrate(const Options &o, const Model &model, TokenWindows text, CalibSummary &cal) {
     const auto t0 = std::chrono::steady_clock::now();
-    TokenWindows text = calib_windows(o, model, cal);
     const Progress bar{!o.quiet && isatty(fileno(stderr))};
     const int n_layer = model.cfg.n_layer;
     const auto layers = smoothquant_calibrate(model, std::move(text), static_cast<float>(o.smooth), [&](int l) {
@@ -749,8 +748,9 @@ std::vector<LayerSmoothing> calibrate(const Options &o, const Model &model, Cali
 }
 
 // The low-bit path: every linear quantized layer by layer (tools/lib/lowbit_model.h).
-std::map<std::string, PackedLinear> quantize_linears(const Options &o, const Model &model, CalibSummary &cal,
-                                                     const std::vector<LayerSmoothing> *smoothing) {
+// `text`: the calibration windows (none for round-to-nearest without --calib).
+std::map<std::string, PackedLinear> quantize_linears(const Options &o, const Model &model, TokenWindows text,
+                                                     CalibSummary &cal, const std::vector<LayerSmoothing> *smoothing) {
     const auto t0 = std::chrono::steady_clock::now();
     LowbitPlan plan;
     plan.mixed = o.mixed();
@@ -763,9 +763,6 @@ std::map<std::string, PackedLinear> quantize_linears(const Options &o, const Mod
     plan.avg_bits_attn = o.avg_bits_attn;
     plan.avg_bits_mlp = o.avg_bits_mlp;
     plan.smoothing = smoothing;
-    CalibSummary lc;
-    TokenWindows text = o.calib.empty() ? TokenWindows{} : calib_windows(o, model, lc);
-    if (!o.calib.empty()) cal.tokens = lc.tokens, cal.windows = lc.windows, cal.documents = lc.documents;
     const bool tty = isatty(fileno(stderr));
     const Progress bar{!o.quiet && tty};
     const int n_layer = model.cfg.n_layer;
@@ -902,11 +899,14 @@ void quantize(const Options &o, const std::string &tmp, Json::Value &report) {
 
     const auto t0 = std::chrono::steady_clock::now();
     CalibSummary cal;
+    // Read and tokenized once for both passes that may use it: smoothing, then the low-bit path.
+    TokenWindows text = o.calib.empty() ? TokenWindows{} : calib_windows(o, *model, cal);
     std::vector<LayerSmoothing> smoothing;
-    if (o.smooth >= 0) smoothing = calibrate(o, *model, cal);
+    if (o.smooth >= 0) smoothing = calibrate(o, *model, o.lowbit_path() ? text : std::move(text), cal);
     const Smoothing sm = smoothing_by_name(smoothing);
     std::map<std::string, PackedLinear> packed;
-    if (o.lowbit_path()) packed = quantize_linears(o, *model, cal, o.smooth >= 0 ? &smoothing : nullptr);
+    if (o.lowbit_path())
+        packed = quantize_linears(o, *model, std::move(text), cal, o.smooth >= 0 ? &smoothing : nullptr);
 
     fs::remove_all(tmp);
     fs::create_directories(tmp);

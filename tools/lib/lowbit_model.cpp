@@ -26,14 +26,14 @@ const Linear kLinears[] = {
     {"mlp.down_proj.weight", &RefLayer::w_down, LinearInput::DOWN, false},
 };
 
-// Each row's width: 4 at one width; from the importance scores for mixed precision (then `p` gets the
-// scores' range).
+// Each row's width: 4 at one width; from the importance scores for mixed precision (then imin and imax get
+// the scores' range).
 std::vector<uint8_t> row_widths(const LowbitPlan &plan, const Linear &L, const MatrixRM &w, const InputStats *st,
-                                PackedLinear &p) {
+                                double &imin, double &imax) {
     if (!plan.mixed) return std::vector<uint8_t>(static_cast<size_t>(w.rows()), 4);
     const ImportanceParts parts = channel_importance(w, *st, plan.opt.damp);
-    p.importance_min = parts.score.minCoeff();
-    p.importance_max = parts.score.maxCoeff();
+    imin = parts.score.minCoeff();
+    imax = parts.score.maxCoeff();
     if (!plan.budget) return allocate_quantile(parts.score);
     return allocate_budget(parts.score, L.attn ? plan.avg_bits_attn : plan.avg_bits_mlp);
 }
@@ -105,12 +105,12 @@ std::map<std::string, PackedLinear> quantize_lowbit(const Model &m, TokenWindows
             MatrixRM &w = W.*(L.w);
             const InputStats *s = calib ? st[static_cast<int>(L.in)].get() : nullptr;
             const std::string name = prefix + L.name;
-            PackedLinear tmp;
-            const std::vector<uint8_t> bits = row_widths(plan, L, w, s, tmp);
+            double imin = 0, imax = 0;
+            const std::vector<uint8_t> bits = row_widths(plan, L, w, s, imin, imax);
             const LowbitMatrix q = plan.gptq ? gptq_quantize(w, s->H, bits, plan.opt, name)
                                              : rtn_quantize(w, bits, plan.opt, name);
             PackedLinear p = pack_linear(q, plan.mixed, plan.opt.symmetric);
-            p.importance_min = tmp.importance_min, p.importance_max = tmp.importance_max;
+            p.importance_min = imin, p.importance_max = imax;
             MatrixRM deq = q.dequantize();
             if (s) p.output_error = output_error(w, deq, s->H);
             w = std::move(deq);  // the layer advances with what the checkpoint holds
