@@ -8,6 +8,7 @@
 
 #include "net.h"
 #include "ops.h"
+#include "optim.h"
 
 namespace pangu::train {
 namespace {
@@ -291,6 +292,56 @@ TEST(TrainModel, BadBatchesAreClearErrors) {
     EXPECT_THROW(net.forward({{1, 2}, {}}), std::exception);
     EXPECT_THROW(net.forward({{1, 23}}), std::exception);
     EXPECT_THROW(net.forward({{-1}}), std::exception);
+}
+
+
+// ---- optimizer ------------------------------------------------------------------------------------------------
+
+TEST(TrainOptim, ScheduleWarmsUpThenFallsLinearlyToZero) {
+    EXPECT_DOUBLE_EQ(lr_at(0, 100, 10, 1.0), 0.1);
+    EXPECT_DOUBLE_EQ(lr_at(9, 100, 10, 1.0), 1.0);
+    EXPECT_DOUBLE_EQ(lr_at(10, 100, 10, 1.0), 1.0);
+    EXPECT_DOUBLE_EQ(lr_at(55, 100, 10, 1.0), 0.5);
+    EXPECT_DOUBLE_EQ(lr_at(100, 100, 10, 1.0), 0.0);
+    EXPECT_DOUBLE_EQ(lr_at(0, 4, 0, 2.0), 2.0);
+}
+
+TEST(TrainOptim, ClippingScalesToTheMaximumNorm) {
+    std::vector<float> a = {3, 0}, b = {4};
+    std::vector<TensorRef<float>> g = {{"a", {2}, a.data(), 2, true}, {"b", {1}, b.data(), 1, true}};
+    EXPECT_DOUBLE_EQ(clip_grad_norm(g, 10.0), 5.0);
+    EXPECT_EQ(a[0], 3.0f);  // under the limit: untouched
+    EXPECT_DOUBLE_EQ(clip_grad_norm(g, 1.0), 5.0);
+    EXPECT_NEAR(a[0], 0.6f, 1e-7);
+    EXPECT_NEAR(b[0], 0.8f, 1e-7);
+    b[0] = std::nanf("");
+    EXPECT_TRUE(std::isnan(clip_grad_norm(g, 1.0)));
+}
+
+TEST(TrainOptim, AdamWFirstStepIsTheLearningRateAndDecayIsDecoupled) {
+    std::vector<float> w = {1.0f, -2.0f, 0.5f, 0.0f}, bias = {1.0f};
+    std::vector<float> gw = {0.3f, -5.0f, 1e-3f, 0.0f}, gb = {2.0f};
+    AdamWOptions o;
+    o.weight_decay = 0.1;
+    AdamW opt({{"w", {2, 2}, w.data(), 4, true}, {"b", {1}, bias.data(), 1, true}}, o);
+    opt.step({{"w", {2, 2}, gw.data(), 4, true}, {"b", {1}, gb.data(), 1, true}}, 0.01);
+    // m/sqrt(v) = sign(g) on the first step; the matrix decays by lr * wd, the vector does not.
+    EXPECT_NEAR(w[0], 1.0 * (1 - 0.001) - 0.01, 1e-6);
+    EXPECT_NEAR(w[1], -2.0 * (1 - 0.001) + 0.01, 1e-6);
+    EXPECT_NEAR(w[3], 0.0, 1e-12);
+    EXPECT_NEAR(bias[0], 1.0 - 0.01, 1e-6);
+    EXPECT_EQ(opt.steps(), 1);
+}
+
+TEST(TrainOptim, AdamWMinimizesAQuadratic) {
+    std::vector<float> w = {5.0f, -3.0f}, g(2);
+    AdamW opt({{"w", {2}, w.data(), 2, true}}, AdamWOptions{});
+    for (int s = 0; s < 2000; ++s) {
+        g[0] = 2 * (w[0] - 1), g[1] = 2 * (w[1] + 2);
+        opt.step({{"w", {2}, g.data(), 2, true}}, lr_at(s, 2000, 100, 0.05));
+    }
+    EXPECT_NEAR(w[0], 1.0f, 1e-2);
+    EXPECT_NEAR(w[1], -2.0f, 1e-2);
 }
 
 }  // namespace
