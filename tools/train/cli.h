@@ -1,0 +1,59 @@
+// What pangu-prune and pangu-distill share: argument parsing, the text they train or score on, a progress line,
+// and reports written under a temporary name.
+#pragma once
+
+#include <json/json.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "net.h"
+#include "params.h"
+
+namespace pangu {
+class Model;
+}
+
+namespace pangu::train::cli {
+
+// A whole number in [lo, hi], or nullopt.
+std::optional<int64_t> parse_int(const std::string &v, int64_t lo, int64_t hi);
+// A finite number in [lo, hi] (or (lo, hi] with `open_lo`), or nullopt.
+std::optional<double> parse_real(const std::string &v, double lo, double hi, bool open_lo = false);
+// all, layers or mlp.
+std::optional<Trainable> parse_trainable(const std::string &v);
+
+// The windows of a text file: JSONL ("text" of every line) when the name ends in .jsonl or `jsonl`, else the
+// whole file as one document; `ctx` tokens a window, at most `max_tokens` (SIZE_MAX: all), tokenized by m.
+// Throws with the file named for a file that cannot be read or holds no text.
+Windows read_windows(const Model &m, const std::string &path, bool jsonl, int ctx, size_t max_tokens,
+                     size_t *n_tokens = nullptr);
+
+// "1.2 GB", "3m05s".
+std::string human_bytes(double bytes);
+std::string human_secs(double s);
+
+// Writes `v` to `path` under a temporary name, renamed at the end.
+void write_json(const std::string &path, const Json::Value &v);
+// Checks before the work that a report can be written: its directory exists.
+void check_report_path(const std::string &path);
+
+// A checkpoint that can train: floating point (quantized ones are refused with the directory named).
+void require_float(const Model &m, const std::string &role);
+
+// A line that rewrites itself on a terminal and is printed every `every` calls otherwise.
+class Progress {
+public:
+    explicit Progress(bool quiet);
+    void update(const std::string &line, bool force_line = false);
+    void done();
+
+private:
+    bool quiet_, tty_;
+    bool open_ = false;
+    int64_t calls_ = 0;
+    double last_ = -1e9;
+};
+
+}  // namespace pangu::train::cli
