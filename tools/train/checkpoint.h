@@ -31,6 +31,10 @@ Params<float> load_params(const Model &m);
 // generation_config.json where present). It is written as out + ".partial-PID", loaded back with Model::load
 // and renamed to `out`; an existing `out` is PANGU_ERR_INVALID_ARGUMENT ("exists; use --force") unless
 // `force`, when it is replaced only after the new one loaded. On failure nothing is left behind.
+// PANGU_ERR_INVALID_ARGUMENT too when p is not of src's model apart from the MLP widths, when its tensors are
+// not sized as p.shape says, or when `extra` is not an object or names intermediate_size, torch_dtype or
+// quantization_config (save_model sets those); PANGU_ERR_NUMERIC naming the tensor and element for a value
+// that is NaN or Inf, or beyond bf16's range.
 void save_model(const Params<float> &p, const Model &src, const std::string &out, const Json::Value &extra,
                 bool force);
 
@@ -44,14 +48,20 @@ struct TrainState {
 };
 
 // Writes the state to `path` (one safetensors file: "param.<name>", "adam_m.<name>", "adam_v.<name>" F32
-// tensors; metadata "step" and "meta" as JSON text) under a temporary name, renamed at the end.
+// tensors; metadata "step" and "meta" as JSON text, and "format" = "pangu-train-state", "version" = "1",
+// "shape" (the Shape as JSON) and "trainable" (trainable_name(tr)) so that load_state can tell a state of
+// another model or trainable set from a damaged one) under a temporary name, renamed at the end.
+// PANGU_ERR_INVALID_ARGUMENT when the tensors or moments are not sized as s.params.shape and `tr` say,
+// PANGU_ERR_NUMERIC naming the tensor and element for NaN or Inf (the last good state stays in place).
 void save_state(const TrainState &s, Trainable tr, const std::string &path);
 
 // Reads a state written by save_state for a model of shape `expect` training `tr`. Throws with the file
-// named: PANGU_ERR_FILE_NOT_FOUND, PANGU_ERR_FORMAT for a damaged file (the safetensors reader's checks, a
-// missing or extra tensor, a tensor of the wrong dtype or shape, metadata that is not what save_state writes),
-// PANGU_ERR_INVALID_ARGUMENT when its shape or trainable set is not this run's, PANGU_ERR_NUMERIC for NaN or
-// Inf in it.
+// named: PANGU_ERR_FILE_NOT_FOUND; for a damaged file the safetensors reader's codes (PANGU_ERR_SAFETENSORS_HEADER,
+// PANGU_ERR_TENSOR_BOUNDS, PANGU_ERR_DTYPE), PANGU_ERR_SAFETENSORS_HEADER for metadata that is not what
+// save_state writes or a tensor it does not write, PANGU_ERR_MISSING_TENSOR for a missing tensor,
+// PANGU_ERR_DTYPE / PANGU_ERR_SHAPE for a tensor of the wrong dtype or shape; PANGU_ERR_INVALID_ARGUMENT when
+// its shape (the metadata's) or trainable set is not this run's; PANGU_ERR_NUMERIC for NaN or Inf in it. The
+// file is only read.
 TrainState load_state(const std::string &path, const Shape &expect, Trainable tr);
 
 }  // namespace pangu::train
