@@ -254,6 +254,9 @@ void run(const Options &o) {
         report["round"].append(prune_round(o, *model, text, p, r, original, floor));
         print_round(o, report["round"][r - 1], original);
     }
+    if (total_width(p.shape) == original)
+        fail(PANGU_ERR_INVALID_ARGUMENT, "--ratio " + std::to_string(o.ratio) + " removes less than half of one --align " +
+                                             std::to_string(o.align) + " unit of neurons: nothing was removed");
     Json::Value extra;
     extra["pruning"]["method"] = score_name(o.score), extra["pruning"]["ratio"] = o.ratio;
     extra["pruning"]["removed"] = 1.0 - static_cast<double>(total_width(p.shape)) / static_cast<double>(original);

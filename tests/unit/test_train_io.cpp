@@ -2,6 +2,8 @@
 // written back as a bf16 HF directory (pruned widths included) that the runtime loads, and the resume state's
 // exact round trip and its refusals of every damaged or mismatched file.
 #include <gtest/gtest.h>
+#include "calib.h"
+#include "net.h"
 #include <json/json.h>
 
 #include <cmath>
@@ -541,4 +543,23 @@ TEST(State, SaveRefusesBadStates) {
     expect_error([&] { save_state(s, Trainable::MLP, f.string()); }, PANGU_ERR_INVALID_ARGUMENT, {"step"});
     EXPECT_EQ(bytes_of(f), before);
     EXPECT_EQ(leftovers(t.path, ".partial"), 0);
+}
+
+// The engine's forward on the bundled model equals the calibration's reference forward (itself checked against
+// the float64 golden data): the same logits for two windows run as one batch.
+TEST(TrainForward, MatchesTheReferenceForwardOnTheBundledModel) {
+    const auto m = pangu::Model::load(PANGU_MODEL_DIR, pangu::ModelLoadOptions{});
+    pangu::train::Params<float> p = pangu::train::load_params(*m);
+    const std::vector<std::string> docs = pangu::read_documents(std::string(PANGU_SHARED_DIR) + "/data/dev.jsonl", true);
+    const pangu::TokenWindows text = pangu::make_windows(*m, {docs[0], docs[1]}, 256, 400);
+    pangu::RefForward ref = pangu::run_reference(*m, text);
+    pangu::train::Net<float> net(p);
+    const auto &z = net.forward(text.windows);
+    Eigen::Index row = 0;
+    for (size_t w = 0; w < text.windows.size(); ++w) {
+        const pangu::MatrixRM want = ref.logits(w);
+        const float scale = want.cwiseAbs().maxCoeff();
+        EXPECT_LT((z.middleRows(row, want.rows()) - want).cwiseAbs().maxCoeff() / scale, 1e-4) << "window " << w;
+        row += want.rows();
+    }
 }

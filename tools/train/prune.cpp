@@ -131,7 +131,7 @@ std::vector<int> global_widths(const NeuronScores &s, const std::vector<std::vec
     std::priority_queue<Item, std::vector<Item>, std::greater<Item>> q;
     for (size_t l = 0; l < s.size(); ++l)
         if (width[l] - align >= floor[l]) q.push({unit_cost(l), l});
-    while (total - align >= target && !q.empty()) {
+    while (total - target > target - (total - align) && !q.empty()) {  // while a unit brings it closer
         const size_t l = q.top().second;
         q.pop();
         width[l] -= align, total -= align;

@@ -35,7 +35,7 @@ enum class Spread {
 };
 
 // The neurons each layer keeps (indices into its current neurons, ascending), such that the model's total
-// width is `target_total` neurons or as close above it as the alignment allows. Every layer's new width is a
+// width is as close to `target_total` neurons as the alignment allows. Every layer's new width is a
 // multiple of `align` and at least min_width[l]; a layer already narrower than that keeps its width. Throws
 // PANGU_ERR_INVALID_ARGUMENT when `align` exceeds a layer's width.
 std::vector<std::vector<int>> plan_keep(const NeuronScores &s, int64_t target_total, int align,
