@@ -132,11 +132,21 @@ Json::Value settings(const Options &o) {
     return s;
 }
 
+// A value as one line of JSON text. The settings are compared as text: after the state file's round trip a
+// number may come back as another JSON type (the seed, written unsigned, is read back as a signed integer),
+// which Json::Value's == tells apart.
+std::string compact(const Json::Value &v) {
+    Json::StreamWriterBuilder wb;
+    wb["indentation"] = "";
+    return Json::writeString(wb, v);
+}
+
 void check_same_settings(const Json::Value &saved, const Json::Value &now, const std::string &path) {
     for (const auto &k : now.getMemberNames())
-        if (!saved.isMember(k) || saved[k] != now[k])
+        if (!saved.isMember(k) || compact(saved[k]) != compact(now[k]))
             fail(PANGU_ERR_INVALID_ARGUMENT, path + " was written by a run with another " + k + " (" +
-                                                 (saved.isMember(k) ? saved[k].toStyledString() : "none") +
+                                                 (saved.isMember(k) ? compact(saved[k]) : "none") + ", now " +
+                                                 compact(now[k]) +
                                                  "): resume with the same settings, or delete it to start again");
 }
 
