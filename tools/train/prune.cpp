@@ -199,9 +199,13 @@ ScoreStats score_stats(const std::vector<double> &s, const std::vector<int> &kee
     st.min = v.front(), st.max = v.back(), st.median = v[v.size() / 2];
     const double total = std::accumulate(v.begin(), v.end(), 0.0);
     st.mean = total / static_cast<double>(v.size());
-    double kept = 0;
-    for (int j : keep) kept += s[static_cast<size_t>(j)];
-    st.removed_share = total > 0 ? (total - kept) / total : 0.0;
+    // The removed scores summed themselves (total - kept came out as -1e-15 for a layer that lost nothing).
+    std::vector<bool> kept(s.size(), false);
+    for (int j : keep) kept[static_cast<size_t>(j)] = true;
+    double removed = 0;
+    for (size_t j = 0; j < s.size(); ++j)
+        if (!kept[j]) removed += s[j];
+    st.removed_share = total > 0 ? removed / total : 0.0;
     return st;
 }
 
