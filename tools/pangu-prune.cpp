@@ -163,6 +163,13 @@ Json::Value widths_json(const Shape &s) {
     return w;
 }
 
+// A number as the user would write it ("0.01", not std::to_string's "0.010000").
+std::string real_text(double x) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%g", x);
+    return s;
+}
+
 int64_t total_width(const Shape &s) {
     int64_t n = 0;
     for (int f : s.n_ff) n += f;
@@ -255,7 +262,7 @@ void run(const Options &o) {
         print_round(o, report["round"][r - 1], original);
     }
     if (total_width(p.shape) == original)
-        fail(PANGU_ERR_INVALID_ARGUMENT, "--ratio " + std::to_string(o.ratio) + " removes less than half of one --align " +
+        fail(PANGU_ERR_INVALID_ARGUMENT, "--ratio " + real_text(o.ratio) + " removes less than half of one --align " +
                                              std::to_string(o.align) + " unit of neurons: nothing was removed");
     Json::Value extra;
     extra["pruning"]["method"] = score_name(o.score), extra["pruning"]["ratio"] = o.ratio;
