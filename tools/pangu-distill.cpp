@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "common/common.h"
 #include "distill.h"
+#include "parallel.h"
 #include "model/model.h"
 #include "pangu/pangu.h"
 
@@ -22,6 +23,7 @@ namespace {
 
 struct Options {
     std::string teacher, student, out, data, eval, report;
+    int threads = 0;
     bool jsonl = false, resume = false, force = false, quiet = false;
     int seq = 256;
     int64_t data_tokens = -1, eval_tokens = 16384;
@@ -51,6 +53,7 @@ int usage() {
         "  --eval-every N     (default: start and end only)   --eval-tokens N (default 16384)\n"
         "  --save-every N     write the training state to OUT.state every N steps (default: 10 %% of --steps)\n"
         "  --resume           continue from OUT.state (same settings) after an interrupted run\n"
+        "  -t N               threads (default: one per online CPU)\n"
         "  --report FILE      a JSON report   --force  replace OUT   --quiet  no progress\n");
     return 2;
 }
@@ -60,10 +63,10 @@ int usage_error(const std::string &m) {
     return 2;
 }
 
-template <typename T>
-bool set(std::optional<T> v, T &out) {
+template <typename T, typename U>
+bool set(std::optional<U> v, T &out) {
     if (!v) return false;
-    out = *v;
+    out = static_cast<T>(*v);
     return true;
 }
 
@@ -89,6 +92,7 @@ int parse_args(int argc, char **argv, Options &o) {
         else if (a == "--data") o.data = v;
         else if (a == "--eval") o.eval = v;
         else if (a == "--report") o.report = v;
+        else if (a == "-t") { if (!set(cli::parse_int(v, 1, 1024), o.threads)) return bad("a number of threads from 1 to 1024"); }
         else if (a == "--steps") { if (!set(cli::parse_int(v, 1, big), o.d.steps)) return bad("a positive whole number"); }
         else if (a == "--lr") { if (!set(cli::parse_real(v, 0.0, 1.0, true), o.d.lr)) return bad("a learning rate in (0, 1]"); }
         else if (a == "--warmup") { if (!set(cli::parse_int(v, 0, big), warmup)) return bad("a whole number of steps"); }
@@ -173,6 +177,7 @@ std::string progress_line(const DistillProgress &p) {
 
 void run(const Options &o) {
     check_paths(o);
+    set_threads(o.threads);
     const auto teacher = Model::load(o.teacher, ModelLoadOptions{});
     const auto student_m = Model::load(o.student, ModelLoadOptions{});
     cli::require_float(*teacher, "teacher");

@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "common/common.h"
 #include "distill.h"
+#include "parallel.h"
 #include "model/model.h"
 #include "pangu/pangu.h"
 #include "prune.h"
@@ -26,6 +27,7 @@ namespace {
 
 struct Options {
     std::string in, out, calib, data, eval, report;
+    int threads = 0;
     bool jsonl = false, force = false, quiet = false;
     double ratio = 0;
     int rounds = 5, align = 256, min_width = 0, ctx = 256, score_batch = 1;
@@ -52,6 +54,7 @@ int usage() {
         "  --data FILE        distillation text (default the --calib file)  --data-tokens N\n"
         "  --lr X --temp T --batch B --train all|layers|mlp --ce-weight W   distillation settings (as pangu-distill)\n"
         "  --eval FILE        held-out text: perplexity before and after every round  --eval-tokens N (16384)\n"
+        "  -t N               threads (default: one per online CPU)\n"
         "  --report FILE      a JSON report   --force  replace OUT   --quiet  no progress\n");
     return 2;
 }
@@ -89,6 +92,7 @@ int parse_args(int argc, char **argv, Options &o) {
         else if (a == "--data") o.data = v;
         else if (a == "--eval") o.eval = v;
         else if (a == "--report") o.report = v;
+        else if (a == "-t") { if (!set(cli::parse_int(v, 1, 1024), o.threads)) return bad("a number of threads from 1 to 1024"); }
         else if (a == "--ratio") {
             const auto r = cli::parse_real(v, 0.0, 1.0, true);
             if (!r || *r >= 1.0) return bad("a share of the neurons in (0, 1)");
@@ -232,6 +236,7 @@ void print_round(const Options &o, const Json::Value &r, int64_t original) {
 
 void run(const Options &o) {
     check_paths(o);
+    set_threads(o.threads);
     const auto model = Model::load(o.in, ModelLoadOptions{});
     cli::require_float(*model, "input");
     Params<float> p = load_params(*model);

@@ -7,6 +7,18 @@
 
 namespace pangu::train {
 
+namespace {
+
+// The first row of every window of a batch.
+std::vector<Eigen::Index> window_starts(const Windows &batch) {
+    std::vector<Eigen::Index> start;
+    Eigen::Index row = 0;
+    for (const auto &w : batch) start.push_back(row), row += static_cast<Eigen::Index>(w.size());
+    return start;
+}
+
+}  // namespace
+
 template <typename T>
 Net<T>::Net(const Params<T> &p) : p_(p) {
     acts_.resize(p.layers.size());
@@ -62,7 +74,7 @@ const Mat<T> &Net<T>::forward(const Windows &batch) {
     // final norm and head: logits [N, V]
     xf_.swap(x);
     rmsnorm_forward(xf_, p_.norm, s.eps, hf_, rf_);
-    logits_.noalias() = hf_ * (s.tied ? p_.embed : p_.head).transpose();
+    matmul_nt(hf_, s.tied ? p_.embed : p_.head, logits_);
     return logits_;
 }
 
@@ -84,10 +96,10 @@ void Net<T>::layer_forward(int l, const Windows &batch, const Mat<T> &x, Mat<T> 
     A.xm += A.x;
     // MLP block: out = xm + down(silu(gate(h2)) * up(h2))
     rmsnorm_forward(A.xm, W.ffn_norm, eps, A.h2, A.r2);
-    A.g.noalias() = A.h2 * W.w_gate.transpose();
-    A.u.noalias() = A.h2 * W.w_up.transpose();
+    matmul_nt(A.h2, W.w_gate, A.g);
+    matmul_nt(A.h2, W.w_up, A.u);
     swiglu_forward(A.g, A.u, A.a);
-    out.noalias() = A.a * W.w_down.transpose();
+    matmul_nt(A.a, W.w_down, out);
     out += A.xm;
 }
 
@@ -99,17 +111,18 @@ void Net<T>::attention_forward(int l, const Windows &batch) {
     const T scale = T(1) / std::sqrt(static_cast<T>(hd));
     A.o.resize(A.q.rows(), A.q.cols());
     A.P.resize(batch.size() * static_cast<size_t>(s.n_head));
-    Eigen::Index row = 0;
-    for (size_t w = 0; w < batch.size(); ++w) {
-        const auto n = static_cast<Eigen::Index>(batch[w].size());
-        for (int h = 0; h < s.n_head; ++h) {
-            const int kvh = h / group;
+    const std::vector<Eigen::Index> start = window_starts(batch);
+    // One task per window and head (each writes its own block of o and its own P).
+    parallel_for(static_cast<int64_t>(batch.size()) * s.n_head, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+            const size_t w = static_cast<size_t>(t / s.n_head);
+            const int h = static_cast<int>(t % s.n_head), kvh = h / group;
+            const Eigen::Index row = start[w], n = static_cast<Eigen::Index>(batch[w].size());
             attention_head_forward(A.q.block(row, h * hd, n, hd), A.k.block(row, kvh * hd, n, hd),
-                                   A.v.block(row, kvh * hd, n, hd), scale, A.P[w * s.n_head + h],
+                                   A.v.block(row, kvh * hd, n, hd), scale, A.P[static_cast<size_t>(t)],
                                    A.o.block(row, h * hd, n, hd));
         }
-        row += n;
-    }
+    });
 }
 
 template <typename T>
@@ -118,8 +131,9 @@ void Net<T>::backward(const Mat<T> &dz, Params<T> &grad) {
     if (dz.rows() != n_rows_ || dz.cols() != s.n_vocab) fail(PANGU_ERR_INTERNAL, "backward: dlogits of the wrong shape");
     // head: logits = hf H^T, H the head or (tied) the embedding table
     Mat<T> *dH = s.tied ? (grad.embed.size() ? &grad.embed : nullptr) : (grad.head.size() ? &grad.head : nullptr);
-    Mat<T> dhf = dz * (s.tied ? p_.embed : p_.head);
-    if (dH) dH->noalias() += dz.transpose() * hf_;
+    Mat<T> dhf;
+    matmul_nn(dz, s.tied ? p_.embed : p_.head, dhf, false);
+    if (dH) matmul_tn_add(dz, hf_, *dH);
     Mat<T> dx;
     rmsnorm_backward(xf_, p_.norm, rf_, dhf, dx, grad.norm.size() ? &grad.norm : nullptr);
     for (int l = s.n_layer() - 1; l >= 0; --l) layer_backward(l, batch_, dx, grad.layers[static_cast<size_t>(l)]);
@@ -167,18 +181,20 @@ void Net<T>::attention_backward(int l, const Windows &batch, const Mat<T> &dout,
     dq.resize(A.q.rows(), A.q.cols());
     dk = Mat<T>::Zero(A.k.rows(), A.k.cols());
     dv = Mat<T>::Zero(A.v.rows(), A.v.cols());
-    Eigen::Index row = 0;
-    for (size_t w = 0; w < batch.size(); ++w) {
-        const auto n = static_cast<Eigen::Index>(batch[w].size());
-        for (int h = 0; h < s.n_head; ++h) {
-            const int kvh = h / group;
-            attention_head_backward(A.q.block(row, h * hd, n, hd), A.k.block(row, kvh * hd, n, hd),
-                                    A.v.block(row, kvh * hd, n, hd), scale, A.P[w * s.n_head + h],
-                                    dout.block(row, h * hd, n, hd), dq.block(row, h * hd, n, hd),
-                                    dk.block(row, kvh * hd, n, hd), dv.block(row, kvh * hd, n, hd));
+    const std::vector<Eigen::Index> start = window_starts(batch);
+    // One task per window and KV head: the heads of a group add into the same dk, dv block, so they run in one task.
+    parallel_for(static_cast<int64_t>(batch.size()) * s.n_kv, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+            const size_t w = static_cast<size_t>(t / s.n_kv);
+            const int kvh = static_cast<int>(t % s.n_kv);
+            const Eigen::Index row = start[w], n = static_cast<Eigen::Index>(batch[w].size());
+            for (int h = kvh * group; h < (kvh + 1) * group; ++h)
+                attention_head_backward(A.q.block(row, h * hd, n, hd), A.k.block(row, kvh * hd, n, hd),
+                                        A.v.block(row, kvh * hd, n, hd), scale, A.P[w * s.n_head + h],
+                                        dout.block(row, h * hd, n, hd), dq.block(row, h * hd, n, hd),
+                                        dk.block(row, kvh * hd, n, hd), dv.block(row, kvh * hd, n, hd));
         }
-        row += n;
-    }
+    });
 }
 
 template <typename T>

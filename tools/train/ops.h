@@ -18,9 +18,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "parallel.h"
 #include "params.h"
 
 namespace pangu::train {
+
+constexpr int64_t kRowGrain = 16;  // rows a thread takes at least
 
 // ---- RMSNorm ------------------------------------------------------------------------------------------------
 
@@ -29,11 +32,13 @@ template <typename T>
 void rmsnorm_forward(const Mat<T> &x, const Vec<T> &w, double eps, Mat<T> &y, Vec<T> &r) {
     const Eigen::Index N = x.rows(), D = x.cols();
     y.resize(N, D), r.resize(N);
-    for (Eigen::Index i = 0; i < N; ++i) {
-        const T ms = x.row(i).squaredNorm() / static_cast<T>(D);
-        r(i) = T(1) / std::sqrt(ms + static_cast<T>(eps));
-        y.row(i) = x.row(i).cwiseProduct(w.transpose()) * r(i);
-    }
+    parallel_for(N, kRowGrain, [&](int64_t b, int64_t e) {
+        for (Eigen::Index i = b; i < e; ++i) {
+            const T ms = x.row(i).squaredNorm() / static_cast<T>(D);
+            r(i) = T(1) / std::sqrt(ms + static_cast<T>(eps));
+            y.row(i) = x.row(i).cwiseProduct(w.transpose()) * r(i);
+        }
+    });
 }
 
 // dx_j = r (dy_j w_j) - x_j r^3 / D * sum_i dy_i w_i x_i;  dw_i += sum over rows of dy_i x_i r.
@@ -41,13 +46,46 @@ template <typename T>
 void rmsnorm_backward(const Mat<T> &x, const Vec<T> &w, const Vec<T> &r, const Mat<T> &dy, Mat<T> &dx, Vec<T> *dw) {
     const Eigen::Index N = x.rows(), D = x.cols();
     dx.resize(N, D);
-    for (Eigen::Index i = 0; i < N; ++i) {
-        const auto gw = dy.row(i).cwiseProduct(w.transpose());
-        const T dot = gw.dot(x.row(i));
-        const T ri = r(i);
-        dx.row(i) = gw * ri - x.row(i) * (ri * ri * ri * dot / static_cast<T>(D));
-        if (dw) *dw += (dy.row(i).cwiseProduct(x.row(i)) * ri).transpose();
-    }
+    parallel_for(N, kRowGrain, [&](int64_t b, int64_t e) {
+        for (Eigen::Index i = b; i < e; ++i) {
+            const auto gw = dy.row(i).cwiseProduct(w.transpose());
+            const T dot = gw.dot(x.row(i));
+            const T ri = r(i);
+            dx.row(i) = gw * ri - x.row(i) * (ri * ri * ri * dot / static_cast<T>(D));
+        }
+    });
+    if (dw) *dw += (dy.cwiseProduct(x).array().colwise() * r.array()).colwise().sum().matrix().transpose();
+}
+
+// ---- matrix products, split over the engine's threads by blocks of output rows ----------------------------------
+
+// y = x W^T: x [N, in], W [out, in] -> y [N, out].
+template <typename T>
+void matmul_nt(const Mat<T> &x, const Mat<T> &W, Mat<T> &y) {
+    y.resize(x.rows(), W.rows());
+    parallel_for(x.rows(), kRowGrain, [&](int64_t b, int64_t e) {
+        y.middleRows(b, e - b).noalias() = x.middleRows(b, e - b) * W.transpose();
+    });
+}
+
+// dx = dy W (or dx += dy W with `add`): dy [N, out], W [out, in] -> [N, in].
+template <typename T>
+void matmul_nn(const Mat<T> &dy, const Mat<T> &W, Mat<T> &dx, bool add) {
+    if (!add) dx.resize(dy.rows(), W.cols());
+    parallel_for(dy.rows(), kRowGrain, [&](int64_t b, int64_t e) {
+        if (add)
+            dx.middleRows(b, e - b).noalias() += dy.middleRows(b, e - b) * W;
+        else
+            dx.middleRows(b, e - b).noalias() = dy.middleRows(b, e - b) * W;
+    });
+}
+
+// dW += dy^T x: dy [N, out], x [N, in] -> dW [out, in], split over dW's rows.
+template <typename T>
+void matmul_tn_add(const Mat<T> &dy, const Mat<T> &x, Mat<T> &dW) {
+    parallel_for(dW.rows(), kRowGrain, [&](int64_t b, int64_t e) {
+        dW.middleRows(b, e - b).noalias() += dy.middleCols(b, e - b).transpose() * x;
+    });
 }
 
 // ---- linear -------------------------------------------------------------------------------------------------
@@ -55,7 +93,7 @@ void rmsnorm_backward(const Mat<T> &x, const Vec<T> &w, const Vec<T> &r, const M
 // x [N, in], W [out, in], b [out] or empty -> y [N, out].
 template <typename T>
 void linear_forward(const Mat<T> &x, const Mat<T> &W, const Vec<T> &b, Mat<T> &y) {
-    y.noalias() = x * W.transpose();
+    matmul_nt(x, W, y);
     if (b.size()) y.rowwise() += b.transpose();
 }
 
@@ -63,13 +101,8 @@ void linear_forward(const Mat<T> &x, const Mat<T> &W, const Vec<T> &b, Mat<T> &y
 template <typename T>
 void linear_backward(const Mat<T> &x, const Mat<T> &W, const Mat<T> &dy, Mat<T> *dx, Mat<T> *dW, Vec<T> *db,
                      bool add_dx = false) {
-    if (dx) {
-        if (add_dx)
-            dx->noalias() += dy * W;
-        else
-            dx->noalias() = dy * W;
-    }
-    if (dW) dW->noalias() += dy.transpose() * x;
+    if (dx) matmul_nn(dy, W, *dx, add_dx);
+    if (dW) matmul_tn_add(dy, x, *dW);
     if (db) *db += dy.colwise().sum().transpose();
 }
 
@@ -150,21 +183,26 @@ inline T sigmoid(T x) {
 // g, u [N, F] -> a = silu(g) * u.
 template <typename T>
 void swiglu_forward(const Mat<T> &g, const Mat<T> &u, Mat<T> &a) {
-    a = g.binaryExpr(u, [](T gi, T ui) { return gi * sigmoid(gi) * ui; });
+    a.resize(g.rows(), g.cols());
+    parallel_for(g.rows(), kRowGrain, [&](int64_t b, int64_t e) {
+        a.middleRows(b, e - b) = g.middleRows(b, e - b).binaryExpr(u.middleRows(b, e - b),
+                                                                    [](T gi, T ui) { return gi * sigmoid(gi) * ui; });
+    });
 }
 
 // dg = da u sigmoid(g) (1 + g (1 - sigmoid(g))); du = da silu(g).
 template <typename T>
 void swiglu_backward(const Mat<T> &g, const Mat<T> &u, const Mat<T> &da, Mat<T> &dg, Mat<T> &du) {
     dg.resize(g.rows(), g.cols()), du.resize(g.rows(), g.cols());
-    const Eigen::Index n = g.size();
     const T *G = g.data(), *U = u.data(), *A = da.data();
     T *DG = dg.data(), *DU = du.data();
-    for (Eigen::Index i = 0; i < n; ++i) {
-        const T s = sigmoid(G[i]);
-        DG[i] = A[i] * U[i] * s * (T(1) + G[i] * (T(1) - s));
-        DU[i] = A[i] * G[i] * s;
-    }
+    parallel_for(g.size(), 4096, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const T s = sigmoid(G[i]);
+            DG[i] = A[i] * U[i] * s * (T(1) + G[i] * (T(1) - s));
+            DU[i] = A[i] * G[i] * s;
+        }
+    });
 }
 
 // ---- losses -------------------------------------------------------------------------------------------------
@@ -179,17 +217,21 @@ double cross_entropy(const Mat<T> &z, const std::vector<int32_t> &target, double
     for (int32_t t : target) n += t >= 0;
     if (scored) *scored = n;
     if (n == 0) return 0.0;
-    double total = 0;
+    std::vector<double> row_loss(static_cast<size_t>(z.rows()), 0.0);
     const T k = static_cast<T>(weight / static_cast<double>(n));
-    for (Eigen::Index i = 0; i < z.rows(); ++i) {
-        if (target[i] < 0) continue;
-        const T mx = z.row(i).maxCoeff();
-        const Vec<T> e = (z.row(i).array() - mx).exp().matrix().transpose();
-        const T sum = e.sum();
-        total += static_cast<double>(std::log(sum) + mx - z(i, target[i]));
-        dz.row(i) += (e.transpose() / sum) * k;
-        dz(i, target[i]) -= k;
-    }
+    parallel_for(z.rows(), 4, [&](int64_t b, int64_t end) {
+        for (Eigen::Index i = b; i < end; ++i) {
+            if (target[i] < 0) continue;
+            const T mx = z.row(i).maxCoeff();
+            const Vec<T> e = (z.row(i).array() - mx).exp().matrix().transpose();
+            const T sum = e.sum();
+            row_loss[static_cast<size_t>(i)] = static_cast<double>(std::log(sum) + mx - z(i, target[i]));
+            dz.row(i) += (e.transpose() / sum) * k;
+            dz(i, target[i]) -= k;
+        }
+    });
+    double total = 0;
+    for (double l : row_loss) total += l;
     return total / static_cast<double>(n);
 }
 
@@ -202,18 +244,22 @@ double kl_divergence(const Mat<T> &zt, const Mat<T> &zs, double tau, double weig
     if (N == 0) return 0.0;
     const T inv = static_cast<T>(1.0 / tau);
     const T k = static_cast<T>(weight * tau / static_cast<double>(N));
+    std::vector<double> row_kl(static_cast<size_t>(N), 0.0);
+    parallel_for(N, 4, [&](int64_t b, int64_t end) {
+        for (Eigen::Index i = b; i < end; ++i) {
+            const auto lt = zt.row(i).array() * inv, ls = zs.row(i).array() * inv;
+            const T mt = lt.maxCoeff(), ms = ls.maxCoeff();
+            const Eigen::Array<T, 1, Eigen::Dynamic> et = (lt - mt).exp(), es = (ls - ms).exp();
+            const T st = et.sum(), ss = es.sum();
+            const Eigen::Array<T, 1, Eigen::Dynamic> pt = et / st, ps = es / ss;
+            // log p_t - log p_s = (lt - mt - log st) - (ls - ms - log ss)
+            const auto diff = (lt - mt - std::log(st)) - (ls - ms - std::log(ss));
+            row_kl[static_cast<size_t>(i)] = static_cast<double>((pt * diff).sum());
+            dz.row(i) += ((ps - pt) * k).matrix();
+        }
+    });
     double total = 0;
-    for (Eigen::Index i = 0; i < N; ++i) {
-        const auto lt = zt.row(i).array() * inv, ls = zs.row(i).array() * inv;
-        const T mt = lt.maxCoeff(), ms = ls.maxCoeff();
-        const Eigen::Array<T, 1, Eigen::Dynamic> et = (lt - mt).exp(), es = (ls - ms).exp();
-        const T st = et.sum(), ss = es.sum();
-        const Eigen::Array<T, 1, Eigen::Dynamic> pt = et / st, ps = es / ss;
-        // log p_t - log p_s = (lt - mt - log st) - (ls - ms - log ss)
-        const auto diff = (lt - mt - std::log(st)) - (ls - ms - std::log(ss));
-        total += static_cast<double>((pt * diff).sum());
-        dz.row(i) += ((ps - pt) * k).matrix();
-    }
+    for (double l : row_kl) total += l;
     return total * tau * tau / static_cast<double>(N);
 }
 
