@@ -23,10 +23,9 @@ namespace {
 
 struct Options {
     std::string teacher, student, out, data, eval, report;
-    int threads = 0;
+    cli::CommonOptions common;  // -t, --eval-tokens, --data-tokens
     bool jsonl = false, resume = false, force = false, quiet = false;
     int seq = 256;
-    int64_t data_tokens = -1, eval_tokens = 16384;
     DistillOptions d;
 };
 
@@ -58,22 +57,11 @@ int usage() {
     return 2;
 }
 
-int usage_error(const std::string &m) {
-    std::fprintf(stderr, "pangu-distill: %s (see --help)\n", m.c_str());
-    return 2;
-}
+int usage_error(const std::string &m) { return cli::usage_error("pangu-distill", m); }
 
-template <typename T, typename U>
-bool set(std::optional<U> v, T &out) {
-    if (!v) return false;
-    out = static_cast<T>(*v);
-    return true;
-}
-
-// Returns -1 to go on, else the exit status.
 int parse_args(int argc, char **argv, Options &o) {
     const int64_t big = int64_t(1) << 40;
-    int64_t save_every = -1, eval_every = 0, seed = 1, warmup = -1, seq = 256, batch = 4;
+    int64_t save_every = -1, eval_every = 0, seed = 1, warmup = -1, seq = 256;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         const bool has = i + 1 < argc;
@@ -86,28 +74,25 @@ int parse_args(int argc, char **argv, Options &o) {
         if (a == "--quiet") { o.quiet = true; continue; }
         if (!has) return usage_error("unknown or incomplete option '" + a + "'");
         ++i;
+        std::string takes;
+        if (const int c = cli::parse_common(a, v, o.common, o.d, &takes)) {
+            if (c < 0) return bad(takes);
+            continue;
+        }
         if (a == "--teacher") o.teacher = v;
         else if (a == "--student") o.student = v;
         else if (a == "-o") o.out = v;
         else if (a == "--data") o.data = v;
         else if (a == "--eval") o.eval = v;
         else if (a == "--report") o.report = v;
-        else if (a == "-t") { if (!set(cli::parse_int(v, 1, 1024), o.threads)) return bad("a number of threads from 1 to 1024"); }
-        else if (a == "--steps") { if (!set(cli::parse_int(v, 1, big), o.d.steps)) return bad("a positive whole number"); }
-        else if (a == "--lr") { if (!set(cli::parse_real(v, 0.0, 1.0, true), o.d.lr)) return bad("a learning rate in (0, 1]"); }
-        else if (a == "--warmup") { if (!set(cli::parse_int(v, 0, big), warmup)) return bad("a whole number of steps"); }
-        else if (a == "--temp") { if (!set(cli::parse_real(v, 0.0, 100.0, true), o.d.tau)) return bad("a temperature in (0, 100]"); }
-        else if (a == "--ce-weight") { if (!set(cli::parse_real(v, 0.0, 1e3), o.d.ce_weight)) return bad("a weight >= 0"); }
-        else if (a == "--seq") { if (!set(cli::parse_int(v, 2, 1 << 20), seq)) return bad("a window of at least 2 tokens"); }
-        else if (a == "--batch") { if (!set(cli::parse_int(v, 1, 1 << 16), batch)) return bad("a positive number of windows"); }
-        else if (a == "--clip") { if (!set(cli::parse_real(v, 0.0, 1e9), o.d.clip)) return bad("a norm >= 0"); }
-        else if (a == "--weight-decay") { if (!set(cli::parse_real(v, 0.0, 1.0), o.d.adam.weight_decay)) return bad("a decay in [0, 1]"); }
-        else if (a == "--train") { if (!set(cli::parse_trainable(v), o.d.train)) return bad("all, layers or mlp"); }
-        else if (a == "--seed") { if (!set(cli::parse_int(v, 0, big), seed)) return bad("a whole number"); }
-        else if (a == "--eval-every") { if (!set(cli::parse_int(v, 1, big), eval_every)) return bad("a positive number of steps"); }
-        else if (a == "--eval-tokens") { if (!set(cli::parse_int(v, 2, big), o.eval_tokens)) return bad("a number of tokens >= 2"); }
-        else if (a == "--data-tokens") { if (!set(cli::parse_int(v, 2, big), o.data_tokens)) return bad("a number of tokens >= 2"); }
-        else if (a == "--save-every") { if (!set(cli::parse_int(v, 1, big), save_every)) return bad("a positive number of steps"); }
+        else if (a == "--steps") { if (!cli::assign(cli::parse_int(v, 1, big), o.d.steps)) return bad("a positive whole number"); }
+        else if (a == "--warmup") { if (!cli::assign(cli::parse_int(v, 0, big), warmup)) return bad("a whole number of steps"); }
+        else if (a == "--seq") { if (!cli::assign(cli::parse_int(v, 2, 1 << 20), seq)) return bad("a window of at least 2 tokens"); }
+        else if (a == "--clip") { if (!cli::assign(cli::parse_real(v, 0.0, 1e9), o.d.clip)) return bad("a norm >= 0"); }
+        else if (a == "--weight-decay") { if (!cli::assign(cli::parse_real(v, 0.0, 1.0), o.d.adam.weight_decay)) return bad("a decay in [0, 1]"); }
+        else if (a == "--seed") { if (!cli::assign(cli::parse_int(v, 0, big), seed)) return bad("a whole number"); }
+        else if (a == "--eval-every") { if (!cli::assign(cli::parse_int(v, 1, big), eval_every)) return bad("a positive number of steps"); }
+        else if (a == "--save-every") { if (!cli::assign(cli::parse_int(v, 1, big), save_every)) return bad("a positive number of steps"); }
         else return usage_error("unknown option '" + a + "'");
     }
     if (o.teacher.empty() || o.student.empty() || o.out.empty() || o.data.empty())
@@ -115,7 +100,7 @@ int parse_args(int argc, char **argv, Options &o) {
     if (warmup > o.d.steps) return usage_error("--warmup " + std::to_string(warmup) + " is more than --steps");
     if (eval_every && o.eval.empty()) return usage_error("--eval-every needs --eval FILE");
     while (o.out.size() > 1 && o.out.back() == '/') o.out.pop_back();
-    o.seq = static_cast<int>(seq), o.d.batch = static_cast<int>(batch), o.d.warmup = warmup;
+    o.seq = static_cast<int>(seq), o.d.warmup = warmup;
     o.d.seed = static_cast<uint64_t>(seed), o.d.eval_every = eval_every;
     o.d.save_every = save_every > 0 ? save_every : std::max<int64_t>(1, o.d.steps / 10);
     o.d.state_path = o.out + ".state";
@@ -128,7 +113,7 @@ Json::Value settings(const Options &o) {
     s["teacher"] = fs::absolute(o.teacher).lexically_normal().string();
     s["student"] = fs::absolute(o.student).lexically_normal().string();
     s["data"] = fs::absolute(o.data).lexically_normal().string();
-    s["data_tokens"] = Json::Int64(o.data_tokens), s["seq"] = o.seq, s["batch"] = o.d.batch;
+    s["data_tokens"] = Json::Int64(o.common.data_tokens), s["seq"] = o.seq, s["batch"] = o.d.batch;
     s["steps"] = Json::Int64(o.d.steps), s["lr"] = o.d.lr, s["warmup"] = Json::Int64(o.d.warmup);
     s["temp"] = o.d.tau, s["ce_weight"] = o.d.ce_weight, s["clip"] = o.d.clip;
     s["weight_decay"] = o.d.adam.weight_decay, s["train"] = trainable_name(o.d.train);
@@ -177,7 +162,7 @@ std::string progress_line(const DistillProgress &p) {
 
 void run(const Options &o) {
     check_paths(o);
-    set_threads(o.threads);
+    set_threads(o.common.threads);
     const auto teacher = Model::load(o.teacher, ModelLoadOptions{});
     const auto student_m = Model::load(o.student, ModelLoadOptions{});
     cli::require_float(*teacher, "teacher");
@@ -194,11 +179,11 @@ void run(const Options &o) {
         student = load_params(*student_m);
     }
     size_t n_train = 0, n_eval = 0;
-    const size_t cap = o.data_tokens > 0 ? static_cast<size_t>(o.data_tokens) : SIZE_MAX;
+    const size_t cap = o.common.data_tokens > 0 ? static_cast<size_t>(o.common.data_tokens) : SIZE_MAX;
     const Windows train = cli::read_windows(*student_m, o.data, o.jsonl, o.seq, cap, &n_train);
     const Windows eval = o.eval.empty() ? Windows{}
                                         : cli::read_windows(*student_m, o.eval, o.jsonl, o.seq,
-                                                            static_cast<size_t>(o.eval_tokens), &n_eval);
+                                                            static_cast<size_t>(o.common.eval_tokens), &n_eval);
     cli::Progress bar(o.quiet);
     if (!o.quiet)
         std::fprintf(stderr, "pangu-distill: %s -> %s, %lld steps of %d x %d tokens, %zu training tokens (%zu windows)%s\n",

@@ -27,11 +27,11 @@ namespace {
 
 struct Options {
     std::string in, out, calib, data, eval, report;
-    int threads = 0;
+    cli::CommonOptions common;  // -t, --eval-tokens, --data-tokens
     bool jsonl = false, force = false, quiet = false;
     double ratio = 0;
     int rounds = 5, align = 256, min_width = 0, ctx = 256, score_batch = 1;
-    int64_t calib_tokens = 16384, eval_tokens = 16384, data_tokens = -1;
+    int64_t calib_tokens = 16384;
     Score score = Score::TAYLOR;
     Spread spread = Spread::GLOBAL;
     DistillOptions d;  // d.steps: --distill-steps per round (0: none)
@@ -59,17 +59,7 @@ int usage() {
     return 2;
 }
 
-int usage_error(const std::string &m) {
-    std::fprintf(stderr, "pangu-prune: %s (see --help)\n", m.c_str());
-    return 2;
-}
-
-template <typename T, typename U>
-bool set(std::optional<U> v, T &out) {
-    if (!v) return false;
-    out = static_cast<T>(*v);
-    return true;
-}
+int usage_error(const std::string &m) { return cli::usage_error("pangu-prune", m); }
 
 int parse_args(int argc, char **argv, Options &o) {
     const int64_t big = int64_t(1) << 40;
@@ -86,19 +76,23 @@ int parse_args(int argc, char **argv, Options &o) {
         if (a == "--quiet") { o.quiet = true; continue; }
         if (!has) return usage_error("unknown or incomplete option '" + a + "'");
         ++i;
+        std::string takes;
+        if (const int c = cli::parse_common(a, v, o.common, o.d, &takes)) {
+            if (c < 0) return bad(takes);
+            continue;
+        }
         if (a == "-i") o.in = v;
         else if (a == "-o") o.out = v;
         else if (a == "--calib") o.calib = v;
         else if (a == "--data") o.data = v;
         else if (a == "--eval") o.eval = v;
         else if (a == "--report") o.report = v;
-        else if (a == "-t") { if (!set(cli::parse_int(v, 1, 1024), o.threads)) return bad("a number of threads from 1 to 1024"); }
         else if (a == "--ratio") {
             const auto r = cli::parse_real(v, 0.0, 1.0, true);
             if (!r || *r >= 1.0) return bad("a share of the neurons in (0, 1)");
             o.ratio = *r, ratio = true;
         }
-        else if (a == "--rounds") { if (!set(cli::parse_int(v, 1, 100), o.rounds)) return bad("1 to 100 rounds"); }
+        else if (a == "--rounds") { if (!cli::assign(cli::parse_int(v, 1, 100), o.rounds)) return bad("1 to 100 rounds"); }
         else if (a == "--score") {
             if (v == "taylor") o.score = Score::TAYLOR;
             else if (v == "magnitude") o.score = Score::MAGNITUDE;
@@ -110,19 +104,12 @@ int parse_args(int argc, char **argv, Options &o) {
             else if (v == "uniform") o.spread = Spread::UNIFORM;
             else return bad("global or uniform");
         }
-        else if (a == "--align") { if (!set(cli::parse_int(v, 1, 1 << 20), o.align)) return bad("a positive number of neurons"); }
-        else if (a == "--min-width") { if (!set(cli::parse_int(v, 1, 1 << 20), o.min_width)) return bad("a positive number of neurons"); }
-        else if (a == "--calib-tokens") { if (!set(cli::parse_int(v, 2, big), o.calib_tokens)) return bad("a number of tokens >= 2"); }
-        else if (a == "--calib-ctx") { if (!set(cli::parse_int(v, 2, 1 << 20), o.ctx)) return bad("a window of at least 2 tokens"); }
-        else if (a == "--score-batch") { if (!set(cli::parse_int(v, 1, 1 << 16), o.score_batch)) return bad("a positive number of windows"); }
-        else if (a == "--distill-steps") { if (!set(cli::parse_int(v, 0, big), o.d.steps)) return bad("a whole number of steps"); }
-        else if (a == "--data-tokens") { if (!set(cli::parse_int(v, 2, big), o.data_tokens)) return bad("a number of tokens >= 2"); }
-        else if (a == "--eval-tokens") { if (!set(cli::parse_int(v, 2, big), o.eval_tokens)) return bad("a number of tokens >= 2"); }
-        else if (a == "--lr") { if (!set(cli::parse_real(v, 0.0, 1.0, true), o.d.lr)) return bad("a learning rate in (0, 1]"); }
-        else if (a == "--temp") { if (!set(cli::parse_real(v, 0.0, 100.0, true), o.d.tau)) return bad("a temperature in (0, 100]"); }
-        else if (a == "--ce-weight") { if (!set(cli::parse_real(v, 0.0, 1e3), o.d.ce_weight)) return bad("a weight >= 0"); }
-        else if (a == "--batch") { if (!set(cli::parse_int(v, 1, 1 << 16), o.d.batch)) return bad("a positive number of windows"); }
-        else if (a == "--train") { if (!set(cli::parse_trainable(v), o.d.train)) return bad("all, layers or mlp"); }
+        else if (a == "--align") { if (!cli::assign(cli::parse_int(v, 1, 1 << 20), o.align)) return bad("a positive number of neurons"); }
+        else if (a == "--min-width") { if (!cli::assign(cli::parse_int(v, 1, 1 << 20), o.min_width)) return bad("a positive number of neurons"); }
+        else if (a == "--calib-tokens") { if (!cli::assign(cli::parse_int(v, 2, big), o.calib_tokens)) return bad("a number of tokens >= 2"); }
+        else if (a == "--calib-ctx") { if (!cli::assign(cli::parse_int(v, 2, 1 << 20), o.ctx)) return bad("a window of at least 2 tokens"); }
+        else if (a == "--score-batch") { if (!cli::assign(cli::parse_int(v, 1, 1 << 16), o.score_batch)) return bad("a positive number of windows"); }
+        else if (a == "--distill-steps") { if (!cli::assign(cli::parse_int(v, 0, big), o.d.steps)) return bad("a whole number of steps"); }
         else return usage_error("unknown option '" + a + "'");
     }
     if (o.in.empty() || o.out.empty() || !ratio) return usage_error("-i IN, -o OUT and --ratio R are required");
@@ -153,11 +140,11 @@ Text read_text(const Options &o, const Model &m) {
     if (!o.calib.empty())
         t.calib = cli::read_windows(m, o.calib, o.jsonl, o.ctx, static_cast<size_t>(o.calib_tokens), &t.calib_tokens);
     if (o.d.steps > 0) {
-        const size_t cap = o.data_tokens > 0 ? static_cast<size_t>(o.data_tokens) : SIZE_MAX;
+        const size_t cap = o.common.data_tokens > 0 ? static_cast<size_t>(o.common.data_tokens) : SIZE_MAX;
         t.data = cli::read_windows(m, o.data, o.jsonl, o.ctx, cap, &t.data_tokens);
     }
     if (!o.eval.empty())
-        t.eval = cli::read_windows(m, o.eval, o.jsonl, o.ctx, static_cast<size_t>(o.eval_tokens), &t.eval_tokens);
+        t.eval = cli::read_windows(m, o.eval, o.jsonl, o.ctx, static_cast<size_t>(o.common.eval_tokens), &t.eval_tokens);
     return t;
 }
 
@@ -236,7 +223,7 @@ void print_round(const Options &o, const Json::Value &r, int64_t original) {
 
 void run(const Options &o) {
     check_paths(o);
-    set_threads(o.threads);
+    set_threads(o.common.threads);
     const auto model = Model::load(o.in, ModelLoadOptions{});
     cli::require_float(*model, "input");
     Params<float> p = load_params(*model);

@@ -35,12 +35,16 @@
 #include "pangu/pangu.h"
 #include "params.h"
 #include "safetensors_writer.h"
+#include "dev_text.h"
 #include "test_util.h"
+#include "train_test_util.h"
 
 namespace fs = std::filesystem;
 using namespace pangu;
 using namespace pangu::train;
 using pangu_test::TempDir;
+using pangu_test::expect_error;
+using pangu_test::expect_same;
 
 namespace {
 
@@ -109,26 +113,7 @@ int total(const std::vector<int> &w) {
 // A few documents of dev.jsonl (every 40th, each cut to about 1500 bytes): calibration, training and held-out
 // text for runs of a few hundred tokens.
 std::string small_jsonl(const fs::path &dir) {
-    std::ifstream f(std::string(PANGU_SHARED_DIR) + "/data/dev.jsonl");
-    EXPECT_TRUE(f.good());
-    const std::string path = (dir / "small.jsonl").string();
-    std::ofstream out(path);
-    std::string line;
-    for (int i = 0; std::getline(f, line); ++i) {
-        if (i % 40) continue;
-        Json::Value doc;
-        std::istringstream(line) >> doc;
-        std::string text = doc["text"].asString();
-        size_t cut = std::min<size_t>(text.size(), 1500);
-        while (cut > 0 && cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-        text.resize(cut);
-        Json::Value o;
-        o["text"] = text;
-        Json::StreamWriterBuilder wb;
-        wb["indentation"] = "";
-        out << Json::writeString(wb, o) << "\n";
-    }
-    return path;
+    return pangu_test::cut_jsonl(dir, "small.jsonl", [](int i) { return i % 40 == 0; }, 1500);
 }
 
 // Entries of `dir` whose name holds `part`.
@@ -156,28 +141,6 @@ void expect_refused(int (*tool)(const std::string &), const Refusals &cases, int
         EXPECT_EQ(tool(c.first), status) << c.first << ": " << last_stderr();
         EXPECT_NE(last_stderr().find(c.second), std::string::npos) << c.first << ": " << last_stderr();
         expect_no_output(dir, c.first);
-    }
-}
-
-// f() throws a pangu::Error with `status` whose message holds every one of `words`.
-void expect_error(const std::function<void()> &f, pangu_status status, const std::vector<std::string> &words) {
-    try {
-        f();
-        ADD_FAILURE() << "no error; expected status " << status;
-    } catch (const Error &e) {
-        EXPECT_EQ(e.status(), status) << e.what();
-        for (const std::string &w : words) EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
-    }
-}
-
-// Every tensor of a and b bitwise equal.
-void expect_same(const Params<float> &a, const Params<float> &b) {
-    auto ta = tensors(const_cast<Params<float> &>(a)), tb = tensors(const_cast<Params<float> &>(b));
-    ASSERT_EQ(ta.size(), tb.size());
-    for (size_t i = 0; i < ta.size(); ++i) {
-        ASSERT_EQ(ta[i].name, tb[i].name);
-        ASSERT_EQ(ta[i].shape, tb[i].shape) << ta[i].name;
-        EXPECT_EQ(std::memcmp(ta[i].data, tb[i].data, static_cast<size_t>(ta[i].size) * sizeof(float)), 0) << ta[i].name;
     }
 }
 

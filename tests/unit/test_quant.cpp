@@ -21,6 +21,7 @@
 #include "device/cpu/kernels.h"
 #include "model/model.h"
 #include "pangu/pangu.h"
+#include "dev_text.h"
 #include "test_util.h"
 #include "calib.h"
 #include "quantize.h"
@@ -31,6 +32,7 @@ namespace fs = std::filesystem;
 using namespace pangu;
 
 using pangu_test::TempDir;
+using pangu_test::cut_jsonl;
 
 namespace {
 
@@ -390,32 +392,6 @@ const std::string &converted(const std::string &args) {
 std::string perplexity_bin() {
     std::string s = PANGU_QUANTIZE_BIN;
     return s.substr(0, s.rfind("pangu-quantize")) + "pangu-perplexity";
-}
-
-// Documents of dev.jsonl chosen by `keep(index)`, each cut to about `max_bytes` on a character boundary, as
-// JSONL `dir/name`.
-std::string cut_jsonl(const fs::path &dir, const char *name, bool (*keep)(int), size_t max_bytes) {
-    std::ifstream f(std::string(PANGU_SHARED_DIR) + "/data/dev.jsonl");
-    const std::string path = (dir / name).string();
-    std::ofstream out(path);
-    std::string line;
-    for (int i = 0; std::getline(f, line); ++i) {
-        if (!keep(i)) continue;
-        Json::Value doc;
-        std::istringstream(line) >> doc;
-        std::string text = doc["text"].asString();
-        if (text.size() > max_bytes) {
-            size_t cut = max_bytes;
-            while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-            text.resize(cut);
-        }
-        Json::Value o;
-        o["text"] = text;
-        Json::StreamWriterBuilder wb;
-        wb["indentation"] = "";
-        out << Json::writeString(wb, o) << "\n";
-    }
-    return path;
 }
 
 // A small JSONL file: eight documents of dev.jsonl (every 40th), each cut to about 1200 bytes, so that the

@@ -24,11 +24,14 @@
 #include "quantize.h"
 #include "safetensors_writer.h"
 #include "test_util.h"
+#include "train_test_util.h"
 
 namespace fs = std::filesystem;
 using namespace pangu;
 using namespace pangu::train;
 using pangu_test::TempDir;
+using pangu_test::expect_error;
+using pangu_test::expect_same;
 
 namespace {
 
@@ -68,28 +71,6 @@ int leftovers(const fs::path &dir, const std::string &part) {
     int n = 0;
     for (const auto &e : fs::directory_iterator(dir)) n += e.path().filename().string().find(part) != std::string::npos;
     return n;
-}
-
-// f() throws a pangu::Error with `status` whose message holds every one of `words`.
-void expect_error(const std::function<void()> &f, pangu_status status, const std::vector<std::string> &words) {
-    try {
-        f();
-        ADD_FAILURE() << "no error; expected status " << status;
-    } catch (const Error &e) {
-        EXPECT_EQ(e.status(), status) << e.what();
-        for (const std::string &w : words) EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
-    }
-}
-
-// Every tensor of a and b bitwise equal (names and shapes too).
-void expect_same(const Params<float> &a, const Params<float> &b) {
-    auto ta = tensors(const_cast<Params<float> &>(a)), tb = tensors(const_cast<Params<float> &>(b));
-    ASSERT_EQ(ta.size(), tb.size());
-    for (size_t i = 0; i < ta.size(); ++i) {
-        ASSERT_EQ(ta[i].name, tb[i].name);
-        ASSERT_EQ(ta[i].shape, tb[i].shape) << ta[i].name;
-        EXPECT_EQ(std::memcmp(ta[i].data, tb[i].data, ta[i].size * sizeof(float)), 0) << ta[i].name;
-    }
 }
 
 // p with the MLP of layer l cut to its first widths[l] channels (what pruning keeps).

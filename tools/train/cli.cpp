@@ -39,6 +39,28 @@ std::optional<Trainable> parse_trainable(const std::string &v) {
     return std::nullopt;
 }
 
+int usage_error(const char *tool, const std::string &message) {
+    std::fprintf(stderr, "%s: %s (see --help)\n", tool, message.c_str());
+    return 2;
+}
+
+int parse_common(const std::string &a, const std::string &v, CommonOptions &c, DistillOptions &d, std::string *takes) {
+    const int64_t big = int64_t(1) << 40;
+    auto check = [&](bool ok, const char *what) {
+        if (!ok) *takes = what;
+        return ok ? 1 : -1;
+    };
+    if (a == "-t") return check(assign(parse_int(v, 1, 1024), c.threads), "a number of threads from 1 to 1024");
+    if (a == "--eval-tokens") return check(assign(parse_int(v, 2, big), c.eval_tokens), "a number of tokens >= 2");
+    if (a == "--data-tokens") return check(assign(parse_int(v, 2, big), c.data_tokens), "a number of tokens >= 2");
+    if (a == "--lr") return check(assign(parse_real(v, 0.0, 1.0, true), d.lr), "a learning rate in (0, 1]");
+    if (a == "--temp") return check(assign(parse_real(v, 0.0, 100.0, true), d.tau), "a temperature in (0, 100]");
+    if (a == "--ce-weight") return check(assign(parse_real(v, 0.0, 1e3), d.ce_weight), "a weight >= 0");
+    if (a == "--batch") return check(assign(parse_int(v, 1, 1 << 16), d.batch), "a positive number of windows");
+    if (a == "--train") return check(assign(parse_trainable(v), d.train), "all, layers or mlp");
+    return 0;
+}
+
 Windows read_windows(const Model &m, const std::string &path, bool jsonl, int ctx, size_t max_tokens,
                      size_t *n_tokens) {
     const bool is_jsonl = jsonl || (path.size() > 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0);
