@@ -30,7 +30,7 @@ struct Options {
     cli::CommonOptions common;  // -t, --eval-tokens, --data-tokens
     bool jsonl = false, force = false, quiet = false;
     double ratio = 0;
-    int rounds = 5, align = 256, min_width = 0, ctx = 256, score_batch = 1;
+    int rounds = 5, align = 256, min_width = 0, ctx = 256, score_batch = 0;
     int64_t calib_tokens = 16384;
     Score score = Score::TAYLOR;
     Spread spread = Spread::GLOBAL;
@@ -49,7 +49,7 @@ int usage() {
         "  --min-width N      no layer narrower than N (default a quarter of its width)\n"
         "  --calib FILE       scoring text: JSONL when it ends in .jsonl (or --jsonl), else plain text\n"
         "  --calib-tokens N   (default 16384)  --calib-ctx L  tokens a window (default 256)\n"
-        "  --score-batch B    windows per gradient for taylor (default 1)\n"
+        "  --score-batch B    windows per gradient for taylor (default 0: one gradient of all the text)\n"
         "  --distill-steps S  KL distillation from the unpruned model after each round (default 0)\n"
         "  --data FILE        distillation text (default the --calib file)  --data-tokens N\n"
         "  --lr X --temp T --batch B --train all|layers|mlp --ce-weight W   distillation settings (as pangu-distill)\n"
@@ -108,7 +108,7 @@ int parse_args(int argc, char **argv, Options &o) {
         else if (a == "--min-width") { if (!cli::assign(cli::parse_int(v, 1, 1 << 20), o.min_width)) return bad("a positive number of neurons"); }
         else if (a == "--calib-tokens") { if (!cli::assign(cli::parse_int(v, 2, big), o.calib_tokens)) return bad("a number of tokens >= 2"); }
         else if (a == "--calib-ctx") { if (!cli::assign(cli::parse_int(v, 2, 1 << 20), o.ctx)) return bad("a window of at least 2 tokens"); }
-        else if (a == "--score-batch") { if (!cli::assign(cli::parse_int(v, 1, 1 << 16), o.score_batch)) return bad("a positive number of windows"); }
+        else if (a == "--score-batch") { if (!cli::assign(cli::parse_int(v, 0, 1 << 30), o.score_batch)) return bad("a number of windows (0: all)"); }
         else if (a == "--distill-steps") { if (!cli::assign(cli::parse_int(v, 0, big), o.d.steps)) return bad("a whole number of steps"); }
         else return usage_error("unknown option '" + a + "'");
     }

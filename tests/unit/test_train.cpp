@@ -10,6 +10,7 @@
 #include "ops.h"
 #include "optim.h"
 #include "parallel.h"
+#include "prune.h"
 
 namespace pangu::train {
 namespace {
@@ -308,6 +309,34 @@ TEST(TrainModel, OneThreadAndTwoGiveTheSameGradients) {
         const Eigen::Map<const Vec<float>> x(a[i].data, a[i].size), y(b[i].data, b[i].size);
         EXPECT_LT(rel_err(x, y), 1e-5) << a[i].name;
     }
+}
+
+// Taylor scores of a group of windows, accumulated one window at a time, equal those of the group's gradient
+// taken in one batch: sum |w * dL/dw| with L the mean cross-entropy over every token of the group.
+TEST(TrainPrune, TaylorGroupsAccumulateToTheBatchGradient) {
+    Params<float> p = Params<float>::zeros(small_shape(false));
+    std::normal_distribution<float> n(0.0f, 0.4f);
+    for (auto &t : tensors(p))
+        for (int64_t i = 0; i < t.size; ++i) t.data[i] = (t.name.find("norm") != std::string::npos ? 1.0f : 0.0f) + n(rng());
+    const Windows text = {{1, 5, 7, 2, 19, 4}, {22, 3, 3}, {8, 9, 10, 11}};
+    const NeuronScores got = score_neurons(p, Score::TAYLOR, text, 0);
+    Net<float> net(p);
+    Mat<float> dz;
+    cross_entropy(net.forward(text), Net<float>::targets(text), 1.0, dz, false, nullptr);
+    Params<float> g = make_grads(p, Trainable::MLP);
+    net.backward(dz, g);
+    for (size_t l = 0; l < p.layers.size(); ++l) {
+        const LayerParams<float> &W = p.layers[l], &G = g.layers[l];
+        for (Eigen::Index j = 0; j < W.w_gate.rows(); ++j) {
+            const double want = (W.w_gate.row(j).cwiseProduct(G.w_gate.row(j)).cwiseAbs().sum() +
+                                 W.w_up.row(j).cwiseProduct(G.w_up.row(j)).cwiseAbs().sum() +
+                                 W.w_down.col(j).cwiseProduct(G.w_down.col(j)).cwiseAbs().sum());
+            EXPECT_NEAR(got[l][static_cast<size_t>(j)], want, 1e-5 * std::max(1.0, want)) << "layer " << l << " neuron " << j;
+        }
+    }
+    // Groups of one window differ (the absolute values are taken per window).
+    const NeuronScores single = score_neurons(p, Score::TAYLOR, text, 1);
+    EXPECT_NE(single[0], got[0]);
 }
 
 // Windows are independent: a window's logits do not depend on the others in its batch.

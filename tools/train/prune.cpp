@@ -42,22 +42,28 @@ void score_magnitude(const Params<float> &p, NeuronScores &s) {
         add_per_neuron(p.layers[l], p.layers[l], s[l], [](float w, float) { return std::abs(double(w)); });
 }
 
-// The cross-entropy gradient of the MLP weights per batch; |w * g| summed per neuron.
+// The gradient of the mean cross-entropy over each group of `batch` windows, accumulated one window at a time
+// (so that a group costs one window's activations), then |w * g| summed per neuron over the groups.
 void score_taylor(Params<float> &p, const Windows &calib, int batch, NeuronScores &s,
                   const std::function<void(size_t, size_t)> &progress) {
     Net<float> net(p);
     Params<float> g = make_grads(p, Trainable::MLP);
     for (size_t b = 0; b < calib.size(); b += static_cast<size_t>(batch)) {
-        const Windows w(calib.begin() + static_cast<long>(b),
-                        calib.begin() + static_cast<long>(std::min(calib.size(), b + static_cast<size_t>(batch))));
-        const Mat<float> &z = net.forward(w);
-        Mat<float> dz;
-        cross_entropy(z, Net<float>::targets(w), 1.0, dz, false, nullptr);
+        const size_t end = std::min(calib.size(), b + static_cast<size_t>(batch));
+        double scored = 0;  // next-token targets in the group
+        for (size_t i = b; i < end; ++i) scored += static_cast<double>(calib[i].size() - 1);
         zero_grads(g);
-        net.backward(dz, g);
+        for (size_t i = b; i < end; ++i) {
+            const Windows w = {calib[i]};
+            Mat<float> dz;
+            // weight n_i / N: the window's share of the group's mean
+            cross_entropy(net.forward(w), Net<float>::targets(w), static_cast<double>(calib[i].size() - 1) / scored, dz,
+                          false, nullptr);
+            net.backward(dz, g);
+            if (progress) progress(i + 1, calib.size());
+        }
         for (size_t l = 0; l < p.layers.size(); ++l)
             add_per_neuron(p.layers[l], g.layers[l], s[l], [](float wi, float gi) { return std::abs(double(wi) * gi); });
-        if (progress) progress(std::min(calib.size(), b + static_cast<size_t>(batch)), calib.size());
     }
 }
 
@@ -95,7 +101,9 @@ NeuronScores score_neurons(Params<float> &p, Score how, const Windows &calib, in
                            const std::function<void(size_t, size_t)> &progress) {
     NeuronScores s = zero_scores(p);
     if (how != Score::MAGNITUDE && calib.empty()) fail(PANGU_ERR_INVALID_ARGUMENT, "scoring needs calibration text");
-    if (batch < 1) fail(PANGU_ERR_INVALID_ARGUMENT, "scoring batch must be at least 1 window");
+    if (batch < 0) fail(PANGU_ERR_INVALID_ARGUMENT, "the scoring batch is a number of windows, 0 for all of them");
+    if (batch == 0) batch = static_cast<int>(std::min<size_t>(calib.size(), INT32_MAX));
+    if (batch == 0) batch = 1;  // magnitude, without text
     switch (how) {
     case Score::MAGNITUDE: score_magnitude(p, s); break;
     case Score::TAYLOR: score_taylor(p, calib, batch, s, progress); break;

@@ -2,7 +2,8 @@
 // down_proj; removing it narrows the layer (the runtime reads each layer's width from its tensors).
 //
 // Scores (higher = more important), accumulated over calibration windows:
-//   taylor:    sum |w * dL/dw| over the neuron's weights, L the next-token cross-entropy, per batch of windows
+//   taylor:    sum |w * dL/dw| over the neuron's weights, L the mean next-token cross-entropy of a group of
+//              windows (all of them by default), the sums added over the groups
 //   magnitude: sum |w| over the neuron's weights
 //   wanda:     sum |w| * ||x|| over its weights, x the input column the weight multiplies (gate/up: the
 //              normed hidden state's channel; down: the neuron's own activation), ||.|| over all tokens
@@ -23,8 +24,9 @@ const char *score_name(Score s);
 
 using NeuronScores = std::vector<std::vector<double>>;  // [layer][neuron]
 
-// The scores of every neuron of p over `calib` (not needed for magnitude), `batch` windows a pass;
-// `progress(done, total)` after each pass.
+// The scores of every neuron of p over `calib` (not needed for magnitude). Taylor takes the gradient of each group
+// of `batch` windows (0: one group of all), accumulated one window at a time, so memory is one window's whatever
+// the group; `progress(done, total)` after each window (Taylor) or batch of windows (Wanda).
 NeuronScores score_neurons(Params<float> &p, Score how, const Windows &calib, int batch,
                            const std::function<void(size_t, size_t)> &progress = nullptr);
 
