@@ -356,21 +356,24 @@ void add_f32(SafetensorsWriter &w, const std::string &path, const std::string &n
     });
 }
 
-void check_moments(const TrainState &s, Trainable tr, const std::vector<TensorRef<float>> &refs, const std::string &path) {
+using Moments = std::vector<std::vector<float>>;
+
+void check_moments(const Moments &m, const Moments &v, Trainable tr, const std::vector<TensorRef<float>> &refs,
+                   const std::string &path) {
     const std::string who = path + ": training \"" + trainable_name(tr) + "\" tensors, ";
     size_t k = 0;
     for (const TensorRef<float> &t : refs) {
         if (!t.trainable) continue;
-        if (k < s.m.size() && k < s.v.size() && static_cast<int64_t>(s.m[k].size()) == t.size &&
-            static_cast<int64_t>(s.v[k].size()) == t.size) {
+        if (k < m.size() && k < v.size() && static_cast<int64_t>(m[k].size()) == t.size &&
+            static_cast<int64_t>(v[k].size()) == t.size) {
             ++k;
             continue;
         }
         fail(PANGU_ERR_INVALID_ARGUMENT, who + "moment " + std::to_string(k) + " is not sized for " + t.name + " (" +
                                              std::to_string(t.size) + " values)");
     }
-    if (s.m.size() != k || s.v.size() != k)
-        fail(PANGU_ERR_INVALID_ARGUMENT, who + std::to_string(s.m.size()) + " and " + std::to_string(s.v.size()) +
+    if (m.size() != k || v.size() != k)
+        fail(PANGU_ERR_INVALID_ARGUMENT, who + std::to_string(m.size()) + " and " + std::to_string(v.size()) +
                                              " moment tensors for " + std::to_string(k) + " trainable tensors");
 }
 
@@ -425,27 +428,33 @@ void save_model(const Params<float> &p, const Model &src, const std::string &out
     }
 }
 
-void save_state(const TrainState &s, Trainable tr, const std::string &path) {
-    check_sizes(s.params, "save_state " + path);
-    const auto refs = refs_of(s.params, tr);
-    check_moments(s, tr, refs, path);
-    if (s.step < 0) fail(PANGU_ERR_INVALID_ARGUMENT, path + ": step " + std::to_string(s.step) + " is negative");
+void save_state(const Params<float> &params, const std::vector<std::vector<float>> &m,
+                const std::vector<std::vector<float>> &v, int64_t step, const Json::Value &meta, Trainable tr,
+                const std::string &path) {
+    check_sizes(params, "save_state " + path);
+    const auto refs = refs_of(params, tr);
+    check_moments(m, v, tr, refs, path);
+    if (step < 0) fail(PANGU_ERR_INVALID_ARGUMENT, path + ": step " + std::to_string(step) + " is negative");
     SafetensorsWriter w;
     size_t k = 0;
     for (const TensorRef<float> &t : refs) {
         add_f32(w, path, "param." + t.name, t.shape, t.data, t.size);
         if (!t.trainable) continue;
-        add_f32(w, path, "adam_m." + t.name, t.shape, s.m[k].data(), t.size);
-        add_f32(w, path, "adam_v." + t.name, t.shape, s.v[k].data(), t.size);
+        add_f32(w, path, "adam_m." + t.name, t.shape, m[k].data(), t.size);
+        add_f32(w, path, "adam_v." + t.name, t.shape, v[k].data(), t.size);
         ++k;
     }
     w.set_metadata("format", kStateFormat);
     w.set_metadata("version", kStateVersion);
-    w.set_metadata("step", std::to_string(s.step));
-    w.set_metadata("meta", json_text(s.meta));
-    w.set_metadata("shape", json_text(shape_json(s.params.shape)));
+    w.set_metadata("step", std::to_string(step));
+    w.set_metadata("meta", json_text(meta));
+    w.set_metadata("shape", json_text(shape_json(params.shape)));
     w.set_metadata("trainable", trainable_name(tr));
     w.write(path);
+}
+
+void save_state(const TrainState &s, Trainable tr, const std::string &path) {
+    save_state(s.params, s.m, s.v, s.step, s.meta, tr, path);
 }
 
 TrainState load_state(const std::string &path, const Shape &expect, Trainable tr) {

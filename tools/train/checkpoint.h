@@ -54,6 +54,10 @@ struct TrainState {
 // PANGU_ERR_INVALID_ARGUMENT when the tensors or moments are not sized as s.params.shape and `tr` say,
 // PANGU_ERR_NUMERIC naming the tensor and element for NaN or Inf (the last good state stays in place).
 void save_state(const TrainState &s, Trainable tr, const std::string &path);
+// The same from the parts, without copying them into a TrainState (a training run saves its live tensors).
+void save_state(const Params<float> &params, const std::vector<std::vector<float>> &m,
+                const std::vector<std::vector<float>> &v, int64_t step, const Json::Value &meta, Trainable tr,
+                const std::string &path);
 
 // Reads a state written by save_state for a model of shape `expect` training `tr`. Throws with the file
 // named: PANGU_ERR_FILE_NOT_FOUND; for a damaged file the safetensors reader's codes (PANGU_ERR_SAFETENSORS_HEADER,

@@ -123,14 +123,10 @@ Step forward_backward(const Model &teacher, Net<float> &net, const Windows &w, c
     return s;
 }
 
-void save(const Params<float> &student, const AdamW &adam, const DistillOptions &opt, Json::Value meta,
+// The live student and moments, not copies: a copy would double the memory of a 1B-sized run.
+void save(const Params<float> &student, const AdamW &adam, const DistillOptions &opt, const Json::Value &meta,
           int64_t step) {
-    TrainState st;
-    st.params = student;
-    st.m = adam.m(), st.v = adam.v();
-    st.step = step;
-    st.meta = std::move(meta);
-    save_state(st, opt.train, opt.state_path);
+    save_state(student, adam.m(), adam.v(), step, meta, opt.train, opt.state_path);
 }
 
 }  // namespace
