@@ -212,7 +212,9 @@ void run(const Options &o) {
     save_model(student, *student_m, o.out, extra, o.force);
     std::error_code ec;
     fs::remove(o.d.state_path, ec);  // the run is complete: its checkpoint has served
+    fs::remove(o.d.state_path + ".partial", ec);  // what a run killed while saving left (the writer's temporary name)
     report["steps"] = Json::Int64(r.steps_done), report["resumed_from"] = Json::Int64(r.resumed_from);
+    report["warmup_steps"] = Json::Int64(r.warmup_steps);
     report["seconds"] = r.seconds, report["steps_per_s"] = r.steps_per_s, report["tokens_per_s"] = r.tokens_per_s;
     report["last_loss"] = r.last_loss;
     for (const auto &e : r.evals) {

@@ -143,6 +143,7 @@ DistillResult distill(const Model &teacher, Params<float> &student, const Window
     const std::vector<TensorRef<float>> grads = tensors(g);
     AdamW adam(trainable(student, opt.train), opt.adam);
     DistillResult r;
+    r.warmup_steps = warmup;
     int64_t step = 0, last_saved = -1;
     if (resume) {
         adam.restore(resume->m, resume->v, resume->step);

@@ -54,6 +54,7 @@ struct DistillProgress {
 struct DistillResult {
     int64_t steps_done = 0;
     int64_t resumed_from = 0;  // 0: a fresh run
+    int64_t warmup_steps = 0;  // as used (the default resolved)
     double seconds = 0, steps_per_s = 0, tokens_per_s = 0;
     double last_loss = 0;
     std::vector<EvalPoint> evals;
