@@ -97,6 +97,9 @@ phase "arm64 packages in $build/packages"
 #                                    pangu-quantize's GPTQ and mixed precision on 8192 / 4096 calibration tokens
 #                                    (and two perplexity runs): 22 s and 12 s natively, past 900 s each under
 #                                    qemu; the low-bit math runs in test_lowbit, the checkpoints in test_intact
+#   prune.*, train_io.*              pangu-prune, pangu-distill and the training engine's checkpoints: 14 s and
+#                                    5 s natively, past 30 and 10 minutes under qemu; tools of the build
+#                                    machine, not of the device (the engine's math runs here in test_train)
 #   soak                             its memory checks read the process's resident memory, and under
 #                                    qemu-user that includes the emulator's own translation buffers, which
 #                                    grow as it translates more code (+4 MB in 45 s); natively and under
@@ -104,6 +107,6 @@ phase "arm64 packages in $build/packages"
 slow='Quantize\.Perplexity|Speculative\.(PldGreedyIsIdenticalOnFiftyDevPrompts|SpeculativeSampling|DraftLengths'
 slow+='|DraftModelAndSelfDraft|PldSampling)|DeviceNpuSimModel\.(PromptLookup|W8A16Golden)'
 slow+='|QuantizeLowBit\.(W4A16GptqBeatsRoundToNearest|MixedPrecisionReportMatchesTheFiles)'
-slow+='|^test_(stream|session|arena)$|^soak$'
+slow+='|^test_(stream|session|arena)$|^soak$|^prune\.|^train_io\.'
 ctest --test-dir "$build" --output-on-failure -j2 --timeout 600 -E "$slow" "$@"
 phase "done"
