@@ -43,6 +43,7 @@ variants=(
   "magnitude-1|--score magnitude --rounds 1"
   "wanda-1|--score wanda --rounds 1"
   "taylor-1|--score taylor --rounds 1"
+  "taylor-1-window|--score taylor --rounds 1 --score-batch 1"
   "taylor-5|--score taylor --rounds 5"
   "taylor-5-kd|--score taylor --rounds 5 --distill-steps $kd_steps --batch 8"
 )
@@ -57,6 +58,7 @@ for r in $ratios; do
   for v in "${variants[@]}"; do
     name=${v%%|*} args=${v#*|}
     if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
+    if [ $# -eq 0 ] && [ "$name" = taylor-1-window ]; then continue; fi  # by name only: a comparison of scorings
     out=$work/$name-$r
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086
