@@ -430,6 +430,8 @@ void save_state(const TrainState &s, Trainable tr, const std::string &path) {
     const auto refs = refs_of(s.params, tr);
     check_moments(s, tr, refs, path);
     if (s.step < 0) fail(PANGU_ERR_INVALID_ARGUMENT, path + ": step " + std::to_string(s.step) + " is negative");
+    if (!s.meta.isObject() && !s.meta.isNull())
+        fail(PANGU_ERR_INVALID_ARGUMENT, path + ": meta must be a JSON object (the run's settings) or null");
     SafetensorsWriter w;
     size_t k = 0;
     for (const TensorRef<float> &t : refs) {
@@ -461,6 +463,8 @@ TrainState load_state(const std::string &path, const Shape &expect, Trainable tr
     TrainState s;
     s.step = parse_step(md, path);
     s.meta = parse_json_member(md, "meta", path);
+    // A run reads its settings from it by name (jsoncpp throws Json::LogicError for a member of anything else).
+    if (!s.meta.isObject() && !s.meta.isNull()) bad_metadata(path, "\"meta\" is not a JSON object");
     s.params = Params<float>::zeros(expect);
     const std::vector<Slot> slots = slots_of(s, tr);
     std::set<std::string> wanted;
