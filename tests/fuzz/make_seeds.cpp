@@ -9,7 +9,11 @@
 //   corpus/fuzz_config/        config.json variants, an index, tokenizer_config.json
 //   corpus/fuzz_tokenizer/     text from dev.jsonl, special pieces, broken UTF-8, token ids, raw bytes
 //   corpus/fuzz_api/           a few programs (all defaults on either target model; pseudo-random bytes)
-// Usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR
+//   corpus/fuzz_train_state/   training states (save_state) of fuzz_train_state.h's shape: each trainable set at
+//                              step 0 without settings and at a later step with them; a tensor missing, one BF16,
+//                              NaN in a moment. Only these files are replaced: others in the directory stay.
+// Usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR [fuzz_train_state]
+// With a harness named, only its seeds are written (fuzz_train_state's need no tokenizer or model).
 #include <json/json.h>
 #include <sentencepiece_trainer.h>
 
@@ -24,7 +28,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "checkpoint.h"
 #include "format/safetensors.h"
+#include "fuzz_train_state.h"
 #include "lowbit.h"
 #include "lowbit_model.h"
 #include "safetensors_writer.h"
@@ -317,16 +323,111 @@ std::string train_tokenizer(const fs::path &tmp, const fs::path &dev_jsonl) {
     return slurp(tmp / "tokenizer.model");
 }
 
+// A state file's tensors and metadata, to be written back with a change (the near misses).
+struct RawState {
+    struct Tensor {
+        std::string name;
+        DType dtype;
+        std::vector<int64_t> shape;
+        std::string bytes;
+    };
+    std::vector<Tensor> tensors;
+    Json::Value metadata;
+};
+
+RawState read_state(const fs::path &p) {
+    RawState r;
+    const std::string all = slurp(p);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | static_cast<uint8_t>(all[i]);
+    Json::Value header;
+    std::string errs;
+    std::istringstream hs(all.substr(8, hlen));
+    if (!Json::parseFromStream(Json::CharReaderBuilder(), hs, &header, &errs)) throw std::runtime_error(p.string() + ": " + errs);
+    r.metadata = header["__metadata__"];
+    TensorStore st;
+    st.open_file(p.string(), MapOptions{});
+    for (const auto &kv : st.tensors())
+        r.tensors.push_back({kv.first, kv.second.dtype, kv.second.shape,
+                             std::string(static_cast<const char *>(kv.second.data), kv.second.nbytes)});
+    return r;
+}
+
+void write_state(const RawState &r, const fs::path &p) {
+    SafetensorsWriter w;
+    for (const auto &t : r.tensors) w.add_copy(t.name, t.dtype, t.shape, t.bytes.data());
+    for (const std::string &k : r.metadata.getMemberNames()) w.set_metadata(k, r.metadata[k].asString());
+    w.write(p.string());
+}
+
+// corpus/fuzz_train_state/: written by save_state itself, from values of a fixed generator of their own (the
+// other seeds' g_rng is left alone, so that they stay as they are).
+void write_state_seeds(const fs::path &dir) {
+    using namespace pangu::train;
+    fs::create_directories(dir);
+    const uint64_t saved_rng = g_rng;
+    g_rng = 2024;
+    for (Trainable tr : {Trainable::ALL, Trainable::LAYERS, Trainable::MLP}) {
+        TrainState s;
+        s.params = Params<float>::zeros(fuzz::train_state_shape());
+        for (const TensorRef<float> &t : tensors(s.params, tr)) {
+            for (int64_t i = 0; i < t.size; ++i) t.data[i] = 0.5f * uniform();
+            if (!t.trainable) continue;
+            s.m.emplace_back(static_cast<size_t>(t.size)), s.v.emplace_back(static_cast<size_t>(t.size));
+            for (float &x : s.m.back()) x = 1e-3f * uniform();
+            for (float &x : s.v.back()) x = 1e-6f * std::fabs(uniform());
+        }
+        const std::string name = std::string("state-") + trainable_name(tr);
+        save_state(s, tr, (dir / (name + "-step0")).string());  // the least a state holds: meta null
+        // As pangu-distill's periodic save: its settings as meta (shorter paths).
+        s.step = 1234;
+        s.meta["teacher"] = "/m/teacher", s.meta["student"] = "/m/student", s.meta["data"] = "/d/train.jsonl";
+        s.meta["data_tokens"] = 0, s.meta["seq"] = 64, s.meta["batch"] = 4, s.meta["steps"] = 2000;
+        s.meta["lr"] = 1e-3, s.meta["warmup"] = -1, s.meta["temp"] = 2.0, s.meta["ce_weight"] = 0.5;
+        s.meta["clip"] = 1.0, s.meta["weight_decay"] = 0.0, s.meta["train"] = trainable_name(tr);
+        s.meta["seed"] = Json::UInt64(18446744073709551615ull);
+        save_state(s, tr, (dir / (name + "-step1234")).string());
+    }
+    // Near misses of the mlp state (the smallest): a moment missing, a parameter BF16 (same bytes), NaN in a
+    // moment.
+    const RawState mlp = read_state(dir / "state-mlp-step1234");
+    auto edited = [&](const std::string &file, const std::function<void(RawState &)> &edit) {
+        RawState r = mlp;
+        edit(r);
+        write_state(r, dir / file);
+    };
+    auto find = [](RawState &r, const std::string &name) -> RawState::Tensor & {
+        for (auto &t : r.tensors)
+            if (t.name == name) return t;
+        throw std::runtime_error("no tensor " + name);
+    };
+    const std::string up1 = "model.layers.1.mlp.up_proj.weight";
+    edited("near-missing-moment", [&](RawState &r) {
+        r.tensors.erase(r.tensors.begin() + (&find(r, "adam_v." + up1) - r.tensors.data()));
+    });
+    edited("near-bf16-param", [&](RawState &r) {
+        RawState::Tensor &t = find(r, "param.model.norm.weight");
+        t.dtype = DType::BF16, t.shape = {2 * t.shape[0]};
+    });
+    edited("near-nan-moment", [&](RawState &r) {
+        const float nan = std::nanf("");
+        std::memcpy(&find(r, "adam_m." + up1).bytes[4 * 5], &nan, 4);
+    });
+    g_rng = saved_rng;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        std::cerr << "usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR\n";
+    if (argc != 3 && !(argc == 4 && std::string(argv[3]) == "fuzz_train_state")) {
+        std::cerr << "usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR [fuzz_train_state]\n";
         return 2;
     }
     const fs::path out = argv[1], shared = argv[2];
     const fs::path tmp = fs::temp_directory_path() / "pangu_fuzz_seeds";
     try {
+        write_state_seeds(out / "corpus/fuzz_train_state");
+        if (argc == 4) return 0;
         fs::remove_all(tmp);
         fs::create_directories(tmp);
         const std::string tokenizer = train_tokenizer(tmp, shared / "data/dev.jsonl");

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 
 secs=${1:-60}
 shift || true
-all=(fuzz_safetensors fuzz_config fuzz_model_dir fuzz_tokenizer fuzz_api)
+all=(fuzz_safetensors fuzz_config fuzz_model_dir fuzz_tokenizer fuzz_api fuzz_train_state)
 harnesses=("$@")
 [ ${#harnesses[@]} -gt 0 ] || harnesses=("${all[@]}")
 build=${PANGU_FUZZ_BUILD_DIR:-build-fuzz}
@@ -35,6 +35,7 @@ for h in "${harnesses[@]}"; do
   case $h in
     fuzz_model_dir) args+=(-max_len=65536 -dict=tests/fuzz/json.dict) ;;
     fuzz_safetensors) args+=(-max_len=32768 -dict=tests/fuzz/json.dict) ;;
+    fuzz_train_state) args+=(-max_len=16384 -dict=tests/fuzz/json.dict) ;;  # the seeds are 6-13 KB
     fuzz_config) args+=(-max_len=8192 -dict=tests/fuzz/json.dict) ;;
     fuzz_tokenizer | fuzz_api) args+=(-max_len=4096) ;;
   esac

@@ -448,6 +448,11 @@ TEST(State, BadInputs) {
         {"meta not JSON", [](RawFile &r) { r.metadata["meta"] = "{\"seed\": "; }, PANGU_ERR_SAFETENSORS_HEADER, {"\"meta\""}},
         {"meta with junk after it", [](RawFile &r) { r.metadata["meta"] = r.metadata["meta"].asString() + " x"; },
          PANGU_ERR_SAFETENSORS_HEADER, {"\"meta\""}},
+        // pangu-distill --resume reads its settings from meta by name: Json::LogicError on anything else
+        // (found by fuzz_train_state's check, tests/fuzz/regressions/fuzz_train_state/meta-not-an-object).
+        {"meta not an object", [](RawFile &r) { r.metadata["meta"] = "[1, 2]"; }, PANGU_ERR_SAFETENSORS_HEADER,
+         {"\"meta\" is not a JSON object"}},
+        {"meta a number", [](RawFile &r) { r.metadata["meta"] = "3"; }, PANGU_ERR_SAFETENSORS_HEADER, {"\"meta\""}},
         {"step out of range", [](RawFile &r) { r.metadata["step"] = "99999999999999999999"; }, PANGU_ERR_SAFETENSORS_HEADER, {"\"step\""}},
         {"no step", [](RawFile &r) { r.metadata.removeMember("step"); }, PANGU_ERR_SAFETENSORS_HEADER, {"\"step\" is missing"}},
         {"shape garbage", [](RawFile &r) { r.metadata["shape"] = "[1, 2"; }, PANGU_ERR_SAFETENSORS_HEADER, {"\"shape\""}},
@@ -522,6 +527,9 @@ TEST(State, SaveRefusesBadStates) {
     s = make_state(Trainable::MLP, kWidths);
     s.step = -1;
     expect_error([&] { save_state(s, Trainable::MLP, f.string()); }, PANGU_ERR_INVALID_ARGUMENT, {"step"});
+    s.step = 1;
+    s.meta = Json::Value("settings");
+    expect_error([&] { save_state(s, Trainable::MLP, f.string()); }, PANGU_ERR_INVALID_ARGUMENT, {f.string(), "meta"});
     EXPECT_EQ(bytes_of(f), before);
     EXPECT_EQ(leftovers(t.path, ".partial"), 0);
 }

@@ -435,6 +435,8 @@ void save_state(const Params<float> &params, const std::vector<std::vector<float
     const auto refs = refs_of(params, tr);
     check_moments(m, v, tr, refs, path);
     if (step < 0) fail(PANGU_ERR_INVALID_ARGUMENT, path + ": step " + std::to_string(step) + " is negative");
+    if (!meta.isObject() && !meta.isNull())
+        fail(PANGU_ERR_INVALID_ARGUMENT, path + ": meta must be a JSON object (the run's settings) or null");
     SafetensorsWriter w;
     size_t k = 0;
     for (const TensorRef<float> &t : refs) {
@@ -470,6 +472,8 @@ TrainState load_state(const std::string &path, const Shape &expect, Trainable tr
     TrainState s;
     s.step = parse_step(md, path);
     s.meta = parse_json_member(md, "meta", path);
+    // A run reads its settings from it by name (jsoncpp throws Json::LogicError for a member of anything else).
+    if (!s.meta.isObject() && !s.meta.isNull()) bad_metadata(path, "\"meta\" is not a JSON object");
     s.params = Params<float>::zeros(expect);
     const std::vector<Slot> slots = slots_of(s, tr);
     std::set<std::string> wanted;

@@ -44,15 +44,17 @@ struct TrainState {
     // Adam's first and second moments, one vector per trainable tensor in the order of tensors(params, tr).
     std::vector<std::vector<float>> m, v;
     int64_t step = 0;     // optimizer steps done
-    Json::Value meta;     // the run's settings and progress (data order seed, trainable set, losses so far)
+    Json::Value meta;     // the run's settings and progress (data order seed, trainable set, losses so far): an
+                          // object, or null for none
 };
 
 // Writes the state to `path` (one safetensors file: "param.<name>", "adam_m.<name>", "adam_v.<name>" F32
 // tensors; metadata "step" and "meta" as JSON text, and "format" = "pangu-train-state", "version" = "1",
 // "shape" (the Shape as JSON) and "trainable" (trainable_name(tr)) so that load_state can tell a state of
 // another model or trainable set from a damaged one) under a temporary name, renamed at the end.
-// PANGU_ERR_INVALID_ARGUMENT when the tensors or moments are not sized as s.params.shape and `tr` say,
-// PANGU_ERR_NUMERIC naming the tensor and element for NaN or Inf (the last good state stays in place).
+// PANGU_ERR_INVALID_ARGUMENT when the tensors or moments are not sized as s.params.shape and `tr` say, the step
+// is negative or meta is neither an object nor null, PANGU_ERR_NUMERIC naming the tensor and element for NaN or
+// Inf (the last good state stays in place).
 void save_state(const TrainState &s, Trainable tr, const std::string &path);
 // The same from the parts, without copying them into a TrainState (a training run saves its live tensors).
 void save_state(const Params<float> &params, const std::vector<std::vector<float>> &m,
@@ -62,10 +64,10 @@ void save_state(const Params<float> &params, const std::vector<std::vector<float
 // Reads a state written by save_state for a model of shape `expect` training `tr`. Throws with the file
 // named: PANGU_ERR_FILE_NOT_FOUND; for a damaged file the safetensors reader's codes (PANGU_ERR_SAFETENSORS_HEADER,
 // PANGU_ERR_TENSOR_BOUNDS, PANGU_ERR_DTYPE), PANGU_ERR_SAFETENSORS_HEADER for metadata that is not what
-// save_state writes or a tensor it does not write, PANGU_ERR_MISSING_TENSOR for a missing tensor,
-// PANGU_ERR_DTYPE / PANGU_ERR_SHAPE for a tensor of the wrong dtype or shape; PANGU_ERR_INVALID_ARGUMENT when
-// its shape (the metadata's) or trainable set is not this run's; PANGU_ERR_NUMERIC for NaN or Inf in it. The
-// file is only read.
+// save_state writes (a meta that is neither an object nor null among it) or a tensor it does not write,
+// PANGU_ERR_MISSING_TENSOR for a missing tensor, PANGU_ERR_DTYPE / PANGU_ERR_SHAPE for a tensor of the wrong
+// dtype or shape; PANGU_ERR_INVALID_ARGUMENT when its shape (the metadata's) or trainable set is not this run's;
+// PANGU_ERR_NUMERIC for NaN or Inf in it. The file is only read.
 TrainState load_state(const std::string &path, const Shape &expect, Trainable tr);
 
 }  // namespace pangu::train
