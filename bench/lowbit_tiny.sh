@@ -22,15 +22,9 @@ done
 model=$here/models/pangu-tiny
 data=$here/../shared/data/dev.jsonl
 Q=$build/tools/pangu-quantize P=$build/tools/pangu-perplexity G=$build/bench/greedy_agreement
-mkdir -p "$work"
-awk 'NR % 2 == 1' "$data" > "$work/calib.jsonl"
-awk 'NR % 2 == 0' "$data" > "$work/eval.jsonl"
-python3 -c '
-import json, sys
-for i, l in enumerate(open(sys.argv[1])):
-    if i % 2 == 1:
-        d = json.loads(l); d["text"] = d["text"].encode()[:8192].decode("utf-8", "ignore")
-        print(json.dumps(d, ensure_ascii=False))' "$data" > "$work/eval-8k.jsonl"
+# shellcheck source=bench/dev_split.sh
+. "$here/bench/dev_split.sh"
+dev_split "$data" "$work"
 C="--calib $work/calib.jsonl --calib-jsonl"
 
 # name | pangu-quantize arguments

@@ -6,7 +6,7 @@
 #
 #   bench/prune_tiny.sh [--build DIR] [--work DIR] [--ratios "0.125 0.25 ..."] [--kd-steps N] [variant ...]
 #
-# The split of ../shared/data/dev.jsonl (as bench/lowbit_tiny.sh): the odd lines (1st, 3rd, ... document)
+# The split of ../shared/data/dev.jsonl (bench/dev_split.sh, shared with bench/lowbit_tiny.sh): the odd lines (1st, 3rd, ... document)
 # calibrate and train the distillation (calib.jsonl, 160 documents), the even lines evaluate, each cut to its
 # first 8 KB (eval-8k.jsonl: 58,260 tokens from 160 documents), all of it scored by pangu-perplexity in windows of
 # 256 tokens. Scoring reads the first 16384 calibration tokens (the tool's default), windows of 256.
@@ -28,14 +28,9 @@ done
 model=$here/models/pangu-tiny
 data=$here/../shared/data/dev.jsonl
 PR=$build/tools/pangu-prune P=$build/tools/pangu-perplexity G=$build/bench/greedy_agreement
-mkdir -p "$work"
-awk 'NR % 2 == 1' "$data" > "$work/calib.jsonl"
-python3 -c '
-import json, sys
-for i, l in enumerate(open(sys.argv[1])):
-    if i % 2 == 1:
-        d = json.loads(l); d["text"] = d["text"].encode()[:8192].decode("utf-8", "ignore")
-        print(json.dumps(d, ensure_ascii=False))' "$data" > "$work/eval-8k.jsonl"
+# shellcheck source=bench/dev_split.sh
+. "$here/bench/dev_split.sh"
+dev_split "$data" "$work"
 C="--calib $work/calib.jsonl --align 64"
 
 # name | pangu-prune arguments
