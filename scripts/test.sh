@@ -20,13 +20,13 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DPANGU_BUILD_TESTS=ON
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j2 --timeout 600 "$@"
 
-# The multi-threaded tests (test_threads, the soak test) again under ThreadSanitizer (a separate build of the
-# library and those tests). PANGU_SKIP_TSAN=1 skips this step, e.g. for a quick local run.
+# The multi-threaded tests (test_threads, the soak test, the training engine's test_train) again under
+# ThreadSanitizer (a separate build of the library and those tests). PANGU_SKIP_TSAN=1 skips this step, e.g. for a quick local run.
 if [ "${PANGU_SKIP_TSAN:-0}" != 1 ] && [ $# -eq 0 ]; then
   tsan=${build}-tsan
   cmake -S . -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPANGU_SANITIZE=thread -DPANGU_BUILD_TESTS=ON \
     -DPANGU_BUILD_SAMPLES=OFF -DPANGU_BUILD_TOOLS=OFF -DPANGU_BUILD_BENCH=OFF
-  cmake --build "$tsan" -j"$(nproc)" --target test_threads soak
+  cmake --build "$tsan" -j"$(nproc)" --target test_threads soak test_train
   ctest --test-dir "$tsan" --output-on-failure -L threads --timeout 900
 fi
 
