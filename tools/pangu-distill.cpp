@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "common/common.h"
 #include "distill.h"
+#include "json_file.h"
 #include "parallel.h"
 #include "model/model.h"
 #include "pangu/pangu.h"
@@ -165,8 +166,8 @@ void run(const Options &o) {
     set_threads(o.common.threads);
     const auto teacher = Model::load(o.teacher, ModelLoadOptions{});
     const auto student_m = Model::load(o.student, ModelLoadOptions{});
-    cli::require_float(*teacher, "teacher");
-    cli::require_float(*student_m, "student");
+    require_float(*teacher, "teacher");
+    require_float(*student_m, "student");
     check_same_vocabulary(*teacher, *student_m);
     const Json::Value meta = settings(o);
     std::unique_ptr<TrainState> resume;
@@ -222,7 +223,7 @@ void run(const Options &o) {
         p["step"] = Json::Int64(e.step), p["ppl"] = e.ppl;
         report["perplexity"].append(p);
     }
-    if (!o.report.empty()) cli::write_json(o.report, report);
+    if (!o.report.empty()) write_json_file(o.report, report);
     if (!o.quiet)
         std::fprintf(stderr, "pangu-distill: wrote %s (%lld steps in %s, %.3f steps/s, %.0f tokens/s%s)\n", o.out.c_str(),
                      static_cast<long long>(r.steps_done - r.resumed_from), cli::human_secs(r.seconds).c_str(),

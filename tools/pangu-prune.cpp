@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "common/common.h"
 #include "distill.h"
+#include "json_file.h"
 #include "parallel.h"
 #include "model/model.h"
 #include "pangu/pangu.h"
@@ -225,7 +226,6 @@ void run(const Options &o) {
     check_paths(o);
     set_threads(o.common.threads);
     const auto model = Model::load(o.in, ModelLoadOptions{});
-    cli::require_float(*model, "input");
     Params<float> p = load_params(*model);
     const Text text = read_text(o, *model);
     const int64_t original = total_width(p.shape);
@@ -264,7 +264,7 @@ void run(const Options &o) {
     extra["pruning"]["original_intermediate_size"] = model->cfg.n_ff;
     save_model(p, *model, o.out, extra, o.force);
     report["widths"] = widths_json(p.shape), report["removed"] = extra["pruning"]["removed"];
-    if (!o.report.empty()) cli::write_json(o.report, report);
+    if (!o.report.empty()) write_json_file(o.report, report);
     if (!o.quiet) std::fprintf(stderr, "pangu-prune: wrote %s\n", o.out.c_str());
 }
 

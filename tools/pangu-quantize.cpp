@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "calib.h"
+#include "json_file.h"
 #include "lowbit_model.h"
 #include "common/common.h"
 #include "model/model.h"
@@ -867,17 +868,6 @@ Json::Value lowbit_report(const Options &o, const CalibSummary &cal, const std::
     return r;
 }
 
-// Writes `v` to `path` under a temporary name, renamed at the end.
-void write_json(const std::string &path, const Json::Value &v) {
-    const std::string tmp = path + ".partial-" + std::to_string(getpid());
-    {
-        std::ofstream f(tmp);
-        f << v << "\n";
-        if (!f) fail(PANGU_ERR_IO, "--report: cannot write " + tmp);
-    }
-    fs::rename(tmp, path);
-}
-
 // Converts o.in into the directory `tmp`, checks that it loads, then renames it to o.out. Throws on failure.
 void quantize(const Options &o, const std::string &tmp, Json::Value &report) {
     if (fs::exists(o.out) && !o.force) fail(PANGU_ERR_INVALID_ARGUMENT, o.out + " exists; use --force to replace it");
@@ -973,7 +963,7 @@ int main(int argc, char **argv) {
         Json::Value report;
         quantize(o, tmp, report);
         if (!o.eval.empty()) report_perplexity(o, report);
-        if (!o.report.empty()) write_json(o.report, report);
+        if (!o.report.empty()) write_json_file(o.report, report, "--report: ");
     } catch (const Error &e) {
         fs::remove_all(tmp);
         std::fprintf(stderr, "pangu-quantize: %s (%s)\n", e.what(), pangu_status_string(e.status()));

@@ -109,12 +109,6 @@ void check_sizes(const Params<float> &p, const std::string &who) {
 
 // ---- load_params ----
 
-void refuse_quantized(const Model &m) {
-    if (m.n_quantized == 0 && m.cfg.quant_method.empty()) return;
-    const std::string method = m.cfg.quant_method.empty() ? "int8 weights" : m.cfg.quant_method;
-    fail(PANGU_ERR_UNSUPPORTED,
-         m.dir + " is quantized (" + method + "): the training tools need a 16- or 32-bit checkpoint");
-}
 
 // One tensor of the checkpoint widened into t (as widen_tensor does, into place and with the file named).
 void widen_into(const Model &m, const TensorRef<float> &t) {
@@ -379,6 +373,13 @@ void check_moments(const Moments &m, const Moments &v, Trainable tr, const std::
 
 }  // namespace
 
+void require_float(const Model &m, const std::string &role) {
+    if (m.n_quantized == 0 && m.cfg.quant_method.empty()) return;
+    const std::string method = m.cfg.quant_method.empty() ? "int8 weights" : m.cfg.quant_method;
+    fail(PANGU_ERR_UNSUPPORTED, (role.empty() ? "" : "the " + role + " ") + m.dir + " is quantized (" + method +
+                                    "): the training tools need a 16- or 32-bit checkpoint");
+}
+
 Shape shape_of(const Model &m) {
     Shape s;
     const ModelConfig &c = m.cfg;
@@ -390,7 +391,7 @@ Shape shape_of(const Model &m) {
 }
 
 Params<float> load_params(const Model &m) {
-    refuse_quantized(m);
+    require_float(m, "");
     Params<float> p = Params<float>::zeros(shape_of(m));
     for (const TensorRef<float> &t : tensors(p)) widen_into(m, t);
     return p;

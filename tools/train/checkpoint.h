@@ -19,6 +19,10 @@ namespace pangu::train {
 // The shape of a loaded model (each layer's width from its tensors).
 Shape shape_of(const Model &m);
 
+// Throws PANGU_ERR_UNSUPPORTED for a quantized checkpoint: "[the ROLE ]DIR is quantized (METHOD): the training
+// tools need a 16- or 32-bit checkpoint" (ROLE, e.g. "teacher", may be empty).
+void require_float(const Model &m, const std::string &role);
+
 // Every weight of a floating-point checkpoint (BF16, F16 or F32 as the runtime loads it), widened to F32.
 // Throws PANGU_ERR_UNSUPPORTED naming the directory and its quant_method for a quantized checkpoint (the
 // training tools need 16- or 32-bit weights), PANGU_ERR_NUMERIC naming the tensor and element for NaN or Inf.

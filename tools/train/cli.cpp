@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 
 #include "calib.h"
 #include "common/common.h"
@@ -70,15 +69,6 @@ Windows read_windows(const Model &m, const std::string &path, bool jsonl, int ct
     return std::move(w.windows);
 }
 
-std::string human_bytes(double b) {
-    const char *u[] = {"B", "KB", "MB", "GB", "TB"};
-    int k = 0;
-    while (b >= 1000 && k < 4) b /= 1000, ++k;
-    char s[32];
-    std::snprintf(s, sizeof s, k ? "%.1f %s" : "%.0f %s", b, u[k]);
-    return s;
-}
-
 std::string human_secs(double s) {
     char out[32];
     if (!std::isfinite(s) || s < 0) return "?";
@@ -91,38 +81,16 @@ std::string human_secs(double s) {
     return out;
 }
 
-void write_json(const std::string &path, const Json::Value &v) {
-    const std::string tmp = path + ".partial-" + std::to_string(getpid());
-    {
-        std::ofstream f(tmp);
-        f << v << "\n";
-        if (!f) {
-            std::error_code ec;
-            fs::remove(tmp, ec);
-            fail(PANGU_ERR_IO, "cannot write " + tmp);
-        }
-    }
-    fs::rename(tmp, path);
-}
-
 void check_report_path(const std::string &path) {
     if (path.empty()) return;
     const fs::path dir = fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path();
     if (!fs::is_directory(dir)) fail(PANGU_ERR_FILE_NOT_FOUND, "--report: " + dir.string() + " is not a directory");
 }
 
-void require_float(const Model &m, const std::string &role) {
-    if (m.n_quantized > 0 || !m.cfg.quant_method.empty())
-        fail(PANGU_ERR_UNSUPPORTED, "the " + role + " " + m.dir + " is quantized (" +
-                                        (m.cfg.quant_method.empty() ? std::string("int8") : m.cfg.quant_method) +
-                                        "): training needs a 16- or 32-bit checkpoint");
-}
-
 Progress::Progress(bool quiet) : quiet_(quiet), tty_(isatty(fileno(stderr)) != 0) {}
 
 void Progress::update(const std::string &line, bool force_line) {
     if (quiet_) return;
-    ++calls_;
     const double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
     if (tty_) {
         std::fprintf(stderr, "\r\033[K%s", line.c_str());

@@ -53,17 +53,11 @@ int parse_common(const std::string &flag, const std::string &value, CommonOption
 Windows read_windows(const Model &m, const std::string &path, bool jsonl, int ctx, size_t max_tokens,
                      size_t *n_tokens = nullptr);
 
-// "1.2 GB", "3m05s".
-std::string human_bytes(double bytes);
+// "3m05s".
 std::string human_secs(double s);
 
-// Writes `v` to `path` under a temporary name, renamed at the end.
-void write_json(const std::string &path, const Json::Value &v);
 // Checks before the work that a report can be written: its directory exists.
 void check_report_path(const std::string &path);
-
-// A checkpoint that can train: floating point (quantized ones are refused with the directory named).
-void require_float(const Model &m, const std::string &role);
 
 // A line that rewrites itself on a terminal and is printed every `every` calls otherwise.
 class Progress {
@@ -75,7 +69,6 @@ public:
 private:
     bool quiet_, tty_;
     bool open_ = false;
-    int64_t calls_ = 0;
     double last_ = -1e9;
 };
 

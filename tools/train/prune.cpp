@@ -164,6 +164,7 @@ std::vector<std::vector<int>> plan_keep(const NeuronScores &s, int64_t target_to
         floor[l] = std::min(width[l], std::max(align, (min_width[l] + align - 1) / align * align));
         total += width[l], original += n;
     }
+    const auto order = ascending(s);
     if (spread == Spread::UNIFORM) {
         const double keep = static_cast<double>(target_total) / static_cast<double>(original);
         for (size_t l = 0; l < s.size(); ++l) {
@@ -171,9 +172,8 @@ std::vector<std::vector<int>> plan_keep(const NeuronScores &s, int64_t target_to
             width[l] = std::max(floor[l], std::min(width[l], w));
         }
     } else {
-        width = global_widths(s, ascending(s), width, total, target_total, align, floor);
+        width = global_widths(s, order, width, total, target_total, align, floor);
     }
-    const auto order = ascending(s);
     std::vector<std::vector<int>> keep(s.size());
     for (size_t l = 0; l < s.size(); ++l) {
         const size_t drop = s[l].size() - static_cast<size_t>(width[l]);
