@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
            "logits", "other");
     for (int i = 0; i < n_ctx; ++i) {
         pangu_session_params p;
-        pangu_session_params_init(&p);
+        pangu_session_params_init_sized(&p, sizeof p);
         p.n_ctx = ctx[i];
         p.n_batch = batch;
         p.n_threads = threads;

@@ -221,7 +221,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < n_prefill; ++i) prompt[i] = text_ids[(size_t)(i - 1) % n_text];
 
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = n_prefill + n_decode + 8;
     sp.n_threads = threads;
     sp.n_batch = 64;

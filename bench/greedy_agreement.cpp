@@ -119,7 +119,7 @@ std::vector<std::vector<int32_t>> read_prompts(pangu_model *m, const Options &o)
 
 std::vector<int32_t> continue_greedy(pangu_model *m, const std::vector<int32_t> &prompt, const Options &o) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = o.prompt_tokens + o.tokens + 8;
     p.n_threads = o.threads;
     p.spec_mode = PANGU_SPEC_OFF;

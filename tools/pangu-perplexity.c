@@ -65,7 +65,7 @@ typedef struct options {
 static void options_init(options *o) {
     memset(o, 0, sizeof *o);
     pangu_model_params_init(&o->model);
-    pangu_session_params_init(&o->session);
+    pangu_session_params_init_sized(&o->session, sizeof o->session);
     o->session.n_threads = (int32_t)default_threads();
 }
 

@@ -47,7 +47,7 @@ static pangu_session_memory estimate(const pangu_session_params *p) {
 static void test_estimate_is_exact_and_stable(void **state) {
     (void)state;
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 512;
     pangu_session_memory a = estimate(&p), b = estimate(&p);
     assert_memory_equal(&a, &b, sizeof a);
@@ -76,7 +76,7 @@ static void test_estimate_is_exact_and_stable(void **state) {
 static void test_too_small_or_misaligned_arena_is_refused_untouched(void **state) {
     (void)state;
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 256;
     pangu_session_memory m = estimate(&p);
     unsigned char *buf = aligned_alloc(m.alignment, m.arena_bytes + m.alignment);
@@ -116,7 +116,7 @@ static int count_tokens(void *user, int32_t token, const char *piece, size_t len
 static void run_in_arena_mode(int n_threads, const pangu_sampling_params *sp, int n_ctx, int policy, int n_new,
                               int expect_status, int spec_mode) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = n_ctx;
     p.n_threads = n_threads;
     p.context_policy = policy;
@@ -212,7 +212,7 @@ static void test_sampling_with_penalty_and_stops_no_allocation(void **state) {
     sp.n_stop_tokens = 1;
     /* sampling may hit EOS before 256 tokens: only the allocation count and memory bounds are asserted */
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     (void)p;
     run_in_arena(1, &sp, 512, PANGU_CONTEXT_ERROR, 64, PANGU_OK);
 }
@@ -246,7 +246,7 @@ static void test_sliding_context_stays_in_arena(void **state) {
 static void test_slide_keeps_prefix(void **state) {
     (void)state;
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 40;
     p.context_policy = PANGU_CONTEXT_SLIDE;
     p.n_keep = 5;

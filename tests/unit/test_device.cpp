@@ -1958,7 +1958,7 @@ TEST(DeviceNpuSimModel, ModelAndSessionsMustFitTheBudget) {
     ASSERT_EQ(pangu_model_get_info(m, &info), PANGU_OK);
     EXPECT_GT(weights, size_t(info.n_params) * 2 * 95 / 100);  // fp16: about two bytes per parameter
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = 256;
     pangu_session_memory mem{};
     mem.struct_size = sizeof mem;
@@ -2015,7 +2015,7 @@ std::vector<Golden> golden_cases() {
 
 std::vector<float> last_logits(pangu_model *m, const std::vector<int32_t> &ids) {
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = 512;
     pangu_session *s = nullptr;
     EXPECT_EQ(pangu_session_create(m, &sp, &s), PANGU_OK) << pangu_last_error();
@@ -2031,7 +2031,7 @@ std::vector<float> last_logits(pangu_model *m, const std::vector<int32_t> &ids) 
 std::vector<int32_t> generate(pangu_model *m, const std::vector<int32_t> &prompt, int spec_mode, int n,
                               pangu_session_stats *stats = nullptr) {
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = 512;
     sp.spec_mode = spec_mode;
     pangu_session *s = nullptr;
