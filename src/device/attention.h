@@ -28,6 +28,11 @@ struct AttnProblem {
     float (*round16)(float v, uint64_t *overflows);
 };
 
+// Writes the F32 rows of src to rows row0.. of a KV cache of F32, F16, BF16 or I8 (one scale per row and group
+// of group_size columns, amax / 127, a group of zeros scale 0): a backend's kv_store on host memory.
+// 0, PANGU_ERR_CONTEXT_FULL (rows past the cache) or PANGU_ERR_UNSUPPORTED (another dtype).
+int kv_store_host(const pgd_tensor &src, const pgd_tensor &cache, int64_t row0);
+
 // Workspace bytes for n_threads threads (at least one): each thread's scratch holds the scores of a head
 // group over the whole context.
 size_t attention_workspace_bytes(int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads);

@@ -52,8 +52,8 @@ static void test_estimate_is_exact_and_stable(void **state) {
     pangu_session_memory a = estimate(&p), b = estimate(&p);
     assert_memory_equal(&a, &b, sizeof a);
     assert_int_equal(a.arena_bytes, a.kv_cache_bytes + a.activation_bytes + a.logits_bytes + a.other_bytes);
-    /* pangu-tiny: 6 layers x 2 (K, V) x 2 KV heads x 32 dims x 4 bytes per position */
-    assert_int_equal(a.kv_cache_bytes, (size_t)512 * 6 * 2 * 64 * 4);
+    /* pangu-tiny: 6 layers x 2 (K, V) x 2 KV heads x 32 dims x 2 bytes per position (F16, the default) */
+    assert_int_equal(a.kv_cache_bytes, (size_t)512 * 6 * 2 * 64 * 2);
     assert_true(a.alignment >= 64 && (a.alignment & (a.alignment - 1)) == 0);
     p.n_ctx = 1024;
     pangu_session_memory c = estimate(&p);
@@ -71,6 +71,32 @@ static void test_estimate_is_exact_and_stable(void **state) {
     assert_int_equal(st.kv_cache_bytes, a.kv_cache_bytes);
     assert_int_equal(st.caller_arena, 0);
     pangu_session_free(s);
+}
+
+/* Every kv_type: its exact size per position, and a session uses exactly the estimated block. */
+static void test_estimate_every_kv_type(void **state) {
+    (void)state;
+    /* pangu-tiny per position: 6 layers x 2 (K, V) x (64 elements, + 2 fp32 scales for Q8) */
+    const int32_t types[] = {PANGU_KV_F32, PANGU_KV_F16, PANGU_KV_BF16, PANGU_KV_Q8};
+    const size_t per_pos[] = {6 * 2 * 64 * 4, 6 * 2 * 64 * 2, 6 * 2 * 64 * 2, 6 * 2 * (64 + 2 * 4)};
+    for (size_t i = 0; i < 4; ++i) {
+        pangu_session_params p;
+        pangu_session_params_init_sized(&p, sizeof p);
+        p.n_ctx = 512;
+        p.kv_type = types[i];
+        pangu_session_memory a = estimate(&p);
+        assert_int_equal(a.kv_cache_bytes, (size_t)512 * per_pos[i]);
+        assert_int_equal(a.arena_bytes, a.kv_cache_bytes + a.activation_bytes + a.logits_bytes + a.other_bytes);
+        pangu_session *s = NULL;
+        assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);
+        pangu_session_stats st;
+        memset(&st, 0, sizeof st);
+        st.struct_size = sizeof st;
+        assert_int_equal(pangu_session_get_stats(s, &st), PANGU_OK);
+        assert_int_equal(st.arena_bytes, a.arena_bytes);
+        assert_int_equal(st.kv_cache_bytes, a.kv_cache_bytes);
+        pangu_session_free(s);
+    }
 }
 
 static void test_too_small_or_misaligned_arena_is_refused_untouched(void **state) {
@@ -318,6 +344,7 @@ static void test_prefault_and_lock_weights(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_estimate_is_exact_and_stable),
+        cmocka_unit_test(test_estimate_every_kv_type),
         cmocka_unit_test(test_too_small_or_misaligned_arena_is_refused_untouched),
         cmocka_unit_test(test_greedy_256_tokens_no_allocation),
         cmocka_unit_test(test_two_threads_no_allocation),

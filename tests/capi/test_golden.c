@@ -30,7 +30,8 @@ static int teardown(void **state) {
 
 static pangu_session *new_session(int n_threads, int n_batch) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
+    p.kv_type = PANGU_KV_F32; /* the golden logits check the fp32 math */
     p.n_ctx = 512;
     p.n_threads = n_threads;
     p.n_batch = n_batch;

@@ -499,6 +499,11 @@ int cpu_rope(void *, pgd_stream *s, pgd_tensor *x, const int32_t *pos, int32_t n
 }
 
 // ---- attention ----
+int cpu_kv_store(void *, pgd_stream *, const pgd_tensor *src, pgd_tensor *cache, int64_t row0) {
+    if (!src || !cache) return PANGU_ERR_INVALID_ARGUMENT;
+    return kv_store_host(*src, *cache, row0);
+}
+
 size_t cpu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
     return attention_workspace_bytes(n_head, n_head_kv, n_ctx, n_threads);
 }
@@ -588,6 +593,8 @@ pgd_device *cpu_create(const pgd_device_options *, int *status, char *err, size_
     d->rope = cpu_rope;
     d->attention_workspace = cpu_attention_workspace;
     d->attention = cpu_attention;
+    d->kv_dtypes = (1u << PGD_F32) | (1u << PGD_F16) | (1u << PGD_BF16) | (1u << PGD_I8);
+    d->kv_store = cpu_kv_store;
     d->swiglu = cpu_swiglu;
     d->round = cpu_round;
     d->add = cpu_add;
