@@ -1,7 +1,7 @@
 /* Prefill and decode speed of one model configuration (used by bench_quant.sh, the W8A16 benchmark).
  *
  *   bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL_TOKENS] [-n DECODE_TOKENS]
- *                   [--precision auto|f32|bf16|int8|int16] [--spec off|pld] [--json]
+ *                   [--precision auto|f32|bf16|int8|int16] [--kv-type f16|bf16|q8|f32] [--spec off|pld] [--json]
  *
  * Prefill: P prompt tokens in one pangu_session_eval on a fresh context; decode: N greedy tokens; medians of
  * R runs after one warm-up run. For comparisons against the memory-bandwidth floor:
@@ -166,7 +166,7 @@ static int verify_curve(pangu_model *model, pangu_session *s, const int32_t *pro
 }
 
 int main(int argc, char **argv) {
-    const char *dir = NULL, *precision = "auto", *spec = "off";
+    const char *dir = NULL, *precision = "auto", *spec = "off", *kv = "f16";
     int threads = 1, runs = 5, n_prefill = 128, n_decode = 128, json = 0, curve = 0;
     long long floor_bytes = 0;
     for (int i = 1; i < argc; ++i) {
@@ -177,12 +177,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n_decode = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
         else if (!strcmp(argv[i], "--spec") && i + 1 < argc) spec = argv[++i];
+        else if (!strcmp(argv[i], "--kv-type") && i + 1 < argc) kv = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--curve") && i + 1 < argc) curve = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--floor-bytes") && i + 1 < argc) floor_bytes = atoll(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL] [-n DECODE]\n"
-                            "                       [--precision auto|f32|bf16|int8|int16] [--spec off|pld] [--json] [--curve K]\n"
+                            "                       [--precision auto|f32|bf16|int8|int16] [--kv-type f16|bf16|q8|f32]\n"
+                            "                       [--spec off|pld] [--json] [--curve K]\n"
                             "                       [--floor-bytes BYTES_READ_PER_TOKEN]\n");
             return 2;
         }
@@ -195,13 +197,18 @@ int main(int argc, char **argv) {
     else if (!strcmp(precision, "int8")) mp.activation_precision = PANGU_PRECISION_INT8;
     else if (!strcmp(precision, "int16")) mp.activation_precision = PANGU_PRECISION_INT16;
     else dir = NULL;
+    int32_t kv_type = -1;
+    if (!strcmp(kv, "f16")) kv_type = PANGU_KV_F16;
+    else if (!strcmp(kv, "bf16")) kv_type = PANGU_KV_BF16;
+    else if (!strcmp(kv, "q8")) kv_type = PANGU_KV_Q8;
+    else if (!strcmp(kv, "f32")) kv_type = PANGU_KV_F32;
     int spec_mode = -1;
     if (!strcmp(spec, "off")) spec_mode = PANGU_SPEC_OFF;
     else if (!strcmp(spec, "pld")) spec_mode = PANGU_SPEC_PLD;
-    if (!dir || spec_mode < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000 ||
+    if (!dir || spec_mode < 0 || kv_type < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000 ||
         curve < 0 || curve > 64 || floor_bytes < 0 || (floor_bytes && threads > 64)) {
         fprintf(stderr, "bench_core: -m DIR is required; counts must be positive (decode at least 2); "
-                        "precision auto|f32|bf16|int8|int16, spec off|pld\n");
+                        "precision auto|f32|bf16|int8|int16, kv-type f16|bf16|q8|f32, spec off|pld\n");
         return 2;
     }
     pangu_model *model = NULL;
@@ -226,6 +233,7 @@ int main(int argc, char **argv) {
     sp.n_threads = threads;
     sp.n_batch = 64;
     sp.spec_mode = spec_mode;
+    sp.kv_type = kv_type;
     pangu_session *s = NULL;
     if ((st = pangu_session_create(model, &sp, &s))) return die("session", st);
 
