@@ -359,8 +359,8 @@ TEST_P(DeviceConformance, AttentionMatchesReference) {
         float *cache_d = to_device(cache);
         pgd_tensor kc = view(cache_d, PGD_F32, n_ctx, KVD, 2 * KVD),
                    vc = view(cache_d + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
-        const size_t ws_size = dev->attention_workspace(dev->ctx, 8, n_head, n_kv, n_ctx, 3);
-        void *ws = buffer((ws_size + 3) / 4);
+        const size_t ws_size = dev->attention_workspace ? dev->attention_workspace(dev->ctx, 8, n_head, n_kv, n_ctx, 3) : 0;
+        void *ws = ws_size ? buffer((ws_size + 3) / 4) : nullptr;
         for (int64_t pos0 : {int64_t(0), n_ctx - 5}) {
             const int64_t M = std::min<int64_t>(5, n_ctx - pos0);
             const std::vector<float> q = random(M * QD, 1.0f);
@@ -405,8 +405,8 @@ TEST_P(DeviceConformance, BlockedCacheGivesTheBitsOfAContiguousOne) {
     const std::vector<float> k = random(n_ctx * KVD, 1.5f), v = random(n_ctx * KVD, 1.5f);
     float *k_d = to_device(k), *v_d = to_device(v);
     pgd_tensor kc = view(k_d, PGD_F32, n_ctx, KVD), vc = view(v_d, PGD_F32, n_ctx, KVD);
-    const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3);
-    void *ws = buffer((ws_size + 3) / 4);
+    const size_t ws_size = dev->attention_workspace ? dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3) : 0;
+    void *ws = ws_size ? buffer((ws_size + 3) / 4) : nullptr;
     float *q = to_device(random(M * QD, 1.0f)), *ref_d = buffer(M * QD), *got_d = buffer(M * QD);
     pgd_tensor qt = view(q, PGD_F32, M, QD), rt = view(ref_d, PGD_F32, M, QD), gt = view(got_d, PGD_F32, M, QD);
     ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, 0.2f, &rt, ws, ws_size), 0);
@@ -647,8 +647,8 @@ TEST_P(DeviceConformance, AttentionIsBatchInvariant) {
     const int64_t n_ctx = 50, QD = n_head * hd, KVD = n_kv * hd, M = 6, pos0 = 20;
     float *cache = to_device(random(n_ctx * 2 * KVD, 1.5f));
     pgd_tensor kc = view(cache, PGD_F32, n_ctx, KVD, 2 * KVD), vc = view(cache + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
-    const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3);
-    void *ws = buffer((ws_size + 3) / 4);
+    const size_t ws_size = dev->attention_workspace ? dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3) : 0;
+    void *ws = ws_size ? buffer((ws_size + 3) / 4) : nullptr;
     float *q = to_device(random(M * QD, 1.0f)), *all_d = buffer(M * QD), *one_d = buffer(QD);
     pgd_tensor qt = view(q, PGD_F32, M, QD), at = view(all_d, PGD_F32, M, QD);
     ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, 0.2f, &at, ws, ws_size), 0);

@@ -162,54 +162,63 @@ float dot_avx512(const float *a, const float *b, int64_t n) {
     return y;
 }
 
-// NV vectors of d floats per query; V rows are loaded once for up to 24 / NV queries, whose accumulators stay
-// in registers (the sizes are compile-time so that they do). Each element's sum runs in order of s.
-template <int NV, int kQ = (24 / NV > 0 ? 24 / NV : 1)>
-void values_block(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
-                  __mmask16 tail, float *out, int64_t ldo) {
-    for (int32_t j0 = 0; j0 < nq; j0 += kQ) {
-        if (nq - j0 < kQ) {  // the last few queries: one at a time, same order
-            for (int32_t j = j0; j < nq; ++j)
-                values_block<NV, 1>(p + j * ldp, ldp, 1, v, ldv, n_pos, tail, out + j * ldo, ldo);
-            return;
+// Q queries against V rows of loader W, NV vectors of 16 per row (the last one masked by `tail`): the Q * NV
+// accumulators stay in registers (the sizes are compile-time so that they do) and each V vector is widened
+// once for all Q. With SCALED (int8 rows) the row's scale multiplies the probability first. Each element's
+// sum runs in order of s.
+template <typename W, bool SCALED, int NV, int Q>
+void values_q(const float *p, int64_t ldp, const typename W::T *v, int64_t ldv, const float *vs, int64_t ldvs,
+              int64_t n_pos, __mmask16 tail, float *out, int64_t ldo) {
+    static_assert(Q * NV + Q + 1 <= 32, "block does not fit in the 32 vector registers");
+    __m512 acc[Q][NV];
+    for (int j = 0; j < Q; ++j)
+        for (int c = 0; c < NV; ++c) acc[j][c] = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, out + j * ldo + 16 * c);
+    for (int64_t s = 0; s < n_pos; ++s) {
+        const typename W::T *vr = v + s * ldv;
+        __m512 ps[Q];
+        for (int j = 0; j < Q; ++j) ps[j] = _mm512_set1_ps(SCALED ? p[j * ldp + s] * vs[s * ldvs] : p[j * ldp + s]);
+        for (int c = 0; c < NV; ++c) {
+            const __m512 vv = c + 1 < NV ? W::load(vr + 16 * c) : W::load(vr + 16 * c, tail);
+            for (int j = 0; j < Q; ++j) acc[j][c] = _mm512_fmadd_ps(ps[j], vv, acc[j][c]);
         }
-        __m512 acc[kQ][NV];
-        for (int j = 0; j < kQ; ++j)
-            for (int c = 0; c < NV; ++c)
-                acc[j][c] = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, out + (j0 + j) * ldo + 16 * c);
-        for (int64_t s = 0; s < n_pos; ++s) {
-            const float *vr = v + s * ldv;
-            __m512 ps[kQ];
-            for (int j = 0; j < kQ; ++j) ps[j] = _mm512_set1_ps(p[(j0 + j) * ldp + s]);
-            for (int c = 0; c < NV; ++c) {
-                const __m512 vv = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, vr + 16 * c);
-                for (int j = 0; j < kQ; ++j) acc[j][c] = _mm512_fmadd_ps(ps[j], vv, acc[j][c]);
-            }
-        }
-        for (int j = 0; j < kQ; ++j)
-            for (int c = 0; c < NV; ++c)
-                _mm512_mask_storeu_ps(out + (j0 + j) * ldo + 16 * c, c + 1 < NV ? 0xffff : tail, acc[j][c]);
     }
+    for (int j = 0; j < Q; ++j)
+        for (int c = 0; c < NV; ++c)
+            _mm512_mask_storeu_ps(out + j * ldo + 16 * c, c + 1 < NV ? 0xffff : tail, acc[j][c]);
 }
 
-void attn_values_avx512(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
-                        int32_t d, float *out, int64_t ldo) {
+// All nq queries: blocks of kQ, then pairs, then one (head groups of GQA are small: 2 for the 1B shape).
+template <typename W, bool SCALED, int NV>
+void values_nv(const float *p, int64_t ldp, int32_t nq, const typename W::T *v, int64_t ldv, const float *vs,
+               int64_t ldvs, int64_t n_pos, __mmask16 tail, float *out, int64_t ldo) {
+    constexpr int kQ = 28 / (NV + 1) < 8 ? 28 / (NV + 1) : 8;  // Q * (NV + 1) + 1 <= 32 registers
+    int32_t j = 0;
+    for (; j + kQ <= nq; j += kQ)
+        values_q<W, SCALED, NV, kQ>(p + j * ldp, ldp, v, ldv, vs, ldvs, n_pos, tail, out + j * ldo, ldo);
+    for (; j + 2 <= nq; j += 2)
+        values_q<W, SCALED, NV, 2>(p + j * ldp, ldp, v, ldv, vs, ldvs, n_pos, tail, out + j * ldo, ldo);
+    if (j < nq) values_q<W, SCALED, NV, 1>(p + j * ldp, ldp, v, ldv, vs, ldvs, n_pos, tail, out + j * ldo, ldo);
+}
+
+template <typename W, KvElem E>
+void attn_values_avx512(const float *p, int64_t ldp, int32_t nq, const void *vv, int64_t ldv, const float *vs,
+                        int64_t ldvs, int64_t n_pos, int32_t d, float *out, int64_t ldo) {
+    constexpr bool S = E == kKvI8;
+    const typename W::T *v = static_cast<const typename W::T *>(vv);
     const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
     switch ((d + 15) / 16) {
-        case 1: return values_block<1>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 2: return values_block<2>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 3: return values_block<3>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 4: return values_block<4>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 5: return values_block<5>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 6: return values_block<6>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 7: return values_block<7>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 8: return values_block<8>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
+        case 1: return values_nv<W, S, 1>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 2: return values_nv<W, S, 2>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 3: return values_nv<W, S, 3>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 4: return values_nv<W, S, 4>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 5: return values_nv<W, S, 5>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 6: return values_nv<W, S, 6>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 7: return values_nv<W, S, 7>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 8: return values_nv<W, S, 8>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
         default: break;
     }
-    for (int32_t j = 0; j < nq; ++j)  // head_dim > 128: not a shape of this model family
-        for (int64_t s = 0; s < n_pos; ++s)
-            for (int32_t i = 0; i < d; ++i)
-                out[j * ldo + i] = __builtin_fmaf(p[j * ldp + s], v[s * ldv + i], out[j * ldo + i]);
+    // head_dim > 128: not a shape of this model family; the reference's order, fixed, so still invariant
+    scalar().attn_values[E](p, ldp, nq, vv, ldv, vs, ldvs, n_pos, d, out, ldo);
 }
 
 // exp(x) for x <= 0 (softmax shifts by the maximum; SwiGLU clamps): n = round(x / ln 2), r = x - n ln 2 in two
@@ -294,7 +303,8 @@ constexpr Table variant(bool bf16, bool vnni) {
             mm<F16>,
             mm<I8>,
             dot_avx512,
-            attn_values_avx512,
+            {attn_values_avx512<F32, kKvF32>, attn_values_avx512<F16, kKvF16>, attn_values_avx512<BF16, kKvBF16>,
+             attn_values_avx512<I8, kKvI8>},
             scale_max_avx512,
             exp_sum_avx512,
             swiglu_avx512,
