@@ -55,6 +55,25 @@ KvRows kv_rows(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s) {
     return r;
 }
 
+// Asks for rows [s, s + n) of KV head hk (the next tile) to be brought to L2 while this tile is computed: a
+// tile is a few KB in each of many places (a block holds every layer's rows), too short a run for the
+// hardware prefetchers to ramp up on, and decode reads the whole cache once per step.
+void prefetch_tile(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s, int64_t n) {
+    const int64_t row_bytes = int64_t(d) * elem_bytes(c.dtype);
+    for (int64_t u = 0; u < n;) {
+        const int64_t run = pgd_rows_in_block(&c, s + u, n - u);
+        const KvRows r = kv_rows(c, hk, d, s + u);
+        const char *p = static_cast<const char *>(r.p);
+        const int64_t ld = r.ld * int64_t(elem_bytes(c.dtype));
+        for (int64_t t = 0; t < run; ++t, p += ld)
+            for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(p + b, 0, 2);
+        if (r.sc)  // the run's scales, ldsc floats apart
+            for (int64_t b = 0; b < run * r.ldsc * 4; b += 64)
+                __builtin_prefetch(reinterpret_cast<const char *>(r.sc) + b, 0, 2);
+        u += run;
+    }
+}
+
 // One pass of the flash-attention recurrence: nh query heads (q, d floats each) against positions [0, n_pos)
 // of one KV head, a tile at a time. Per head j: scores of the tile, m = max(m, tile max) with the running sum
 // l and the accumulators rescaled by e^(m_old - m) when it grows, l += sum of e^(score - m), acc += those
@@ -74,6 +93,8 @@ uint64_t attend_heads(const AttnProblem &a, int32_t hk, int64_t n_pos, const flo
     uint64_t over = 0;
     for (int64_t s0 = 0; s0 < n_pos;) {
         const int64_t n = std::min(kTile - s0 % kTile, n_pos - s0);
+        prefetch_tile(kc, hk, d, s0 + n, std::min(kTile, n_pos - s0 - n));
+        prefetch_tile(vc, hk, d, s0 + n, std::min(kTile, n_pos - s0 - n));
         // scores of the tile, a run of rows within one block at a time (int8 keys: times the row's scale)
         for (int64_t u = 0; u < n;) {
             const int64_t run = pgd_rows_in_block(&kc, s0 + u, n - u);

@@ -171,18 +171,25 @@ void values_q(const float *p, int64_t ldp, const typename W::T *v, int64_t ldv, 
               int64_t n_pos, __mmask16 tail, float *out, int64_t ldo) {
     static_assert(Q * NV + Q + 1 <= 32, "block does not fit in the 32 vector registers");
     __m512 acc[Q][NV];
+#pragma GCC unroll 8
     for (int j = 0; j < Q; ++j)
+#pragma GCC unroll 8
         for (int c = 0; c < NV; ++c) acc[j][c] = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, out + j * ldo + 16 * c);
     for (int64_t s = 0; s < n_pos; ++s) {
         const typename W::T *vr = v + s * ldv;
         __m512 ps[Q];
+#pragma GCC unroll 8
         for (int j = 0; j < Q; ++j) ps[j] = _mm512_set1_ps(SCALED ? p[j * ldp + s] * vs[s * ldvs] : p[j * ldp + s]);
+#pragma GCC unroll 8
         for (int c = 0; c < NV; ++c) {
-            const __m512 vv = c + 1 < NV ? W::load(vr + 16 * c) : W::load(vr + 16 * c, tail);
+            const __m512 vv = W::load(vr + 16 * c, c + 1 < NV ? static_cast<__mmask16>(0xffff) : tail);
+#pragma GCC unroll 8
             for (int j = 0; j < Q; ++j) acc[j][c] = _mm512_fmadd_ps(ps[j], vv, acc[j][c]);
         }
     }
+#pragma GCC unroll 8
     for (int j = 0; j < Q; ++j)
+#pragma GCC unroll 8
         for (int c = 0; c < NV; ++c)
             _mm512_mask_storeu_ps(out + j * ldo + 16 * c, c + 1 < NV ? 0xffff : tail, acc[j][c]);
 }
