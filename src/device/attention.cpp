@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include <cfloat>
 #include <cmath>
 
 #include <algorithm>
@@ -190,11 +191,21 @@ int kv_store_host(const pgd_tensor &src, const pgd_tensor &c, int64_t row0) {
             float *scales = const_cast<float *>(pgd_kv_scale(&c, row0 + r));
             for (int64_t g0 = 0, gi = 0; g0 < n; g0 += c.group_size, ++gi) {
                 float amax = 0.0f;
-                for (int64_t i = g0; i < g0 + c.group_size; ++i) amax = std::max(amax, std::fabs(x[i]));
-                const float s = amax / 127.0f;
-                const float inv = s > 0.0f ? 1.0f / s : 0.0f;
+                bool finite = true;
+                for (int64_t i = g0; i < g0 + c.group_size; ++i) {
+                    finite = finite && std::isfinite(x[i]);
+                    amax = std::max(amax, std::fabs(x[i]));
+                }
+                // As kernels.h's row_quant_scale: a group of zeros, or one too small for 1 / s to be finite, is
+                // zeros with scale 0; one holding NaN or Inf is zeros with scale NaN, read back as NaN like a
+                // float cache's (x * inf and NaN would otherwise clamp to +-127: a 0 stored as amax, a NaN lost).
+                float s = finite ? amax / 127.0f : NAN;
+                float inv = finite && s > 0.0f ? 1.0f / s : 0.0f;
+                if (!(inv <= FLT_MAX)) s = 0.0f, inv = 0.0f;
                 for (int64_t i = g0; i < g0 + c.group_size; ++i)
-                    qv[i] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, std::nearbyint(x[i] * inv))));
+                    qv[i] = inv == 0.0f
+                                ? 0
+                                : static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, std::nearbyint(x[i] * inv))));
                 scales[gi] = s;
             }
         }

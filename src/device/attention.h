@@ -33,7 +33,8 @@ struct AttnProblem {
 };
 
 // Writes the F32 rows of src to rows row0.. of a KV cache of F32, F16, BF16 or I8 (one scale per row and group
-// of group_size columns, amax / 127, a group of zeros scale 0): a backend's kv_store on host memory.
+// of group_size columns, amax / 127; a group of zeros, or too small for 1 / scale to be finite, zeros with scale
+// 0; a group holding NaN or Inf zeros with scale NaN): a backend's kv_store on host memory.
 // 0, PANGU_ERR_CONTEXT_FULL (rows past the cache) or PANGU_ERR_UNSUPPORTED (another dtype).
 int kv_store_host(const pgd_tensor &src, const pgd_tensor &cache, int64_t row0);
 

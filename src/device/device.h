@@ -124,9 +124,11 @@ static inline int64_t pgd_row_offset(const pgd_tensor *t, int64_t r) {
 
 /* An I8 KV cache (API 6): each half-block of block_rows rows holds the rows' int8 elements, then their scales,
  * block_rows x (cols / group_size) floats; element (r, c) is data[r, c] * scale of (r, c / group_size), and
- * `scale` points at the scales of block 0 (block_stride elements, i.e. bytes, apart from block to block). */
+ * `scale` points at the scales of block 0 (block_stride elements, i.e. bytes, apart from block to block). An
+ * unblocked one (block_rows 0) has rows x (cols / group_size) floats at `scale`, as if one block. */
 static inline const float *pgd_kv_scale(const pgd_tensor *t, int64_t r) {
     const int64_t ng = t->cols / t->group_size;
+    if (t->block_rows <= 0) return t->scale + r * ng;
     return t->scale + (r / t->block_rows) * (t->block_stride / 4) + (r % t->block_rows) * ng;
 }
 

@@ -204,7 +204,8 @@ int npu_memcpy2d(void *ctx, pgd_stream *s, void *dst, size_t dpitch, const void 
 
 // The KV cache is fp16 on the device (kv_dtypes): the rows, fp16 values already, are stored as fp16 bits.
 int npu_kv_store(void *ctx, pgd_stream *s, const pgd_tensor *src, pgd_tensor *cache, int64_t row0) {
-    if (!src || !cache || cache->dtype != PGD_F16) return PANGU_ERR_INVALID_ARGUMENT;
+    if (!src || !cache) return PANGU_ERR_INVALID_ARGUMENT;
+    if (cache->dtype != PGD_F16) return PANGU_ERR_UNSUPPORTED;  // as the CPU's for a type it does not hold
     DeviceAccess open(C(ctx));
     if (const int rc = kv_store_host(*src, *cache, row0)) return rc;
     transfer(C(ctx), s ? S(s) : nullptr, PGD_DEVICE_TO_DEVICE, static_cast<size_t>(src->rows * src->cols) * 2);
