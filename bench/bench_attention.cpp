@@ -23,15 +23,7 @@
 
 #include "device/device.h"
 #include "model/tensor.h"
-// membw's reader as the membw tool is built (-march=native there), as in bench_matmul.cpp.
-#if defined(__x86_64__) && !defined(__AVX2__)
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#include "membw.h"
-#pragma GCC pop_options
-#else
-#include "membw.h"
-#endif
+#include "membw_avx2.h"
 
 namespace {
 

@@ -44,6 +44,18 @@ static pangu_session_memory estimate(const pangu_session_params *p) {
     return m;
 }
 
+/* The stats of a session created (without an arena) with p, then freed. */
+static pangu_session_stats created_stats(const pangu_session_params *p) {
+    pangu_session *s = NULL;
+    assert_int_equal(pangu_session_create(g_model, p, &s), PANGU_OK);
+    pangu_session_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    assert_int_equal(pangu_session_get_stats(s, &st), PANGU_OK);
+    pangu_session_free(s);
+    return st;
+}
+
 static void test_estimate_is_exact_and_stable(void **state) {
     (void)state;
     pangu_session_params p;
@@ -61,16 +73,10 @@ static void test_estimate_is_exact_and_stable(void **state) {
     assert_true(c.arena_bytes > a.arena_bytes);
     /* a session created without an arena uses exactly the estimated block */
     p.n_ctx = 512;
-    pangu_session *s = NULL;
-    assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);
-    pangu_session_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = sizeof st;
-    assert_int_equal(pangu_session_get_stats(s, &st), PANGU_OK);
+    const pangu_session_stats st = created_stats(&p);
     assert_int_equal(st.arena_bytes, a.arena_bytes);
     assert_int_equal(st.kv_cache_bytes, a.kv_cache_bytes);
     assert_int_equal(st.caller_arena, 0);
-    pangu_session_free(s);
 }
 
 /* Every kv_type: its exact size per position, and a session uses exactly the estimated block. */
@@ -87,15 +93,9 @@ static void test_estimate_every_kv_type(void **state) {
         pangu_session_memory a = estimate(&p);
         assert_int_equal(a.kv_cache_bytes, (size_t)512 * per_pos[i]);
         assert_int_equal(a.arena_bytes, a.kv_cache_bytes + a.activation_bytes + a.logits_bytes + a.other_bytes);
-        pangu_session *s = NULL;
-        assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);
-        pangu_session_stats st;
-        memset(&st, 0, sizeof st);
-        st.struct_size = sizeof st;
-        assert_int_equal(pangu_session_get_stats(s, &st), PANGU_OK);
+        const pangu_session_stats st = created_stats(&p);
         assert_int_equal(st.arena_bytes, a.arena_bytes);
         assert_int_equal(st.kv_cache_bytes, a.kv_cache_bytes);
-        pangu_session_free(s);
     }
 }
 
