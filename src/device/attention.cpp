@@ -33,11 +33,6 @@ kernels::KvElem elem_of(int32_t dtype) {
                                : kernels::kKvF32;
 }
 
-// The matmul kernel that computes scores from key rows of this type (for int8 rows the raw sums).
-kernels::MatmulBlockFn scores_fn(const kernels::Table &k, int32_t dtype) {
-    return dtype == PGD_F16 ? k.mm_f16 : dtype == PGD_BF16 ? k.mm_bf16 : dtype == PGD_I8 ? k.mm_i8 : k.mm_f32;
-}
-
 // Row s of KV head hk of cache c, as stored: its first element, the element stride between rows (constant
 // within a block) and, for int8, its scale and the float stride between the scales of rows.
 struct KvRows {
@@ -86,7 +81,7 @@ uint64_t attend_heads(const AttnProblem &a, int32_t hk, int64_t n_pos, const flo
                       float *buf) {
     const int32_t d = a.hd;
     const pgd_tensor &kc = *a.kc, &vc = *a.vc;
-    const kernels::MatmulBlockFn scores = scores_fn(*a.k, kc.dtype);
+    const kernels::AttnScoresFn scores = a.k->attn_scores[elem_of(kc.dtype)];
     const kernels::AttnValuesFn values = a.k->attn_values[elem_of(vc.dtype)];
     float *sc = buf, *acc = buf + nh * kTile, *mx = acc + int64_t(nh) * d, *l = mx + nh;
     for (int64_t i = 0; i < int64_t(nh) * d; ++i) acc[i] = 0.0f;
@@ -100,9 +95,7 @@ uint64_t attend_heads(const AttnProblem &a, int32_t hk, int64_t n_pos, const flo
         for (int64_t u = 0; u < n;) {
             const int64_t run = pgd_rows_in_block(&kc, s0 + u, n - u);
             const KvRows kr = kv_rows(kc, hk, d, s0 + u);
-            for (int64_t t = 0; t < run; t += 8)
-                scores(q, d, nh, static_cast<const uint8_t *>(kr.p) + t * kr.ld * elem_bytes(kc.dtype), kr.ld, d,
-                       static_cast<int>(std::min<int64_t>(8, run - t)), sc + u + t, kTile);
+            scores(q, nh, d, kr.p, kr.ld, run, sc + u, kTile);
             if (kr.sc)
                 for (int32_t j = 0; j < nh; ++j)
                     for (int64_t t = 0; t < run; ++t) sc[j * kTile + u + t] *= kr.sc[t * kr.ldsc];

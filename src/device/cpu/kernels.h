@@ -31,6 +31,8 @@ using MatmulBlockFn = void (*)(const float *x, int64_t ldx, int64_t M, const voi
 // The element types of a KV cache, indexing Table::attn_values.
 enum KvElem : int { kKvF32, kKvF16, kKvBF16, kKvI8, kKvElems };
 
+using AttnScoresFn = void (*)(const float *q, int32_t nq, int32_t d, const void *k, int64_t ldk, int64_t n, float *s,
+                              int64_t lds);
 using AttnValuesFn = void (*)(const float *p, int64_t ldp, int32_t nq, const void *v, int64_t ldv, const float *vs,
                               int64_t ldvs, int64_t n_pos, int32_t d, float *out, int64_t ldo);
 
@@ -47,8 +49,12 @@ struct Table {
     // probability, one product, so an int8 row is widened exactly and never scaled element by element; vs is
     // unused for the other types). Each element is one chain of multiply-adds in order of s, so a cache
     // processed tile by tile (one call per tile, accumulating) gives the bits of a single call.
-    // (Attention scores are mm_f32 / mm_f16 / mm_bf16 / mm_i8 of the queries against the key rows.)
     AttnValuesFn attn_values[kKvElems];
+    // Attention scores of nq queries (query j at q + j * d) against n key rows of element type e, ldk elements
+    // apart: s[j*lds + t] = q_j . k_t, each the dot product of the table's mm kernel of that type, bit for bit
+    // (for kKvI8 the raw sum: the caller applies the row's scale). One call per tile of the cache, so the
+    // queries stay in registers where they fit.
+    AttnScoresFn attn_scores[kKvElems];
     // Softmax in two passes: x[i] *= scale for i < n, returning the largest; then x[i] = exp(x[i] - shift),
     // returning their sum. Each table has its own exp and order of summation (fixed, so still invariant).
     float (*scale_max)(float *x, int64_t n, float scale);
@@ -205,6 +211,15 @@ void swiglu_scalar(float *g, const float *u, int64_t n);
 // reference, or a narrower one to compare); a table the CPU or build lacks falls back to the best.
 const Table &best();
 const Table &scalar();
+
+// attn_scores from a table's matmul kernel, eight key rows a call: the scalar, AVX2 and NEON tables' version.
+template <MatmulBlockFn MM, size_t kElemBytes>
+void attn_scores_by_mm(const float *q, int32_t nq, int32_t d, const void *k, int64_t ldk, int64_t n, float *s,
+                       int64_t lds) {
+    const uint8_t *kb = static_cast<const uint8_t *>(k);
+    for (int64_t t = 0; t < n; t += 8)
+        MM(q, d, nq, kb + t * ldk * int64_t(kElemBytes), ldk, d, static_cast<int>(n - t < 8 ? n - t : 8), s + t, lds);
+}
 // nullptr where the CPU or the build lacks it.
 const Table *avx2();
 const Table *avx512();

@@ -268,15 +268,19 @@ void swiglu_avx2(float *g, const float *u, int64_t n) {
 #define PANGU_AVX2_ATTN_VALUES \
     { attn_values_avx2<F32, kKvF32>, attn_values_avx2<F16, kKvF16>, attn_values_avx2<BF16, kKvBF16>, \
       attn_values_avx2<I8, kKvI8> }
+#define PANGU_AVX2_ATTN_SCORES \
+    { attn_scores_by_mm<mm<F32>, 4>, attn_scores_by_mm<mm<F16>, 2>, attn_scores_by_mm<mm<BF16>, 2>, \
+      attn_scores_by_mm<mm<I8>, 1> }
 const Table kAvx2 = {"avx2",          mm<F32>,         mm<BF16>,  mm<F16>,        mm<I8>,
-                     dot_avx2,        PANGU_AVX2_ATTN_VALUES,     scale_max_avx2, exp_sum_avx2,
+                     dot_avx2,        PANGU_AVX2_ATTN_VALUES, PANGU_AVX2_ATTN_SCORES, scale_max_avx2, exp_sum_avx2,
                      swiglu_avx2,     nullptr,         nullptr,   quant_rows_avx2, mm_q8_avx2,
                      mm_q4_avx2,      mm_qb_avx2};
 const Table kAvx2Vnni = {"avx2",          mm<F32>,        mm<BF16>,      mm<F16>,        mm<I8>,
-                         dot_avx2,        PANGU_AVX2_ATTN_VALUES,        scale_max_avx2, exp_sum_avx2,
+                         dot_avx2,        PANGU_AVX2_ATTN_VALUES, PANGU_AVX2_ATTN_SCORES, scale_max_avx2, exp_sum_avx2,
                          swiglu_avx2,     nullptr,        nullptr,       quant_rows_avx2, mm_q8_avxvnni,
                          mm_q4_avxvnni,   mm_qb_avxvnni};
 #undef PANGU_AVX2_ATTN_VALUES
+#undef PANGU_AVX2_ATTN_SCORES
 
 }  // namespace
 

@@ -228,6 +228,79 @@ void attn_values_avx512(const float *p, int64_t ldp, int32_t nq, const void *vv,
     scalar().attn_values[E](p, ldp, nq, vv, ldv, vs, ldvs, n_pos, d, out, ldo);
 }
 
+// Attention scores, G queries held in registers (NV vectors of 16 each, the last masked by `tail`) against key
+// rows of loader W, four rows a step: acc[j][r] gathers lane sums in order of the 16-element chunks, then hsum4,
+// which is micro's sequence (mm's bits) without reloading the queries or a call per eight rows.
+template <typename W, int NV, int G>
+void scores_g(const float *q, int32_t d, const typename W::T *k, int64_t ldk, int64_t n, __mmask16 tail, float *s,
+              int64_t lds) {
+    static_assert(G * NV + 4 * G + 1 <= 32, "block does not fit in the 32 vector registers");
+    __m512 qv[G][NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < G; ++j)
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c) qv[j][c] = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, q + j * d + 16 * c);
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+        __m512 acc[G][4];
+#pragma GCC unroll 8
+        for (int j = 0; j < G; ++j)
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; ++r) acc[j][r] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c)
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; ++r) {
+                const __m512 kv = W::load(k + (t + r) * ldk + 16 * c, c + 1 < NV ? static_cast<__mmask16>(0xffff) : tail);
+#pragma GCC unroll 8
+                for (int j = 0; j < G; ++j) acc[j][r] = _mm512_fmadd_ps(qv[j][c], kv, acc[j][r]);
+            }
+#pragma GCC unroll 8
+        for (int j = 0; j < G; ++j) _mm_storeu_ps(s + j * lds + t, hsum4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]));
+    }
+    for (; t < n; ++t) {
+        __m512 acc[G];
+#pragma GCC unroll 8
+        for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c) {
+            const __m512 kv = W::load(k + t * ldk + 16 * c, c + 1 < NV ? static_cast<__mmask16>(0xffff) : tail);
+#pragma GCC unroll 8
+            for (int j = 0; j < G; ++j) acc[j] = _mm512_fmadd_ps(qv[j][c], kv, acc[j]);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < G; ++j) s[j * lds + t] = hsum(acc[j]);
+    }
+}
+
+// All nq queries, in groups of as many as fit in registers with their accumulators.
+template <typename W, int NV>
+void scores_nv(const float *q, int32_t nq, int32_t d, const typename W::T *k, int64_t ldk, int64_t n, __mmask16 tail,
+               float *s, int64_t lds) {
+    constexpr int kG = 31 / (NV + 4) < 6 ? 31 / (NV + 4) : 6;
+    int32_t j = 0;
+    for (; j + kG <= nq; j += kG) scores_g<W, NV, kG>(q + j * d, d, k, ldk, n, tail, s + j * lds, lds);
+    for (; j < nq; ++j) scores_g<W, NV, 1>(q + j * d, d, k, ldk, n, tail, s + j * lds, lds);
+}
+
+template <typename W>
+void attn_scores_avx512(const float *q, int32_t nq, int32_t d, const void *kv, int64_t ldk, int64_t n, float *s,
+                        int64_t lds) {
+    const typename W::T *k = static_cast<const typename W::T *>(kv);
+    const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
+    switch ((d + 15) / 16) {
+        case 1: return scores_nv<W, 1>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 2: return scores_nv<W, 2>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 3: return scores_nv<W, 3>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 4: return scores_nv<W, 4>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 5: return scores_nv<W, 5>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 6: return scores_nv<W, 6>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 7: return scores_nv<W, 7>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 8: return scores_nv<W, 8>(q, nq, d, k, ldk, n, tail, s, lds);
+        default: return attn_scores_by_mm<mm<W>, sizeof(typename W::T)>(q, nq, d, kv, ldk, n, s, lds);
+    }
+}
+
 // exp(x) for x <= 0 (softmax shifts by the maximum; SwiGLU clamps): n = round(x / ln 2), r = x - n ln 2 in two
 // parts (Cody-Waite), e^r by its degree-6 Taylor-like minimax polynomial (the classic single-precision
 // coefficients, about 1 ulp), times 2^n. Below -87.3 the result is 0, as expf's is to within a denormal.
@@ -312,6 +385,7 @@ constexpr Table variant(bool bf16, bool vnni) {
             dot_avx512,
             {attn_values_avx512<F32, kKvF32>, attn_values_avx512<F16, kKvF16>, attn_values_avx512<BF16, kKvBF16>,
              attn_values_avx512<I8, kKvI8>},
+            {attn_scores_avx512<F32>, attn_scores_avx512<F16>, attn_scores_avx512<BF16>, attn_scores_avx512<I8>},
             scale_max_avx512,
             exp_sum_avx512,
             swiglu_avx512,

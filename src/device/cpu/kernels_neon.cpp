@@ -242,16 +242,20 @@ void quant_rows_neon(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *
 #define PANGU_NEON_ATTN_VALUES \
     { attn_values_neon<F32, kKvF32>, attn_values_neon<F16, kKvF16>, attn_values_neon<BF16, kKvBF16>, \
       attn_values_neon<I8, kKvI8> }
+#define PANGU_NEON_ATTN_SCORES \
+    { attn_scores_by_mm<mm<F32>, 4>, attn_scores_by_mm<mm<F16>, 2>, attn_scores_by_mm<mm<BF16>, 2>, \
+      attn_scores_by_mm<mm<I8>, 1> }
 const Table kNeon = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
-                     PANGU_NEON_ATTN_VALUES, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
+                     PANGU_NEON_ATTN_VALUES, PANGU_NEON_ATTN_SCORES, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
                      nullptr,          nullptr,
                      quant_rows_neon,  mm_q8_neon,       mm_q4_neon,    mm_qb_neon};
 // With the dot product instructions (kernels_neon_dotprod.cpp).
 const Table kNeonDot = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
-                        PANGU_NEON_ATTN_VALUES, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
+                        PANGU_NEON_ATTN_VALUES, PANGU_NEON_ATTN_SCORES, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
                         nullptr,          nullptr,
                         quant_rows_neon,  mm_q8_neondot,    mm_q4_neondot, mm_qb_neondot};
 #undef PANGU_NEON_ATTN_VALUES
+#undef PANGU_NEON_ATTN_SCORES
 
 }  // namespace
 
