@@ -175,6 +175,47 @@ TEST(Kernels, AttentionValuesMatchScalarAndAccumulateExactlyAcrossBlocks) {
     }
 }
 
+TEST(Kernels, AttentionScoresAreTheMatmulKernelsBits) {
+    // attn_scores is a tile's worth of the table's mm kernel of that element type, bit for bit (so a score is
+    // a dot product in the table's fixed order), and the scalar table's within rounding.
+    std::mt19937 g(11);
+    auto tables = vector_tables();
+    tables.push_back(&kernels::scalar());
+    for (const auto *t : tables) {
+        const kernels::MatmulBlockFn mms[kernels::kKvElems] = {t->mm_f32, t->mm_f16, t->mm_bf16, t->mm_i8};
+        const size_t esize[kernels::kKvElems] = {4, 2, 2, 1};
+        for (int32_t d : {16, 32, 64, 128, 24, 136}) {
+            for (int32_t nq : {1, 2, 3, 7}) {
+                for (int64_t n : {1, 3, 4, 9, 64}) {
+                    const int64_t ldk = d * 3 + 5, lds = n + 2;
+                    auto q = randv(nq * d, g), kf = randv(n * ldk, g);
+                    std::vector<uint16_t> kh(kf.size()), kb(kf.size());
+                    std::vector<int8_t> kq(kf.size());
+                    for (size_t i = 0; i < kf.size(); ++i) {
+                        kh[i] = f32_to_f16(kf[i]);
+                        kb[i] = f32_to_bf16(kf[i]);
+                        kq[i] = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
+                    }
+                    const void *kd[kernels::kKvElems] = {kf.data(), kh.data(), kb.data(), kq.data()};
+                    for (int e = 0; e < kernels::kKvElems; ++e) {
+                        std::vector<float> got(nq * lds, -1.0f), want(nq * lds, -1.0f), ref(nq * lds, -1.0f);
+                        t->attn_scores[e](q.data(), nq, d, kd[e], ldk, n, got.data(), lds);
+                        for (int64_t r = 0; r < n; r += 8)
+                            mms[e](q.data(), d, nq, static_cast<const uint8_t *>(kd[e]) + r * ldk * esize[e], ldk, d,
+                                   static_cast<int>(std::min<int64_t>(8, n - r)), want.data() + r, lds);
+                        kernels::scalar().attn_scores[e](q.data(), nq, d, kd[e], ldk, n, ref.data(), lds);
+                        ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+                            << t->name << " type " << e << " d " << d << " nq " << nq << " n " << n;
+                        for (size_t i = 0; i < got.size(); ++i)
+                            ASSERT_NEAR(got[i], ref[i], (e == kernels::kKvI8 ? 127 : 1) * 1e-4f * std::sqrt(float(d)))
+                                << t->name << " type " << e;
+                    }
+                }
+            }
+        }
+    }
+}
+
 TEST(Kernels, ScalarAttentionValuesFoldTheInt8ScaleIntoTheWeight) {
     // The reference itself: p * scale once per row, times the widened element.
     const float p[2] = {0.5f, 0.25f}, vs[2] = {0.1f, 0.2f};
