@@ -2,8 +2,9 @@
  *
  *   arena_report -m DIR [-c CTX]... [-b BATCH] [-t THREADS]
  *
- * Prints one line per context length (default 512, 2048, 4096) with the arena and its parts. Nothing is
- * allocated for the session: the figures come from the model's shapes alone. */
+ * Prints one line per context length (default 512, 2048, 4096) and KV cache type (f32, f16, bf16, q8) with the
+ * arena and its parts, and the session's size against the same context with an F32 cache. Nothing is allocated
+ * for the session: the figures come from the model's shapes alone. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,24 +39,35 @@ int main(int argc, char **argv) {
         fprintf(stderr, "arena_report: %s\n", pangu_last_error());
         return 1;
     }
-    printf("%-8s %14s %14s %14s %14s %12s %12s\n", "n_ctx", "arena_bytes", "device_bytes", "kv_cache", "activations",
-           "logits", "other");
+    static const struct {
+        const char *name;
+        int32_t type;
+    } kv[] = {{"f32", PANGU_KV_F32}, {"f16", PANGU_KV_F16}, {"bf16", PANGU_KV_BF16}, {"q8", PANGU_KV_Q8}};
+    printf("%-8s %-5s %14s %14s %14s %14s %12s %12s %9s %9s\n", "n_ctx", "kv", "arena_bytes", "device_bytes", "kv_cache",
+           "activations", "logits", "other", "kv/f32", "total/f32");
     for (int i = 0; i < n_ctx; ++i) {
-        pangu_session_params p;
-        pangu_session_params_init(&p);
-        p.n_ctx = ctx[i];
-        p.n_batch = batch;
-        p.n_threads = threads;
-        pangu_session_memory mem;
-        memset(&mem, 0, sizeof mem);
-        mem.struct_size = sizeof mem;
-        if (pangu_session_estimate(m, &p, &mem) != PANGU_OK) {
-            fprintf(stderr, "arena_report: n_ctx %d: %s\n", ctx[i], pangu_last_error());
-            pangu_model_free(m);
-            return 1;
+        size_t kv_f32 = 0, total_f32 = 0;
+        for (size_t k = 0; k < sizeof kv / sizeof kv[0]; ++k) {
+            pangu_session_params p;
+            pangu_session_params_init_sized(&p, sizeof p);
+            p.n_ctx = ctx[i];
+            p.n_batch = batch;
+            p.n_threads = threads;
+            p.kv_type = kv[k].type;
+            pangu_session_memory mem;
+            memset(&mem, 0, sizeof mem);
+            mem.struct_size = sizeof mem;
+            if (pangu_session_estimate(m, &p, &mem) != PANGU_OK) {
+                fprintf(stderr, "arena_report: n_ctx %d, kv %s: %s\n", ctx[i], kv[k].name, pangu_last_error());
+                pangu_model_free(m);
+                return 1;
+            }
+            const size_t total = mem.arena_bytes + mem.device_bytes;
+            if (k == 0) kv_f32 = mem.kv_cache_bytes, total_f32 = total;
+            printf("%-8d %-5s %14zu %14zu %14zu %14zu %12zu %12zu %8.1f%% %8.1f%%\n", ctx[i], kv[k].name,
+                   mem.arena_bytes, mem.device_bytes, mem.kv_cache_bytes, mem.activation_bytes, mem.logits_bytes,
+                   mem.other_bytes, 100.0 * mem.kv_cache_bytes / kv_f32, 100.0 * total / total_f32);
         }
-        printf("%-8d %14zu %14zu %14zu %14zu %12zu %12zu\n", ctx[i], mem.arena_bytes, mem.device_bytes,
-               mem.kv_cache_bytes, mem.activation_bytes, mem.logits_bytes, mem.other_bytes);
     }
     pangu_model_free(m);
     return 0;

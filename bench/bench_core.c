@@ -1,7 +1,7 @@
 /* Prefill and decode speed of one model configuration (used by bench_quant.sh, the W8A16 benchmark).
  *
  *   bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL_TOKENS] [-n DECODE_TOKENS]
- *                   [--precision auto|f32|bf16|int8|int16] [--spec off|pld] [--json]
+ *                   [--precision auto|f32|bf16|int8|int16] [--kv-type f16|bf16|q8|f32] [--spec off|pld] [--json]
  *
  * Prefill: P prompt tokens in one pangu_session_eval on a fresh context; decode: N greedy tokens; medians of
  * R runs after one warm-up run. For comparisons against the memory-bandwidth floor:
@@ -20,6 +20,11 @@
  * B-byte buffer. Each decode step is timed on its own (between successive streamed tokens), so that a burst of
  * another tenant on a shared machine costs the steps it hits rather than a whole run; reported: the median step
  * against the median pass ("fraction of floor, steps") and the runs' decode speed against it ("runs").
+ *
+ * --prefill-once (long contexts, whose prefill dwarfs the decode): the prompt is evaluated once, in the
+ * warm-up run (its speed is the prefill reported), and every run truncates the context back to the prompt and
+ * decodes from there; the first decode step runs the prompt's last token again (truncate leaves the logits
+ * stale), a step at the same position, counted as one.
  *
  * --curve K instead measures what speculative decoding pays to verify drafts: after the P-token prompt, one
  * forward of m = 1..K positions that returns the logits of every position (as a verification does), rolled
@@ -166,8 +171,8 @@ static int verify_curve(pangu_model *model, pangu_session *s, const int32_t *pro
 }
 
 int main(int argc, char **argv) {
-    const char *dir = NULL, *precision = "auto", *spec = "off";
-    int threads = 1, runs = 5, n_prefill = 128, n_decode = 128, json = 0, curve = 0;
+    const char *dir = NULL, *precision = "auto", *spec = "off", *kv = "f16";
+    int threads = 1, runs = 5, n_prefill = 128, n_decode = 128, json = 0, curve = 0, prefill_once = 0;
     long long floor_bytes = 0;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
@@ -177,12 +182,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n_decode = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
         else if (!strcmp(argv[i], "--spec") && i + 1 < argc) spec = argv[++i];
+        else if (!strcmp(argv[i], "--kv-type") && i + 1 < argc) kv = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--prefill-once")) prefill_once = 1;
         else if (!strcmp(argv[i], "--curve") && i + 1 < argc) curve = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--floor-bytes") && i + 1 < argc) floor_bytes = atoll(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_core -m DIR [-t THREADS] [-r RUNS] [-p PREFILL] [-n DECODE]\n"
-                            "                       [--precision auto|f32|bf16|int8|int16] [--spec off|pld] [--json] [--curve K]\n"
+                            "                       [--precision auto|f32|bf16|int8|int16] [--kv-type f16|bf16|q8|f32]\n"
+                            "                       [--spec off|pld] [--json] [--curve K] [--prefill-once]\n"
                             "                       [--floor-bytes BYTES_READ_PER_TOKEN]\n");
             return 2;
         }
@@ -195,13 +203,18 @@ int main(int argc, char **argv) {
     else if (!strcmp(precision, "int8")) mp.activation_precision = PANGU_PRECISION_INT8;
     else if (!strcmp(precision, "int16")) mp.activation_precision = PANGU_PRECISION_INT16;
     else dir = NULL;
+    int32_t kv_type = -1;
+    if (!strcmp(kv, "f16")) kv_type = PANGU_KV_F16;
+    else if (!strcmp(kv, "bf16")) kv_type = PANGU_KV_BF16;
+    else if (!strcmp(kv, "q8")) kv_type = PANGU_KV_Q8;
+    else if (!strcmp(kv, "f32")) kv_type = PANGU_KV_F32;
     int spec_mode = -1;
     if (!strcmp(spec, "off")) spec_mode = PANGU_SPEC_OFF;
     else if (!strcmp(spec, "pld")) spec_mode = PANGU_SPEC_PLD;
-    if (!dir || spec_mode < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000 ||
+    if (!dir || spec_mode < 0 || kv_type < 0 || threads < 1 || runs < 1 || n_prefill < 1 || n_decode < 2 || runs > 1000 ||
         curve < 0 || curve > 64 || floor_bytes < 0 || (floor_bytes && threads > 64)) {
         fprintf(stderr, "bench_core: -m DIR is required; counts must be positive (decode at least 2); "
-                        "precision auto|f32|bf16|int8|int16, spec off|pld\n");
+                        "precision auto|f32|bf16|int8|int16, kv-type f16|bf16|q8|f32, spec off|pld\n");
         return 2;
     }
     pangu_model *model = NULL;
@@ -221,11 +234,12 @@ int main(int argc, char **argv) {
     for (int i = 1; i < n_prefill; ++i) prompt[i] = text_ids[(size_t)(i - 1) % n_text];
 
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = n_prefill + n_decode + 8;
     sp.n_threads = threads;
     sp.n_batch = 64;
     sp.spec_mode = spec_mode;
+    sp.kv_type = kv_type;
     pangu_session *s = NULL;
     if ((st = pangu_session_create(model, &sp, &s))) return die("session", st);
 
@@ -252,11 +266,18 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < bw_n; ++i) bw_buf[i] = (float)(i & 1023);
     }
     int eos_continued = 0;
+    double once_ms = 0;
     for (int r = -1; r < runs; ++r) { /* run -1 warms caches and page-ins */
-        pangu_session_reset(s);
-        double t0 = now_ms();
-        if ((st = pangu_session_eval(s, prompt, (size_t)n_prefill, NULL))) return die("eval", st);
-        double t1 = now_ms();
+        double t0 = now_ms(), t1;
+        if (prefill_once && r > -1) { /* back to the prompt: the decode of every run starts at its end */
+            if ((st = pangu_session_truncate(s, (size_t)n_prefill))) return die("truncate", st);
+            t0 = t1 = 0; /* the prefill of run -1 stands for all */
+        } else {
+            pangu_session_reset(s);
+            if ((st = pangu_session_eval(s, prompt, (size_t)n_prefill, NULL))) return die("eval", st);
+            t1 = now_ms();
+            if (prefill_once) once_ms = t1 - t0;
+        }
         pangu_session_stats a, b;
         memset(&a, 0, sizeof a);
         a.struct_size = sizeof a;
@@ -291,7 +312,7 @@ int main(int argc, char **argv) {
             if (r >= 0) bw[n_bw++] = g;
         }
         if (r < 0) continue;
-        pre[r] = n_prefill / ((t1 - t0) / 1e3);
+        pre[r] = n_prefill / ((prefill_once ? once_ms : t1 - t0) / 1e3);
         /* Forward passes of the generation: each streams the weights once. */
         const double fwd = (double)(b.n_forward - a.n_forward);
         dec[r] = fwd / (gen_ms / 1e3);

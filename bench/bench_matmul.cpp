@@ -30,16 +30,7 @@
 #include "device/cpu/kernels.h"
 #include "device/device.h"
 #include "model/tensor.h"
-// membw's reader as the membw tool is built (-march=native there): with 16-byte SSE loads a thread reads a
-// quarter slower than with AVX2's 32-byte ones, and the floor would be too low. --floor checks for AVX2.
-#if defined(__x86_64__) && !defined(__AVX2__)
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#include "membw.h"
-#pragma GCC pop_options
-#else
-#include "membw.h"
-#endif
+#include "membw_avx2.h"  // --floor checks for AVX2
 
 using namespace pangu;
 

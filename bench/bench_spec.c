@@ -882,12 +882,12 @@ int main(int argc, char **argv) {
 
     pangu_session *sess[N_MODES] = {NULL, NULL, NULL, NULL};
     pangu_session_params base;
-    pangu_session_params_init(&base);
+    pangu_session_params_init_sized(&base, sizeof base);
     const int lib_draft_len = base.spec_draft_len, lib_ngram = base.spec_ngram;
     for (int m = 0; m < N_MODES; ++m) {
         if (!used[m]) continue;
         pangu_session_params sp;
-        pangu_session_params_init(&sp);
+        pangu_session_params_init_sized(&sp, sizeof sp);
         sp.n_ctx = n_ctx;
         sp.n_threads = threads;
         sp.spec_mode = kModeValue[m];

@@ -1,7 +1,7 @@
 // greedy_agreement: how often a compressed model's greedy continuation is the reference model's.
 //
-//   greedy_agreement --ref DIR [--ref-precision P] -m DIR [--precision P] --data FILE.jsonl
-//                    [--prompts 50] [--prompt-tokens 64] [--tokens 64] [--docs odd|even|all] [-t N]
+//   greedy_agreement --ref DIR [--ref-precision P] [--ref-kv-type T] -m DIR [--precision P] [--kv-type T]
+//                    --data FILE.jsonl [--prompts 50] [--prompt-tokens 64] [--tokens 64] [--docs odd|even|all] [-t N]
 //                    [--backend NAME] [--json]
 //
 // Prompts are the first --prompt-tokens tokens of JSONL documents (the "text" field) that have at least that
@@ -30,6 +30,14 @@ namespace {
     std::exit(1);
 }
 
+int32_t parse_kv_type(const std::string &v) {
+    if (v == "f32") return PANGU_KV_F32;
+    if (v == "f16") return PANGU_KV_F16;
+    if (v == "bf16") return PANGU_KV_BF16;
+    if (v == "q8") return PANGU_KV_Q8;
+    die("a KV cache type is f32, f16, bf16 or q8, not '" + v + "'");
+}
+
 int32_t parse_precision(const std::string &v) {
     if (v == "auto") return PANGU_PRECISION_AUTO;
     if (v == "f32") return PANGU_PRECISION_F32;
@@ -42,6 +50,7 @@ int32_t parse_precision(const std::string &v) {
 struct Options {
     std::string ref, model, data, docs = "odd", backend;
     int32_t ref_precision = PANGU_PRECISION_AUTO, precision = PANGU_PRECISION_AUTO;
+    int32_t ref_kv = PANGU_KV_F16, kv = PANGU_KV_F16;  // the library's default
     int prompts = 50, prompt_tokens = 64, tokens = 64, threads = 2;
     bool json = false;
 };
@@ -67,6 +76,8 @@ Options parse(int argc, char **argv) {
         else if (a == "--data") o.data = value(i);
         else if (a == "--ref-precision") o.ref_precision = parse_precision(value(i));
         else if (a == "--precision") o.precision = parse_precision(value(i));
+        else if (a == "--ref-kv-type") o.ref_kv = parse_kv_type(value(i));
+        else if (a == "--kv-type") o.kv = parse_kv_type(value(i));
         else if (a == "--prompts") o.prompts = number(i, 1, 100000);
         else if (a == "--prompt-tokens") o.prompt_tokens = number(i, 1, 100000);
         else if (a == "--tokens") o.tokens = number(i, 1, 100000);
@@ -117,9 +128,11 @@ std::vector<std::vector<int32_t>> read_prompts(pangu_model *m, const Options &o)
     return out;
 }
 
-std::vector<int32_t> continue_greedy(pangu_model *m, const std::vector<int32_t> &prompt, const Options &o) {
+std::vector<int32_t> continue_greedy(pangu_model *m, int32_t kv_type, const std::vector<int32_t> &prompt,
+                                     const Options &o) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
+    p.kv_type = kv_type;
     p.n_ctx = o.prompt_tokens + o.tokens + 8;
     p.n_threads = o.threads;
     p.spec_mode = PANGU_SPEC_OFF;
@@ -147,7 +160,8 @@ int main(int argc, char **argv) {
     const std::vector<std::vector<int32_t>> prompts = read_prompts(ref, o);
     long identical = 0, prefix_sum = 0, agree = 0, positions = 0;
     for (size_t i = 0; i < prompts.size(); ++i) {
-        const std::vector<int32_t> a = continue_greedy(ref, prompts[i], o), b = continue_greedy(model, prompts[i], o);
+        const std::vector<int32_t> a = continue_greedy(ref, o.ref_kv, prompts[i], o),
+                                   b = continue_greedy(model, o.kv, prompts[i], o);
         size_t prefix = 0;
         while (prefix < a.size() && prefix < b.size() && a[prefix] == b[prefix]) ++prefix;
         identical += a == b;

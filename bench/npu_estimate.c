@@ -68,7 +68,7 @@ typedef struct Result {
 static int run(pangu_model *m, const int32_t *prompt, size_t n_prompt, int n_tokens, int threads, int spec_mode,
                Result *r) {
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = (int32_t)(n_prompt + (size_t)n_tokens + 16);
     sp.n_threads = threads;
     sp.spec_mode = spec_mode;

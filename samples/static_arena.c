@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
     if (st) return fail("load", st);
 
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = CONTEXT;
     sp.n_batch = 32;
     pangu_session_memory mem;

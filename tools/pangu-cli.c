@@ -65,7 +65,7 @@ typedef struct options {
 static void options_init(options *o) {
     memset(o, 0, sizeof *o);
     pangu_model_params_init(&o->model);
-    pangu_session_params_init(&o->session);
+    pangu_session_params_init_sized(&o->session, sizeof o->session);
     pangu_sampling_params_init(&o->sampling);
     o->sampling.temperature = CLI_TEMPERATURE;
     o->session.n_threads = (int32_t)default_threads();
@@ -132,6 +132,8 @@ static void usage_resources(FILE *out, const pangu_session_params *ss) {
             "      --prefault           pre-fault the weight mapping at load\n"
             "      --precision P        activations entering the matmuls: auto (what the checkpoint says), f32,\n"
             "                           bf16, int8 (integer weights only: W8A8), int16 (integer weights, cpu)\n"
+            "      --kv-type T          KV cache elements: f16 (default), bf16, q8 (int8 with a scale per position\n"
+            "                           and KV head), f32\n"
             "\n",
             CLI_MAX_THREADS, (int)ss->n_keep, (int)ss->n_batch);
 }
@@ -357,6 +359,10 @@ static int parse_resource_flag(const char *flag, args *a, options *o) {
     else if (IS(NULL, "--mlock")) o->model.lock_memory = 1;
     else if (IS(NULL, "--prefault")) o->model.prefault = 1;
     else if (IS(NULL, "--precision")) o->model.activation_precision = parse_precision(flag_value(a));
+    else if (IS(NULL, "--kv-type")) {
+        const char *v = flag_value(a);
+        if (!cli_parse_kv_type(v, &ss->kv_type)) usage_error("--kv-type takes f16, bf16, q8 or f32, not '%s'", v);
+    }
     else return 0;
     return 1;
 }

@@ -65,7 +65,7 @@ typedef struct options {
 static void options_init(options *o) {
     memset(o, 0, sizeof *o);
     pangu_model_params_init(&o->model);
-    pangu_session_params_init(&o->session);
+    pangu_session_params_init_sized(&o->session, sizeof o->session);
     o->session.n_threads = (int32_t)default_threads();
 }
 
@@ -91,6 +91,7 @@ static void usage(FILE *out) {
             "      --backend NAME       device backend: cpu, npu-sim (default: $PANGU_BACKEND, else cpu)\n"
             "      --precision P        activations entering the matmuls: auto (what the checkpoint says), f32,\n"
             "                           bf16, int8 or int16 (integer weights only; default auto)\n"
+            "      --kv-type T          KV cache elements: f16 (default), bf16, q8, f32\n"
             "      --json               print {\"ppl\", \"tokens\", \"nll\", \"windows\", \"ctx\"} instead of the line\n"
             "      --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
@@ -164,6 +165,10 @@ static void parse_args(int argc, char **argv, options *o) {
             const char *v = flag_value(argc, argv, &i);
             if (!cli_parse_precision(v, &o->model.activation_precision))
                 usage_error("--precision expects auto, f32, bf16, int8 or int16, not '%s'", v);
+        } else if (IS(NULL, "--kv-type")) {
+            const char *v = flag_value(argc, argv, &i);
+            if (!cli_parse_kv_type(v, &o->session.kv_type))
+                usage_error("--kv-type expects f16, bf16, q8 or f32, not '%s'", v);
         } else if (IS(NULL, "--jsonl")) {
             o->jsonl = 1;
         } else if (IS(NULL, "--json")) {

@@ -289,7 +289,18 @@ typedef struct pangu_session_params {
     int32_t n_self_draft_layers;
     /* 1.0 ends here, followed on LP64 by 4 bytes of padding that a 1.0 caller passes in struct_size (88) but may
      * not have zeroed: a field appended later starts at offset 88 or beyond (docs/abi.md). */
+    int32_t reserved_v1_pad_; /* ignored: 1.0's padding, made explicit so that kv_type starts at 88 */
+    /* Since 1.2 (fill the struct with pangu_session_params_init_sized to reach it). The element type of the KV
+     * cache, one of PANGU_KV_*: default PANGU_KV_F16. A backend whose device holds its cache in one type only
+     * (npu-sim: fp16) uses that one whatever this says; pangu_session_estimate() reports what is used. */
+    int32_t kv_type;
 } pangu_session_params;
+
+/* kv_type values (since 1.2) */
+#define PANGU_KV_F32 0  /* 4 bytes an element: the reference */
+#define PANGU_KV_F16 1  /* 2 bytes an element (IEEE half): the default */
+#define PANGU_KV_BF16 2 /* 2 bytes an element (bfloat16) */
+#define PANGU_KV_Q8 3   /* 1 byte an element: int8 with one fp32 scale per position and KV head */
 
 /* spec_mode values */
 #define PANGU_SPEC_OFF 0   /* plain decoding, one forward per token */
@@ -301,8 +312,21 @@ typedef struct pangu_session_params {
 #define PANGU_CONTEXT_ERROR 0
 #define PANGU_CONTEXT_SLIDE 1
 
-/* Fill `params` with defaults. NULL is a no-op. */
+/* Fill `params` with defaults. NULL is a no-op.
+ * It fills the struct as 1.0 published it (struct_size 88 on LP64) and nothing beyond, since a program built
+ * against 1.0 passes a struct of that size: the fields appended since (kv_type) keep their defaults in every call
+ * made with that struct_size, whatever the caller writes there. To set them, use
+ * pangu_session_params_init_sized. */
 PANGU_API void pangu_session_params_init(pangu_session_params *params);
+
+/* Since 1.2. Fill the first `size` bytes of `params` with defaults and set struct_size to `size`: pass
+ * sizeof *params (the struct as the header the caller was built with knows it). The library writes exactly
+ * `size` bytes; the caller owns the struct. PANGU_ERR_INVALID_ARGUMENT if params is NULL,
+ * PANGU_ERR_STRUCT_SIZE (nothing written) if size is smaller than 1.0's struct or larger than this library's.
+ *     pangu_session_params p;
+ *     pangu_session_params_init_sized(&p, sizeof p);
+ *     p.kv_type = PANGU_KV_Q8; */
+PANGU_API pangu_status pangu_session_params_init_sized(pangu_session_params *params, size_t size);
 
 /* The memory a session needs, from pangu_session_estimate(). */
 typedef struct pangu_session_memory {

@@ -42,9 +42,16 @@ static_assert(kModelParamsV1 == 48 && kModelInfoV1 == 80 && kSessionParamsV1 == 
 #endif
 // The *_params_init functions of 1.0 fill exactly the 1.0 size, since a 1.0 caller's struct is no larger. A
 // struct that grows needs a sized successor of its init (docs/abi.md) before this assert may change.
-static_assert(sizeof(pangu_model_params) == kModelParamsV1 && sizeof(pangu_session_params) == kSessionParamsV1 &&
-                  sizeof(pangu_sampling_params) == kSamplingParamsV1,
+static_assert(sizeof(pangu_model_params) == kModelParamsV1 && sizeof(pangu_sampling_params) == kSamplingParamsV1,
               "a parameter struct grew: add a sized init for it (docs/abi.md), then split this assert");
+// pangu_session_params grew in 1.2 (kv_type), after its sized init, pangu_session_params_init_sized: the
+// fields appended since 1.0 start at 88 or beyond, past the padding a 1.0 caller may not have zeroed.
+static_assert(offsetof(pangu_session_params, kv_type) >= kSessionParamsV1,
+              "a field appended to pangu_session_params overlaps the 1.0 struct (docs/abi.md)");
+#if UINTPTR_MAX == 0xffffffffffffffffu
+static_assert(offsetof(pangu_session_params, kv_type) == 88 && sizeof(pangu_session_params) == 96,
+              "pangu_session_params 1.2 layout (LP64)");
+#endif
 
 // Recording an error allocates nothing (messages are formatted into fixed buffers), so that a call can report
 // its failure even when no memory is left, and so that no exception can escape while it does.
@@ -323,8 +330,10 @@ pangu_status pangu_chat_stop_tokens(const pangu_model *model, int32_t *ids, size
 
 /* ---- sessions ---- */
 
-void pangu_session_params_init(pangu_session_params *p) {
-    if (!p) return;
+namespace {
+
+// Every default, in the library's whole struct.
+void session_params_defaults(pangu_session_params *p) {
     std::memset(p, 0, sizeof(*p));
     p->struct_size = sizeof(*p);
     p->n_ctx = 0;  // resolved against the model at creation: min(2048, max_position_embeddings)
@@ -333,6 +342,32 @@ void pangu_session_params_init(pangu_session_params *p) {
     p->spec_mode = PANGU_SPEC_PLD;
     p->spec_ngram = 3;
     p->spec_draft_len = 4;
+    p->kv_type = PANGU_KV_F16;
+}
+
+}  // namespace
+
+// 1.0's init: exactly the 1.0 struct, which is all a 1.0 caller has.
+void pangu_session_params_init(pangu_session_params *p) {
+    if (!p) return;
+    pangu_session_params d;
+    session_params_defaults(&d);
+    d.struct_size = kSessionParamsV1;
+    std::memcpy(p, &d, kSessionParamsV1);
+}
+
+pangu_status pangu_session_params_init_sized(pangu_session_params *p, size_t size) {
+    if (!p) return bad_arg(nullptr, "pangu_session_params_init_sized", "params must not be NULL");
+    if (size < kSessionParamsV1 || size > sizeof(pangu_session_params))
+        return recordf(PANGU_ERR_STRUCT_SIZE, nullptr,
+                       "pangu_session_params_init_sized: size %zu is not one this library (%s) knows; expected %zu "
+                       "to %zu",
+                       size, PANGU_VERSION_STRING, kSessionParamsV1, sizeof(pangu_session_params));
+    pangu_session_params d;
+    session_params_defaults(&d);
+    d.struct_size = size;
+    std::memcpy(p, &d, size);
+    return PANGU_OK;
 }
 
 namespace {
@@ -393,6 +428,9 @@ void resolve_session_params(const pangu::Model &m, pangu_session_params &p, cons
                                 std::to_string(m.cfg.n_layer));
         }
     }
+    if (p.kv_type < PANGU_KV_F32 || p.kv_type > PANGU_KV_Q8)
+        pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": unknown kv_type " + std::to_string(p.kv_type) +
+                                                    " (PANGU_KV_F32 0, PANGU_KV_F16 1, PANGU_KV_BF16 2, PANGU_KV_Q8 3)");
     if (!p.arena && p.arena_size)
         pangu::fail(PANGU_ERR_INVALID_ARGUMENT, std::string(fn) + ": arena_size is set but arena is NULL");
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
@@ -406,7 +444,7 @@ pangu_status pangu_session_estimate(const pangu_model *model, const pangu_sessio
     if (pangu_status st = check_out_struct(out, kSessionMemoryV1, "pangu_session_estimate", nullptr))
         return model_guarded_finish(model, st);
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    session_params_defaults(&p);
     if (pangu_status st = read_params(params, &p, kSessionParamsV1, "pangu_session_estimate", nullptr))
         return model_guarded_finish(model, st);
     return model_guarded_finish(model, guarded(nullptr, [&] {
@@ -432,7 +470,7 @@ pangu_status pangu_session_create(pangu_model *model, const pangu_session_params
     if (out) *out = nullptr;
     if (!model || !out) return bad_arg(nullptr, "pangu_session_create", "model and out must not be NULL");
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    session_params_defaults(&p);
     if (pangu_status st = read_params(params, &p, kSessionParamsV1, "pangu_session_create", nullptr))
         return model_guarded_finish(model, st);
     return model_guarded_finish(model, guarded(nullptr, [&] {

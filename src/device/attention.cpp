@@ -2,120 +2,247 @@
 
 #include <atomic>
 
+#include <cfloat>
 #include <cmath>
+
+#include <algorithm>
+#include <cstring>
 
 #include "common/common.h"
 #include "common/threadpool.h"
+#include "model/tensor.h"
 
 namespace pangu {
 
 namespace {
 
-// Scratch floats one task needs: the scores of a head group over the whole context, then one normalizer per
-// head.
-size_t scratch_floats(int32_t n_head, int32_t n_head_kv, int64_t n_ctx) {
-    const int64_t group = n_head_kv > 0 ? n_head / n_head_kv : n_head;
-    return static_cast<size_t>(group * (n_ctx + 1));
+// Positions per tile: the scores of a tile, then its softmax update and its values, before the next tile is
+// read. 64 is the session's KV block, so a tile never straddles two blocks there.
+constexpr int64_t kTile = 64;
+// Floats of scratch on a task's stack: a pass over the cache holds kTile scores, head_dim accumulators and
+// two running values (maximum, normalizer) for each of its heads, at most this many in all.
+constexpr int64_t kStackFloats = 8192;
+constexpr int32_t kMaxHeadDim = 4096;
+
+size_t elem_bytes(int32_t dtype) { return dtype == PGD_F32 ? 4 : dtype == PGD_I8 ? 1 : 2; }
+
+kernels::KvElem elem_of(int32_t dtype) {
+    return dtype == PGD_F16    ? kernels::kKvF16
+           : dtype == PGD_BF16 ? kernels::kKvBF16
+           : dtype == PGD_I8   ? kernels::kKvI8
+                               : kernels::kKvF32;
 }
 
-// Task t: query row t / n_head_kv against KV head t % n_head_kv.
-uint64_t attention_task(const AttnProblem &a, int64_t t, float *sc) {
-    const int32_t g = a.n_head / a.n_head_kv;
+// Row s of KV head hk of cache c, as stored: its first element, the element stride between rows (constant
+// within a block) and, for int8, its scale and the float stride between the scales of rows.
+struct KvRows {
+    const void *p;
+    int64_t ld;
+    const float *sc;
+    int64_t ldsc;
+};
+KvRows kv_rows(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s) {
+    KvRows r{static_cast<const uint8_t *>(c.data) + (pgd_row_offset(&c, s) + int64_t(hk) * d) * elem_bytes(c.dtype),
+             c.stride, nullptr, 0};
+    if (c.dtype == PGD_I8) {
+        r.sc = pgd_kv_scale(&c, s) + hk;  // group_size == head_dim: one scale per row and KV head
+        r.ldsc = c.cols / c.group_size;
+    }
+    return r;
+}
+
+// Asks for rows [s, s + n) of KV head hk (the next tile) to be brought to L2 while this tile is computed: a
+// tile is a few KB in each of many places (a block holds every layer's rows), too short a run for the
+// hardware prefetchers to ramp up on, and decode reads the whole cache once per step.
+void prefetch_tile(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s, int64_t n) {
+    const int64_t row_bytes = int64_t(d) * elem_bytes(c.dtype);
+    for (int64_t u = 0; u < n;) {
+        const int64_t run = pgd_rows_in_block(&c, s + u, n - u);
+        const KvRows r = kv_rows(c, hk, d, s + u);
+        const char *p = static_cast<const char *>(r.p);
+        const int64_t ld = r.ld * int64_t(elem_bytes(c.dtype));
+        for (int64_t t = 0; t < run; ++t, p += ld)
+            for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(p + b, 0, 2);
+        if (r.sc)  // the run's scales, ldsc floats apart
+            for (int64_t b = 0; b < run * r.ldsc * 4; b += 64)
+                __builtin_prefetch(reinterpret_cast<const char *>(r.sc) + b, 0, 2);
+        u += run;
+    }
+}
+
+// One pass of the flash-attention recurrence: nh query heads (q, d floats each) against positions [0, n_pos)
+// of one KV head, a tile at a time. Per head j: scores of the tile, m = max(m, tile max) with the running sum
+// l and the accumulators rescaled by e^(m_old - m) when it grows, l += sum of e^(score - m), acc += those
+// weights times the value rows; finally out = acc / l. Scratch: buf (nh * (kTile + d + 2) floats).
+// Batch invariance: the tiles are fixed by position (multiples of kTile), so a row's arithmetic depends on
+// nothing but its own query and positions; a tile that spans two blocks of the cache is read in two runs
+// whose scores and value chains are those of one.
+uint64_t attend_heads(const AttnProblem &a, int32_t hk, int64_t n_pos, const float *q, int32_t nh, float *out,
+                      float *buf) {
+    const int32_t d = a.hd;
+    const pgd_tensor &kc = *a.kc, &vc = *a.vc;
+    const kernels::AttnScoresFn scores = a.k->attn_scores[elem_of(kc.dtype)];
+    const kernels::AttnValuesFn values = a.k->attn_values[elem_of(vc.dtype)];
+    float *sc = buf, *acc = buf + nh * kTile, *mx = acc + int64_t(nh) * d, *l = mx + nh;
+    for (int64_t i = 0; i < int64_t(nh) * d; ++i) acc[i] = 0.0f;
+    for (int32_t j = 0; j < nh; ++j) mx[j] = -INFINITY, l[j] = 0.0f;
+    uint64_t over = 0;
+    for (int64_t s0 = 0; s0 < n_pos;) {
+        const int64_t n = std::min(kTile - s0 % kTile, n_pos - s0);
+        prefetch_tile(kc, hk, d, s0 + n, std::min(kTile, n_pos - s0 - n));
+        prefetch_tile(vc, hk, d, s0 + n, std::min(kTile, n_pos - s0 - n));
+        // scores of the tile, a run of rows within one block at a time (int8 keys: times the row's scale)
+        for (int64_t u = 0; u < n;) {
+            const int64_t run = pgd_rows_in_block(&kc, s0 + u, n - u);
+            const KvRows kr = kv_rows(kc, hk, d, s0 + u);
+            scores(q, nh, d, kr.p, kr.ld, run, sc + u, kTile);
+            if (kr.sc)
+                for (int32_t j = 0; j < nh; ++j)
+                    for (int64_t t = 0; t < run; ++t) sc[j * kTile + u + t] *= kr.sc[t * kr.ldsc];
+            u += run;
+        }
+        for (int32_t j = 0; j < nh; ++j) {
+            float *p = sc + j * kTile;
+            const float tm = a.k->scale_max(p, n, a.scale);
+            if (tm > mx[j]) {
+                if (mx[j] != -INFINITY) {
+                    const float c = std::exp(mx[j] - tm);
+                    l[j] *= c;
+                    for (int32_t i = 0; i < d; ++i) acc[j * d + i] *= c;
+                }
+                mx[j] = tm;
+            }
+            float sum = a.k->exp_sum(p, n, mx[j]);
+            if (a.round16) {
+                // The emulated NPU rounds the weights to fp16 for its second cube product (in (0, 1]: they
+                // never saturate), and sums what it multiplies.
+                sum = 0.0f;
+                for (int64_t t = 0; t < n; ++t) sum += (p[t] = a.round16(p[t], &over));
+            }
+            l[j] += sum;
+        }
+        // values, again a run within one block at a time: a chain of multiply-adds in order of position, so
+        // where the blocks break does not change the bits
+        for (int64_t u = 0; u < n;) {
+            const int64_t run = pgd_rows_in_block(&vc, s0 + u, n - u);
+            const KvRows vr = kv_rows(vc, hk, d, s0 + u);
+            values(sc + u, kTile, nh, vr.p, vr.ld, vr.sc, vr.ldsc, run, d, acc, d);
+            u += run;
+        }
+        s0 += n;
+    }
+    for (int32_t j = 0; j < nh; ++j) {
+        const float r = 1.0f / l[j];
+        for (int32_t i = 0; i < d; ++i) {
+            const float o = acc[j * d + i] * r;
+            out[j * d + i] = a.round16 ? a.round16(o, &over) : o;
+        }
+    }
+    return over;
+}
+
+// Task t: query row t / n_head_kv against KV head t % n_head_kv, its g query heads in passes of as many as
+// the stack scratch holds (all of them for every shape of this model family).
+uint64_t attention_task(const AttnProblem &a, int64_t t) {
+    const int32_t g = a.n_head / a.n_head_kv, d = a.hd;
     const int64_t m = t / a.n_head_kv;
     const int32_t hk = static_cast<int32_t>(t % a.n_head_kv);
     const int64_t n_pos = a.pos0 + m + 1;  // causal: positions 0..pos0+m
-    const int32_t d = a.hd;
-    const pgd_tensor &kc = *a.kc, &vc = *a.vc;
-    // The g query heads of this KV head are adjacent in the row: g rows of d floats for the kernels.
+    // The g query heads of this KV head are adjacent in the row.
     const float *qg = static_cast<const float *>(a.q->data) + m * a.q->stride + int64_t(hk) * g * d;
     float *og = static_cast<float *>(a.out->data) + m * a.out->stride + int64_t(hk) * g * d;
-    const float *kbase = static_cast<const float *>(kc.data) + int64_t(hk) * d;
-    const float *vbase = static_cast<const float *>(vc.data) + int64_t(hk) * d;
-
-    // scores sc[j * n_pos + s] = q_j . k_s, eight key rows per kernel call
-    for (int64_t s0 = 0; s0 < n_pos;) {
-        const int64_t run = pgd_rows_in_block(&kc, s0, n_pos - s0);
-        const float *kr = kbase + pgd_row_offset(&kc, s0);
-        for (int64_t s = 0; s < run; s += 8) {
-            const int nr = static_cast<int>(run - s < 8 ? run - s : 8);
-            a.k->mm_f32(qg, d, g, kr + s * kc.stride, kc.stride, d, nr, sc + s0 + s, n_pos);
-        }
-        s0 += run;
-    }
-    // softmax per head (the scale applied to each finished dot product)
+    alignas(64) float buf[kStackFloats];
+    const int32_t per_pass = static_cast<int32_t>(std::max<int64_t>(1, kStackFloats / (kTile + d + 2)));
     uint64_t over = 0;
-    float *inv = sc + int64_t(g) * kc.rows;
-    for (int32_t j = 0; j < g; ++j) {
-        float *p = sc + j * n_pos;
-        const float mx = a.k->scale_max(p, n_pos, a.scale);
-        float sum = a.k->exp_sum(p, n_pos, mx);
-        if (!a.round16) {
-            // Normalized before the values, as a reference implementation does.
-            const float r = 1.0f / sum;
-            for (int64_t s = 0; s < n_pos; ++s) p[s] *= r;
-        } else {
-            // The emulated NPU rounds the probabilities to fp16 for its second cube product (in (0, 1]: they
-            // never saturate) and normalizes the fp16 output instead, as its kernel would.
-            sum = 0.0f;
-            for (int64_t s = 0; s < n_pos; ++s) sum += (p[s] = a.round16(p[s], &over));
-            inv[j] = 1.0f / sum;
-        }
-    }
-    // values: out_j = sum_s p_j[s] v_s, block by block
-    for (int32_t j = 0; j < g; ++j)
-        for (int32_t i = 0; i < d; ++i) og[j * d + i] = 0.0f;
-    for (int64_t s0 = 0; s0 < n_pos;) {
-        const int64_t run = pgd_rows_in_block(&vc, s0, n_pos - s0);
-        a.k->attn_values(sc + s0, n_pos, g, vbase + pgd_row_offset(&vc, s0), vc.stride, run, d, og, d);
-        s0 += run;
-    }
-    if (a.round16)
-        for (int32_t j = 0; j < g; ++j)
-            for (int32_t i = 0; i < d; ++i) og[j * d + i] = a.round16(og[j * d + i] * inv[j], &over);
+    for (int32_t h = 0; h < g; h += per_pass)
+        over += attend_heads(a, hk, n_pos, qg + int64_t(h) * d, std::min(per_pass, g - h), og + int64_t(h) * d, buf);
     return over;
 }
 
 }  // namespace
 
-size_t attention_workspace_bytes(int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
-    return sizeof(float) * scratch_floats(n_head, n_head_kv, n_ctx) * static_cast<size_t>(n_threads > 0 ? n_threads : 1);
-}
-
-int attention_check(const AttnProblem &a, const void *ws, size_t ws_size, int n_threads) {
-    if (a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0) return PANGU_ERR_SHAPE;
-    if (a.pos0 < 0 || a.pos0 + a.q->rows > a.kc->rows) return PANGU_ERR_CONTEXT_FULL;
-    if (!ws || ws_size < attention_workspace_bytes(a.n_head, a.n_head_kv, a.kc->rows, n_threads))
-        return PANGU_ERR_BUFFER_TOO_SMALL;
+int kv_store_host(const pgd_tensor &src, const pgd_tensor &c, int64_t row0) {
+    if (row0 < 0 || row0 + src.rows > c.rows) return PANGU_ERR_CONTEXT_FULL;
+    if (c.dtype != PGD_F32 && c.dtype != PGD_F16 && c.dtype != PGD_BF16 && c.dtype != PGD_I8)
+        return PANGU_ERR_UNSUPPORTED;
+    if (c.dtype == PGD_I8 && (c.group_size <= 0 || c.cols % c.group_size != 0 || !c.scale)) return PANGU_ERR_SHAPE;
+    const size_t e = elem_bytes(c.dtype);
+    const int64_t n = c.cols;
+    for (int64_t r = 0; r < src.rows; ++r) {
+        const float *x = static_cast<const float *>(src.data) + r * src.stride;
+        uint8_t *row = static_cast<uint8_t *>(c.data) + pgd_row_offset(&c, row0 + r) * e;
+        if (c.dtype == PGD_F32) {
+            std::memcpy(row, x, sizeof(float) * n);
+        } else if (c.dtype == PGD_F16) {
+            uint16_t *h = reinterpret_cast<uint16_t *>(row);
+            for (int64_t i = 0; i < n; ++i) h[i] = f32_to_f16(x[i]);
+        } else if (c.dtype == PGD_BF16) {
+            uint16_t *h = reinterpret_cast<uint16_t *>(row);
+            for (int64_t i = 0; i < n; ++i) h[i] = f32_to_bf16(x[i]);
+        } else {
+            int8_t *qv = reinterpret_cast<int8_t *>(row);
+            float *scales = const_cast<float *>(pgd_kv_scale(&c, row0 + r));
+            for (int64_t g0 = 0, gi = 0; g0 < n; g0 += c.group_size, ++gi) {
+                float amax = 0.0f;
+                bool finite = true;
+                for (int64_t i = g0; i < g0 + c.group_size; ++i) {
+                    finite = finite && std::isfinite(x[i]);
+                    amax = std::max(amax, std::fabs(x[i]));
+                }
+                // As kernels.h's row_quant_scale: a group of zeros, or one too small for 1 / s to be finite, is
+                // zeros with scale 0; one holding NaN or Inf is zeros with scale NaN, read back as NaN like a
+                // float cache's (x * inf and NaN would otherwise clamp to +-127: a 0 stored as amax, a NaN lost).
+                float s = finite ? amax / 127.0f : NAN;
+                float inv = finite && s > 0.0f ? 1.0f / s : 0.0f;
+                if (!(inv <= FLT_MAX)) s = 0.0f, inv = 0.0f;
+                for (int64_t i = g0; i < g0 + c.group_size; ++i)
+                    qv[i] = inv == 0.0f
+                                ? 0
+                                : static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, std::nearbyint(x[i] * inv))));
+                scales[gi] = s;
+            }
+        }
+    }
     return 0;
 }
 
-uint64_t attention_chunk(const AttnProblem &a, void *ws, int chunk, int n_chunks, int slot) {
+int attention_check(const AttnProblem &a) {
+    if (a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0) return PANGU_ERR_SHAPE;
+    if (a.kc->dtype != a.vc->dtype) return PANGU_ERR_SHAPE;
+    const int32_t t = a.kc->dtype;
+    if (a.hd <= 0 || a.hd > kMaxHeadDim) return PANGU_ERR_UNSUPPORTED;
+    if (t != PGD_F32 && t != PGD_F16 && t != PGD_BF16 && t != PGD_I8) return PANGU_ERR_UNSUPPORTED;
+    if (t == PGD_I8)  // attention folds one scale per row and KV head
+        for (const pgd_tensor *c : {a.kc, a.vc})
+            if (!c->scale || c->group_size != a.hd) return PANGU_ERR_UNSUPPORTED;
+    if (a.pos0 < 0 || a.pos0 + a.q->rows > a.kc->rows) return PANGU_ERR_CONTEXT_FULL;
+    return 0;
+}
+
+uint64_t attention_chunk(const AttnProblem &a, int chunk, int n_chunks) {
     int64_t t0, t1;
     split_range(a.q->rows * a.n_head_kv, n_chunks, chunk, 1, &t0, &t1);
-    float *sc = static_cast<float *>(ws) + slot * scratch_floats(a.n_head, a.n_head_kv, a.kc->rows);
     uint64_t over = 0;
-    for (int64_t t = t0; t < t1; ++t) over += attention_task(a, t, sc);
+    for (int64_t t = t0; t < t1; ++t) over += attention_task(a, t);
     return over;
 }
 
 namespace {
 struct AttnJob {
     const AttnProblem *a;
-    void *ws;
     std::atomic<uint64_t> over{0};
 };
-void attn_worker(void *p, int chunk, int n_chunks, int slot) {
+void attn_worker(void *p, int chunk, int n_chunks, int) {
     AttnJob &j = *static_cast<AttnJob *>(p);
-    const uint64_t over = attention_chunk(*j.a, j.ws, chunk, n_chunks, slot);
+    const uint64_t over = attention_chunk(*j.a, chunk, n_chunks);
     if (over) j.over += over;
 }
 }  // namespace
 
-int attention_run(const AttnProblem &a, ThreadPool &pool, void *ws, size_t ws_size, uint64_t *overflows) {
-    if (const int rc = attention_check(a, ws, ws_size, pool.size())) return rc;
+int attention_run(const AttnProblem &a, ThreadPool &pool, uint64_t *overflows) {
+    if (const int rc = attention_check(a)) return rc;
     AttnJob j;
     j.a = &a;
-    j.ws = ws;
     pool.run(attn_worker, &j, pool.chunks_for(a.q->rows * a.n_head_kv));
     if (overflows) *overflows += j.over.load();
     return 0;

@@ -30,8 +30,10 @@ extern "C" {
  * 4: integer activations: pgd_tensor.act_dtype on weights (PGD_I8: the matmul quantizes each row of x to int8
  *    with a dynamic scale, W8A8 / W4A8); PGD_I4 weights (packed, group scales).
  * 5: low-bit weights: PGD_QB (2, 3, 4, 6 or 8 bits per output channel, pgd_qb_layout), per-group zero points
- *    (pgd_tensor.zero) and stored column orders (pgd_tensor.col_perm, GPTQ's act-order). */
-#define PGD_API_VERSION 5
+ *    (pgd_tensor.zero) and stored column orders (pgd_tensor.col_perm, GPTQ's act-order).
+ * 6: KV caches of F16, BF16 and I8 elements (pgd_device.kv_dtypes, kv_store; an I8 cache holds one F32 scale
+ *    per row and group of group_size columns, see pgd_kv_scale); attention_workspace may be NULL. */
+#define PGD_API_VERSION 6
 
 /* PGD_I4: 4-bit weights, two per byte. In every run of 64 columns of a row (32 bytes), byte j holds column j in
  * its low nibble and column j + 32 in its high nibble, so that unpacking a run gives its columns in order to
@@ -118,6 +120,16 @@ typedef struct pgd_tensor {
 static inline int64_t pgd_row_offset(const pgd_tensor *t, int64_t r) {
     if (t->block_rows <= 0) return r * t->stride;
     return (r / t->block_rows) * t->block_stride + (r % t->block_rows) * t->stride;
+}
+
+/* An I8 KV cache (API 6): each half-block of block_rows rows holds the rows' int8 elements, then their scales,
+ * block_rows x (cols / group_size) floats; element (r, c) is data[r, c] * scale of (r, c / group_size), and
+ * `scale` points at the scales of block 0 (block_stride elements, i.e. bytes, apart from block to block). An
+ * unblocked one (block_rows 0) has rows x (cols / group_size) floats at `scale`, as if one block. */
+static inline const float *pgd_kv_scale(const pgd_tensor *t, int64_t r) {
+    const int64_t ng = t->cols / t->group_size;
+    if (t->block_rows <= 0) return t->scale + r * ng;
+    return t->scale + (r / t->block_rows) * (t->block_stride / 4) + (r % t->block_rows) * ng;
 }
 
 /* Rows [r, r + n) of a blocked tensor that lie in one block: how many of the n, starting at r. */
@@ -217,7 +229,8 @@ struct pgd_device {
     int (*rope)(void *ctx, pgd_stream *s, pgd_tensor *x, const int32_t *pos, int32_t n_heads, int32_t head_dim,
                 const float *cos_sin);
     /* Causal GQA attention. q[M, n_head*hd]; row m sits at position pos0+m and attends to cache rows
-     * 0..pos0+m of k_cache/v_cache [n_ctx, n_head_kv*hd] (which may be blocked); out[M, n_head*hd]. */
+     * 0..pos0+m of k_cache/v_cache [n_ctx, n_head_kv*hd] (which may be blocked); out[M, n_head*hd].
+     * attention_workspace is optional (NULL: attention takes no workspace, ws may be NULL). */
     size_t (*attention_workspace)(void *ctx, int64_t n_rows, int32_t n_head, int32_t n_head_kv, int64_t n_ctx,
                                   int n_threads);
     int (*attention)(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tensor *k_cache,
@@ -233,6 +246,13 @@ struct pgd_device {
     int (*stream_stats)(void *ctx, pgd_stream *s, pgd_stream_stats *out);
     /* x += y, elementwise. */
     int (*add)(void *ctx, pgd_stream *s, pgd_tensor *x, const pgd_tensor *y);
+    /* API 6. The element types its KV caches may hold, one bit (1u << dtype) per pgd_dtype; attention reads
+     * them and kv_store writes them. A cache type the device lacks is stored as F16 if it has that, else F32. */
+    uint32_t kv_dtypes;
+    /* API 6. Writes the F32 rows of src [M, cols] to rows row0.. of a (blocked) KV cache, converting them to
+     * its dtype (I8: one scale per row and group, amax / 127). Optional for a device whose kv_dtypes is F32
+     * only (then a memcpy2d). */
+    int (*kv_store)(void *ctx, pgd_stream *s, const pgd_tensor *src, pgd_tensor *cache, int64_t row0);
 };
 
 /* ---- the registry of backends (ggml-backend's reg/device split) ---- */

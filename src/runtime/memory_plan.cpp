@@ -113,7 +113,17 @@ void plan_device(SessionLayout &L, Carver &d, const Model &m, const pangu_sessio
 // The KV cache, last in the device region.
 void plan_kv(SessionLayout &L, Carver &d, const Model &m, const pangu_session_params &p) {
     const size_t KVD = size_t(m.cfg.n_head_kv) * m.cfg.head_dim;
-    L.kv_pos_bytes = sizeof(float) * 2 * KVD * (L.n_layers - L.n_shared);
+    L.kv_dtype = kv_cache_dtype(*m.device, p.kv_type);
+    switch (L.kv_dtype) {
+        case PGD_F16:
+        case PGD_BF16: L.kv_row_bytes = 2 * KVD; break;
+        // int8 elements, then one fp32 scale per KV head (pgd_kv_scale): 25.8 % of F32 at head_dim 128
+        case PGD_I8: L.kv_row_bytes = KVD + sizeof(float) * m.cfg.n_head_kv; break;
+        default: L.kv_row_bytes = sizeof(float) * KVD;
+    }
+    if (L.kv_dtype == PGD_I8 && KVD % 4 != 0)
+        fail(PANGU_ERR_UNSUPPORTED, "kv_type PANGU_KV_Q8 needs n_head_kv * head_dim to be a multiple of 4");
+    L.kv_pos_bytes = 2 * L.kv_row_bytes * (L.n_layers - L.n_shared);
     // 64 positions a block: a run of 64 rows per layer (192 KiB of keys for a 1B model) streams like one
     // array, and at most 63 unused positions are allocated past n_ctx.
     constexpr int32_t kKvBlock = 64;
@@ -124,6 +134,16 @@ void plan_kv(SessionLayout &L, Carver &d, const Model &m, const pangu_session_pa
 }
 
 }  // namespace
+
+int32_t kv_cache_dtype(const pgd_device &dev, int32_t kv_type) {
+    const int32_t want = kv_type == PANGU_KV_F16 ? PGD_F16
+                         : kv_type == PANGU_KV_BF16 ? PGD_BF16
+                         : kv_type == PANGU_KV_Q8   ? PGD_I8
+                                                    : PGD_F32;
+    const uint32_t have = dev.kv_dtypes | (1u << PGD_F32);
+    if (have & (1u << want)) return want;
+    return (have & (1u << PGD_F16)) ? PGD_F16 : PGD_F32;
+}
 
 SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerSubset subset) {
     SessionLayout L;

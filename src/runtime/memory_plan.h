@@ -35,6 +35,8 @@ struct SessionLayout {
     size_t draft_dev = 0;           // the draft's device region
     size_t kv = 0, kv_bytes = 0, kv_pos_bytes = 0;  // kv_pos_bytes: one position of every layer, K and V
     int32_t kv_block = 0;                           // positions per KV block
+    int32_t kv_dtype = 0;    // pgd_dtype of the cache's elements: kv_type, or what the device holds instead
+    size_t kv_row_bytes = 0; // one position of one layer's K (or V): its elements, and for I8 its scales
     size_t kv_block_bytes = 0;
     int32_t spec_k = 0;             // most tokens drafted per step (0: speculation off)
     // Layers this session runs: all of the model's, or a self-draft's subset. The first n_shared of them
@@ -54,6 +56,9 @@ struct LayerSubset {
     const int32_t *ids = nullptr;  // ascending layer indices; nullptr = all layers
     int32_t n = 0;
 };
+
+// The pgd_dtype of a session's KV cache: the kv_type asked for if the device holds it, else F16, else F32.
+int32_t kv_cache_dtype(const pgd_device &dev, int32_t kv_type);
 
 SessionLayout plan_session(const Model &m, const pangu_session_params &p, LayerSubset subset = {});
 

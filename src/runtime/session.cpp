@@ -166,17 +166,22 @@ void Session::kv_view(int li, pgd_tensor *k, pgd_tensor *v) {
         return;
     }
     const int64_t KVD = int64_t(model.cfg.n_head_kv) * model.cfg.head_dim, P = layout.kv_block;
-    float *base = dbuf(layout.kv) + 2 * (li - layout.n_shared) * P * KVD;
+    const size_t half = layout.kv_row_bytes * static_cast<size_t>(P);  // one layer's K (or V) of a block
+    uint8_t *base = dblock_ + layout.kv + 2 * static_cast<size_t>(li - layout.n_shared) * half;
+    const size_t elem = layout.kv_dtype == PGD_F32 ? 4 : layout.kv_dtype == PGD_I8 ? 1 : 2;
     pgd_tensor t{};
-    t.dtype = PGD_F32;
+    t.dtype = layout.kv_dtype;
     t.rows = layout.n_ctx;
     t.cols = KVD;
     t.stride = KVD;
     t.block_rows = P;
-    t.block_stride = static_cast<int64_t>(layout.kv_block_bytes / sizeof(float));
+    t.block_stride = static_cast<int64_t>(layout.kv_block_bytes / elem);
+    if (layout.kv_dtype == PGD_I8) t.group_size = model.cfg.head_dim;  // one scale per position and KV head
     t.data = base;
+    if (layout.kv_dtype == PGD_I8) t.scale = reinterpret_cast<const float *>(base + P * KVD);
     *k = t;
-    t.data = base + P * KVD;
+    t.data = base + half;
+    if (layout.kv_dtype == PGD_I8) t.scale = reinterpret_cast<const float *>(base + half + P * KVD);
     *v = t;
 }
 

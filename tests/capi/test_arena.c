@@ -44,16 +44,28 @@ static pangu_session_memory estimate(const pangu_session_params *p) {
     return m;
 }
 
+/* The stats of a session created (without an arena) with p, then freed. */
+static pangu_session_stats created_stats(const pangu_session_params *p) {
+    pangu_session *s = NULL;
+    assert_int_equal(pangu_session_create(g_model, p, &s), PANGU_OK);
+    pangu_session_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    assert_int_equal(pangu_session_get_stats(s, &st), PANGU_OK);
+    pangu_session_free(s);
+    return st;
+}
+
 static void test_estimate_is_exact_and_stable(void **state) {
     (void)state;
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 512;
     pangu_session_memory a = estimate(&p), b = estimate(&p);
     assert_memory_equal(&a, &b, sizeof a);
     assert_int_equal(a.arena_bytes, a.kv_cache_bytes + a.activation_bytes + a.logits_bytes + a.other_bytes);
-    /* pangu-tiny: 6 layers x 2 (K, V) x 2 KV heads x 32 dims x 4 bytes per position */
-    assert_int_equal(a.kv_cache_bytes, (size_t)512 * 6 * 2 * 64 * 4);
+    /* pangu-tiny: 6 layers x 2 (K, V) x 2 KV heads x 32 dims x 2 bytes per position (F16, the default) */
+    assert_int_equal(a.kv_cache_bytes, (size_t)512 * 6 * 2 * 64 * 2);
     assert_true(a.alignment >= 64 && (a.alignment & (a.alignment - 1)) == 0);
     p.n_ctx = 1024;
     pangu_session_memory c = estimate(&p);
@@ -61,22 +73,36 @@ static void test_estimate_is_exact_and_stable(void **state) {
     assert_true(c.arena_bytes > a.arena_bytes);
     /* a session created without an arena uses exactly the estimated block */
     p.n_ctx = 512;
-    pangu_session *s = NULL;
-    assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);
-    pangu_session_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = sizeof st;
-    assert_int_equal(pangu_session_get_stats(s, &st), PANGU_OK);
+    const pangu_session_stats st = created_stats(&p);
     assert_int_equal(st.arena_bytes, a.arena_bytes);
     assert_int_equal(st.kv_cache_bytes, a.kv_cache_bytes);
     assert_int_equal(st.caller_arena, 0);
-    pangu_session_free(s);
+}
+
+/* Every kv_type: its exact size per position, and a session uses exactly the estimated block. */
+static void test_estimate_every_kv_type(void **state) {
+    (void)state;
+    /* pangu-tiny per position: 6 layers x 2 (K, V) x (64 elements, + 2 fp32 scales for Q8) */
+    const int32_t types[] = {PANGU_KV_F32, PANGU_KV_F16, PANGU_KV_BF16, PANGU_KV_Q8};
+    const size_t per_pos[] = {6 * 2 * 64 * 4, 6 * 2 * 64 * 2, 6 * 2 * 64 * 2, 6 * 2 * (64 + 2 * 4)};
+    for (size_t i = 0; i < 4; ++i) {
+        pangu_session_params p;
+        pangu_session_params_init_sized(&p, sizeof p);
+        p.n_ctx = 512;
+        p.kv_type = types[i];
+        pangu_session_memory a = estimate(&p);
+        assert_int_equal(a.kv_cache_bytes, (size_t)512 * per_pos[i]);
+        assert_int_equal(a.arena_bytes, a.kv_cache_bytes + a.activation_bytes + a.logits_bytes + a.other_bytes);
+        const pangu_session_stats st = created_stats(&p);
+        assert_int_equal(st.arena_bytes, a.arena_bytes);
+        assert_int_equal(st.kv_cache_bytes, a.kv_cache_bytes);
+    }
 }
 
 static void test_too_small_or_misaligned_arena_is_refused_untouched(void **state) {
     (void)state;
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 256;
     pangu_session_memory m = estimate(&p);
     unsigned char *buf = aligned_alloc(m.alignment, m.arena_bytes + m.alignment);
@@ -116,7 +142,7 @@ static int count_tokens(void *user, int32_t token, const char *piece, size_t len
 static void run_in_arena_mode(int n_threads, const pangu_sampling_params *sp, int n_ctx, int policy, int n_new,
                               int expect_status, int spec_mode) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = n_ctx;
     p.n_threads = n_threads;
     p.context_policy = policy;
@@ -212,7 +238,7 @@ static void test_sampling_with_penalty_and_stops_no_allocation(void **state) {
     sp.n_stop_tokens = 1;
     /* sampling may hit EOS before 256 tokens: only the allocation count and memory bounds are asserted */
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     (void)p;
     run_in_arena(1, &sp, 512, PANGU_CONTEXT_ERROR, 64, PANGU_OK);
 }
@@ -246,7 +272,7 @@ static void test_sliding_context_stays_in_arena(void **state) {
 static void test_slide_keeps_prefix(void **state) {
     (void)state;
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 40;
     p.context_policy = PANGU_CONTEXT_SLIDE;
     p.n_keep = 5;
@@ -318,6 +344,7 @@ static void test_prefault_and_lock_weights(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_estimate_is_exact_and_stable),
+        cmocka_unit_test(test_estimate_every_kv_type),
         cmocka_unit_test(test_too_small_or_misaligned_arena_is_refused_untouched),
         cmocka_unit_test(test_greedy_256_tokens_no_allocation),
         cmocka_unit_test(test_two_threads_no_allocation),

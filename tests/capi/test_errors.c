@@ -47,7 +47,7 @@ static int teardown(void **state) {
 
 static pangu_session *new_session(int32_t n_ctx) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = n_ctx;
     pangu_session *s = NULL;
     assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);
@@ -285,7 +285,7 @@ static void test_struct_size_session_params(void **state) {
     size_t sz[4];
     for (size_t i = 0, n = bad_sizes(sizeof(pangu_session_params), sz); i < n; ++i) {
         memset(&big, 0, sizeof big);
-        pangu_session_params_init(&big.p);
+        pangu_session_params_init_sized(&big.p, sizeof big.p);
         big.p.struct_size = sz[i];
         pangu_session *s = NULL;
         assert_int_equal(pangu_session_create(g_model, &big.p, &s), PANGU_ERR_STRUCT_SIZE);
@@ -294,10 +294,81 @@ static void test_struct_size_session_params(void **state) {
         expect_contains(pangu_model_last_error(g_model), "struct_size");
     }
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    assert_int_equal(pangu_session_params_init_sized(&p, sizeof p), PANGU_OK);
     assert_int_equal(p.struct_size, sizeof p);
     assert_int_equal(p.n_batch, 64);
     assert_int_equal(p.n_threads, 1);
+    assert_int_equal(p.kv_type, PANGU_KV_F16);
+}
+
+/* pangu_session_params_init_sized writes exactly `size` bytes, refuses sizes it does not know (writing
+ * nothing), and 1.0's init fills the 1.0 struct only: with its struct_size, kv_type keeps its default
+ * whatever the caller leaves there. */
+static void test_session_params_init_sized(void **state) {
+    (void)state;
+    struct {
+        pangu_session_params p;
+        unsigned char guard[16];
+    } b;
+    memset(&b, 0xA5, sizeof b);
+    assert_int_equal(pangu_session_params_init_sized(&b.p, sizeof b.p), PANGU_OK);
+    for (size_t i = 0; i < sizeof b.guard; ++i) assert_int_equal(b.guard[i], 0xA5);
+    assert_int_equal(b.p.kv_type, PANGU_KV_F16);
+    assert_int_equal(pangu_session_params_init_sized(NULL, sizeof b.p), PANGU_ERR_INVALID_ARGUMENT);
+    const size_t bad[] = {0, 87, sizeof b.p + 8, SIZE_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        memset(&b, 0xA5, sizeof b);
+        assert_int_equal(pangu_session_params_init_sized(&b.p, bad[i]), PANGU_ERR_STRUCT_SIZE);
+        expect_contains(pangu_last_error(), "pangu_session_params_init_sized");
+        const unsigned char *raw = (const unsigned char *)&b;
+        for (size_t j = 0; j < sizeof b; ++j) assert_int_equal(raw[j], 0xA5);
+    }
+    /* 1.0's init: struct_size 88 (the 1.0 size), the bytes after it untouched */
+    memset(&b, 0xA5, sizeof b);
+    pangu_session_params_init(&b.p);
+    assert_true(b.p.struct_size < sizeof b.p);
+    assert_int_equal(b.p.struct_size, offsetof(pangu_session_params, kv_type));
+    const unsigned char *raw = (const unsigned char *)&b.p;
+    for (size_t j = b.p.struct_size; j < sizeof b.p; ++j) assert_int_equal(raw[j], 0xA5);
+    /* an invalid kv_type past struct_size is not read: the session gets the default */
+    b.p.n_ctx = 64;
+    b.p.kv_type = 77;
+    pangu_session *s = NULL;
+    assert_int_equal(pangu_session_create(g_model, &b.p, &s), PANGU_OK);
+    pangu_session_free(s);
+}
+
+/* An unknown kv_type is PANGU_ERR_INVALID_ARGUMENT, the value named; every known one gives a session. */
+static void test_kv_type(void **state) {
+    (void)state;
+    const int32_t bad[] = {-1, 4, 1000};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        pangu_session_params p;
+        pangu_session_params_init_sized(&p, sizeof p);
+        p.n_ctx = 64;
+        p.kv_type = bad[i];
+        char want[32];
+        snprintf(want, sizeof want, "kv_type %d", (int)bad[i]);
+        pangu_session *s = NULL;
+        assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_ERR_INVALID_ARGUMENT);
+        assert_null(s);
+        expect_contains(pangu_last_error(), want);
+        expect_contains(pangu_model_last_error(g_model), want);
+        pangu_session_memory mem;
+        mem.struct_size = sizeof mem;
+        assert_int_equal(pangu_session_estimate(g_model, &p, &mem), PANGU_ERR_INVALID_ARGUMENT);
+        expect_contains(pangu_last_error(), want);
+    }
+    const int32_t good[] = {PANGU_KV_F32, PANGU_KV_F16, PANGU_KV_BF16, PANGU_KV_Q8};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; ++i) {
+        pangu_session_params p;
+        pangu_session_params_init_sized(&p, sizeof p);
+        p.n_ctx = 64;
+        p.kv_type = good[i];
+        pangu_session *s = NULL;
+        assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);
+        pangu_session_free(s);
+    }
 }
 
 static void test_struct_size_sampling_params(void **state) {
@@ -419,7 +490,7 @@ static void test_invalid_session_params(void **state) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         pangu_session_params p;
-        pangu_session_params_init(&p);
+        pangu_session_params_init_sized(&p, sizeof p);
         p.n_ctx = bad[i].n_ctx;
         p.n_batch = bad[i].n_batch;
         p.n_threads = bad[i].n_threads;
@@ -430,7 +501,7 @@ static void test_invalid_session_params(void **state) {
     }
     /* the extremes that are allowed */
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = info.n_ctx_train;
     p.n_batch = 1;
     pangu_session *s = NULL;
@@ -442,7 +513,7 @@ static void test_invalid_session_params(void **state) {
 static void test_session_n_ctx_one(void **state) {
     (void)state;
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 1;
     pangu_session *s = NULL;
     pangu_status st = pangu_session_create(g_model, &p, &s);
@@ -931,6 +1002,8 @@ int main(void) {
         cmocka_unit_test(test_null_session_functions),
         cmocka_unit_test(test_struct_size_model_params),
         cmocka_unit_test(test_struct_size_session_params),
+        cmocka_unit_test(test_session_params_init_sized),
+        cmocka_unit_test(test_kv_type),
         cmocka_unit_test(test_struct_size_sampling_params),
         cmocka_unit_test(test_struct_size_model_info),
         cmocka_unit_test(test_struct_size_generate_result),

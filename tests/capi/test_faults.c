@@ -197,7 +197,7 @@ static int setup(void **state) {
     strcpy(g_tmp, "/tmp/pangu_faults_XXXXXX");
     if (!mkdtemp(g_tmp)) return -1;
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 64;
     if (pangu_model_load(PANGU_DRAFT_DIR, NULL, &g_witness_model) != PANGU_OK) return -1;
     if (pangu_session_create(g_witness_model, &p, &g_witness) != PANGU_OK) return -1;
@@ -304,7 +304,7 @@ static void test_session_create_survives_every_allocation_failure(void **state) 
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c)
         for (int persistent = 0; persistent <= 1; ++persistent) {
             pangu_session_params p;
-            pangu_session_params_init(&p);
+            pangu_session_params_init_sized(&p, sizeof p);
             p.n_ctx = 128;
             p.n_threads = cases[c].threads;
             p.spec_mode = cases[c].spec;
@@ -379,7 +379,7 @@ static void test_errors_are_reported_without_memory(void **state) {
     assert_int_equal(pangu_model_load(PANGU_MODEL_DIR, NULL, &m), PANGU_OK);
     assert_int_equal(pangu_session_create(m, NULL, &s), PANGU_OK);
     pangu_session_params bad;
-    pangu_session_params_init(&bad);
+    pangu_session_params_init_sized(&bad, sizeof bad);
     bad.struct_size = 3;
     pangu_sampling_params sp;
     pangu_sampling_params_init(&sp);

@@ -28,9 +28,11 @@ static int teardown(void **state) {
     return 0;
 }
 
-static pangu_session *new_session(int n_threads, int n_batch) {
+/* kv_type < 0: the default cache (F16). */
+static pangu_session *new_session_kv(int n_threads, int n_batch, int32_t kv_type) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
+    if (kv_type >= 0) p.kv_type = kv_type;
     p.n_ctx = 512;
     p.n_threads = n_threads;
     p.n_batch = n_batch;
@@ -39,6 +41,9 @@ static pangu_session *new_session(int n_threads, int n_batch) {
     assert_non_null(s);
     return s;
 }
+
+/* The golden logits check the fp32 math: an F32 cache. */
+static pangu_session *new_session(int n_threads, int n_batch) { return new_session_kv(n_threads, n_batch, PANGU_KV_F32); }
 
 static void check_logits(int n_threads, int n_batch) {
     for (int c = 0; c < GOLDEN_N_CASES; ++c) {
@@ -76,10 +81,10 @@ static int collect(void *user, int32_t token, const char *piece, size_t len) {
     return 0;
 }
 
-static void check_greedy(int n_threads) {
+static void check_greedy(int n_threads, int32_t kv_type) {
     for (int c = 0; c < GOLDEN_N_CASES; ++c) {
         const golden_case *g = &GOLDEN_CASES[c];
-        pangu_session *s = new_session(n_threads, 64);
+        pangu_session *s = new_session_kv(n_threads, 64, kv_type);
         pangu_sampling_params sp;
         pangu_sampling_params_init(&sp);
         sp.temperature = 0;
@@ -100,8 +105,10 @@ static void check_greedy(int n_threads) {
     }
 }
 
-static void test_greedy_1thread(void **state) { (void)state; check_greedy(1); }
-static void test_greedy_2threads(void **state) { (void)state; check_greedy(2); }
+static void test_greedy_1thread(void **state) { (void)state; check_greedy(1, PANGU_KV_F32); }
+static void test_greedy_2threads(void **state) { (void)state; check_greedy(2, PANGU_KV_F32); }
+/* The default cache (F16) keeps every golden continuation (docs/memory.md#kv-cache-types). */
+static void test_greedy_default_cache(void **state) { (void)state; check_greedy(2, -1); }
 
 /* The text form: generating from the prompt string gives the golden text. */
 typedef struct {
@@ -145,7 +152,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logits_1thread),   cmocka_unit_test(test_logits_2threads),
         cmocka_unit_test(test_logits_small_batches), cmocka_unit_test(test_greedy_1thread),
-        cmocka_unit_test(test_greedy_2threads),  cmocka_unit_test(test_greedy_text),
+        cmocka_unit_test(test_greedy_2threads),  cmocka_unit_test(test_greedy_default_cache),  cmocka_unit_test(test_greedy_text),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -51,7 +51,7 @@ static int teardown(void **state) {
 
 static pangu_session *new_session(int32_t n_batch, int32_t n_threads) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 512;
     p.n_batch = n_batch;
     p.n_threads = n_threads;
@@ -519,7 +519,7 @@ static void *run_job(void *arg) {
     snprintf(j->err_before, sizeof j->err_before, "%s", pangu_last_error());
     if (j->start) pthread_barrier_wait(j->start);
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 256;
     p.n_threads = j->n_threads;
     pangu_session *s = NULL;
@@ -642,7 +642,7 @@ static void test_speculation_with_small_batches(void **state) {
     cb_state ref;
     memset(&ref, 0, sizeof ref);
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 256;
     p.spec_mode = PANGU_SPEC_OFF;
     pangu_session *s = NULL;
@@ -652,7 +652,7 @@ static void test_speculation_with_small_batches(void **state) {
     static const int32_t modes[] = {PANGU_SPEC_PLD, PANGU_SPEC_SELF, PANGU_SPEC_DRAFT};
     for (int32_t n_batch = 1; n_batch <= 4; ++n_batch)
         for (size_t m = 0; m < 3; ++m) {
-            pangu_session_params_init(&p);
+            pangu_session_params_init_sized(&p, sizeof p);
             p.n_ctx = 256;
             p.n_batch = n_batch;
             p.spec_mode = modes[m];

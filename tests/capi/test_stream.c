@@ -354,7 +354,7 @@ static void generate_checked(pangu_session *s, const char *prompt, const pangu_s
 
 static pangu_session *new_session(void) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 1024;
     pangu_session *s = NULL;
     assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);

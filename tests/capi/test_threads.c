@@ -44,7 +44,7 @@ static int collect(void *user, int32_t token, const char *piece, size_t len) {
 static void *run_job(void *arg) {
     job *j = (job *)arg;
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 256;
     p.n_threads = j->n_threads;
     pangu_session *s = NULL;

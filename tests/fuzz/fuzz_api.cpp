@@ -271,7 +271,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     g_model = big ? g_tiny : g_chat;
     g_vocab = vocab_of(g_model);
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     if (in.u8() > 247) p.struct_size = in.u32() % 512;
     p.n_ctx = pick_int(in, 0, 1, 512);
     p.n_batch = pick_int(in, 64, 1, 80);

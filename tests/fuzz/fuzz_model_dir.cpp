@@ -73,7 +73,7 @@ void exercise(pangu_model *m) {
     info.struct_size = sizeof info;
     FUZZ_CHECK(pangu_model_get_info(m, &info) == PANGU_OK, "get_info: %s", pangu_last_error());
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = info.n_ctx_train < 32 ? info.n_ctx_train : 32;
     sp.n_batch = 8;
     pangu_session *s = nullptr;

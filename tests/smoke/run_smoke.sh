@@ -81,7 +81,7 @@ cli_usage_errors)
   nonempty err
   for args in "-n abc" "--temp -1" "--temp nan" "--top-p 0" "--top-p 1.5" "--min-p -0.1" "--top-k -3" \
               "--repeat-penalty 0" "-t 0" "-b 0" "-c -5" "--seed x" "--bogus" "-p" "stray" "--stop ''" \
-              "--keep 4" "--chat --context-shift" "--precision int4" "--precision"; do
+              "--keep 4" "--chat --context-shift" "--precision int4" "--precision" "--kv-type q4" "--kv-type"; do
     eval "run 2 \"\$cli\" -m \"\$model\" $args"
     grep -q 'pangu-cli' "$tmp/err" || fail "no usage message for: $args"
     [ ! -s "$tmp/out" ] || fail "stdout written for a usage error: $args"
@@ -368,7 +368,8 @@ ppl_errors)
               "-m $model -f $txt -c 99999999999" "-m $model -f $txt -b 0" "-m $model -f $txt -b x" \
               "-m $model -f $txt -t 0" "-m $model -f $txt -t 2x" "-m $model -f $txt --max-tokens 0" \
               "-m $model -f $txt --max-tokens x" "-m $model -f $txt --backend ''" \
-              "-m $model -f $txt --precision fp8" "-m $model -f $txt --precision" "-m $model -f $txt stray"; do
+              "-m $model -f $txt --precision fp8" "-m $model -f $txt --precision" "-m $model -f $txt --kv-type q4" \
+              "-m $model -f $txt --kv-type" "-m $model -f $txt stray"; do
     eval "run 2 \"\$sample\" $args"
     grep -q '^pangu-perplexity: ' "$tmp/err" || fail "no usage message for: $args"
     [ ! -s "$tmp/out" ] || fail "stdout written for a usage error: $args"

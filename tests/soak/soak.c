@@ -189,7 +189,7 @@ static void one_session(worker_state *w) {
     rng *r = &w->r;
     static const int ctx[] = {64, 128, 256, 512};
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = ctx[below(r, 4)];
     p.n_batch = 1 + below(r, 64);
     p.n_threads = below(r, 4) == 0 ? 2 : 1;

@@ -12,6 +12,7 @@
 #include <json/json.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -133,6 +134,185 @@ struct Tol {
     }
 };
 
+// ---- KV caches (device API 6): F32, F16, BF16 or I8 elements, contiguous or in blocks of rows ----
+
+size_t kv_elem_bytes(int32_t dtype) { return dtype == PGD_F32 ? 4 : dtype == PGD_I8 ? 1 : 2; }
+
+// A cache in device memory and its size in bytes (blocks, scales and gaps included).
+struct KvCache {
+    pgd_tensor t{};
+    size_t bytes = 0;
+};
+
+// The cache `c` over a host copy `b` of its bytes (data and scales moved there), for reading it back.
+pgd_tensor kv_host_view(const KvCache &c, const std::vector<uint8_t> &b) {
+    pgd_tensor h = c.t;
+    h.data = const_cast<uint8_t *>(b.data());
+    if (c.t.scale) {
+        const ptrdiff_t at = reinterpret_cast<const uint8_t *>(c.t.scale) - static_cast<const uint8_t *>(c.t.data);
+        h.scale = reinterpret_cast<const float *>(b.data() + at);
+    }
+    return h;
+}
+
+// The values the cache holds, widened to double ([rows, cols]), from a host copy `b` of its bytes.
+std::vector<double> kv_values(const KvCache &c, const std::vector<uint8_t> &b) {
+    const pgd_tensor h = kv_host_view(c, b);
+    const size_t e = kv_elem_bytes(h.dtype);
+    std::vector<double> v(static_cast<size_t>(h.rows * h.cols));
+    for (int64_t r = 0; r < h.rows; ++r)
+        for (int64_t i = 0; i < h.cols; ++i) {
+            const uint8_t *p = static_cast<const uint8_t *>(h.data) + (pgd_row_offset(&h, r) + i) * e;
+            uint16_t u = 0;
+            float f = 0;
+            if (e == 2) std::memcpy(&u, p, 2);
+            switch (h.dtype) {
+                case PGD_F32: std::memcpy(&f, p, 4); break;
+                case PGD_F16: f = f16_to_f32(u); break;
+                case PGD_BF16: f = bf16_to_f32(u); break;
+                case PGD_I8: f = float(int8_t(*p)) * pgd_kv_scale(&h, r)[i / h.group_size]; break;
+            }
+            v[r * h.cols + i] = f;
+        }
+    return v;
+}
+
+// Which bytes of the cache belong to rows [r0, r1): their elements and, in an I8 cache, their scales.
+std::vector<bool> kv_owned(const KvCache &c, int64_t r0, int64_t r1) {
+    std::vector<bool> own(c.bytes, false);
+    const size_t e = kv_elem_bytes(c.t.dtype);
+    const uint8_t *base = static_cast<const uint8_t *>(c.t.data);  // only for offsets: never dereferenced
+    for (int64_t r = r0; r < r1; ++r) {
+        const size_t at = static_cast<size_t>(pgd_row_offset(&c.t, r)) * e;
+        std::fill(own.begin() + at, own.begin() + at + c.t.cols * e, true);
+        if (c.t.dtype == PGD_I8) {
+            const size_t sc = reinterpret_cast<const uint8_t *>(pgd_kv_scale(&c.t, r)) - base;
+            std::fill(own.begin() + sc, own.begin() + sc + 4 * (c.t.cols / c.t.group_size), true);
+        }
+    }
+    return own;
+}
+
+// Rows x [M, cols] as kv_store must have written them at row0: F32 as they are, F16 and BF16 rounded by
+// model/tensor.h, I8 with the scale amax / 127 of each row and group and within half a step of x; as kernels.h's
+// row_quant_scale, a group of zeros or too small for 1 / scale to be finite gives scale 0 and zeros, one holding
+// NaN or Inf scale NaN and zeros.
+void expect_stored(const KvCache &c, const std::vector<uint8_t> &b, const std::vector<float> &x, int64_t row0) {
+    const pgd_tensor h = kv_host_view(c, b);
+    const int64_t n = h.cols, e = int64_t(kv_elem_bytes(h.dtype));
+    for (int64_t r = 0; r < int64_t(x.size()) / n; ++r) {
+        const uint8_t *row = static_cast<const uint8_t *>(h.data) + pgd_row_offset(&h, row0 + r) * e;
+        const float *xr = &x[r * n];
+        for (int64_t i = 0; i < n && h.dtype != PGD_I8; ++i) {
+            uint16_t u = 0;
+            std::memcpy(&u, row + i * e, 2);
+            const uint16_t want = h.dtype == PGD_F16 ? f32_to_f16(xr[i]) : f32_to_bf16(xr[i]);
+            if (h.dtype == PGD_F32) {
+                ASSERT_EQ(std::memcmp(row + 4 * i, &xr[i], 4), 0) << "row " << r << " col " << i;
+            } else {
+                ASSERT_EQ(u, want) << "row " << r << " col " << i;
+            }
+        }
+        for (int64_t g = 0; h.dtype == PGD_I8 && g < n / h.group_size; ++g) {
+            float amax = 0;
+            bool finite = true;
+            for (int64_t i = g * h.group_size; i < (g + 1) * h.group_size; ++i) {
+                finite = finite && std::isfinite(xr[i]);
+                amax = std::max(amax, std::fabs(xr[i]));
+            }
+            const bool tiny = !(1.0f / (amax / 127.0f) <= FLT_MAX);
+            const float s = pgd_kv_scale(&h, row0 + r)[g];
+            if (finite) {
+                ASSERT_EQ(s, tiny ? 0.0f : amax / 127.0f) << "row " << r << " group " << g << " amax " << amax;
+            } else {
+                ASSERT_TRUE(std::isnan(s)) << "row " << r << " group " << g;
+            }
+            for (int64_t i = g * h.group_size; i < (g + 1) * h.group_size; ++i) {
+                const int q = int8_t(row[i]);
+                ASSERT_LE(std::abs(q), 127);
+                if (!(s > 0)) {
+                    ASSERT_EQ(q, 0) << "row " << r << " col " << i;
+                } else {
+                    ASSERT_LE(std::fabs(double(q) * s - xr[i]), s * (0.5 + 1e-5)) << "row " << r << " col " << i;
+                }
+            }
+        }
+    }
+}
+
+// Bytes of the cache outside rows [r0, r1) (other rows, their scales, the gaps between blocks) still hold
+// the 0xA5 the cache was filled with.
+void expect_untouched(const KvCache &c, const std::vector<uint8_t> &b, int64_t r0, int64_t r1) {
+    const std::vector<bool> own = kv_owned(c, r0, r1);
+    for (size_t i = 0; i < b.size(); ++i) {
+        if (!own[i]) {
+            ASSERT_EQ(b[i], 0xA5) << "byte " << i << " outside rows " << r0 << ".." << r1 - 1;
+        }
+    }
+}
+
+std::vector<float> uniform(std::mt19937 &rng, int64_t n, float amp) {
+    std::uniform_real_distribution<float> u(-amp, amp);
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto &x : v) x = u(rng);
+    return v;
+}
+
+// Keys [n_ctx, n_kv * hd] along one direction per KV head (dir, entries in [-1, 1]) times a factor that rises
+// (trend > 0) or falls (trend < 0) along the context, plus noise; queries along the same directions then have
+// scores that follow the trend (up to about 12 after the 1 / sqrt(hd) scale), so the running maximum rises
+// tile after tile, or is set by the first tile. trend 0: noise alone.
+std::vector<float> trend_keys(std::mt19937 &rng, const std::vector<float> &dir, int64_t n_ctx, int32_t hd, int trend) {
+    const int64_t KVD = int64_t(dir.size());
+    std::vector<float> k = uniform(rng, n_ctx * KVD, trend ? 0.5f : 1.5f);
+    const float amp = 36.0f / std::sqrt(float(hd));  // |dir|^2 ~ hd / 3
+    for (int64_t t = 0; t < n_ctx && trend; ++t) {
+        const float f = float(t) / float(n_ctx - 1);
+        for (int64_t i = 0; i < KVD; ++i) k[t * KVD + i] += amp * (trend > 0 ? f : 1 - f) * dir[i];
+    }
+    return k;
+}
+
+// Queries [M, n_head * hd]: each head along its KV head's direction in dir, plus noise.
+std::vector<float> queries_along(std::mt19937 &rng, const std::vector<float> &dir, int64_t M, int32_t n_head,
+                                 int32_t n_kv, int32_t hd) {
+    const int64_t QD = int64_t(n_head) * hd;
+    std::vector<float> q = uniform(rng, M * QD, 0.3f);
+    for (int64_t m = 0; m < M; ++m)
+        for (int32_t h = 0; h < n_head; ++h)
+            for (int32_t i = 0; i < hd; ++i) q[m * QD + h * hd + i] += dir[(h / (n_head / n_kv)) * hd + i];
+    return q;
+}
+
+// Causal GQA attention in double from the values the caches hold (kw, vw [n_ctx, n_kv * hd]): for each
+// output element [M, n_head * hd] the reference and the sum of its terms' magnitudes (for Tol).
+struct AttnRef {
+    std::vector<double> out, terms;
+};
+AttnRef attention_ref(const std::vector<float> &q, const std::vector<double> &kw, const std::vector<double> &vw,
+                      int64_t M, int64_t pos0, int32_t n_head, int32_t n_kv, int32_t hd, double scale) {
+    const int64_t QD = int64_t(n_head) * hd, KVD = int64_t(n_kv) * hd;
+    AttnRef r{std::vector<double>(M * QD), std::vector<double>(M * QD)};
+    for (int64_t m = 0; m < M; ++m)
+        for (int32_t h = 0; h < n_head; ++h) {
+            const int64_t n_pos = pos0 + m + 1, kv = (h / (n_head / n_kv)) * hd;
+            std::vector<double> p(n_pos);
+            double mx = -1e300, sum = 0;
+            for (int64_t t = 0; t < n_pos; ++t) {
+                double d = 0;
+                for (int32_t i = 0; i < hd; ++i) d += double(q[m * QD + h * hd + i]) * kw[t * KVD + kv + i];
+                mx = std::max(mx, p[t] = d * scale);
+            }
+            for (auto &v : p) sum += (v = std::exp(v - mx));
+            for (int32_t i = 0; i < hd; ++i)
+                for (int64_t t = 0; t < n_pos; ++t) {
+                    r.out[m * QD + h * hd + i] += p[t] / sum * vw[t * KVD + kv + i];
+                    r.terms[m * QD + h * hd + i] += p[t] / sum * std::fabs(vw[t * KVD + kv + i]);
+                }
+        }
+    return r;
+}
+
 // Device memory as a discrete device offers it: buffers from mem_alloc, filled from host memory by H2D copies
 // and read back by D2H copies on the stream `io` (NULL: synchronous copies charged to no stream). Nothing here
 // dereferences a device pointer.
@@ -176,6 +356,72 @@ protected:
         EXPECT_EQ(dev->memcpy(dev->ctx, io, h.data(), sizeof(T) * n, d, sizeof(T) * n, PGD_DEVICE_TO_HOST), 0);
         sync();
         return h;
+    }
+
+    // The cache element types the device holds (kv_dtypes), of F32, F16, BF16 and I8.
+    std::vector<int32_t> kv_types() const {
+        std::vector<int32_t> v;
+        for (int32_t t : {PGD_F32, PGD_F16, PGD_BF16, PGD_I8})
+            if (dev->kv_dtypes & (1u << t)) v.push_back(t);
+        return v;
+    }
+    // A cache of `rows` rows of `cols` elements, every byte 0xA5 (so that bytes a store leaves can be told):
+    // contiguous (P = 0) or in blocks of P rows with 16 bytes after each. An I8 cache (one scale per row and
+    // group of `group` columns) keeps each block's scales after its rows, a contiguous one after all of them.
+    KvCache kv_cache(int32_t dtype, int64_t rows, int64_t cols, int64_t P = 0, int32_t group = 0) {
+        KvCache c;
+        const int64_t e = int64_t(kv_elem_bytes(dtype)), brows = P ? P : rows;
+        const int64_t block = brows * cols * e + (dtype == PGD_I8 ? 4 * brows * (cols / group) : 0) + (P ? 16 : 0);
+        c.bytes = static_cast<size_t>(block * ((rows + brows - 1) / brows));
+        uint8_t *d = static_cast<uint8_t *>(alloc(c.bytes));
+        write(d, std::vector<uint8_t>(c.bytes, 0xA5));
+        c.t = view(d, dtype, rows, cols);
+        c.t.block_rows = P;
+        c.t.block_stride = P ? block / e : 0;
+        c.t.group_size = group;
+        if (dtype == PGD_I8) c.t.scale = reinterpret_cast<const float *>(d + brows * cols);
+        return c;
+    }
+    // kv_store of the F32 rows x [M, cols] at row0 of the cache: its status.
+    int kv_store(const KvCache &c, const std::vector<float> &x, int64_t row0) {
+        pgd_tensor src = view(to_device(x), PGD_F32, int64_t(x.size()) / c.t.cols, c.t.cols), dst = c.t;
+        const int rc = dev->kv_store(dev->ctx, s, &src, &dst, row0);
+        sync();
+        return rc;
+    }
+    std::vector<uint8_t> kv_bytes(const KvCache &c) { return from_device(static_cast<uint8_t *>(c.t.data), c.bytes); }
+
+    // K and V caches of `dtype` (I8: a scale per row and KV head) holding k and v [n_ctx, cols], written by
+    // kv_store in two calls, the second from a row inside a block; and the values they hold, widened.
+    struct KvPair {
+        KvCache k, v;
+        std::vector<double> kw, vw;
+    };
+    KvPair kv_pair(int32_t dtype, const std::vector<float> &k, const std::vector<float> &v, int64_t cols, int32_t hd,
+                   int64_t P = 0) {
+        const int64_t n_ctx = int64_t(k.size()) / cols, cut = n_ctx / 3;
+        KvPair p;
+        p.k = kv_cache(dtype, n_ctx, cols, P, dtype == PGD_I8 ? hd : 0);
+        p.v = kv_cache(dtype, n_ctx, cols, P, dtype == PGD_I8 ? hd : 0);
+        for (const auto &[c, x] : {std::make_pair(&p.k, &k), std::make_pair(&p.v, &v)}) {
+            EXPECT_EQ(kv_store(*c, std::vector<float>(x->begin(), x->begin() + cut * cols), 0), 0);
+            EXPECT_EQ(kv_store(*c, std::vector<float>(x->begin() + cut * cols, x->end()), cut), 0);
+        }
+        p.kw = kv_values(p.k, kv_bytes(p.k));
+        p.vw = kv_values(p.v, kv_bytes(p.v));
+        return p;
+    }
+    // Attention of the queries q [M, n_head * hd] at pos0.. over the caches (scale 1 / sqrt(hd), no
+    // workspace): the output [M, n_head * hd], and the status in *rc (null: expected 0).
+    std::vector<float> attend(const pgd_tensor &kc, const pgd_tensor &vc, const std::vector<float> &q, int64_t pos0,
+                              int32_t n_head, int32_t n_kv, int32_t hd, int *rc = nullptr) {
+        const int64_t QD = int64_t(n_head) * hd, M = int64_t(q.size()) / QD;
+        pgd_tensor qt = view(to_device(q), PGD_F32, M, QD), ot = view(buffer(M * QD), PGD_F32, M, QD);
+        const int r = dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, 1.0f / std::sqrt(float(hd)),
+                                     &ot, nullptr, 0);
+        if (rc) *rc = r;
+        else EXPECT_EQ(r, 0);
+        return from_device(static_cast<float *>(ot.data), M * QD);
     }
 
     pgd_device *dev = nullptr;
@@ -359,8 +605,8 @@ TEST_P(DeviceConformance, AttentionMatchesReference) {
         float *cache_d = to_device(cache);
         pgd_tensor kc = view(cache_d, PGD_F32, n_ctx, KVD, 2 * KVD),
                    vc = view(cache_d + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
-        const size_t ws_size = dev->attention_workspace(dev->ctx, 8, n_head, n_kv, n_ctx, 3);
-        void *ws = buffer((ws_size + 3) / 4);
+        const size_t ws_size = dev->attention_workspace ? dev->attention_workspace(dev->ctx, 8, n_head, n_kv, n_ctx, 3) : 0;
+        void *ws = ws_size ? buffer((ws_size + 3) / 4) : nullptr;
         for (int64_t pos0 : {int64_t(0), n_ctx - 5}) {
             const int64_t M = std::min<int64_t>(5, n_ctx - pos0);
             const std::vector<float> q = random(M * QD, 1.0f);
@@ -405,8 +651,8 @@ TEST_P(DeviceConformance, BlockedCacheGivesTheBitsOfAContiguousOne) {
     const std::vector<float> k = random(n_ctx * KVD, 1.5f), v = random(n_ctx * KVD, 1.5f);
     float *k_d = to_device(k), *v_d = to_device(v);
     pgd_tensor kc = view(k_d, PGD_F32, n_ctx, KVD), vc = view(v_d, PGD_F32, n_ctx, KVD);
-    const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3);
-    void *ws = buffer((ws_size + 3) / 4);
+    const size_t ws_size = dev->attention_workspace ? dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3) : 0;
+    void *ws = ws_size ? buffer((ws_size + 3) / 4) : nullptr;
     float *q = to_device(random(M * QD, 1.0f)), *ref_d = buffer(M * QD), *got_d = buffer(M * QD);
     pgd_tensor qt = view(q, PGD_F32, M, QD), rt = view(ref_d, PGD_F32, M, QD), gt = view(got_d, PGD_F32, M, QD);
     ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, 0.2f, &rt, ws, ws_size), 0);
@@ -647,8 +893,8 @@ TEST_P(DeviceConformance, AttentionIsBatchInvariant) {
     const int64_t n_ctx = 50, QD = n_head * hd, KVD = n_kv * hd, M = 6, pos0 = 20;
     float *cache = to_device(random(n_ctx * 2 * KVD, 1.5f));
     pgd_tensor kc = view(cache, PGD_F32, n_ctx, KVD, 2 * KVD), vc = view(cache + KVD, PGD_F32, n_ctx, KVD, 2 * KVD);
-    const size_t ws_size = dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3);
-    void *ws = buffer((ws_size + 3) / 4);
+    const size_t ws_size = dev->attention_workspace ? dev->attention_workspace(dev->ctx, M, n_head, n_kv, n_ctx, 3) : 0;
+    void *ws = ws_size ? buffer((ws_size + 3) / 4) : nullptr;
     float *q = to_device(random(M * QD, 1.0f)), *all_d = buffer(M * QD), *one_d = buffer(QD);
     pgd_tensor qt = view(q, PGD_F32, M, QD), at = view(all_d, PGD_F32, M, QD);
     ASSERT_EQ(dev->attention(dev->ctx, s, &qt, &kc, &vc, pos0, n_head, n_kv, hd, 0.2f, &at, ws, ws_size), 0);
@@ -658,6 +904,167 @@ TEST_P(DeviceConformance, AttentionIsBatchInvariant) {
         ASSERT_EQ(dev->attention(dev->ctx, s, &q1, &kc, &vc, pos0 + m, n_head, n_kv, hd, 0.2f, &o1, ws, ws_size), 0);
         const std::vector<float> one = from_device(one_d, QD);
         ASSERT_EQ(std::memcmp(one.data(), &all[m * QD], sizeof(float) * QD), 0) << "row " << m;
+    }
+}
+
+TEST_P(DeviceConformance, KvStoreConvertsRowsToTheCacheType) {
+    // Five rows written into rows 9..13 of a contiguous cache and of blocked ones (rows 9..13 straddle blocks of
+    // 4 and of 7): the elements each type must hold, and every other byte (other rows, their scales, the gaps
+    // between blocks) left as it was.
+    const int64_t rows = 23, cols = 48, row0 = 9, M = 5;
+    const int32_t group = 16;
+    std::vector<float> x = random(M * cols, 3.0f);
+    std::fill(x.begin() + 2 * cols + group, x.begin() + 2 * cols + 2 * group, 0.0f);  // an I8 group of zeros
+    for (int32_t i = 0; i < group; ++i) x[3 * cols + i] = 1e-38f * float(i % 5 - 2);  // too small for 1 / scale
+    x[4 * cols + group + 3] = NAN;                                                    // not finite: a NaN scale
+    x[4 * cols + 2 * group] = -INFINITY;
+    for (int32_t dtype : kv_types())
+        for (int64_t P : {0, 4, 7}) {
+            SCOPED_TRACE("dtype " + std::to_string(dtype) + " blocks of " + std::to_string(P));
+            const KvCache c = kv_cache(dtype, rows, cols, P, dtype == PGD_I8 ? group : 0);
+            ASSERT_EQ(kv_store(c, x, row0), 0);
+            const std::vector<uint8_t> b = kv_bytes(c);
+            expect_stored(c, b, x, row0);
+            expect_untouched(c, b, row0, row0 + M);
+        }
+}
+
+TEST_P(DeviceConformance, KvStoreRefusesWhatItCannotWriteAndWritesNothing) {
+    // Rows past the cache, a type the device does not hold, an I8 cache without a whole number of groups per
+    // row or without scales: refused before a byte is written.
+    const int64_t rows = 10, cols = 32;
+    const std::vector<float> x = random(3 * cols, 1.0f);
+    for (int32_t dtype : kv_types()) {
+        SCOPED_TRACE("dtype " + std::to_string(dtype));
+        const KvCache c = kv_cache(dtype, rows, cols, 4, dtype == PGD_I8 ? 16 : 0);
+        EXPECT_EQ(kv_store(c, x, rows - 2), PANGU_ERR_CONTEXT_FULL);
+        EXPECT_EQ(kv_store(c, x, -1), PANGU_ERR_CONTEXT_FULL);
+        const std::pair<int32_t, bool> bad[] = {{0, true}, {24, true}, {64, true}, {16, false}};  // group, scale
+        for (const auto &[group, scaled] : bad) {
+            if (dtype != PGD_I8) continue;
+            KvCache b = c;
+            b.t.group_size = group;
+            if (!scaled) b.t.scale = nullptr;
+            EXPECT_EQ(kv_store(b, x, 0), PANGU_ERR_SHAPE) << "group_size " << group << (scaled ? "" : ", no scales");
+        }
+        expect_untouched(c, kv_bytes(c), 0, 0);
+    }
+    for (int32_t dtype : {PGD_F32, PGD_F16, PGD_BF16, PGD_I8, PGD_I4}) {
+        if (dev->kv_dtypes & (1u << dtype)) continue;
+        KvCache c = kv_cache(PGD_F32, rows, cols);
+        c.t.dtype = dtype;
+        c.t.group_size = cols;
+        EXPECT_EQ(kv_store(c, x, 0), PANGU_ERR_UNSUPPORTED) << "dtype " << dtype;
+        expect_untouched(c, kv_bytes(c), 0, 0);
+    }
+}
+
+TEST_P(DeviceConformance, AttentionOnEachCacheTypeMatchesItsStoredValues) {
+    // Against double precision from the values the cache holds, so that only float arithmetic differs: 200
+    // positions (four tiles of 64), scores rising along the context (the running maximum grows tile after tile,
+    // rescaling what was accumulated), falling and random; GQA and not; head_dim 16, 64 and 24.
+    struct Shape {
+        int32_t n_head, n_kv, hd;
+    };
+    const int64_t n_ctx = 200;
+    const std::pair<int64_t, int64_t> calls[] = {{1, 199}, {5, 195}, {5, 61}};  // rows, pos0
+    for (int32_t dtype : kv_types())
+        for (const Shape sh : {Shape{6, 2, 16}, Shape{4, 4, 64}, Shape{6, 2, 24}})
+            for (int trend : {1, -1, 0}) {
+                const int64_t KVD = sh.n_kv * sh.hd;
+                const std::vector<float> dir = uniform(rng, KVD, 1.0f);
+                const KvPair kv =
+                    kv_pair(dtype, trend_keys(rng, dir, n_ctx, sh.hd, trend), random(n_ctx * KVD, 1.5f), KVD, sh.hd);
+                for (const auto &[M, pos0] : calls) {
+                    const std::vector<float> q = queries_along(rng, dir, M, sh.n_head, sh.n_kv, sh.hd);
+                    const std::vector<float> out = attend(kv.k.t, kv.v.t, q, pos0, sh.n_head, sh.n_kv, sh.hd);
+                    const AttnRef ref = attention_ref(q, kv.kw, kv.vw, M, pos0, sh.n_head, sh.n_kv, sh.hd,
+                                                      1 / std::sqrt(double(sh.hd)));
+                    for (size_t i = 0; i < out.size(); ++i)
+                        ASSERT_TRUE(tol.ok(out[i], ref.out[i], ref.terms[i]))
+                            << "dtype " << dtype << " heads " << sh.n_head << "/" << sh.n_kv << " hd " << sh.hd
+                            << " trend " << trend << " pos0 " << pos0 << " at " << i << ": " << out[i] << " vs "
+                            << ref.out[i];
+                }
+            }
+}
+
+TEST_P(DeviceConformance, AttentionOnEachCacheTypeIsBatchInvariant) {
+    // Speculative verification relies on it: five rows at once give each row's bits alone, in every cache type
+    // (rows crossing a tile edge, scores rising so that rescaling happens).
+    const int32_t n_head = 6, n_kv = 2, hd = 32;
+    const int64_t n_ctx = 150, KVD = n_kv * hd, QD = n_head * hd, M = 5, pos0 = 125;
+    const std::vector<float> dir = random(KVD, 1.0f), k = trend_keys(rng, dir, n_ctx, hd, 1),
+                             v = random(n_ctx * KVD, 1.5f);
+    const std::vector<float> q = queries_along(rng, dir, M, n_head, n_kv, hd);
+    for (int32_t dtype : kv_types()) {
+        const KvPair kv = kv_pair(dtype, k, v, KVD, hd);
+        const std::vector<float> all = attend(kv.k.t, kv.v.t, q, pos0, n_head, n_kv, hd);
+        for (int64_t m = 0; m < M; ++m) {
+            const std::vector<float> q1(q.begin() + m * QD, q.begin() + (m + 1) * QD);
+            const std::vector<float> one = attend(kv.k.t, kv.v.t, q1, pos0 + m, n_head, n_kv, hd);
+            EXPECT_EQ(std::memcmp(one.data(), &all[m * QD], sizeof(float) * QD), 0)
+                << "dtype " << dtype << " row " << m;
+        }
+    }
+}
+
+TEST_P(DeviceConformance, BlockedCacheOfEachTypeGivesTheBitsOfAContiguousOne) {
+    // Where the session's blocks break must not change attention, in any cache type: blocks of 4 and of 7 rows
+    // (7 does not divide the 64-position tiles, so a tile is read in runs from two blocks) against one array.
+    const int32_t n_head = 6, n_kv = 2, hd = 32;
+    const int64_t n_ctx = 150, KVD = n_kv * hd, M = 5, pos0 = 140;
+    const std::vector<float> dir = random(KVD, 1.0f), k = trend_keys(rng, dir, n_ctx, hd, 1),
+                             v = random(n_ctx * KVD, 1.5f);
+    const std::vector<float> q = queries_along(rng, dir, M, n_head, n_kv, hd);
+    for (int32_t dtype : kv_types()) {
+        const KvPair flat = kv_pair(dtype, k, v, KVD, hd);
+        const std::vector<float> ref = attend(flat.k.t, flat.v.t, q, pos0, n_head, n_kv, hd);
+        for (int64_t P : {4, 7}) {
+            const KvPair blk = kv_pair(dtype, k, v, KVD, hd, P);
+            const std::vector<float> got = attend(blk.k.t, blk.v.t, q, pos0, n_head, n_kv, hd);
+            EXPECT_EQ(std::memcmp(ref.data(), got.data(), sizeof(float) * ref.size()), 0)
+                << "dtype " << dtype << " blocks of " << P;
+        }
+    }
+}
+
+TEST_P(DeviceConformance, AttentionRefusesCachesItCannotRead) {
+    // attention_check, through the device: K and V of two types, an I8 cache without a scale per row and KV
+    // head, a head_dim beyond the stack scratch, rows past the cache; and no workspace needed.
+    const int32_t n_head = 4, n_kv = 2, hd = 16;
+    const int64_t n_ctx = 12, KVD = n_kv * hd, QD = n_head * hd;
+    const std::vector<float> q = random(3 * QD, 1.0f), k = random(n_ctx * KVD, 1.0f);
+    for (int32_t dtype : kv_types()) {
+        SCOPED_TRACE("dtype " + std::to_string(dtype));
+        const KvPair kv = kv_pair(dtype, k, k, KVD, hd, 4);
+        int rc = -1;
+        pgd_tensor other = kv.v.t;
+        other.dtype = dtype == PGD_F16 ? PGD_F32 : PGD_F16;
+        attend(kv.k.t, other, q, 0, n_head, n_kv, hd, &rc);
+        EXPECT_EQ(rc, PANGU_ERR_SHAPE) << "K and V of different types";
+        const std::pair<int32_t, bool> bad[] = {{hd, false}, {hd / 2, true}, {int32_t(KVD), true}};  // group, scale
+        for (const auto &[group, scaled] : bad) {
+            for (bool on_v : {false, true}) {
+                if (dtype != PGD_I8) continue;
+                pgd_tensor kb = kv.k.t, vb = kv.v.t, &b = on_v ? vb : kb;
+                b.group_size = group;
+                if (!scaled) b.scale = nullptr;
+                attend(kb, vb, q, 0, n_head, n_kv, hd, &rc);
+                EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED)
+                    << "group_size " << group << (scaled ? "" : ", no scales") << (on_v ? " on V" : " on K");
+            }
+        }
+        attend(kv.k.t, kv.v.t, std::vector<float>(n_head * 5000), 0, n_head, n_kv, 5000, &rc);
+        EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED) << "head_dim 5000";
+        for (int64_t pos0 : {n_ctx - 2, int64_t(-1)}) {
+            attend(kv.k.t, kv.v.t, q, pos0, n_head, n_kv, hd, &rc);
+            EXPECT_EQ(rc, PANGU_ERR_CONTEXT_FULL) << "pos0 " << pos0 << " with 3 rows";
+        }
+        if (!dev->attention_workspace) {  // API 6: no workspace slot, so ws NULL and ws_size 0
+            attend(kv.k.t, kv.v.t, q, n_ctx - 3, n_head, n_kv, hd, &rc);
+            EXPECT_EQ(rc, 0);
+        }
     }
 }
 
@@ -747,6 +1154,8 @@ public:
     }
     bool ok() const { return dev && s && s1; }
     pgd_device *device() const { return dev; }
+    using DeviceIo::attend;
+    using DeviceIo::kv_pair;
     // The weight as the device holds it (the host tensor itself where there is no upload); the status in *rc.
     pgd_tensor upload(const pgd_tensor &host, int *rc = nullptr) {
         pgd_tensor d = host;
@@ -1077,6 +1486,41 @@ void expect_uploaded_int8(const pgd_tensor &d, const LowbitWeight &h, const char
     if (h.t.col_perm) {
         EXPECT_NE(d.col_perm, h.t.col_perm) << what;  // a copy in device memory
     }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// KV caches on npu-sim: fp16 only (kv_dtypes), attention by the host code the CPU runs, its weights and outputs
+// rounded to fp16.
+
+TEST(DeviceKvCache, NpuSimF16AttentionIsTheCpusWithinFp16Rounding) {
+    // The same F16 cache on both (each written by its own kv_store: the same values), 200 positions, scores
+    // rising and falling: npu-sim's output is fp16 values, the CPU's within fp16 weights and rounding.
+    Backend cpu("cpu"), npu("npu-sim");
+    ASSERT_TRUE(cpu.ok() && npu.ok());
+    EXPECT_EQ(npu.device()->kv_dtypes, 1u << PGD_F16);
+    std::mt19937 rng(21);
+    const Tol fp16_tol{3e-3, 1e-3};  // DeviceConformance's for npu-sim
+    const int64_t n_ctx = 200, M = 5, pos0 = 195;
+    const int32_t shapes[][3] = {{6, 2, 16}, {4, 4, 64}, {6, 2, 24}};  // n_head, n_kv, head_dim
+    for (const auto &[n_head, n_kv, hd] : shapes)
+        for (int trend : {1, -1}) {
+            const int64_t KVD = int64_t(n_kv) * hd;
+            const std::vector<float> dir = uniform(rng, KVD, 1.0f), k = trend_keys(rng, dir, n_ctx, hd, trend),
+                                     v = uniform(rng, n_ctx * KVD, 1.5f);
+            const std::vector<float> q = fp16_values(queries_along(rng, dir, M, n_head, n_kv, hd));  // as on a 310P
+            const auto kc = cpu.kv_pair(PGD_F16, k, v, KVD, hd, 64), kn = npu.kv_pair(PGD_F16, k, v, KVD, hd, 64);
+            ASSERT_EQ(kc.kw, kn.kw);
+            ASSERT_EQ(kc.vw, kn.vw);
+            const std::vector<float> oc = cpu.attend(kc.k.t, kc.v.t, q, pos0, n_head, n_kv, hd),
+                                     on = npu.attend(kn.k.t, kn.v.t, q, pos0, n_head, n_kv, hd);
+            const AttnRef ref = attention_ref(q, kc.kw, kc.vw, M, pos0, n_head, n_kv, hd, 1 / std::sqrt(double(hd)));
+            for (size_t i = 0; i < on.size(); ++i) {
+                ASSERT_EQ(on[i], float(round_f16(on[i]))) << "not an fp16 value at " << i;
+                ASSERT_TRUE(fp16_tol.ok(on[i], oc[i], ref.terms[i]))
+                    << "heads " << n_head << "/" << n_kv << " hd " << hd << " trend " << trend << " at " << i << ": "
+                    << on[i] << " vs cpu " << oc[i];
+            }
+        }
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -1958,7 +2402,7 @@ TEST(DeviceNpuSimModel, ModelAndSessionsMustFitTheBudget) {
     ASSERT_EQ(pangu_model_get_info(m, &info), PANGU_OK);
     EXPECT_GT(weights, size_t(info.n_params) * 2 * 95 / 100);  // fp16: about two bytes per parameter
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = 256;
     pangu_session_memory mem{};
     mem.struct_size = sizeof mem;
@@ -2015,7 +2459,7 @@ std::vector<Golden> golden_cases() {
 
 std::vector<float> last_logits(pangu_model *m, const std::vector<int32_t> &ids) {
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = 512;
     pangu_session *s = nullptr;
     EXPECT_EQ(pangu_session_create(m, &sp, &s), PANGU_OK) << pangu_last_error();
@@ -2031,7 +2475,7 @@ std::vector<float> last_logits(pangu_model *m, const std::vector<int32_t> &ids) 
 std::vector<int32_t> generate(pangu_model *m, const std::vector<int32_t> &prompt, int spec_mode, int n,
                               pangu_session_stats *stats = nullptr) {
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = 512;
     sp.spec_mode = spec_mode;
     pangu_session *s = nullptr;

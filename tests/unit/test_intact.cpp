@@ -630,7 +630,7 @@ namespace {
 
 std::vector<int32_t> generate_greedy(pangu_model *m, const std::vector<int32_t> &prompt, int spec_mode, int threads) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 512;
     p.spec_mode = spec_mode;
     p.n_threads = threads;

@@ -126,34 +126,104 @@ TEST(Kernels, Int8BySixteenBitDotProductsMatchScalarAndAreBatchInvariant) {
 }
 
 TEST(Kernels, AttentionValuesMatchScalarAndAccumulateExactlyAcrossBlocks) {
+    // Every cache element type: the vector kernels against the scalar reference, and a cut anywhere (a tile or
+    // block edge) gives the bits of one call.
     std::mt19937 g(7);
     for (const auto *t : vector_tables()) {
-        for (int32_t d : {8, 16, 32, 64, 128, 12, 20}) {
+        for (int32_t d : {8, 16, 32, 64, 128, 12, 20, 136}) {
             for (int32_t nq : {1, 2, 3, 5, 13}) {
                 for (int64_t n_pos : {1, 2, 7, 33, 130}) {
-                    const int64_t ld = d * 3, ldp = n_pos + 3, ldo = d + 5;
+                    const int64_t ld = d * 3, ldp = n_pos + 3, ldo = d + 5, ldvs = 3;
                     auto v = randv(n_pos * ld, g), p = randv(nq * ldp, g), init = randv(nq * ldo, g);
-                    auto o1 = init, o2 = init, o3 = init;
-                    t->attn_values(p.data(), ldp, nq, v.data(), ld, n_pos, d, o1.data(), ldo);
-                    kernels::scalar().attn_values(p.data(), ldp, nq, v.data(), ld, n_pos, d, o2.data(), ldo);
-                    for (int32_t j = 0; j < nq; ++j)
-                        for (int32_t i = 0; i < d; ++i)
-                            ASSERT_NEAR(o1[j * ldo + i], o2[j * ldo + i], 1e-4f) << t->name << " d=" << d << " nq=" << nq;
-                    // the same positions in two calls (a KV cache block boundary) give the same bits
-                    const int64_t cut = n_pos / 3;
-                    t->attn_values(p.data(), ldp, nq, v.data(), ld, cut, d, o3.data(), ldo);
-                    t->attn_values(p.data() + cut, ldp, nq, v.data() + cut * ld, ld, n_pos - cut, d, o3.data(), ldo);
-                    ASSERT_EQ(std::memcmp(o1.data(), o3.data(), o1.size() * sizeof(float)), 0) << t->name << " d=" << d;
-                    // elements outside the d columns of each query are left alone
-                    for (int32_t j = 0; j < nq; ++j)
-                        for (int64_t i = d; i < ldo && j * ldo + i < int64_t(o1.size()); ++i)
-                            ASSERT_EQ(o1[j * ldo + i], init[j * ldo + i]);
+                    std::vector<uint16_t> vh(v.size()), vb(v.size());
+                    std::vector<int8_t> vq(v.size());
+                    for (size_t i = 0; i < v.size(); ++i) {
+                        vh[i] = f32_to_f16(v[i]);
+                        vb[i] = f32_to_bf16(v[i]);
+                        vq[i] = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
+                    }
+                    const auto vs = randv(n_pos * ldvs, g, 0.01f);
+                    const void *vdata[kernels::kKvElems] = {v.data(), vh.data(), vb.data(), vq.data()};
+                    const size_t esize[kernels::kKvElems] = {4, 2, 2, 1};
+                    const float tol[kernels::kKvElems] = {1e-4f, 1e-4f, 1e-4f, 2e-4f * 127};
+                    for (int e = 0; e < kernels::kKvElems; ++e) {
+                        auto o1 = init, o2 = init, o3 = init;
+                        t->attn_values[e](p.data(), ldp, nq, vdata[e], ld, vs.data(), ldvs, n_pos, d, o1.data(), ldo);
+                        kernels::scalar().attn_values[e](p.data(), ldp, nq, vdata[e], ld, vs.data(), ldvs, n_pos, d,
+                                                         o2.data(), ldo);
+                        for (int32_t j = 0; j < nq; ++j)
+                            for (int32_t i = 0; i < d; ++i)
+                                ASSERT_NEAR(o1[j * ldo + i], o2[j * ldo + i], tol[e] * std::sqrt(float(n_pos)))
+                                    << t->name << " type " << e << " d=" << d << " nq=" << nq;
+                        const int64_t cut = n_pos / 3;
+                        const auto *vc = static_cast<const uint8_t *>(vdata[e]) + cut * ld * esize[e];
+                        t->attn_values[e](p.data(), ldp, nq, vdata[e], ld, vs.data(), ldvs, cut, d, o3.data(), ldo);
+                        t->attn_values[e](p.data() + cut, ldp, nq, vc, ld, vs.data() + cut * ldvs, ldvs, n_pos - cut, d,
+                                          o3.data(), ldo);
+                        ASSERT_EQ(std::memcmp(o1.data(), o3.data(), o1.size() * sizeof(float)), 0)
+                            << t->name << " type " << e << " d=" << d;
+                        // elements outside the d columns of each query are left alone
+                        for (int32_t j = 0; j < nq; ++j)
+                            for (int64_t i = d; i < ldo && j * ldo + i < int64_t(o1.size()); ++i)
+                                ASSERT_EQ(o1[j * ldo + i], init[j * ldo + i]);
+                    }
                 }
             }
         }
         auto a = randv(77, g), b = randv(77, g);
         EXPECT_NEAR(t->dot(a.data(), b.data(), 77), kernels::scalar().dot(a.data(), b.data(), 77), 1e-4f);
     }
+}
+
+TEST(Kernels, AttentionScoresAreTheMatmulKernelsBits) {
+    // attn_scores is a tile's worth of the table's mm kernel of that element type, bit for bit (so a score is
+    // a dot product in the table's fixed order), and the scalar table's within rounding.
+    std::mt19937 g(11);
+    auto tables = vector_tables();
+    tables.push_back(&kernels::scalar());
+    for (const auto *t : tables) {
+        const kernels::MatmulBlockFn mms[kernels::kKvElems] = {t->mm_f32, t->mm_f16, t->mm_bf16, t->mm_i8};
+        const size_t esize[kernels::kKvElems] = {4, 2, 2, 1};
+        for (int32_t d : {16, 32, 64, 128, 24, 136}) {
+            for (int32_t nq : {1, 2, 3, 7}) {
+                for (int64_t n : {1, 3, 4, 9, 64}) {
+                    const int64_t ldk = d * 3 + 5, lds = n + 2;
+                    auto q = randv(nq * d, g), kf = randv(n * ldk, g);
+                    std::vector<uint16_t> kh(kf.size()), kb(kf.size());
+                    std::vector<int8_t> kq(kf.size());
+                    for (size_t i = 0; i < kf.size(); ++i) {
+                        kh[i] = f32_to_f16(kf[i]);
+                        kb[i] = f32_to_bf16(kf[i]);
+                        kq[i] = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
+                    }
+                    const void *kd[kernels::kKvElems] = {kf.data(), kh.data(), kb.data(), kq.data()};
+                    for (int e = 0; e < kernels::kKvElems; ++e) {
+                        std::vector<float> got(nq * lds, -1.0f), want(nq * lds, -1.0f), ref(nq * lds, -1.0f);
+                        t->attn_scores[e](q.data(), nq, d, kd[e], ldk, n, got.data(), lds);
+                        for (int64_t r = 0; r < n; r += 8)
+                            mms[e](q.data(), d, nq, static_cast<const uint8_t *>(kd[e]) + r * ldk * esize[e], ldk, d,
+                                   static_cast<int>(std::min<int64_t>(8, n - r)), want.data() + r, lds);
+                        kernels::scalar().attn_scores[e](q.data(), nq, d, kd[e], ldk, n, ref.data(), lds);
+                        ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+                            << t->name << " type " << e << " d " << d << " nq " << nq << " n " << n;
+                        for (size_t i = 0; i < got.size(); ++i)
+                            ASSERT_NEAR(got[i], ref[i], (e == kernels::kKvI8 ? 127 : 1) * 1e-4f * std::sqrt(float(d)))
+                                << t->name << " type " << e;
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST(Kernels, ScalarAttentionValuesFoldTheInt8ScaleIntoTheWeight) {
+    // The reference itself: p * scale once per row, times the widened element.
+    const float p[2] = {0.5f, 0.25f}, vs[2] = {0.1f, 0.2f};
+    const int8_t v[4] = {10, -20, 127, -127};
+    float out[2] = {1.0f, 2.0f};
+    kernels::scalar().attn_values[kernels::kKvI8](p, 2, 1, v, 2, vs, 1, 2, 2, out, 2);
+    EXPECT_FLOAT_EQ(out[0], 1.0f + 0.5f * 0.1f * 10 + 0.25f * 0.2f * 127);
+    EXPECT_FLOAT_EQ(out[1], 2.0f + 0.5f * 0.1f * -20 + 0.25f * 0.2f * -127);
 }
 
 TEST(Kernels, SoftmaxAndSwigluMatchScalar) {
@@ -772,15 +842,14 @@ TEST(CpuDevice, AttentionIsCausalAndBatchInvariant) {
     pgd_tensor kt = view(kc.data(), C, KVD), vt = view(vc.data(), C, KVD);
     pgd_stream *s = nullptr;
     ASSERT_EQ(dev.d->stream_create(dev.d->ctx, 2, &s), 0);
-    std::vector<float> ws(dev.d->attention_workspace(dev.d->ctx, 6, H, HKV, C, 2) / 4);
     const int64_t pos0 = 3;
     std::vector<float> all(6 * QD);
     pgd_tensor qt = view(q.data(), 6, QD), ot = view(all.data(), 6, QD);
-    ASSERT_EQ(dev.d->attention(dev.d->ctx, s, &qt, &kt, &vt, pos0, H, HKV, D, 0.25f, &ot, ws.data(), ws.size() * 4), 0);
+    ASSERT_EQ(dev.d->attention(dev.d->ctx, s, &qt, &kt, &vt, pos0, H, HKV, D, 0.25f, &ot, nullptr, 0), 0);
     for (int64_t m = 0; m < 6; ++m) {
         std::vector<float> one(QD);
         pgd_tensor q1 = view(q.data() + m * QD, 1, QD), o1 = view(one.data(), 1, QD);
-        ASSERT_EQ(dev.d->attention(dev.d->ctx, s, &q1, &kt, &vt, pos0 + m, H, HKV, D, 0.25f, &o1, ws.data(), ws.size() * 4), 0);
+        ASSERT_EQ(dev.d->attention(dev.d->ctx, s, &q1, &kt, &vt, pos0 + m, H, HKV, D, 0.25f, &o1, nullptr, 0), 0);
         EXPECT_EQ(std::memcmp(one.data(), all.data() + m * QD, QD * 4), 0) << "row " << m;
         // Reference in double: row m attends to cache rows 0..pos0+m only.
         for (int32_t h = 0; h < H; ++h) {
@@ -801,8 +870,6 @@ TEST(CpuDevice, AttentionIsCausalAndBatchInvariant) {
             }
         }
     }
-    // too small a workspace is refused, not overrun
-    EXPECT_NE(dev.d->attention(dev.d->ctx, s, &qt, &kt, &vt, pos0, H, HKV, D, 0.25f, &ot, ws.data(), 4), 0);
     dev.d->stream_destroy(dev.d->ctx, s);
 }
 

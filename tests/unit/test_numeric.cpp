@@ -86,7 +86,7 @@ Outcome generate(pangu_session *s, const std::vector<int32_t> &prompt, int n, fl
 
 pangu_session *session(pangu_model *m, int spec = PANGU_SPEC_PLD, const pangu_model *draft = nullptr) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 256;
     p.spec_mode = spec;
     p.draft_model = draft;

@@ -84,7 +84,7 @@ double dev_nll(pangu_model *m, size_t budget, size_t *scored_out, bool odd_only 
     std::ifstream f(std::string(PANGU_SHARED_DIR) + "/data/dev.jsonl");
     EXPECT_TRUE(f.good());
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_ctx = 256;
     sp.n_threads = 2;
     pangu_session *s = nullptr;
@@ -281,7 +281,7 @@ TEST(Quantize, BatchedEvaluationIsBitIdenticalToSingleSteps) {
     const std::vector<int32_t> ids = {1, 651, 681, 13, 651, 304, 497, 13, 13, 13, 310};
     pangu_session *a = nullptr, *b = nullptr;
     pangu_session_params sp;
-    pangu_session_params_init(&sp);
+    pangu_session_params_init_sized(&sp, sizeof sp);
     sp.n_threads = 2;
     pangu_session_create(q8, &sp, &a);
     sp.n_threads = 1;

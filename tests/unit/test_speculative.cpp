@@ -47,7 +47,7 @@ void set_broken_acceptance(bool on) { g_hooks.broken_acceptance = on; }
 GenRun generate(const std::vector<int32_t> &prompt, int spec_mode, const pangu_sampling_params &sp, int k = 4,
              int threads = 1) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 1024;
     p.spec_mode = spec_mode;
     if (spec_mode == PANGU_SPEC_DRAFT) p.draft_model = g_draft;
@@ -530,7 +530,7 @@ TEST(Speculative, DraftModelAndSelfDraftGreedyAreIdentical) {
 
 TEST(Speculative, SelfDraftLayersAreValidated) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.spec_mode = PANGU_SPEC_SELF;
     const int32_t bad_order[] = {0, 3, 2};
     const int32_t out_of_range[] = {0, 6};
@@ -565,7 +565,7 @@ TEST(Speculative, SelfDraftLayersAreValidated) {
 TEST(Speculative, DraftWithAnotherVocabularyIsRefused) {
     // A model whose vocabulary has another size: pangu-gen-model is not needed, the config says so.
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.spec_mode = PANGU_SPEC_DRAFT;
     pangu_session *s = nullptr;
     EXPECT_EQ(pangu_session_create(g_model, &p, &s), PANGU_ERR_INVALID_ARGUMENT);  // no draft given
@@ -626,7 +626,7 @@ double chi2_sf(double x, int df) {
 // Counts of (second, third) generated token pairs over `runs` seeds, for one speculative mode.
 std::map<std::pair<int, int>, int> pair_counts(int mode, int runs, uint64_t seed0) {
     pangu_session_params p;
-    pangu_session_params_init(&p);
+    pangu_session_params_init_sized(&p, sizeof p);
     p.n_ctx = 64;
     p.spec_mode = mode;
     p.spec_draft_len = 3;

@@ -42,6 +42,19 @@ int cli_parse_precision(const char *v, int32_t *out) {
     return 0;
 }
 
+int cli_parse_kv_type(const char *v, int32_t *out) {
+    static const struct {
+        const char *name;
+        int32_t value;
+    } names[] = {{"f32", PANGU_KV_F32}, {"f16", PANGU_KV_F16}, {"bf16", PANGU_KV_BF16}, {"q8", PANGU_KV_Q8}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; ++i)
+        if (!strcmp(v, names[i].name)) {
+            *out = names[i].value;
+            return 1;
+        }
+    return 0;
+}
+
 const char *cli_precision_name(int32_t p) {
     return p == PANGU_PRECISION_BF16    ? "bf16"
            : p == PANGU_PRECISION_INT8  ? "int8"

@@ -22,6 +22,8 @@ void *xrealloc(void *p, size_t n);
 int cli_parse_precision(const char *v, int32_t *out);
 /* The name of a resolved PANGU_PRECISION_* ("f32", "bf16", "int8", "int16"). */
 const char *cli_precision_name(int32_t p);
+/* --kv-type's values: f32, f16, bf16, q8 -> PANGU_KV_*; 0 for anything else. */
+int cli_parse_kv_type(const char *v, int32_t *out);
 
 /* Growable byte string, always NUL-terminated once something was appended. */
 typedef struct sbuf {

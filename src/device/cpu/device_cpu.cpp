@@ -499,15 +499,16 @@ int cpu_rope(void *, pgd_stream *s, pgd_tensor *x, const int32_t *pos, int32_t n
 }
 
 // ---- attention ----
-size_t cpu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
-    return attention_workspace_bytes(n_head, n_head_kv, n_ctx, n_threads);
+int cpu_kv_store(void *, pgd_stream *, const pgd_tensor *src, pgd_tensor *cache, int64_t row0) {
+    if (!src || !cache) return PANGU_ERR_INVALID_ARGUMENT;
+    return kv_store_host(*src, *cache, row0);
 }
 
 int cpu_attention(void *ctx, pgd_stream *s, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
                   int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t hd, float scale, pgd_tensor *out,
-                  void *ws, size_t ws_size) {
+                  void *, size_t) {
     const AttnProblem a{static_cast<CpuCtx *>(ctx)->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, nullptr};
-    return attention_run(a, s->pool, ws, ws_size, nullptr);
+    return attention_run(a, s->pool, nullptr);
 }
 
 // ---- elementwise ----
@@ -586,8 +587,10 @@ pgd_device *cpu_create(const pgd_device_options *, int *status, char *err, size_
     d->matmul_workspace = cpu_matmul_workspace;
     d->matmul = cpu_matmul;
     d->rope = cpu_rope;
-    d->attention_workspace = cpu_attention_workspace;
+    d->attention_workspace = nullptr;  // attention needs no workspace (attention.h)
     d->attention = cpu_attention;
+    d->kv_dtypes = (1u << PGD_F32) | (1u << PGD_F16) | (1u << PGD_BF16) | (1u << PGD_I8);
+    d->kv_store = cpu_kv_store;
     d->swiglu = cpu_swiglu;
     d->round = cpu_round;
     d->add = cpu_add;

@@ -43,11 +43,15 @@ float dot_scalar(const float *a, const float *b, int64_t n) {
     return dot_canonical(a, n, [b](int64_t i) { return b[i]; });
 }
 
-void attn_values_scalar(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
-                        int32_t d, float *out, int64_t ldo) {
+template <typename T, float (*CONV)(T), bool SCALED>
+void attn_values_scalar(const float *p, int64_t ldp, int32_t nq, const void *vv, int64_t ldv, const float *vs,
+                        int64_t ldvs, int64_t n_pos, int32_t d, float *out, int64_t ldo) {
+    const T *v = static_cast<const T *>(vv);
     for (int32_t j = 0; j < nq; ++j)
-        for (int64_t s = 0; s < n_pos; ++s)
-            for (int32_t i = 0; i < d; ++i) out[j * ldo + i] += p[j * ldp + s] * v[s * ldv + i];
+        for (int64_t s = 0; s < n_pos; ++s) {
+            const float pj = SCALED ? p[j * ldp + s] * vs[s * ldvs] : p[j * ldp + s];
+            for (int32_t i = 0; i < d; ++i) out[j * ldo + i] += pj * CONV(v[s * ldv + i]);
+        }
 }
 
 }  // namespace
@@ -101,8 +105,8 @@ void quant_rows16(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *q, 
     }
 }
 
-void mm_q8_scalar(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr,
-                  int32_t *y, int64_t ldy) {
+void mm_q8_scalar(const int8_t *x, int64_t ldx, int64_t M, const int8_t *w, int64_t ldw, int64_t n, int nr, int32_t *y,
+                  int64_t ldy) {
     for (int64_t m = 0; m < M; ++m)
         for (int r = 0; r < nr; ++r) {
             int32_t acc = 0;
@@ -118,14 +122,15 @@ static inline int32_t i4_at(const uint8_t *row, int64_t k) {
 }
 
 // The groups are added in order with a fused multiply-add each.
-void mm_q4_scalar(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s,
-                  int64_t lds, int64_t n, int group, int nr, float *y, int64_t ldy) {
+void mm_q4_scalar(const int8_t *x, int64_t ldx, int64_t M, const uint8_t *w, int64_t ldw, const float *s, int64_t lds,
+                  int64_t n, int group, int nr, float *y, int64_t ldy) {
     for (int64_t m = 0; m < M; ++m)
         for (int r = 0; r < nr; ++r) {
             float acc = 0.0f;
             for (int64_t g = 0; g < n / group; ++g) {
                 int32_t isum = 0;
-                for (int64_t k = g * group; k < (g + 1) * group; ++k) isum += int32_t(x[m * ldx + k]) * i4_at(w + r * ldw, k);
+                for (int64_t k = g * group; k < (g + 1) * group; ++k)
+                    isum += int32_t(x[m * ldx + k]) * i4_at(w + r * ldw, k);
                 acc = std::fma(static_cast<float>(isum), s[r * lds + g], acc);
             }
             y[m * ldy + r] = acc;
@@ -159,7 +164,10 @@ const Table kScalar = {"scalar",
                        mm_scalar<uint16_t, conv_f16>,
                        mm_scalar<int8_t, conv_i8>,
                        dot_scalar,
-                       attn_values_scalar,
+                       {attn_values_scalar<float, conv_f32, false>, attn_values_scalar<uint16_t, conv_f16, false>,
+                        attn_values_scalar<uint16_t, conv_bf16, false>, attn_values_scalar<int8_t, conv_i8, true>},
+                       {attn_scores_by_mm<mm_scalar<float, conv_f32>, 4>, attn_scores_by_mm<mm_scalar<uint16_t, conv_f16>, 2>,
+                        attn_scores_by_mm<mm_scalar<uint16_t, conv_bf16>, 2>, attn_scores_by_mm<mm_scalar<int8_t, conv_i8>, 1>},
                        scale_max_scalar,
                        exp_sum_scalar,
                        swiglu_scalar,

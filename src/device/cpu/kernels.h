@@ -28,6 +28,14 @@ namespace kernels {
 using MatmulBlockFn = void (*)(const float *x, int64_t ldx, int64_t M, const void *w, int64_t ldw, int64_t n,
                                int nr, float *y, int64_t ldy);
 
+// The element types of a KV cache, indexing Table::attn_values.
+enum KvElem : int { kKvF32, kKvF16, kKvBF16, kKvI8, kKvElems };
+
+using AttnScoresFn = void (*)(const float *q, int32_t nq, int32_t d, const void *k, int64_t ldk, int64_t n, float *s,
+                              int64_t lds);
+using AttnValuesFn = void (*)(const float *p, int64_t ldp, int32_t nq, const void *v, int64_t ldv, const float *vs,
+                              int64_t ldvs, int64_t n_pos, int32_t d, float *out, int64_t ldo);
+
 struct Table {
     const char *name;  // "scalar", "avx2", "avx512", "neon"
     MatmulBlockFn mm_f32;
@@ -35,12 +43,18 @@ struct Table {
     MatmulBlockFn mm_f16;
     MatmulBlockFn mm_i8;
     float (*dot)(const float *a, const float *b, int64_t n);  // f32 . f32, canonical order
-    // Attention values for nq queries that share one V head: out[j*ldo + i] += sum over s < n_pos of
-    // p[j*ldp + s] * V[s*ldv + i], for i < d. Each element is one chain of multiply-adds in order of s, so a
-    // cache processed block by block (one call per block, accumulating) gives the bits of a single call.
-    // (Attention scores are mm_f32 of the queries against the key rows: the order of a dot product.)
-    void (*attn_values)(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
-                        int32_t d, float *out, int64_t ldo);
+    // Attention values for nq queries that share one V head, from V rows of element type e (KvElem): out[j*ldo
+    // + i] += sum over s < n_pos of p'[j][s] * V[s][i], for i < d, where V rows are ldv elements apart and
+    // p'[j][s] = p[j*ldp + s], or for kKvI8 p[j*ldp + s] * vs[s*ldvs] (the row's scale folded into the
+    // probability, one product, so an int8 row is widened exactly and never scaled element by element; vs is
+    // unused for the other types). Each element is one chain of multiply-adds in order of s, so a cache
+    // processed tile by tile (one call per tile, accumulating) gives the bits of a single call.
+    AttnValuesFn attn_values[kKvElems];
+    // Attention scores of nq queries (query j at q + j * d) against n key rows of element type e, ldk elements
+    // apart: s[j*lds + t] = q_j . k_t, each the dot product of the table's mm kernel of that type, bit for bit
+    // (for kKvI8 the raw sum: the caller applies the row's scale). One call per tile of the cache, so the
+    // queries stay in registers where they fit.
+    AttnScoresFn attn_scores[kKvElems];
     // Softmax in two passes: x[i] *= scale for i < n, returning the largest; then x[i] = exp(x[i] - shift),
     // returning their sum. Each table has its own exp and order of summation (fixed, so still invariant).
     float (*scale_max)(float *x, int64_t n, float scale);
@@ -197,6 +211,15 @@ void swiglu_scalar(float *g, const float *u, int64_t n);
 // reference, or a narrower one to compare); a table the CPU or build lacks falls back to the best.
 const Table &best();
 const Table &scalar();
+
+// attn_scores from a table's matmul kernel, eight key rows a call: the scalar, AVX2 and NEON tables' version.
+template <MatmulBlockFn MM, size_t kElemBytes>
+void attn_scores_by_mm(const float *q, int32_t nq, int32_t d, const void *k, int64_t ldk, int64_t n, float *s,
+                       int64_t lds) {
+    const uint8_t *kb = static_cast<const uint8_t *>(k);
+    for (int64_t t = 0; t < n; t += 8)
+        MM(q, d, nq, kb + t * ldk * int64_t(kElemBytes), ldk, d, static_cast<int>(n - t < 8 ? n - t : 8), s + t, lds);
+}
 // nullptr where the CPU or the build lacks it.
 const Table *avx2();
 const Table *avx512();

@@ -139,46 +139,54 @@ float dot_avx2(const float *a, const float *b, int64_t n) {
     return y;
 }
 
-// NV vectors of 8 floats per query; V rows are loaded once for up to 12 / NV queries, whose accumulators stay
-// in registers (the sizes are compile-time so that they do). Each element's sum runs in order of s.
-template <int NV, int kQ = (12 / NV > 0 ? 12 / NV : 1)>
-void values_block(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos, float *out,
-                  int64_t ldo) {
-    for (int32_t j0 = 0; j0 < nq; j0 += kQ) {
-        if (nq - j0 < kQ) {  // the last few queries: one at a time, same order
-            for (int32_t j = j0; j < nq; ++j) values_block<NV, 1>(p + j * ldp, ldp, 1, v, ldv, n_pos, out + j * ldo, ldo);
-            return;
+// Q queries against V rows of loader W, NV vectors of 8 per row: the Q * NV accumulators stay in registers
+// (compile-time sizes) and each V vector is widened once for all Q. With SCALED (int8 rows) the row's scale
+// multiplies the probability first. Each element's sum runs in order of s.
+template <typename W, bool SCALED, int NV, int Q>
+void values_q(const float *p, int64_t ldp, const typename W::T *v, int64_t ldv, const float *vs, int64_t ldvs,
+              int64_t n_pos, float *out, int64_t ldo) {
+    __m256 acc[Q][NV];
+    for (int j = 0; j < Q; ++j)
+        for (int c = 0; c < NV; ++c) acc[j][c] = _mm256_loadu_ps(out + j * ldo + 8 * c);
+    for (int64_t s = 0; s < n_pos; ++s) {
+        const typename W::T *vr = v + s * ldv;
+        __m256 ps[Q];
+        for (int j = 0; j < Q; ++j) ps[j] = _mm256_set1_ps(SCALED ? p[j * ldp + s] * vs[s * ldvs] : p[j * ldp + s]);
+        for (int c = 0; c < NV; ++c) {
+            const __m256 vv = W::load(vr + 8 * c);
+            for (int j = 0; j < Q; ++j) acc[j][c] = _mm256_fmadd_ps(ps[j], vv, acc[j][c]);
         }
-        __m256 acc[kQ][NV];
-        for (int j = 0; j < kQ; ++j)
-            for (int c = 0; c < NV; ++c) acc[j][c] = _mm256_loadu_ps(out + (j0 + j) * ldo + 8 * c);
-        for (int64_t s = 0; s < n_pos; ++s) {
-            const float *vr = v + s * ldv;
-            for (int c = 0; c < NV; ++c) {
-                const __m256 vv = _mm256_loadu_ps(vr + 8 * c);
-                for (int j = 0; j < kQ; ++j)
-                    acc[j][c] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (j0 + j) * ldp + s), vv, acc[j][c]);
-            }
-        }
-        for (int j = 0; j < kQ; ++j)
-            for (int c = 0; c < NV; ++c) _mm256_storeu_ps(out + (j0 + j) * ldo + 8 * c, acc[j][c]);
     }
+    for (int j = 0; j < Q; ++j)
+        for (int c = 0; c < NV; ++c) _mm256_storeu_ps(out + j * ldo + 8 * c, acc[j][c]);
 }
 
-void attn_values_avx2(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
-                      int32_t d, float *out, int64_t ldo) {
+// All nq queries: blocks of kQ (up to 12 accumulators), then one at a time.
+template <typename W, bool SCALED, int NV>
+void values_nv(const float *p, int64_t ldp, int32_t nq, const typename W::T *v, int64_t ldv, const float *vs,
+               int64_t ldvs, int64_t n_pos, float *out, int64_t ldo) {
+    constexpr int kQ = 12 / NV > 0 ? 12 / NV : 1;
+    int32_t j = 0;
+    for (; j + kQ <= nq; j += kQ)
+        values_q<W, SCALED, NV, kQ>(p + j * ldp, ldp, v, ldv, vs, ldvs, n_pos, out + j * ldo, ldo);
+    for (; j < nq; ++j) values_q<W, SCALED, NV, 1>(p + j * ldp, ldp, v, ldv, vs, ldvs, n_pos, out + j * ldo, ldo);
+}
+
+template <typename W, KvElem E>
+void attn_values_avx2(const float *p, int64_t ldp, int32_t nq, const void *vv, int64_t ldv, const float *vs,
+                      int64_t ldvs, int64_t n_pos, int32_t d, float *out, int64_t ldo) {
+    constexpr bool S = E == kKvI8;
+    const typename W::T *v = static_cast<const typename W::T *>(vv);
     if (d % 8 == 0) switch (d / 8) {
-            case 1: return values_block<1>(p, ldp, nq, v, ldv, n_pos, out, ldo);
-            case 2: return values_block<2>(p, ldp, nq, v, ldv, n_pos, out, ldo);
-            case 4: return values_block<4>(p, ldp, nq, v, ldv, n_pos, out, ldo);
-            case 8: return values_block<8>(p, ldp, nq, v, ldv, n_pos, out, ldo);
-            case 16: return values_block<16>(p, ldp, nq, v, ldv, n_pos, out, ldo);
+            case 1: return values_nv<W, S, 1>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, out, ldo);
+            case 2: return values_nv<W, S, 2>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, out, ldo);
+            case 4: return values_nv<W, S, 4>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, out, ldo);
+            case 8: return values_nv<W, S, 8>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, out, ldo);
+            case 16: return values_nv<W, S, 16>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, out, ldo);
             default: break;
         }
-    for (int32_t j = 0; j < nq; ++j)
-        for (int64_t s = 0; s < n_pos; ++s)
-            for (int32_t i = 0; i < d; ++i)
-                out[j * ldo + i] = __builtin_fmaf(p[j * ldp + s], v[s * ldv + i], out[j * ldo + i]);
+    // other head sizes: the reference's order (fixed, so still invariant)
+    scalar().attn_values[E](p, ldp, nq, vv, ldv, vs, ldvs, n_pos, d, out, ldo);
 }
 
 // exp(x) for x <= 0, as in kernels_avx512.cpp: 2^n assembled in the exponent bits (n >= -126 after the clamp).
@@ -257,14 +265,22 @@ void swiglu_avx2(float *g, const float *u, int64_t n) {
 }
 
 // The integer kernels: vpmaddubsw (kernels_avx2_int.cpp), or vpdpbusd where the CPU has AVX-VNNI.
-const Table kAvx2 = {"avx2",           mm<F32>,        mm<BF16>,     mm<F16>,      mm<I8>, dot_avx2,
-                     attn_values_avx2, scale_max_avx2, exp_sum_avx2, swiglu_avx2,
-                     nullptr,          nullptr,
-                     quant_rows_avx2,  mm_q8_avx2,     mm_q4_avx2,    mm_qb_avx2};
-const Table kAvx2Vnni = {"avx2",           mm<F32>,        mm<BF16>,      mm<F16>,      mm<I8>, dot_avx2,
-                         attn_values_avx2, scale_max_avx2, exp_sum_avx2,  swiglu_avx2,
-                         nullptr,          nullptr,
-                         quant_rows_avx2,  mm_q8_avxvnni,  mm_q4_avxvnni, mm_qb_avxvnni};
+#define PANGU_AVX2_ATTN_VALUES \
+    { attn_values_avx2<F32, kKvF32>, attn_values_avx2<F16, kKvF16>, attn_values_avx2<BF16, kKvBF16>, \
+      attn_values_avx2<I8, kKvI8> }
+#define PANGU_AVX2_ATTN_SCORES \
+    { attn_scores_by_mm<mm<F32>, 4>, attn_scores_by_mm<mm<F16>, 2>, attn_scores_by_mm<mm<BF16>, 2>, \
+      attn_scores_by_mm<mm<I8>, 1> }
+const Table kAvx2 = {"avx2",          mm<F32>,         mm<BF16>,  mm<F16>,        mm<I8>,
+                     dot_avx2,        PANGU_AVX2_ATTN_VALUES, PANGU_AVX2_ATTN_SCORES, scale_max_avx2, exp_sum_avx2,
+                     swiglu_avx2,     nullptr,         nullptr,   quant_rows_avx2, mm_q8_avx2,
+                     mm_q4_avx2,      mm_qb_avx2};
+const Table kAvx2Vnni = {"avx2",          mm<F32>,        mm<BF16>,      mm<F16>,        mm<I8>,
+                         dot_avx2,        PANGU_AVX2_ATTN_VALUES, PANGU_AVX2_ATTN_SCORES, scale_max_avx2, exp_sum_avx2,
+                         swiglu_avx2,     nullptr,        nullptr,       quant_rows_avx2, mm_q8_avxvnni,
+                         mm_q4_avxvnni,   mm_qb_avxvnni};
+#undef PANGU_AVX2_ATTN_VALUES
+#undef PANGU_AVX2_ATTN_SCORES
 
 }  // namespace
 

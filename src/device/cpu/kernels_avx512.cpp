@@ -162,54 +162,143 @@ float dot_avx512(const float *a, const float *b, int64_t n) {
     return y;
 }
 
-// NV vectors of d floats per query; V rows are loaded once for up to 24 / NV queries, whose accumulators stay
-// in registers (the sizes are compile-time so that they do). Each element's sum runs in order of s.
-template <int NV, int kQ = (24 / NV > 0 ? 24 / NV : 1)>
-void values_block(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
-                  __mmask16 tail, float *out, int64_t ldo) {
-    for (int32_t j0 = 0; j0 < nq; j0 += kQ) {
-        if (nq - j0 < kQ) {  // the last few queries: one at a time, same order
-            for (int32_t j = j0; j < nq; ++j)
-                values_block<NV, 1>(p + j * ldp, ldp, 1, v, ldv, n_pos, tail, out + j * ldo, ldo);
-            return;
+// Q queries against V rows of loader W, NV vectors of 16 per row (the last one masked by `tail`): the Q * NV
+// accumulators stay in registers (the sizes are compile-time so that they do) and each V vector is widened
+// once for all Q. With SCALED (int8 rows) the row's scale multiplies the probability first. Each element's
+// sum runs in order of s.
+template <typename W, bool SCALED, int NV, int Q>
+void values_q(const float *p, int64_t ldp, const typename W::T *v, int64_t ldv, const float *vs, int64_t ldvs,
+              int64_t n_pos, __mmask16 tail, float *out, int64_t ldo) {
+    static_assert(Q * NV + Q + 1 <= 32, "block does not fit in the 32 vector registers");
+    __m512 acc[Q][NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j)
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c) acc[j][c] = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, out + j * ldo + 16 * c);
+    for (int64_t s = 0; s < n_pos; ++s) {
+        const typename W::T *vr = v + s * ldv;
+        __m512 ps[Q];
+#pragma GCC unroll 8
+        for (int j = 0; j < Q; ++j) ps[j] = _mm512_set1_ps(SCALED ? p[j * ldp + s] * vs[s * ldvs] : p[j * ldp + s]);
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c) {
+            const __m512 vv = W::load(vr + 16 * c, c + 1 < NV ? static_cast<__mmask16>(0xffff) : tail);
+#pragma GCC unroll 8
+            for (int j = 0; j < Q; ++j) acc[j][c] = _mm512_fmadd_ps(ps[j], vv, acc[j][c]);
         }
-        __m512 acc[kQ][NV];
-        for (int j = 0; j < kQ; ++j)
-            for (int c = 0; c < NV; ++c)
-                acc[j][c] = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, out + (j0 + j) * ldo + 16 * c);
-        for (int64_t s = 0; s < n_pos; ++s) {
-            const float *vr = v + s * ldv;
-            __m512 ps[kQ];
-            for (int j = 0; j < kQ; ++j) ps[j] = _mm512_set1_ps(p[(j0 + j) * ldp + s]);
-            for (int c = 0; c < NV; ++c) {
-                const __m512 vv = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, vr + 16 * c);
-                for (int j = 0; j < kQ; ++j) acc[j][c] = _mm512_fmadd_ps(ps[j], vv, acc[j][c]);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j)
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c)
+            _mm512_mask_storeu_ps(out + j * ldo + 16 * c, c + 1 < NV ? 0xffff : tail, acc[j][c]);
+}
+
+// All nq queries: blocks of kQ, then pairs, then one (head groups of GQA are small: 2 for the 1B shape).
+template <typename W, bool SCALED, int NV>
+void values_nv(const float *p, int64_t ldp, int32_t nq, const typename W::T *v, int64_t ldv, const float *vs,
+               int64_t ldvs, int64_t n_pos, __mmask16 tail, float *out, int64_t ldo) {
+    constexpr int kQ = 28 / (NV + 1) < 8 ? 28 / (NV + 1) : 8;  // Q * (NV + 1) + 1 <= 32 registers
+    int32_t j = 0;
+    for (; j + kQ <= nq; j += kQ)
+        values_q<W, SCALED, NV, kQ>(p + j * ldp, ldp, v, ldv, vs, ldvs, n_pos, tail, out + j * ldo, ldo);
+    for (; j + 2 <= nq; j += 2)
+        values_q<W, SCALED, NV, 2>(p + j * ldp, ldp, v, ldv, vs, ldvs, n_pos, tail, out + j * ldo, ldo);
+    if (j < nq) values_q<W, SCALED, NV, 1>(p + j * ldp, ldp, v, ldv, vs, ldvs, n_pos, tail, out + j * ldo, ldo);
+}
+
+template <typename W, KvElem E>
+void attn_values_avx512(const float *p, int64_t ldp, int32_t nq, const void *vv, int64_t ldv, const float *vs,
+                        int64_t ldvs, int64_t n_pos, int32_t d, float *out, int64_t ldo) {
+    constexpr bool S = E == kKvI8;
+    const typename W::T *v = static_cast<const typename W::T *>(vv);
+    const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
+    switch ((d + 15) / 16) {
+        case 1: return values_nv<W, S, 1>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 2: return values_nv<W, S, 2>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 3: return values_nv<W, S, 3>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 4: return values_nv<W, S, 4>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 5: return values_nv<W, S, 5>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 6: return values_nv<W, S, 6>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 7: return values_nv<W, S, 7>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        case 8: return values_nv<W, S, 8>(p, ldp, nq, v, ldv, vs, ldvs, n_pos, tail, out, ldo);
+        default: break;
+    }
+    // head_dim > 128: not a shape of this model family; the reference's order, fixed, so still invariant
+    scalar().attn_values[E](p, ldp, nq, vv, ldv, vs, ldvs, n_pos, d, out, ldo);
+}
+
+// Attention scores, G queries held in registers (NV vectors of 16 each, the last masked by `tail`) against key
+// rows of loader W, four rows a step: acc[j][r] gathers lane sums in order of the 16-element chunks, then hsum4,
+// which is micro's sequence (mm's bits) without reloading the queries or a call per eight rows.
+template <typename W, int NV, int G>
+void scores_g(const float *q, int32_t d, const typename W::T *k, int64_t ldk, int64_t n, __mmask16 tail, float *s,
+              int64_t lds) {
+    static_assert(G * NV + 4 * G + 1 <= 32, "block does not fit in the 32 vector registers");
+    __m512 qv[G][NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < G; ++j)
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c) qv[j][c] = _mm512_maskz_loadu_ps(c + 1 < NV ? 0xffff : tail, q + j * d + 16 * c);
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+        __m512 acc[G][4];
+#pragma GCC unroll 8
+        for (int j = 0; j < G; ++j)
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; ++r) acc[j][r] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c)
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; ++r) {
+                const __m512 kv = W::load(k + (t + r) * ldk + 16 * c, c + 1 < NV ? static_cast<__mmask16>(0xffff) : tail);
+#pragma GCC unroll 8
+                for (int j = 0; j < G; ++j) acc[j][r] = _mm512_fmadd_ps(qv[j][c], kv, acc[j][r]);
             }
+#pragma GCC unroll 8
+        for (int j = 0; j < G; ++j) _mm_storeu_ps(s + j * lds + t, hsum4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]));
+    }
+    for (; t < n; ++t) {
+        __m512 acc[G];
+#pragma GCC unroll 8
+        for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c) {
+            const __m512 kv = W::load(k + t * ldk + 16 * c, c + 1 < NV ? static_cast<__mmask16>(0xffff) : tail);
+#pragma GCC unroll 8
+            for (int j = 0; j < G; ++j) acc[j] = _mm512_fmadd_ps(qv[j][c], kv, acc[j]);
         }
-        for (int j = 0; j < kQ; ++j)
-            for (int c = 0; c < NV; ++c)
-                _mm512_mask_storeu_ps(out + (j0 + j) * ldo + 16 * c, c + 1 < NV ? 0xffff : tail, acc[j][c]);
+#pragma GCC unroll 8
+        for (int j = 0; j < G; ++j) s[j * lds + t] = hsum(acc[j]);
     }
 }
 
-void attn_values_avx512(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
-                        int32_t d, float *out, int64_t ldo) {
+// All nq queries, in groups of as many as fit in registers with their accumulators.
+template <typename W, int NV>
+void scores_nv(const float *q, int32_t nq, int32_t d, const typename W::T *k, int64_t ldk, int64_t n, __mmask16 tail,
+               float *s, int64_t lds) {
+    constexpr int kG = 31 / (NV + 4) < 6 ? 31 / (NV + 4) : 6;
+    int32_t j = 0;
+    for (; j + kG <= nq; j += kG) scores_g<W, NV, kG>(q + j * d, d, k, ldk, n, tail, s + j * lds, lds);
+    for (; j < nq; ++j) scores_g<W, NV, 1>(q + j * d, d, k, ldk, n, tail, s + j * lds, lds);
+}
+
+template <typename W>
+void attn_scores_avx512(const float *q, int32_t nq, int32_t d, const void *kv, int64_t ldk, int64_t n, float *s,
+                        int64_t lds) {
+    const typename W::T *k = static_cast<const typename W::T *>(kv);
     const __mmask16 tail = static_cast<__mmask16>(d % 16 ? (1u << (d % 16)) - 1 : 0xffff);
     switch ((d + 15) / 16) {
-        case 1: return values_block<1>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 2: return values_block<2>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 3: return values_block<3>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 4: return values_block<4>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 5: return values_block<5>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 6: return values_block<6>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 7: return values_block<7>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        case 8: return values_block<8>(p, ldp, nq, v, ldv, n_pos, tail, out, ldo);
-        default: break;
+        case 1: return scores_nv<W, 1>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 2: return scores_nv<W, 2>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 3: return scores_nv<W, 3>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 4: return scores_nv<W, 4>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 5: return scores_nv<W, 5>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 6: return scores_nv<W, 6>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 7: return scores_nv<W, 7>(q, nq, d, k, ldk, n, tail, s, lds);
+        case 8: return scores_nv<W, 8>(q, nq, d, k, ldk, n, tail, s, lds);
+        default: return attn_scores_by_mm<mm<W>, sizeof(typename W::T)>(q, nq, d, kv, ldk, n, s, lds);
     }
-    for (int32_t j = 0; j < nq; ++j)  // head_dim > 128: not a shape of this model family
-        for (int64_t s = 0; s < n_pos; ++s)
-            for (int32_t i = 0; i < d; ++i)
-                out[j * ldo + i] = __builtin_fmaf(p[j * ldp + s], v[s * ldv + i], out[j * ldo + i]);
 }
 
 // exp(x) for x <= 0 (softmax shifts by the maximum; SwiGLU clamps): n = round(x / ln 2), r = x - n ln 2 in two
@@ -294,7 +383,9 @@ constexpr Table variant(bool bf16, bool vnni) {
             mm<F16>,
             mm<I8>,
             dot_avx512,
-            attn_values_avx512,
+            {attn_values_avx512<F32, kKvF32>, attn_values_avx512<F16, kKvF16>, attn_values_avx512<BF16, kKvBF16>,
+             attn_values_avx512<I8, kKvI8>},
+            {attn_scores_avx512<F32>, attn_scores_avx512<F16>, attn_scores_avx512<BF16>, attn_scores_avx512<I8>},
             scale_max_avx512,
             exp_sum_avx512,
             swiglu_avx512,

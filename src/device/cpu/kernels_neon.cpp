@@ -136,23 +136,45 @@ float dot_neon(const float *a, const float *b, int64_t n) {
     return y;
 }
 
-void attn_values_neon(const float *p, int64_t ldp, int32_t nq, const float *v, int64_t ldv, int64_t n_pos,
-                      int32_t d, float *out, int64_t ldo) {
-    for (int32_t j = 0; j < nq; ++j) {
-        const float *pj = p + j * ldp;
-        float *oj = out + j * ldo;
-        int32_t i = 0;
-        for (; i + 4 <= d; i += 4) {
-            float32x4_t acc = vld1q_f32(oj + i);
-            for (int64_t s = 0; s < n_pos; ++s) acc = vfmaq_n_f32(acc, vld1q_f32(v + s * ldv + i), pj[s]);
-            vst1q_f32(oj + i, acc);
-        }
-        for (; i < d; ++i) {
-            float acc = oj[i];
-            for (int64_t s = 0; s < n_pos; ++s) acc = __builtin_fmaf(pj[s], v[s * ldv + i], acc);
-            oj[i] = acc;
+// Q queries against 8 columns of the V rows: each 8-wide V slice is widened once for all Q. With SCALED (int8
+// rows) the row's scale multiplies the probability first. Each element's sum runs in order of s.
+template <typename W, bool SCALED, int Q>
+void values_q(const float *p, int64_t ldp, const typename W::T *v, int64_t ldv, const float *vs, int64_t ldvs,
+              int64_t n_pos, float *out, int64_t ldo) {
+    V8 acc[Q];
+    for (int j = 0; j < Q; ++j) acc[j] = {vld1q_f32(out + j * ldo), vld1q_f32(out + j * ldo + 4)};
+    for (int64_t s = 0; s < n_pos; ++s) {
+        const V8 vv = W::load(v + s * ldv);
+        for (int j = 0; j < Q; ++j) {
+            const float pj = SCALED ? p[j * ldp + s] * vs[s * ldvs] : p[j * ldp + s];
+            acc[j].lo = vfmaq_n_f32(acc[j].lo, vv.lo, pj);
+            acc[j].hi = vfmaq_n_f32(acc[j].hi, vv.hi, pj);
         }
     }
+    for (int j = 0; j < Q; ++j) {
+        vst1q_f32(out + j * ldo, acc[j].lo);
+        vst1q_f32(out + j * ldo + 4, acc[j].hi);
+    }
+}
+
+template <typename W, KvElem E>
+void attn_values_neon(const float *p, int64_t ldp, int32_t nq, const void *vv, int64_t ldv, const float *vs,
+                      int64_t ldvs, int64_t n_pos, int32_t d, float *out, int64_t ldo) {
+    constexpr bool S = E == kKvI8;
+    const typename W::T *v = static_cast<const typename W::T *>(vv);
+    const int32_t d8 = d - d % 8;
+    for (int32_t i = 0; i < d8; i += 8) {
+        int32_t j = 0;
+        for (; j + 4 <= nq; j += 4) values_q<W, S, 4>(p + j * ldp, ldp, v + i, ldv, vs, ldvs, n_pos, out + j * ldo + i, ldo);
+        for (; j < nq; ++j) values_q<W, S, 1>(p + j * ldp, ldp, v + i, ldv, vs, ldvs, n_pos, out + j * ldo + i, ldo);
+    }
+    for (int32_t j = 0; j < nq; ++j)  // the last d % 8 columns
+        for (int32_t i = d8; i < d; ++i) {
+            float acc = out[j * ldo + i];
+            for (int64_t s = 0; s < n_pos; ++s)
+                acc = __builtin_fmaf(S ? p[j * ldp + s] * vs[s * ldvs] : p[j * ldp + s], W::conv(v[s * ldv + i]), acc);
+            out[j * ldo + i] = acc;
+        }
 }
 
 // Integer products without the dot product instructions: vmull_s8 / vmull_high_s8 multiply 8 byte pairs into
@@ -217,15 +239,23 @@ void quant_rows_neon(const float *x, int64_t ldx, int64_t M, int64_t n, int8_t *
     for (int64_t m = 0; m < M; ++m) quant_row(x + m * ldx, n, q + m * ldq, ldq, scale + m);
 }
 
+#define PANGU_NEON_ATTN_VALUES \
+    { attn_values_neon<F32, kKvF32>, attn_values_neon<F16, kKvF16>, attn_values_neon<BF16, kKvBF16>, \
+      attn_values_neon<I8, kKvI8> }
+#define PANGU_NEON_ATTN_SCORES \
+    { attn_scores_by_mm<mm<F32>, 4>, attn_scores_by_mm<mm<F16>, 2>, attn_scores_by_mm<mm<BF16>, 2>, \
+      attn_scores_by_mm<mm<I8>, 1> }
 const Table kNeon = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
-                     attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
+                     PANGU_NEON_ATTN_VALUES, PANGU_NEON_ATTN_SCORES, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
                      nullptr,          nullptr,
                      quant_rows_neon,  mm_q8_neon,       mm_q4_neon,    mm_qb_neon};
 // With the dot product instructions (kernels_neon_dotprod.cpp).
 const Table kNeonDot = {"neon",           mm<F32>,         mm<BF16>,         mm<F16>,      mm<I8>, dot_neon,
-                        attn_values_neon, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
+                        PANGU_NEON_ATTN_VALUES, PANGU_NEON_ATTN_SCORES, scale_max_scalar, exp_sum_scalar, swiglu_scalar,
                         nullptr,          nullptr,
                         quant_rows_neon,  mm_q8_neondot,    mm_q4_neondot, mm_qb_neondot};
+#undef PANGU_NEON_ATTN_VALUES
+#undef PANGU_NEON_ATTN_SCORES
 
 }  // namespace
 

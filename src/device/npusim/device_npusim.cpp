@@ -96,8 +96,10 @@ void fill_slots(pgd_device *d, NpuCtx *ctx) {
     d->matmul_workspace = npu_matmul_workspace;
     d->matmul = npu_matmul;
     d->rope = npu_rope;
-    d->attention_workspace = npu_attention_workspace;
+    d->attention_workspace = nullptr;  // the shared host attention needs none (device/attention.h)
     d->attention = npu_attention;
+    d->kv_dtypes = 1u << PGD_F16;  // its cache is fp16, whatever kv_type asks
+    d->kv_store = npu_kv_store;
     d->swiglu = npu_swiglu;
     d->round = npu_round;
     d->stream_stats = npu_stream_stats;

@@ -114,8 +114,7 @@ int npu_matmul(void *ctx, pgd_stream *st, const pgd_tensor *x, const pgd_tensor 
                pgd_tensor *y, void *ws, size_t ws_size);
 int npu_rope(void *ctx, pgd_stream *st, pgd_tensor *x, const int32_t *pos, int32_t n_heads, int32_t hd,
              const float *cos_sin);
-size_t npu_attention_workspace(void *ctx, int64_t n_rows, int32_t n_head, int32_t n_head_kv, int64_t n_ctx,
-                               int n_threads);
+int npu_kv_store(void *ctx, pgd_stream *s, const pgd_tensor *src, pgd_tensor *cache, int64_t row0);
 int npu_attention(void *ctx, pgd_stream *st, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
                   int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t hd, float scale, pgd_tensor *out, void *ws,
                   size_t ws_size);

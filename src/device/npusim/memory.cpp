@@ -10,6 +10,7 @@
 #include <new>
 
 #include "common/common.h"
+#include "device/attention.h"
 #include "device/npusim/internal.h"
 
 namespace pangu {
@@ -198,6 +199,16 @@ int npu_memcpy2d(void *ctx, pgd_stream *s, void *dst, size_t dpitch, const void 
     for (size_t r = 0; r < height; ++r)
         std::memcpy(static_cast<char *>(dst) + r * dpitch, static_cast<const char *>(src) + r * spitch, width);
     transfer(C(ctx), s ? S(s) : nullptr, kind, width * height);
+    return 0;
+}
+
+// The KV cache is fp16 on the device (kv_dtypes): the rows, fp16 values already, are stored as fp16 bits.
+int npu_kv_store(void *ctx, pgd_stream *s, const pgd_tensor *src, pgd_tensor *cache, int64_t row0) {
+    if (!src || !cache) return PANGU_ERR_INVALID_ARGUMENT;
+    if (cache->dtype != PGD_F16) return PANGU_ERR_UNSUPPORTED;  // as the CPU's for a type it does not hold
+    DeviceAccess open(C(ctx));
+    if (const int rc = kv_store_host(*src, *cache, row0)) return rc;
+    transfer(C(ctx), s ? S(s) : nullptr, PGD_DEVICE_TO_DEVICE, static_cast<size_t>(src->rows * src->cols) * 2);
     return 0;
 }
 

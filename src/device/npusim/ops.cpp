@@ -404,25 +404,22 @@ int npu_rope(void *ctx, pgd_stream *st, pgd_tensor *x, const int32_t *pos, int32
 // ---- attention ----
 namespace {
 
-// One flash-attention block per (row, KV head): scores in fp32 from fp16 q and k, probabilities exp(s - max)
-// rounded to fp16 for the second cube product, normalized at the end, output fp16.
+// One flash-attention block per (row, KV head), a tile of positions at a time: scores in fp32 from fp16 q and
+// k, weights exp(s - running max) rounded to fp16 for the second cube product, normalized at the end, output
+// fp16.
 float round16(float v, uint64_t *over) { return f16(v, over); }
 
 }  // namespace
 
-size_t npu_attention_workspace(void *, int64_t, int32_t n_head, int32_t n_head_kv, int64_t n_ctx, int n_threads) {
-    return attention_workspace_bytes(n_head, n_head_kv, n_ctx, n_threads);
-}
-
 int npu_attention(void *ctx, pgd_stream *st, const pgd_tensor *q, const pgd_tensor *kc, const pgd_tensor *vc,
-                  int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t hd, float scale, pgd_tensor *out, void *ws,
-                  size_t ws_size) {
+                  int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t hd, float scale, pgd_tensor *out, void *,
+                  size_t) {
     NpuCtx *c = C(ctx);
     DeviceAccess open(C(ctx));
     NpuStream *s = S(st);
     const AttnProblem a{c->k, q, kc, vc, out, pos0, n_head, n_head_kv, hd, scale, round16};
     uint64_t over = 0;
-    if (const int rc = attention_run(a, s->pool, ws, ws_size, &over)) return rc;
+    if (const int rc = attention_run(a, s->pool, &over)) return rc;
     const int64_t M = q->rows;
     const double attended = double(M) * double(pos0) + double(M) * double(M + 1) / 2;  // sum of n_pos
     const double bytes = 2.0 * M * n_head * hd * 2 + 2.0 * double(pos0 + M) * n_head_kv * hd * 2;
