@@ -143,12 +143,13 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < fbuf.size(); ++i) fbuf[i] = static_cast<float>(i & 1023);
     float sink = 0;
     for (int M : Ms) {
-        pgd_tensor xt{x.data(), PGD_F32, M, K, K, nullptr, 0, 0, 0, PGD_F32, nullptr, nullptr, nullptr};
-        pgd_tensor yt{y.data(), PGD_F32, M, N, N, nullptr, 0, 0, 0, PGD_F32, nullptr, nullptr, nullptr};
+        pgd_tensor xt{x.data(), PGD_F32, M, K, K, nullptr, 0, 0, 0, PGD_F32, nullptr, nullptr, nullptr, 0};
+        pgd_tensor yt{y.data(), PGD_F32, M, N, N, nullptr, 0, 0, 0, PGD_F32, nullptr, nullptr, nullptr, 0};
         std::vector<double> per_call, floors, ratios;
         const bool scaled = dt == PGD_I8 || dt == PGD_I4;
         const int32_t gs = dt == PGD_I4 ? group : 0;
-        pgd_tensor w0{wbuf.data(), dt, N, K, K, scaled ? scale.data() : nullptr, gs, 0, 0, act, nullptr, nullptr, nullptr};
+        pgd_tensor w0{wbuf.data(), dt,      N,       K,       K, scaled ? scale.data() : nullptr, gs, 0, 0,
+                      act,         nullptr, nullptr, nullptr, 0};
         const size_t ws_size = dev->matmul_workspace ? dev->matmul_workspace(dev->ctx, &xt, &w0) : 0;
         std::vector<float> ws((ws_size + 3) / 4);
         for (int r = 0; r <= runs; ++r) {  // pass 0 warms up
@@ -156,7 +157,8 @@ int main(int argc, char **argv) {
             const auto t0 = std::chrono::steady_clock::now();
             for (size_t m = 0; m < n_mats; ++m) {
                 const float *sm = scaled ? scale.data() + m * n_scales : nullptr;
-                pgd_tensor wt{wbuf.data() + m * mat_bytes, dt, N, K, K, sm, gs, 0, 0, act, nullptr, nullptr, nullptr};
+                pgd_tensor wt{
+                    wbuf.data() + m * mat_bytes, dt, N, K, K, sm, gs, 0, 0, act, nullptr, nullptr, nullptr, 0};
                 if (dev->matmul(dev->ctx, s, &xt, &wt, nullptr, &yt, ws.data(), ws_size) != 0) {
                     std::fprintf(stderr, "bench_matmul: matmul failed\n");
                     return 1;

@@ -33,8 +33,9 @@ kernels::KvElem elem_of(int32_t dtype) {
                                : kernels::kKvF32;
 }
 
-// Row s of KV head hk of cache c, as stored: its first element, the element stride between rows (constant
-// within a block) and, for int8, its scale and the float stride between the scales of rows.
+// Row s of KV head hk of cache c, as stored: its first element, the element stride between rows of the head
+// (constant within a block: head_dim for a head-major cache) and, for int8, its scale and the float stride
+// between the scales of rows.
 struct KvRows {
     const void *p;
     int64_t ld;
@@ -42,8 +43,8 @@ struct KvRows {
     int64_t ldsc;
 };
 KvRows kv_rows(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s) {
-    KvRows r{static_cast<const uint8_t *>(c.data) + (pgd_row_offset(&c, s) + int64_t(hk) * d) * elem_bytes(c.dtype),
-             c.stride, nullptr, 0};
+    KvRows r{static_cast<const uint8_t *>(c.data) + pgd_kv_elem_offset(&c, s, int64_t(hk) * d) * elem_bytes(c.dtype),
+             pgd_kv_row_step(&c), nullptr, 0};
     if (c.dtype == PGD_I8) {
         r.sc = pgd_kv_scale(&c, s) + hk;  // group_size == head_dim: one scale per row and KV head
         r.ldsc = c.cols / c.group_size;
@@ -161,46 +162,61 @@ uint64_t attention_task(const AttnProblem &a, int64_t t) {
 
 }  // namespace
 
+namespace {
+
+// One group of n values of x as int8 elements q and a scale: amax / 127; as kernels.h's row_quant_scale, a
+// group of zeros, or one too small for 1 / s to be finite, is zeros with scale 0, and one holding NaN or Inf is
+// zeros with scale NaN, read back as NaN like a float cache's (x * inf and NaN would otherwise clamp to +-127:
+// a 0 stored as amax, a NaN lost).
+float store_i8_group(const float *x, int64_t n, int8_t *q) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) {
+        finite = finite && std::isfinite(x[i]);
+        amax = std::max(amax, std::fabs(x[i]));
+    }
+    float s = finite ? amax / 127.0f : NAN;
+    float inv = finite && s > 0.0f ? 1.0f / s : 0.0f;
+    if (!(inv <= FLT_MAX)) s = 0.0f, inv = 0.0f;
+    for (int64_t i = 0; i < n; ++i)
+        q[i] = inv == 0.0f ? 0 : static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, std::nearbyint(x[i] * inv))));
+    return s;
+}
+
+// n values of x in the cache's element type (F32, F16 or BF16) at dst.
+void store_run(const float *x, int64_t n, int32_t dtype, uint8_t *dst) {
+    if (dtype == PGD_F32) {
+        std::memcpy(dst, x, sizeof(float) * n);
+        return;
+    }
+    uint16_t *h = reinterpret_cast<uint16_t *>(dst);
+    for (int64_t i = 0; i < n; ++i) h[i] = dtype == PGD_F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+}
+
+}  // namespace
+
 int kv_store_host(const pgd_tensor &src, const pgd_tensor &c, int64_t row0) {
     if (row0 < 0 || row0 + src.rows > c.rows) return PANGU_ERR_CONTEXT_FULL;
     if (c.dtype != PGD_F32 && c.dtype != PGD_F16 && c.dtype != PGD_BF16 && c.dtype != PGD_I8)
         return PANGU_ERR_UNSUPPORTED;
     if (c.dtype == PGD_I8 && (c.group_size <= 0 || c.cols % c.group_size != 0 || !c.scale)) return PANGU_ERR_SHAPE;
+    if (c.head_cols < 0 || (c.head_cols > 0 && c.cols % c.head_cols != 0)) return PANGU_ERR_SHAPE;
+    if (c.dtype == PGD_I8 && c.head_cols > 0 && c.head_cols % c.group_size != 0) return PANGU_ERR_SHAPE;
     const size_t e = elem_bytes(c.dtype);
-    const int64_t n = c.cols;
+    const int64_t n = c.cols, run = c.head_cols > 0 ? c.head_cols : n;  // contiguous columns in the cache
+    uint8_t *base = static_cast<uint8_t *>(c.data);
     for (int64_t r = 0; r < src.rows; ++r) {
         const float *x = static_cast<const float *>(src.data) + r * src.stride;
-        uint8_t *row = static_cast<uint8_t *>(c.data) + pgd_row_offset(&c, row0 + r) * e;
-        if (c.dtype == PGD_F32) {
-            std::memcpy(row, x, sizeof(float) * n);
-        } else if (c.dtype == PGD_F16) {
-            uint16_t *h = reinterpret_cast<uint16_t *>(row);
-            for (int64_t i = 0; i < n; ++i) h[i] = f32_to_f16(x[i]);
-        } else if (c.dtype == PGD_BF16) {
-            uint16_t *h = reinterpret_cast<uint16_t *>(row);
-            for (int64_t i = 0; i < n; ++i) h[i] = f32_to_bf16(x[i]);
-        } else {
-            int8_t *qv = reinterpret_cast<int8_t *>(row);
-            float *scales = const_cast<float *>(pgd_kv_scale(&c, row0 + r));
-            for (int64_t g0 = 0, gi = 0; g0 < n; g0 += c.group_size, ++gi) {
-                float amax = 0.0f;
-                bool finite = true;
-                for (int64_t i = g0; i < g0 + c.group_size; ++i) {
-                    finite = finite && std::isfinite(x[i]);
-                    amax = std::max(amax, std::fabs(x[i]));
-                }
-                // As kernels.h's row_quant_scale: a group of zeros, or one too small for 1 / s to be finite, is
-                // zeros with scale 0; one holding NaN or Inf is zeros with scale NaN, read back as NaN like a
-                // float cache's (x * inf and NaN would otherwise clamp to +-127: a 0 stored as amax, a NaN lost).
-                float s = finite ? amax / 127.0f : NAN;
-                float inv = finite && s > 0.0f ? 1.0f / s : 0.0f;
-                if (!(inv <= FLT_MAX)) s = 0.0f, inv = 0.0f;
-                for (int64_t i = g0; i < g0 + c.group_size; ++i)
-                    qv[i] = inv == 0.0f
-                                ? 0
-                                : static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, std::nearbyint(x[i] * inv))));
-                scales[gi] = s;
+        for (int64_t c0 = 0; c0 < n; c0 += run) {
+            uint8_t *dst = base + pgd_kv_elem_offset(&c, row0 + r, c0) * e;
+            if (c.dtype != PGD_I8) {
+                store_run(x + c0, run, c.dtype, dst);
+                continue;
             }
+            float *scales = const_cast<float *>(pgd_kv_scale(&c, row0 + r));
+            for (int64_t g0 = c0; g0 < c0 + run; g0 += c.group_size)
+                scales[g0 / c.group_size] =
+                    store_i8_group(x + g0, c.group_size, reinterpret_cast<int8_t *>(dst) + (g0 - c0));
         }
     }
     return 0;
@@ -212,6 +228,8 @@ int attention_check(const AttnProblem &a) {
     const int32_t t = a.kc->dtype;
     if (a.hd <= 0 || a.hd > kMaxHeadDim) return PANGU_ERR_UNSUPPORTED;
     if (t != PGD_F32 && t != PGD_F16 && t != PGD_BF16 && t != PGD_I8) return PANGU_ERR_UNSUPPORTED;
+    for (const pgd_tensor *c : {a.kc, a.vc})  // a head-major cache's heads are the attention's KV heads
+        if (c->head_cols != 0 && c->head_cols != a.hd) return PANGU_ERR_UNSUPPORTED;
     if (t == PGD_I8)  // attention folds one scale per row and KV head
         for (const pgd_tensor *c : {a.kc, a.vc})
             if (!c->scale || c->group_size != a.hd) return PANGU_ERR_UNSUPPORTED;

@@ -32,7 +32,8 @@ extern "C" {
  * 5: low-bit weights: PGD_QB (2, 3, 4, 6 or 8 bits per output channel, pgd_qb_layout), per-group zero points
  *    (pgd_tensor.zero) and stored column orders (pgd_tensor.col_perm, GPTQ's act-order).
  * 6: KV caches of F16, BF16 and I8 elements (pgd_device.kv_dtypes, kv_store; an I8 cache holds one F32 scale
- *    per row and group of group_size columns, see pgd_kv_scale); attention_workspace may be NULL. */
+ *    per row and group of group_size columns, see pgd_kv_scale), head-major blocks (pgd_tensor.head_cols);
+ *    attention_workspace may be NULL. */
 #define PGD_API_VERSION 6
 
 /* PGD_I4: 4-bit weights, two per byte. In every run of 64 columns of a row (32 bytes), byte j holds column j in
@@ -114,6 +115,11 @@ typedef struct pgd_tensor {
     const uint8_t *zero;
     const int32_t *col_perm;
     const pgd_qb_layout *qb;
+    /* KV caches (API 6): 0 = a row's columns side by side (pgd_row_offset). Otherwise the columns come in heads
+     * of head_cols, and each block (all rows when unblocked) holds its rows head by head: head h's rows of a
+     * block are one contiguous run of block_rows x head_cols elements, so attention reads a KV head's tile as
+     * one stream. `stride` is then unused; see pgd_kv_elem_offset. */
+    int64_t head_cols;
 } pgd_tensor;
 
 /* Element offset of row r of t. */
@@ -131,6 +137,16 @@ static inline const float *pgd_kv_scale(const pgd_tensor *t, int64_t r) {
     if (t->block_rows <= 0) return t->scale + r * ng;
     return t->scale + (r / t->block_rows) * (t->block_stride / 4) + (r % t->block_rows) * ng;
 }
+
+/* Element offset of column c of row r of a KV cache, head-major or not (head_cols). */
+static inline int64_t pgd_kv_elem_offset(const pgd_tensor *t, int64_t r, int64_t c) {
+    if (t->head_cols <= 0) return pgd_row_offset(t, r) + c;
+    const int64_t P = t->block_rows > 0 ? t->block_rows : t->rows, h = c / t->head_cols;
+    return (r / P) * t->block_stride + (h * P + r % P) * t->head_cols + c % t->head_cols;
+}
+
+/* Elements between rows r and r + 1 of one head within a block: head_cols when head-major, else stride. */
+static inline int64_t pgd_kv_row_step(const pgd_tensor *t) { return t->head_cols > 0 ? t->head_cols : t->stride; }
 
 /* Rows [r, r + n) of a blocked tensor that lie in one block: how many of the n, starting at r. */
 static inline int64_t pgd_rows_in_block(const pgd_tensor *t, int64_t r, int64_t n) {

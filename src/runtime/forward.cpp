@@ -68,8 +68,8 @@ namespace {
 
 // The new keys and values join the cache at their positions, a block of positions at a time.
 void store_kv(Pass &f, const pgd_tensor &kc, const pgd_tensor &vc) {
-    if (kc.dtype != PGD_F32) {  // converted on the device, to the cache's type
-        if (!f.dev->kv_store) fail(PANGU_ERR_UNSUPPORTED, "the device has no kv_store for its KV cache type");
+    if (kc.dtype != PGD_F32 || kc.head_cols > 0) {  // converted (or laid out head by head) on the device
+        if (!f.dev->kv_store) fail(PANGU_ERR_UNSUPPORTED, "the device has no kv_store for its KV cache");
         pgd_tensor kcw = kc, vcw = vc;
         check(f.dev->kv_store(f.dev->ctx, f.s, &f.k, &kcw, f.pos0), "kv store");
         check(f.dev->kv_store(f.dev->ctx, f.s, &f.v, &vcw, f.pos0), "kv store");

@@ -177,6 +177,9 @@ void Session::kv_view(int li, pgd_tensor *k, pgd_tensor *v) {
     t.block_rows = P;
     t.block_stride = static_cast<int64_t>(layout.kv_block_bytes / elem);
     if (layout.kv_dtype == PGD_I8) t.group_size = model.cfg.head_dim;  // one scale per position and KV head
+    // Head-major blocks, so that attention reads a KV head's tile as one run, on a device that stores its own
+    // rows (kv_store); the cache's size is the same either way.
+    if (dev_->kv_store) t.head_cols = model.cfg.head_dim;
     t.data = base;
     if (layout.kv_dtype == PGD_I8) t.scale = reinterpret_cast<const float *>(base + P * KVD);
     *k = t;

@@ -294,6 +294,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int32_t &l : layers) l = pick_int(in, 0, -1, 7);
         p.self_draft_layers = layers;
     }
+    p.kv_type = pick_int(in, PANGU_KV_F16, 0, 3);  // every cache type, and (pick_int's strays) unknown ones
     pangu_session_memory mem;
     std::memset(&mem, 0, sizeof mem);
     mem.struct_size = sizeof mem;

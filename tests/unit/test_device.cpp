@@ -162,7 +162,7 @@ std::vector<double> kv_values(const KvCache &c, const std::vector<uint8_t> &b) {
     std::vector<double> v(static_cast<size_t>(h.rows * h.cols));
     for (int64_t r = 0; r < h.rows; ++r)
         for (int64_t i = 0; i < h.cols; ++i) {
-            const uint8_t *p = static_cast<const uint8_t *>(h.data) + (pgd_row_offset(&h, r) + i) * e;
+            const uint8_t *p = static_cast<const uint8_t *>(h.data) + pgd_kv_elem_offset(&h, r, i) * e;
             uint16_t u = 0;
             float f = 0;
             if (e == 2) std::memcpy(&u, p, 2);
@@ -183,8 +183,10 @@ std::vector<bool> kv_owned(const KvCache &c, int64_t r0, int64_t r1) {
     const size_t e = kv_elem_bytes(c.t.dtype);
     const uint8_t *base = static_cast<const uint8_t *>(c.t.data);  // only for offsets: never dereferenced
     for (int64_t r = r0; r < r1; ++r) {
-        const size_t at = static_cast<size_t>(pgd_row_offset(&c.t, r)) * e;
-        std::fill(own.begin() + at, own.begin() + at + c.t.cols * e, true);
+        for (int64_t i = 0; i < c.t.cols; ++i) {
+            const size_t at = static_cast<size_t>(pgd_kv_elem_offset(&c.t, r, i)) * e;
+            std::fill(own.begin() + at, own.begin() + at + e, true);
+        }
         if (c.t.dtype == PGD_I8) {
             const size_t sc = reinterpret_cast<const uint8_t *>(pgd_kv_scale(&c.t, r)) - base;
             std::fill(own.begin() + sc, own.begin() + sc + 4 * (c.t.cols / c.t.group_size), true);
@@ -201,14 +203,17 @@ void expect_stored(const KvCache &c, const std::vector<uint8_t> &b, const std::v
     const pgd_tensor h = kv_host_view(c, b);
     const int64_t n = h.cols, e = int64_t(kv_elem_bytes(h.dtype));
     for (int64_t r = 0; r < int64_t(x.size()) / n; ++r) {
-        const uint8_t *row = static_cast<const uint8_t *>(h.data) + pgd_row_offset(&h, row0 + r) * e;
+        // element i of the row, wherever the layout puts it
+        const auto at = [&](int64_t i) {
+            return static_cast<const uint8_t *>(h.data) + pgd_kv_elem_offset(&h, row0 + r, i) * e;
+        };
         const float *xr = &x[r * n];
         for (int64_t i = 0; i < n && h.dtype != PGD_I8; ++i) {
             uint16_t u = 0;
-            std::memcpy(&u, row + i * e, 2);
+            std::memcpy(&u, at(i), 2);
             const uint16_t want = h.dtype == PGD_F16 ? f32_to_f16(xr[i]) : f32_to_bf16(xr[i]);
             if (h.dtype == PGD_F32) {
-                ASSERT_EQ(std::memcmp(row + 4 * i, &xr[i], 4), 0) << "row " << r << " col " << i;
+                ASSERT_EQ(std::memcmp(at(i), &xr[i], 4), 0) << "row " << r << " col " << i;
             } else {
                 ASSERT_EQ(u, want) << "row " << r << " col " << i;
             }
@@ -228,7 +233,7 @@ void expect_stored(const KvCache &c, const std::vector<uint8_t> &b, const std::v
                 ASSERT_TRUE(std::isnan(s)) << "row " << r << " group " << g;
             }
             for (int64_t i = g * h.group_size; i < (g + 1) * h.group_size; ++i) {
-                const int q = int8_t(row[i]);
+                const int q = int8_t(*at(i));
                 ASSERT_LE(std::abs(q), 127);
                 if (!(s > 0)) {
                     ASSERT_EQ(q, 0) << "row " << r << " col " << i;
@@ -366,9 +371,10 @@ protected:
         return v;
     }
     // A cache of `rows` rows of `cols` elements, every byte 0xA5 (so that bytes a store leaves can be told):
-    // contiguous (P = 0) or in blocks of P rows with 16 bytes after each. An I8 cache (one scale per row and
-    // group of `group` columns) keeps each block's scales after its rows, a contiguous one after all of them.
-    KvCache kv_cache(int32_t dtype, int64_t rows, int64_t cols, int64_t P = 0, int32_t group = 0) {
+    // contiguous (P = 0) or in blocks of P rows with 16 bytes after each, head-major in heads of `heads` columns
+    // (pgd_tensor.head_cols; 0: rows side by side). An I8 cache (one scale per row and group of `group` columns)
+    // keeps each block's scales after its rows, a contiguous one after all of them.
+    KvCache kv_cache(int32_t dtype, int64_t rows, int64_t cols, int64_t P = 0, int32_t group = 0, int64_t heads = 0) {
         KvCache c;
         const int64_t e = int64_t(kv_elem_bytes(dtype)), brows = P ? P : rows;
         const int64_t block = brows * cols * e + (dtype == PGD_I8 ? 4 * brows * (cols / group) : 0) + (P ? 16 : 0);
@@ -379,6 +385,7 @@ protected:
         c.t.block_rows = P;
         c.t.block_stride = P ? block / e : 0;
         c.t.group_size = group;
+        c.t.head_cols = heads;
         if (dtype == PGD_I8) c.t.scale = reinterpret_cast<const float *>(d + brows * cols);
         return c;
     }
@@ -398,11 +405,11 @@ protected:
         std::vector<double> kw, vw;
     };
     KvPair kv_pair(int32_t dtype, const std::vector<float> &k, const std::vector<float> &v, int64_t cols, int32_t hd,
-                   int64_t P = 0) {
+                   int64_t P = 0, bool head_major = false) {
         const int64_t n_ctx = int64_t(k.size()) / cols, cut = n_ctx / 3;
         KvPair p;
-        p.k = kv_cache(dtype, n_ctx, cols, P, dtype == PGD_I8 ? hd : 0);
-        p.v = kv_cache(dtype, n_ctx, cols, P, dtype == PGD_I8 ? hd : 0);
+        p.k = kv_cache(dtype, n_ctx, cols, P, dtype == PGD_I8 ? hd : 0, head_major ? hd : 0);
+        p.v = kv_cache(dtype, n_ctx, cols, P, dtype == PGD_I8 ? hd : 0, head_major ? hd : 0);
         for (const auto &[c, x] : {std::make_pair(&p.k, &k), std::make_pair(&p.v, &v)}) {
             EXPECT_EQ(kv_store(*c, std::vector<float>(x->begin(), x->begin() + cut * cols), 0), 0);
             EXPECT_EQ(kv_store(*c, std::vector<float>(x->begin() + cut * cols, x->end()), cut), 0);
@@ -909,9 +916,9 @@ TEST_P(DeviceConformance, AttentionIsBatchInvariant) {
 
 TEST_P(DeviceConformance, KvStoreConvertsRowsToTheCacheType) {
     // Five rows written into rows 9..13 of a contiguous cache and of blocked ones (rows 9..13 straddle blocks of
-    // 4 and of 7): the elements each type must hold, and every other byte (other rows, their scales, the gaps
-    // between blocks) left as it was.
-    const int64_t rows = 23, cols = 48, row0 = 9, M = 5;
+    // 4 and of 7), row-major and head-major: the elements each type must hold, and every other byte (other rows,
+    // their scales, the gaps between blocks) left as it was.
+    const int64_t rows = 23, cols = 64, row0 = 9, M = 5;
     const int32_t group = 16;
     std::vector<float> x = random(M * cols, 3.0f);
     std::fill(x.begin() + 2 * cols + group, x.begin() + 2 * cols + 2 * group, 0.0f);  // an I8 group of zeros
@@ -919,14 +926,16 @@ TEST_P(DeviceConformance, KvStoreConvertsRowsToTheCacheType) {
     x[4 * cols + group + 3] = NAN;                                                    // not finite: a NaN scale
     x[4 * cols + 2 * group] = -INFINITY;
     for (int32_t dtype : kv_types())
-        for (int64_t P : {0, 4, 7}) {
-            SCOPED_TRACE("dtype " + std::to_string(dtype) + " blocks of " + std::to_string(P));
-            const KvCache c = kv_cache(dtype, rows, cols, P, dtype == PGD_I8 ? group : 0);
-            ASSERT_EQ(kv_store(c, x, row0), 0);
-            const std::vector<uint8_t> b = kv_bytes(c);
-            expect_stored(c, b, x, row0);
-            expect_untouched(c, b, row0, row0 + M);
-        }
+        for (int64_t P : {0, 4, 7})
+            for (int64_t heads : {0, 2 * group}) {  // rows side by side, or head-major in heads of 32 columns
+                SCOPED_TRACE("dtype " + std::to_string(dtype) + " blocks of " + std::to_string(P) + " heads of " +
+                             std::to_string(heads));
+                const KvCache c = kv_cache(dtype, rows, cols, P, dtype == PGD_I8 ? group : 0, heads);
+                ASSERT_EQ(kv_store(c, x, row0), 0);
+                const std::vector<uint8_t> b = kv_bytes(c);
+                expect_stored(c, b, x, row0);
+                expect_untouched(c, b, row0, row0 + M);
+            }
 }
 
 TEST_P(DeviceConformance, KvStoreRefusesWhatItCannotWriteAndWritesNothing) {
@@ -946,6 +955,11 @@ TEST_P(DeviceConformance, KvStoreRefusesWhatItCannotWriteAndWritesNothing) {
             b.t.group_size = group;
             if (!scaled) b.t.scale = nullptr;
             EXPECT_EQ(kv_store(b, x, 0), PANGU_ERR_SHAPE) << "group_size " << group << (scaled ? "" : ", no scales");
+        }
+        for (int64_t heads : {int64_t(-1), int64_t(24)}) {  // not a whole number of heads per row
+            KvCache b = c;
+            b.t.head_cols = heads;
+            EXPECT_EQ(kv_store(b, x, 0), PANGU_ERR_SHAPE) << "head_cols " << heads;
         }
         expect_untouched(c, kv_bytes(c), 0, 0);
     }
@@ -1010,8 +1024,9 @@ TEST_P(DeviceConformance, AttentionOnEachCacheTypeIsBatchInvariant) {
 }
 
 TEST_P(DeviceConformance, BlockedCacheOfEachTypeGivesTheBitsOfAContiguousOne) {
-    // Where the session's blocks break must not change attention, in any cache type: blocks of 4 and of 7 rows
-    // (7 does not divide the 64-position tiles, so a tile is read in runs from two blocks) against one array.
+    // Where the session's blocks break, and whether a block holds its rows head by head, must not change
+    // attention, in any cache type: blocks of 4, 7 (7 does not divide the 64-position tiles, so a tile is read
+    // in runs from two blocks) and 64 rows, row-major and head-major, against one row-major array.
     const int32_t n_head = 6, n_kv = 2, hd = 32;
     const int64_t n_ctx = 150, KVD = n_kv * hd, M = 5, pos0 = 140;
     const std::vector<float> dir = random(KVD, 1.0f), k = trend_keys(rng, dir, n_ctx, hd, 1),
@@ -1020,18 +1035,20 @@ TEST_P(DeviceConformance, BlockedCacheOfEachTypeGivesTheBitsOfAContiguousOne) {
     for (int32_t dtype : kv_types()) {
         const KvPair flat = kv_pair(dtype, k, v, KVD, hd);
         const std::vector<float> ref = attend(flat.k.t, flat.v.t, q, pos0, n_head, n_kv, hd);
-        for (int64_t P : {4, 7}) {
-            const KvPair blk = kv_pair(dtype, k, v, KVD, hd, P);
-            const std::vector<float> got = attend(blk.k.t, blk.v.t, q, pos0, n_head, n_kv, hd);
-            EXPECT_EQ(std::memcmp(ref.data(), got.data(), sizeof(float) * ref.size()), 0)
-                << "dtype " << dtype << " blocks of " << P;
-        }
+        for (int64_t P : {0, 4, 7, 64})
+            for (bool head_major : {false, true}) {  // and the session's layout: each block head by head
+                if (P == 0 && !head_major) continue;
+                const KvPair blk = kv_pair(dtype, k, v, KVD, hd, P, head_major);
+                const std::vector<float> got = attend(blk.k.t, blk.v.t, q, pos0, n_head, n_kv, hd);
+                EXPECT_EQ(std::memcmp(ref.data(), got.data(), sizeof(float) * ref.size()), 0)
+                    << "dtype " << dtype << " blocks of " << P << (head_major ? ", head-major" : "");
+            }
     }
 }
 
 TEST_P(DeviceConformance, AttentionRefusesCachesItCannotRead) {
     // attention_check, through the device: K and V of two types, an I8 cache without a scale per row and KV
-    // head, a head_dim beyond the stack scratch, rows past the cache; and no workspace needed.
+    // head, a head_dim beyond the stack scratch, heads of another size, rows past the cache; and no workspace.
     const int32_t n_head = 4, n_kv = 2, hd = 16;
     const int64_t n_ctx = 12, KVD = n_kv * hd, QD = n_head * hd;
     const std::vector<float> q = random(3 * QD, 1.0f), k = random(n_ctx * KVD, 1.0f);
@@ -1057,6 +1074,12 @@ TEST_P(DeviceConformance, AttentionRefusesCachesItCannotRead) {
         }
         attend(kv.k.t, kv.v.t, std::vector<float>(n_head * 5000), 0, n_head, n_kv, 5000, &rc);
         EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED) << "head_dim 5000";
+        for (bool on_v : {false, true}) {  // head-major in heads other than the attention's KV heads
+            pgd_tensor kb = kv.k.t, vb = kv.v.t;
+            (on_v ? vb : kb).head_cols = 2 * hd;
+            attend(kb, vb, q, 0, n_head, n_kv, hd, &rc);
+            EXPECT_EQ(rc, PANGU_ERR_UNSUPPORTED) << "head_cols " << 2 * hd << (on_v ? " on V" : " on K");
+        }
         for (int64_t pos0 : {n_ctx - 2, int64_t(-1)}) {
             attend(kv.k.t, kv.v.t, q, pos0, n_head, n_kv, hd, &rc);
             EXPECT_EQ(rc, PANGU_ERR_CONTEXT_FULL) << "pos0 " << pos0 << " with 3 rows";
@@ -2677,3 +2700,27 @@ TEST(DeviceNpuSimModel, W4A8GoldenPromptsMatchTheCpuBackend) {
 #endif
 
 }  // namespace
+
+TEST(KvLayout, HeadMajorBlocksHoldEachHeadsRowsAsOneRun) {
+    // The session's caches: in each block of P rows, head h's rows are one run of P x head_cols elements,
+    // after the runs of heads 0..h-1, so attention reads a KV head's tile contiguously.
+    pgd_tensor t{};
+    t.rows = 200;
+    t.cols = 3 * 32;
+    t.stride = t.cols;
+    t.block_rows = 64;
+    t.block_stride = 64 * t.cols + 16;  // a gap after each block
+    t.head_cols = 32;
+    for (int64_t r = 0; r < t.rows; ++r)
+        for (int64_t c = 0; c < t.cols; ++c) {
+            const int64_t b = r / 64, h = c / 32, want = b * t.block_stride + h * 64 * 32 + (r % 64) * 32 + c % 32;
+            ASSERT_EQ(pgd_kv_elem_offset(&t, r, c), want) << "row " << r << " col " << c;
+        }
+    EXPECT_EQ(pgd_kv_row_step(&t), 32);
+    t.block_rows = 0;  // unblocked: all rows one block
+    EXPECT_EQ(pgd_kv_elem_offset(&t, 5, 40), 1 * 200 * 32 + 5 * 32 + 8);
+    t.head_cols = 0;  // row-major: pgd_row_offset
+    t.block_rows = 64;
+    EXPECT_EQ(pgd_kv_elem_offset(&t, 70, 40), t.block_stride + 6 * t.cols + 40);
+    EXPECT_EQ(pgd_kv_row_step(&t), t.cols);
+}
