@@ -52,9 +52,9 @@ KvRows kv_rows(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s) {
     return r;
 }
 
-// Asks for rows [s, s + n) of KV head hk (the next tile) to be brought to L2 while this tile is computed: a
-// tile is a few KB in each of many places (a block holds every layer's rows), too short a run for the
-// hardware prefetchers to ramp up on, and decode reads the whole cache once per step.
+// Asks for rows [s, s + n) of KV head hk (the next tile) to be brought to L2 while this tile is computed: the
+// next tile's run lies in the next block, megabytes away (a block holds every layer's rows), where the
+// hardware prefetchers would start cold, and decode reads the whole cache once per step.
 void prefetch_tile(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s, int64_t n) {
     const int64_t row_bytes = int64_t(d) * elem_bytes(c.dtype);
     for (int64_t u = 0; u < n;) {
@@ -69,6 +69,31 @@ void prefetch_tile(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s, int64_
                 __builtin_prefetch(reinterpret_cast<const char *>(r.sc) + b, 0, 2);
         u += run;
     }
+}
+
+// The online softmax of one head over a tile's n scores p (turned into their weights): the running maximum *m
+// grows to the tile's if larger, rescaling the running sum *l and the head's d accumulators acc by
+// e^(m_old - m_new); then *l += the sum of the weights e^(score - m). Returns round16's saturations.
+uint64_t softmax_step(const AttnProblem &a, float *p, int64_t n, float *acc, float *m, float *l) {
+    const float tm = a.k->scale_max(p, n, a.scale);
+    if (tm > *m) {
+        if (*m != -INFINITY) {
+            const float c = std::exp(*m - tm);
+            *l *= c;
+            for (int32_t i = 0; i < a.hd; ++i) acc[i] *= c;
+        }
+        *m = tm;
+    }
+    float sum = a.k->exp_sum(p, n, *m);
+    uint64_t over = 0;
+    if (a.round16) {
+        // The emulated NPU rounds the weights to fp16 for its second cube product (in (0, 1]: they never
+        // saturate), and sums what it multiplies.
+        sum = 0.0f;
+        for (int64_t t = 0; t < n; ++t) sum += (p[t] = a.round16(p[t], &over));
+    }
+    *l += sum;
+    return over;
 }
 
 // One pass of the flash-attention recurrence: nh query heads (q, d floats each) against positions [0, n_pos)
@@ -102,26 +127,8 @@ uint64_t attend_heads(const AttnProblem &a, int32_t hk, int64_t n_pos, const flo
                     for (int64_t t = 0; t < run; ++t) sc[j * kTile + u + t] *= kr.sc[t * kr.ldsc];
             u += run;
         }
-        for (int32_t j = 0; j < nh; ++j) {
-            float *p = sc + j * kTile;
-            const float tm = a.k->scale_max(p, n, a.scale);
-            if (tm > mx[j]) {
-                if (mx[j] != -INFINITY) {
-                    const float c = std::exp(mx[j] - tm);
-                    l[j] *= c;
-                    for (int32_t i = 0; i < d; ++i) acc[j * d + i] *= c;
-                }
-                mx[j] = tm;
-            }
-            float sum = a.k->exp_sum(p, n, mx[j]);
-            if (a.round16) {
-                // The emulated NPU rounds the weights to fp16 for its second cube product (in (0, 1]: they
-                // never saturate), and sums what it multiplies.
-                sum = 0.0f;
-                for (int64_t t = 0; t < n; ++t) sum += (p[t] = a.round16(p[t], &over));
-            }
-            l[j] += sum;
-        }
+        for (int32_t j = 0; j < nh; ++j)
+            over += softmax_step(a, sc + j * kTile, n, acc + int64_t(j) * d, &mx[j], &l[j]);
         // values, again a run within one block at a time: a chain of multiply-adds in order of position, so
         // where the blocks break does not change the bits
         for (int64_t u = 0; u < n;) {
