@@ -56,8 +56,6 @@ int dtype_of(const std::string &name) {
     return -1;
 }
 
-size_t elem_bytes(int dt) { return dt == PGD_F32 ? 4 : dt == PGD_I8 ? 1 : 2; }
-
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
@@ -74,7 +72,7 @@ struct Cache {
 // block's scales after its elements; or (heads false) each row's heads side by side.
 pgd_tensor cache_view(std::vector<uint8_t> &buf, int dt, int64_t C, int32_t hkv, int32_t hd, bool heads) {
     const int64_t KVD = int64_t(hkv) * hd, P = 64, blocks = (C + P - 1) / P;
-    const int64_t block_bytes = P * KVD * int64_t(elem_bytes(dt)) + (dt == PGD_I8 ? P * hkv * 4 : 0);
+    const int64_t block_bytes = P * KVD * int64_t(pgd_kv_elem_bytes(dt)) + (dt == PGD_I8 ? P * hkv * 4 : 0);
     buf.assign(blocks * block_bytes + 64, 0);
     pgd_tensor t{};
     t.data = buf.data();
@@ -82,7 +80,7 @@ pgd_tensor cache_view(std::vector<uint8_t> &buf, int dt, int64_t C, int32_t hkv,
     t.rows = C;
     t.cols = t.stride = KVD;
     t.block_rows = P;
-    t.block_stride = block_bytes / int64_t(elem_bytes(dt));
+    t.block_stride = block_bytes / int64_t(pgd_kv_elem_bytes(dt));
     t.head_cols = heads ? hd : 0;  // --layout rows: a row's heads side by side, as before head-major blocks
     if (dt == PGD_I8) {
         t.group_size = hd;
@@ -177,7 +175,8 @@ int main(int argc, char **argv) {
                         return 1;
                     }
                 }
-                c.bytes = 2.0 * layers * C * (double(HKV) * D * elem_bytes(dt) + (dt == PGD_I8 ? HKV * 4.0 : 0.0));
+                c.bytes =
+                    2.0 * layers * C * (double(HKV) * D * pgd_kv_elem_bytes(dt) + (dt == PGD_I8 ? HKV * 4.0 : 0.0));
                 max_bytes = std::max(max_bytes, size_t(c.bytes));
                 cfgs.push_back(std::move(c));
             }

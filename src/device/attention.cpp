@@ -24,8 +24,6 @@ constexpr int64_t kTile = 64;
 constexpr int64_t kStackFloats = 8192;
 constexpr int32_t kMaxHeadDim = 4096;
 
-size_t elem_bytes(int32_t dtype) { return dtype == PGD_F32 ? 4 : dtype == PGD_I8 ? 1 : 2; }
-
 kernels::KvElem elem_of(int32_t dtype) {
     return dtype == PGD_F16    ? kernels::kKvF16
            : dtype == PGD_BF16 ? kernels::kKvBF16
@@ -43,8 +41,9 @@ struct KvRows {
     int64_t ldsc;
 };
 KvRows kv_rows(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s) {
-    KvRows r{static_cast<const uint8_t *>(c.data) + pgd_kv_elem_offset(&c, s, int64_t(hk) * d) * elem_bytes(c.dtype),
-             pgd_kv_row_step(&c), nullptr, 0};
+    KvRows r{
+        static_cast<const uint8_t *>(c.data) + pgd_kv_elem_offset(&c, s, int64_t(hk) * d) * pgd_kv_elem_bytes(c.dtype),
+        pgd_kv_row_step(&c), nullptr, 0};
     if (c.dtype == PGD_I8) {
         r.sc = pgd_kv_scale(&c, s) + hk;  // group_size == head_dim: one scale per row and KV head
         r.ldsc = c.cols / c.group_size;
@@ -56,12 +55,12 @@ KvRows kv_rows(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s) {
 // next tile's run lies in the next block, megabytes away (a block holds every layer's rows), where the
 // hardware prefetchers would start cold, and decode reads the whole cache once per step.
 void prefetch_tile(const pgd_tensor &c, int32_t hk, int32_t d, int64_t s, int64_t n) {
-    const int64_t row_bytes = int64_t(d) * elem_bytes(c.dtype);
+    const int64_t row_bytes = int64_t(d) * pgd_kv_elem_bytes(c.dtype);
     for (int64_t u = 0; u < n;) {
         const int64_t run = pgd_rows_in_block(&c, s + u, n - u);
         const KvRows r = kv_rows(c, hk, d, s + u);
         const char *p = static_cast<const char *>(r.p);
-        const int64_t ld = r.ld * int64_t(elem_bytes(c.dtype));
+        const int64_t ld = r.ld * int64_t(pgd_kv_elem_bytes(c.dtype));
         for (int64_t t = 0; t < run; ++t, p += ld)
             for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(p + b, 0, 2);
         if (r.sc)  // the run's scales, ldsc floats apart
@@ -209,7 +208,7 @@ int kv_store_host(const pgd_tensor &src, const pgd_tensor &c, int64_t row0) {
     if (c.dtype == PGD_I8 && (c.group_size <= 0 || c.cols % c.group_size != 0 || !c.scale)) return PANGU_ERR_SHAPE;
     if (c.head_cols < 0 || (c.head_cols > 0 && c.cols % c.head_cols != 0)) return PANGU_ERR_SHAPE;
     if (c.dtype == PGD_I8 && c.head_cols > 0 && c.head_cols % c.group_size != 0) return PANGU_ERR_SHAPE;
-    const size_t e = elem_bytes(c.dtype);
+    const size_t e = pgd_kv_elem_bytes(c.dtype);
     const int64_t n = c.cols, run = c.head_cols > 0 ? c.head_cols : n;  // contiguous columns in the cache
     uint8_t *base = static_cast<uint8_t *>(c.data);
     for (int64_t r = 0; r < src.rows; ++r) {

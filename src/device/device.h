@@ -138,6 +138,9 @@ static inline const float *pgd_kv_scale(const pgd_tensor *t, int64_t r) {
     return t->scale + (r / t->block_rows) * (t->block_stride / 4) + (r % t->block_rows) * ng;
 }
 
+/* Bytes of one element of a KV cache of this dtype (F32, F16, BF16 or I8). */
+static inline size_t pgd_kv_elem_bytes(int32_t dtype) { return dtype == PGD_F32 ? 4 : dtype == PGD_I8 ? 1 : 2; }
+
 /* Element offset of column c of row r of a KV cache, head-major or not (head_cols). */
 static inline int64_t pgd_kv_elem_offset(const pgd_tensor *t, int64_t r, int64_t c) {
     if (t->head_cols <= 0) return pgd_row_offset(t, r) + c;

@@ -168,7 +168,7 @@ void Session::kv_view(int li, pgd_tensor *k, pgd_tensor *v) {
     const int64_t KVD = int64_t(model.cfg.n_head_kv) * model.cfg.head_dim, P = layout.kv_block;
     const size_t half = layout.kv_row_bytes * static_cast<size_t>(P);  // one layer's K (or V) of a block
     uint8_t *base = dblock_ + layout.kv + 2 * static_cast<size_t>(li - layout.n_shared) * half;
-    const size_t elem = layout.kv_dtype == PGD_F32 ? 4 : layout.kv_dtype == PGD_I8 ? 1 : 2;
+    const size_t elem = pgd_kv_elem_bytes(layout.kv_dtype);
     pgd_tensor t{};
     t.dtype = layout.kv_dtype;
     t.rows = layout.n_ctx;

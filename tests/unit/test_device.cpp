@@ -136,8 +136,6 @@ struct Tol {
 
 // ---- KV caches (device API 6): F32, F16, BF16 or I8 elements, contiguous or in blocks of rows ----
 
-size_t kv_elem_bytes(int32_t dtype) { return dtype == PGD_F32 ? 4 : dtype == PGD_I8 ? 1 : 2; }
-
 // A cache in device memory and its size in bytes (blocks, scales and gaps included).
 struct KvCache {
     pgd_tensor t{};
@@ -158,7 +156,7 @@ pgd_tensor kv_host_view(const KvCache &c, const std::vector<uint8_t> &b) {
 // The values the cache holds, widened to double ([rows, cols]), from a host copy `b` of its bytes.
 std::vector<double> kv_values(const KvCache &c, const std::vector<uint8_t> &b) {
     const pgd_tensor h = kv_host_view(c, b);
-    const size_t e = kv_elem_bytes(h.dtype);
+    const size_t e = pgd_kv_elem_bytes(h.dtype);
     std::vector<double> v(static_cast<size_t>(h.rows * h.cols));
     for (int64_t r = 0; r < h.rows; ++r)
         for (int64_t i = 0; i < h.cols; ++i) {
@@ -180,7 +178,7 @@ std::vector<double> kv_values(const KvCache &c, const std::vector<uint8_t> &b) {
 // Which bytes of the cache belong to rows [r0, r1): their elements and, in an I8 cache, their scales.
 std::vector<bool> kv_owned(const KvCache &c, int64_t r0, int64_t r1) {
     std::vector<bool> own(c.bytes, false);
-    const size_t e = kv_elem_bytes(c.t.dtype);
+    const size_t e = pgd_kv_elem_bytes(c.t.dtype);
     const uint8_t *base = static_cast<const uint8_t *>(c.t.data);  // only for offsets: never dereferenced
     for (int64_t r = r0; r < r1; ++r) {
         for (int64_t i = 0; i < c.t.cols; ++i) {
@@ -201,7 +199,7 @@ std::vector<bool> kv_owned(const KvCache &c, int64_t r0, int64_t r1) {
 // NaN or Inf scale NaN and zeros.
 void expect_stored(const KvCache &c, const std::vector<uint8_t> &b, const std::vector<float> &x, int64_t row0) {
     const pgd_tensor h = kv_host_view(c, b);
-    const int64_t n = h.cols, e = int64_t(kv_elem_bytes(h.dtype));
+    const int64_t n = h.cols, e = int64_t(pgd_kv_elem_bytes(h.dtype));
     for (int64_t r = 0; r < int64_t(x.size()) / n; ++r) {
         // element i of the row, wherever the layout puts it
         const auto at = [&](int64_t i) {
@@ -376,7 +374,7 @@ protected:
     // keeps each block's scales after its rows, a contiguous one after all of them.
     KvCache kv_cache(int32_t dtype, int64_t rows, int64_t cols, int64_t P = 0, int32_t group = 0, int64_t heads = 0) {
         KvCache c;
-        const int64_t e = int64_t(kv_elem_bytes(dtype)), brows = P ? P : rows;
+        const int64_t e = int64_t(pgd_kv_elem_bytes(dtype)), brows = P ? P : rows;
         const int64_t block = brows * cols * e + (dtype == PGD_I8 ? 4 * brows * (cols / group) : 0) + (P ? 16 : 0);
         c.bytes = static_cast<size_t>(block * ((rows + brows - 1) / brows));
         uint8_t *d = static_cast<uint8_t *>(alloc(c.bytes));
