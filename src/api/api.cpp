@@ -134,7 +134,12 @@ extern "C" {
 unsigned pangu_version_number(void) { return PANGU_VERSION_NUMBER; }
 const char *pangu_version_string(void) { return PANGU_VERSION_STRING; }
 
-const char *pangu_status_string(pangu_status s) {
+const char *pangu_status_string(pangu_status status) {
+    // A C caller may pass any int (an enum is an int in C). In C++, reading a value outside the enumerators' range
+    // as the enum type is undefined (UBSan's -fsanitize=enum traps on it), so the value is read as its bytes.
+    static_assert(sizeof(pangu_status) == sizeof(int), "pangu_status is an int");
+    int s;
+    std::memcpy(&s, &status, sizeof s);
     switch (s) {
         case PANGU_OK: return "success";
         case PANGU_ERR_INVALID_ARGUMENT: return "invalid argument";
