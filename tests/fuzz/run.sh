@@ -4,6 +4,7 @@
 #   tests/fuzz/run.sh                     each harness in turn for 60 s, one process per core (what CI runs)
 #   tests/fuzz/run.sh 480                 8 minutes per harness: the long campaign (docs/fuzzing.md)
 #   tests/fuzz/run.sh 600 fuzz_api        one harness
+#   tests/fuzz/run.sh 300 fuzz_config fuzz_api:480    a harness given its own time (HARNESS:SECONDS)
 #   tests/fuzz/run.sh --together 600      every harness at once for 600 s, the processes spread over the cores
 #   tests/fuzz/run.sh -j 4 60             4 processes (default: the number of cores)
 # The processes of a harness share its working corpus (build-fuzz/fuzz-work/<harness>/corpus, kept between
@@ -27,10 +28,21 @@ while [ $# -gt 0 ]; do
 done
 secs=${1:-60}
 shift || true
-case $secs$jobs in *[!0-9]* | 0*) echo "usage: run.sh [-j PROCESSES] [--together] [SECONDS] [HARNESS...]" >&2; exit 2 ;; esac
+usage() { echo "usage: run.sh [-j PROCESSES] [--together] [SECONDS] [HARNESS[:SECONDS]...]" >&2; exit 2; }
+case $secs$jobs in *[!0-9]* | 0*) usage ;; esac
 all=(fuzz_safetensors fuzz_config fuzz_model_dir fuzz_tokenizer fuzz_api fuzz_train_state)
-harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=("${all[@]}")
+[ $# -gt 0 ] || set -- "${all[@]}"
+harnesses=()
+declare -A hsecs=()  # harness -> its seconds
+for arg in "$@"; do
+  h=${arg%%:*}
+  t=$secs
+  [ "$h" = "$arg" ] || t=${arg#*:}
+  case " ${all[*]} " in *" $h "*) ;; *) echo "run.sh: unknown harness '$h'" >&2; usage ;; esac
+  case $t in '' | *[!0-9]* | 0*) usage ;; esac
+  harnesses+=("$h")
+  hsecs[$h]=$t
+done
 build=${PANGU_FUZZ_BUILD_DIR:-build-fuzz}
 
 # The tools are configured in because fuzz_api's models are written at build time by pangu-gen-model.
@@ -48,7 +60,7 @@ declare -A owner=()   # process id -> harness
 # Starts process number $2 of harness $1 in the background; its log is fuzz-work/<harness>/run-<n>.log.
 start() {
   local h=$1 n=$2 work=$build/fuzz-work/$1
-  local args=(-max_total_time="$secs" -timeout=30 -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix="$work/")
+  local args=(-max_total_time="${hsecs[$h]}" -timeout=30 -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix="$work/")
   # -max_len: at least the largest seed (libFuzzer cuts longer inputs, and a cut model never loads).
   case $h in
     fuzz_model_dir) args+=(-max_len=98304 -dict=tests/fuzz/json.dict) ;;    # tiny-w4a8: 89 KiB
@@ -73,7 +85,7 @@ report() {
     [ "${c:-0}" -gt "$cov" ] && cov=$c
   done
   [ -z "${failed[$h]:-}" ] || result="FAILED (see $work/run-*.log and $work/crash-*)"
-  printf '%-18s %11s executions %7s/s  cov %-6s %s\n' "$h" "$execs" $((execs / secs)) "$cov" "$result"
+  printf '%-18s %11s executions in %4s s %7s/s  cov %-6s %s\n' "$h" "$execs" "${hsecs[$h]}" $((execs / hsecs[$h])) "$cov" "$result"
 }
 
 # Runs the harnesses given, `per` processes each, all at once, and waits for them.
@@ -86,7 +98,7 @@ run_wave() {
     rm -f "$build/fuzz-work/$h"/run-*.log
     for ((n = 0; n < per; ++n)); do start "$h" "$n"; done
   done
-  echo "fuzz: $* for ${secs}s, $per process(es) each"
+  echo "fuzz: $* for ${hsecs[$1]}s, $per process(es) each"
   for n in "${!owner[@]}"; do wait "$n" || failed[${owner[$n]}]=1; done
 }
 
@@ -108,6 +120,6 @@ for h in "${harnesses[@]}"; do
 done
 total=0
 for h in "${harnesses[@]}"; do total=$((total + $(report "$h" | awk '{print $2}'))); done
-echo "all harnesses: $total executions in $secs s per harness ($( [ $together = 1 ] && echo together || echo in turn), $jobs processes)" >>"$summary"
+echo "all harnesses: $total executions ($( [ $together = 1 ] && echo together || echo in turn), $jobs processes)" >>"$summary"
 sed 's/^/fuzz: /' "$summary"
 exit $status
