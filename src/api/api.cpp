@@ -644,12 +644,13 @@ pangu_status pangu_session_generate_tokens(pangu_session *session, const int32_t
                                                                      : "draft model",
                            S.numeric_pos);
         if (st == PANGU_ERR_CONTEXT_FULL)
-            return record(st,
-                          S.params.context_policy == PANGU_CONTEXT_SLIDE
-                              ? "generation stopped: the context is full and too small to slide (n_ctx must leave room "
-                                "for the kept n_keep tokens, the last token and the next one)"
-                              : "generation stopped: the context is full (context_policy PANGU_CONTEXT_SLIDE would slide it)",
-                          &S.last_error);
+            return record(
+                st,
+                S.params.context_policy == PANGU_CONTEXT_SLIDE
+                    ? "generation stopped: the context is full and too small to slide (n_ctx must leave room "
+                      "for the kept n_keep tokens, the last token and the next one)"
+                    : "generation stopped: the context is full (context_policy PANGU_CONTEXT_SLIDE would slide it)",
+                &S.last_error);
         return st;
     });
 }

@@ -536,7 +536,8 @@ static void test_session_n_ctx_one(void **state) {
         memset(&r, 0, sizeof r);
         r.struct_size = sizeof r;
         assert_int_equal(pangu_session_generate_tokens(s, &bos, 1, &sp, NULL, NULL, &r), PANGU_ERR_CONTEXT_FULL);
-        expect_contains(pangu_session_last_error(s), policy == PANGU_CONTEXT_SLIDE ? "too small to slide" : "would slide");
+        expect_contains(pangu_session_last_error(s),
+                        policy == PANGU_CONTEXT_SLIDE ? "too small to slide" : "would slide");
         assert_int_equal(r.stop_reason, PANGU_STOP_CONTEXT_FULL);
         assert_int_equal(r.n_generated, 0);
         int32_t ids[2] = {-1, -1};

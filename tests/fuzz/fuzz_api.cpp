@@ -66,7 +66,8 @@ float pick_float(Input &in, float def, float lo, float hi) {
 }
 
 void check(pangu_status st, const char *call, std::initializer_list<pangu_status> allowed) {
-    if (fuzz::verbose()) std::fprintf(stderr, "%s: %s %s\n", call, pangu_status_string(st), st ? pangu_last_error() : "");
+    if (fuzz::verbose())
+        std::fprintf(stderr, "%s: %s %s\n", call, pangu_status_string(st), st ? pangu_last_error() : "");
     fuzz::check_failure_contract(st, call);
     FUZZ_CHECK(st == PANGU_OK || fuzz::one_of(st, allowed), "%s: unexpected status %d: %s", call, (int)st,
                pangu_last_error());
@@ -97,7 +98,7 @@ bool untouched_after_size(const T &v) {
 // ---- callbacks: what was streamed, and cancellation at a chosen token or poll ----
 
 struct Callbacks {
-    int stop_after = -1;             // token callback: cancel at this count (-1: never)
+    int stop_after = -1;              // token callback: cancel at this count (-1: never)
     int polls = 0, abort_after = -1;  // abort callback: cancel after this many polls (-1: never)
     bool token_cancelled = false, abort_fired = false;
     std::vector<int32_t> tokens;
@@ -138,8 +139,8 @@ struct Program {
     pangu_session_params p;
     int32_t n_ctx;
     Callbacks cb;
-    std::vector<int32_t> ctx;            // the context the calls imply
-    pangu_session *ref = nullptr;        // without speculative decoding, for the greedy comparison
+    std::vector<int32_t> ctx;      // the context the calls imply
+    pangu_session *ref = nullptr;  // without speculative decoding, for the greedy comparison
 };
 
 std::vector<int32_t> session_tokens(const pangu_session *s) {
@@ -171,7 +172,8 @@ void check_context(Program &pr, bool slid) {
     check(pangu_session_get_stats(pr.s, &st), "pangu_session_get_stats", {});
     FUZZ_CHECK(static_cast<size_t>(st.n_tokens) == now.size(), "stats.n_tokens %d, get_tokens %zu", st.n_tokens,
                now.size());
-    if (!slid) FUZZ_CHECK(now == pr.ctx, "the context holds %zu tokens, the calls imply %zu", now.size(), pr.ctx.size());
+    if (!slid)
+        FUZZ_CHECK(now == pr.ctx, "the context holds %zu tokens, the calls imply %zu", now.size(), pr.ctx.size());
     pr.ctx = now;
 }
 
@@ -198,10 +200,8 @@ void check_usable(Program &pr) {
     pr.cb.abort_after = -1;
     const float *lg = nullptr;
     const pangu_status st = pangu_session_get_logits(pr.s, &lg, nullptr);
-    if (pr.ctx.empty())
-        FUZZ_CHECK(st == PANGU_ERR_INVALID_ARGUMENT, "logits of an empty context: %d", (int)st);
-    else
-        FUZZ_CHECK(st == PANGU_OK, "after CANCELLED: %s %s", pangu_status_string(st), pangu_last_error());
+    if (pr.ctx.empty()) FUZZ_CHECK(st == PANGU_ERR_INVALID_ARGUMENT, "logits of an empty context: %d", (int)st);
+    else FUZZ_CHECK(st == PANGU_OK, "after CANCELLED: %s %s", pangu_status_string(st), pangu_last_error());
     volatile float sink = st == PANGU_OK ? lg[g_t->vocab - 1] : 0.0f;  // readable (AddressSanitizer)
     (void)sink;
 }
@@ -294,7 +294,8 @@ void compare_without_drafts(Program &pr, const std::vector<int32_t> &old, const 
         check(pangu_session_create(g_t->model, &q, &pr.ref), "pangu_session_create (reference)", {});
     }
     check(pangu_session_reset(pr.ref), "pangu_session_reset (reference)", {});
-    if (!old.empty()) check(pangu_session_eval(pr.ref, old.data(), old.size(), nullptr), "pangu_session_eval (reference)", {});
+    if (!old.empty())
+        check(pangu_session_eval(pr.ref, old.data(), old.size(), nullptr), "pangu_session_eval (reference)", {});
     Callbacks rc;
     rc.start(stop_after, -1);
     pangu_generate_result r;
@@ -303,8 +304,8 @@ void compare_without_drafts(Program &pr, const std::vector<int32_t> &old, const 
     const pangu_status rst = pangu_session_generate_tokens(pr.ref, ids.data(), ids.size(), S.get(), on_token, &rc, &r);
     FUZZ_CHECK(rst == st, "spec_mode %d: status %d, without drafts %d", pr.p.spec_mode, (int)st, (int)rst);
     FUZZ_CHECK(rc.tokens == pr.cb.tokens && rc.text == pr.cb.text,
-               "spec_mode %d: greedy output differs from the output without drafts (%zu and %zu tokens)", pr.p.spec_mode,
-               pr.cb.tokens.size(), rc.tokens.size());
+               "spec_mode %d: greedy output differs from the output without drafts (%zu and %zu tokens)",
+               pr.p.spec_mode, pr.cb.tokens.size(), rc.tokens.size());
 }
 
 void op_generate_tokens(Program &pr) {
@@ -329,12 +330,11 @@ void op_generate_tokens(Program &pr) {
         FUZZ_CHECK(static_cast<size_t>(r.n_generated) == pr.cb.tokens.size(), "n_generated %d, %zu streamed",
                    r.n_generated, pr.cb.tokens.size());
     }
-    if (st == PANGU_ERR_STRUCT_SIZE || st == PANGU_ERR_INVALID_ARGUMENT) FUZZ_CHECK(untouched_after_size(r), "result written on failure");
+    if (st == PANGU_ERR_STRUCT_SIZE || st == PANGU_ERR_INVALID_ARGUMENT)
+        FUZZ_CHECK(untouched_after_size(r), "result written on failure");
     const bool slid = context_shifts(pr.s) != shifts;
-    if (slid)
-        check_context(pr, true);
-    else
-        expect_appended(pr, old, ids, pr.cb.tokens, st);
+    if (slid) check_context(pr, true);
+    else expect_appended(pr, old, ids, pr.cb.tokens, st);
     if (!slid && S.greedy() && pr.p.spec_mode != PANGU_SPEC_OFF && pr.cb.abort_after < 0)
         compare_without_drafts(pr, old, ids, S, result_size, st, stop_after);
     if (st == PANGU_ERR_CANCELLED) check_usable(pr);
@@ -437,20 +437,23 @@ void op_tokenizer(Program &pr) {
                                            in.u8(), cap ? ids.data() : nullptr, cap, &n);
     check(st, "pangu_tokenize", {PANGU_ERR_BUFFER_TOO_SMALL, PANGU_ERR_INVALID_UTF8});
     if (st == PANGU_ERR_BUFFER_TOO_SMALL) FUZZ_CHECK(n > cap && poisoned(ids.data(), cap * 4), "tokenize: too small");
-    if (st == PANGU_ERR_INVALID_UTF8) FUZZ_CHECK(untouched(n) && poisoned(ids.data(), cap * 4), "tokenize wrote on failure");
+    if (st == PANGU_ERR_INVALID_UTF8)
+        FUZZ_CHECK(untouched(n) && poisoned(ids.data(), cap * 4), "tokenize wrote on failure");
     const std::vector<int32_t> back = some_ids(in, 16);
     std::vector<char> buf(in.u8());
     poison(buf.data(), buf.size());
     size_t len;
     poison(&len);
-    const pangu_status dst = pangu_detokenize(g_t->model, back.data(), back.size(), buf.empty() ? nullptr : buf.data(),
-                                              buf.size(), &len);
+    const pangu_status dst =
+        pangu_detokenize(g_t->model, back.data(), back.size(), buf.empty() ? nullptr : buf.data(), buf.size(), &len);
     check(dst, "pangu_detokenize", {PANGU_ERR_BUFFER_TOO_SMALL, PANGU_ERR_INVALID_TOKEN});
     check_text_out(dst, buf, len, "pangu_detokenize");
-    if (dst == PANGU_OK) FUZZ_CHECK(pangu::utf8_valid(std::string_view(buf.data(), len)), "detokenized text is not UTF-8");
+    if (dst == PANGU_OK)
+        FUZZ_CHECK(pangu::utf8_valid(std::string_view(buf.data(), len)), "detokenized text is not UTF-8");
     poison(buf.data(), buf.size());
     poison(&len);
-    const pangu_status tst = pangu_token_to_bytes(g_t->model, in.i32(), buf.empty() ? nullptr : buf.data(), buf.size(), &len);
+    const pangu_status tst =
+        pangu_token_to_bytes(g_t->model, in.i32(), buf.empty() ? nullptr : buf.data(), buf.size(), &len);
     check(tst, "pangu_token_to_bytes", {PANGU_ERR_BUFFER_TOO_SMALL, PANGU_ERR_INVALID_TOKEN});
     check_text_out(tst, buf, len, "pangu_token_to_bytes");
 }
@@ -482,9 +485,11 @@ void op_chat(Program &pr) {
     poison(&ns);
     const size_t cap = in.u8() % 3;
     const pangu_status cst = pangu_chat_stop_tokens(g_t->model, cap ? stop : nullptr, cap, &ns);
-    check(cst, "pangu_chat_stop_tokens", {PANGU_ERR_BUFFER_TOO_SMALL, PANGU_ERR_UNSUPPORTED, PANGU_ERR_INVALID_ARGUMENT});
+    check(cst, "pangu_chat_stop_tokens",
+          {PANGU_ERR_BUFFER_TOO_SMALL, PANGU_ERR_UNSUPPORTED, PANGU_ERR_INVALID_ARGUMENT});
     if (cst == PANGU_OK || cst == PANGU_ERR_BUFFER_TOO_SMALL) FUZZ_CHECK(ns == 2, "chat_stop_tokens: %zu", ns);
-    if (cst == PANGU_ERR_BUFFER_TOO_SMALL || cst == PANGU_ERR_UNSUPPORTED) FUZZ_CHECK(poisoned(stop, sizeof stop), "stop ids written");
+    if (cst == PANGU_ERR_BUFFER_TOO_SMALL || cst == PANGU_ERR_UNSUPPORTED)
+        FUZZ_CHECK(poisoned(stop, sizeof stop), "stop ids written");
     if (cst == PANGU_ERR_UNSUPPORTED) FUZZ_CHECK(untouched(ns), "chat_stop_tokens wrote n on failure");
 }
 
@@ -495,7 +500,8 @@ void op_model_info(Program &pr) {
     info.struct_size = in.u8() > 223 ? in.u8() : sizeof info;
     const pangu_status st = pangu_model_get_info(g_t->model, &info);
     check(st, "pangu_model_get_info", {PANGU_ERR_STRUCT_SIZE});
-    if (st == PANGU_OK) FUZZ_CHECK(info.struct_size < offsetof(pangu_model_info, n_layer) || info.n_vocab == g_t->vocab, "n_vocab");
+    if (st == PANGU_OK)
+        FUZZ_CHECK(info.struct_size < offsetof(pangu_model_info, n_layer) || info.n_vocab == g_t->vocab, "n_vocab");
     else FUZZ_CHECK(untouched_after_size(info), "get_info wrote on failure");
     pangu_sampling_params sp;
     poison(&sp);
@@ -540,8 +546,14 @@ void op_null(Program &pr) {
     switch (pr.in.u8() % 16) {
         case 0: st = pangu_session_eval(nullptr, &tok, 1, nullptr), call = "eval(NULL)"; break;
         case 1: st = pangu_session_eval(pr.s, nullptr, 1, nullptr), call = "eval(ids NULL)"; break;
-        case 2: st = pangu_session_generate(pr.s, nullptr, nullptr, nullptr, nullptr, nullptr), call = "generate(prompt NULL)"; break;
-        case 3: st = pangu_session_generate_tokens(nullptr, &tok, 1, nullptr, nullptr, nullptr, nullptr), call = "generate_tokens(NULL)"; break;
+        case 2:
+            st = pangu_session_generate(pr.s, nullptr, nullptr, nullptr, nullptr, nullptr),
+            call = "generate(prompt NULL)";
+            break;
+        case 3:
+            st = pangu_session_generate_tokens(nullptr, &tok, 1, nullptr, nullptr, nullptr, nullptr),
+            call = "generate_tokens(NULL)";
+            break;
         case 4: st = pangu_session_get_tokens(nullptr, ids, 4, &n), call = "get_tokens(NULL)"; break;
         case 5: st = pangu_session_get_logits(nullptr, &lg, nullptr), call = "get_logits(NULL)"; break;
         case 6: st = pangu_session_get_stats(nullptr, &stats), call = "get_stats(NULL)"; break;
@@ -571,8 +583,7 @@ void op_null(Program &pr) {
     check(st, call, {PANGU_ERR_INVALID_ARGUMENT});
     FUZZ_CHECK(st == PANGU_ERR_INVALID_ARGUMENT, "%s: %d", call, (int)st);
     FUZZ_CHECK(poisoned(ids, sizeof ids) && poisoned(buf, 8) && untouched(lg) && untouched_after_size(stats) &&
-                   untouched_after_size(info) && untouched_after_size(mem) &&
-                   untouched(n),
+                   untouched_after_size(info) && untouched_after_size(mem) && untouched(n),
                "%s wrote its outputs", call);
 }
 
@@ -604,8 +615,11 @@ void run_ops(Program &pr) {
         const uint8_t k = in.u8() % 16;
         bool check_after = true;
         switch (k) {
-            case 0: case 1: op_eval(pr); break;
-            case 2: case 3: case 4: op_generate_tokens(pr); break;
+            case 0:
+            case 1: op_eval(pr); break;
+            case 2:
+            case 3:
+            case 4: op_generate_tokens(pr); break;
             case 5: op_generate_text(pr); break;
             case 6: op_truncate(pr); break;
             case 7:
@@ -689,10 +703,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int32_t layers[4];
     pangu_session_params p = session_params(in, layers);
     if (fuzz::verbose())
-        std::fprintf(stderr, "target %d: n_ctx %d n_batch %d n_threads %d policy %d n_keep %d spec %d ngram %d K %d "
-                     "draft %s self-draft %d kv_type %d struct_size %zu\n", (int)(g_t - g_targets), p.n_ctx, p.n_batch,
-                     p.n_threads, p.context_policy, p.n_keep, p.spec_mode, p.spec_ngram, p.spec_draft_len,
-                     !p.draft_model ? "none" : p.draft_model == g_draft ? "api-draft" : p.draft_model == g_t->model ? "self" : "chat",
+        std::fprintf(stderr,
+                     "target %d: n_ctx %d n_batch %d n_threads %d policy %d n_keep %d spec %d ngram %d K %d "
+                     "draft %s self-draft %d kv_type %d struct_size %zu\n",
+                     (int)(g_t - g_targets), p.n_ctx, p.n_batch, p.n_threads, p.context_policy, p.n_keep, p.spec_mode,
+                     p.spec_ngram, p.spec_draft_len,
+                     !p.draft_model                ? "none"
+                     : p.draft_model == g_draft    ? "api-draft"
+                     : p.draft_model == g_t->model ? "self"
+                                                   : "chat",
                      p.n_self_draft_layers, p.kv_type, p.struct_size);
     pangu_session_memory mem;
     poison(&mem);

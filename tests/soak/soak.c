@@ -396,10 +396,12 @@ int main(int argc, char **argv) {
            "full, %ld unexpected statuses\n",
            now() - t0, atomic_load(&g_created), atomic_load(&g_freed), atomic_load(&g_generations),
            atomic_load(&g_tokens), atomic_load(&g_cancelled), atomic_load(&g_context_full), atomic_load(&g_errors));
-    printf("soak: generations by spec_mode: off %ld, pld %ld, draft model %ld, self-draft %ld; %ld tokens drafted, %ld "
-           "accepted\n", atomic_load(&g_by_mode[PANGU_SPEC_OFF]), atomic_load(&g_by_mode[PANGU_SPEC_PLD]),
-           atomic_load(&g_by_mode[PANGU_SPEC_DRAFT]), atomic_load(&g_by_mode[PANGU_SPEC_SELF]), atomic_load(&g_drafted),
-           atomic_load(&g_accepted));
+    printf(
+        "soak: generations by spec_mode: off %ld, pld %ld, draft model %ld, self-draft %ld; %ld tokens drafted, %ld "
+        "accepted\n",
+        atomic_load(&g_by_mode[PANGU_SPEC_OFF]), atomic_load(&g_by_mode[PANGU_SPEC_PLD]),
+        atomic_load(&g_by_mode[PANGU_SPEC_DRAFT]), atomic_load(&g_by_mode[PANGU_SPEC_SELF]), atomic_load(&g_drafted),
+        atomic_load(&g_accepted));
     if (atomic_load(&g_errors)) failed = 1;
     if (atomic_load(&g_created) != atomic_load(&g_freed) || atomic_load(&g_created) == 0) {
         fprintf(stderr, "soak: sessions created and freed differ\n");
