@@ -423,7 +423,8 @@ void write_state_seeds(const fs::path &dir) {
 // bytes.
 void write_api_seeds(const fs::path &dir) {
     static const char *const targets[] = {"api", "api-npusim", "api-bf16", "chat"};
-    for (int t = 0; t < 4; ++t) spit(dir / (std::string("defaults-") + targets[t]), std::string(1, char(t)) + std::string(127, '\0'));
+    for (int t = 0; t < 4; ++t)
+        spit(dir / (std::string("defaults-") + targets[t]), std::string(1, char(t)) + std::string(127, '\0'));
     g_rng = 777;
     for (int i = 0; i < 6; ++i) {
         std::string p;
@@ -511,6 +512,10 @@ int main(int argc, char **argv) {
         spit(corpus / "fuzz_config/tiny-w8a16-config.json", slurp(tmp / "c/config.json"));
         spit(corpus / "fuzz_config/index.json", slurp(tmp / "d/model.safetensors.index.json"));
         spit(corpus / "fuzz_config/tokenizer_config.json", slurp(out / "data/tiny-chat/tokenizer_config.json"));
+        spit(corpus / "fuzz_config/npusim-profile.json",  // docs/porting-310p.md's example
+             "{\n  \"name\": \"Atlas 300I Pro (one 310P)\",\n  \"note\": \"free text, ignored\",\n  \"ai_cores\": 8,\n"
+             "  \"fp16_tflops\": 70,\n  \"int8_tops\": 140,\n  \"memory_gbps\": 204.8,\n  \"host_link_gbps\": 32,\n"
+             "  \"launch_us\": 5\n}\n");
 
         // tokenizer inputs: mode byte (bit 0 vocabulary, bits 1-2 mode, bit 3 add_bos, bit 4 parse_special)
         const std::string python = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1)\n";
