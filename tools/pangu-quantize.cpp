@@ -51,6 +51,7 @@
 #include "calib.h"
 #include "json_file.h"
 #include "lowbit_model.h"
+#include "output_dir.h"
 #include "common/common.h"
 #include "model/model.h"
 #include "quantize.h"
@@ -922,8 +923,7 @@ void quantize(const Options &o, const std::string &tmp, Json::Value &report) {
 
     // Check the result loads before it takes the final name.
     Model::load(tmp, ModelLoadOptions{});
-    if (fs::exists(o.out)) fs::remove_all(o.out);
-    fs::rename(tmp, o.out);
+    replace_dir(tmp, o.out, o.force, std::to_string(getpid()));  // the old output moved aside, not deleted first
 
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const uint64_t bytes_out = w.data_bytes();

@@ -134,7 +134,12 @@ extern "C" {
 unsigned pangu_version_number(void) { return PANGU_VERSION_NUMBER; }
 const char *pangu_version_string(void) { return PANGU_VERSION_STRING; }
 
-const char *pangu_status_string(pangu_status s) {
+const char *pangu_status_string(pangu_status status) {
+    // A C caller may pass any int (an enum is an int in C). In C++, reading a value outside the enumerators' range
+    // as the enum type is undefined (UBSan's -fsanitize=enum traps on it), so the value is read as its bytes.
+    static_assert(sizeof(pangu_status) == sizeof(int), "pangu_status is an int");
+    int s;
+    std::memcpy(&s, &status, sizeof s);
     switch (s) {
         case PANGU_OK: return "success";
         case PANGU_ERR_INVALID_ARGUMENT: return "invalid argument";
@@ -639,8 +644,13 @@ pangu_status pangu_session_generate_tokens(pangu_session *session, const int32_t
                                                                      : "draft model",
                            S.numeric_pos);
         if (st == PANGU_ERR_CONTEXT_FULL)
-            return record(st, "generation stopped: the context is full (context_policy PANGU_CONTEXT_SLIDE would slide it)",
-                          &S.last_error);
+            return record(
+                st,
+                S.params.context_policy == PANGU_CONTEXT_SLIDE
+                    ? "generation stopped: the context is full and too small to slide (n_ctx must leave room "
+                      "for the kept n_keep tokens, the last token and the next one)"
+                    : "generation stopped: the context is full (context_policy PANGU_CONTEXT_SLIDE would slide it)",
+                &S.last_error);
         return st;
     });
 }

@@ -38,7 +38,7 @@ bool Session::deliver(Generation &g, int32_t tok) {
 
 bool Session::may_step(Generation &g) {
     if (g.r.n_generated >= g.sp.max_new_tokens) return !g.stop(PANGU_STOP_MAX_TOKENS, PANGU_OK);
-    if (n_tokens >= static_cast<size_t>(layout.n_ctx) && !slide(1))
+    if (n_tokens >= static_cast<size_t>(layout.n_ctx) && !slide(1, true))
         return !g.stop(PANGU_STOP_CONTEXT_FULL, PANGU_ERR_CONTEXT_FULL);
     if (abort_cb && abort_cb(abort_user)) return !g.stop(PANGU_STOP_CANCELLED, PANGU_ERR_CANCELLED);
     return true;
@@ -87,7 +87,7 @@ pangu_status Session::generate(const int32_t *ids, size_t n, const pangu_samplin
                                void *user, pangu_generate_result *res) {
     check_sampling_params(sp);
     const auto t_start = std::chrono::steady_clock::now();
-    if (n > static_cast<size_t>(layout.n_ctx) - n_tokens) slide(n);
+    if (n > static_cast<size_t>(layout.n_ctx) - n_tokens) slide(n, false);
     eval(ids, n, nullptr);
     if (n_tokens == 0) fail(PANGU_ERR_INVALID_ARGUMENT, "nothing to continue: the context and the prompt are empty");
     sync();

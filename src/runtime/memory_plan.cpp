@@ -140,7 +140,10 @@ int32_t kv_cache_dtype(const pgd_device &dev, int32_t kv_type) {
                          : kv_type == PANGU_KV_BF16 ? PGD_BF16
                          : kv_type == PANGU_KV_Q8   ? PGD_I8
                                                     : PGD_F32;
-    const uint32_t have = dev.kv_dtypes | (1u << PGD_F32);
+    // device.h: a type the device lacks is stored as F16 if it has that, else F32; a device of API < 6 lists
+    // none and keeps F32. (F32 used to count as always there, so kv_type F32 on npu-sim, whose kv_store holds
+    // fp16 only, failed at the first evaluation: found by fuzz_api.)
+    const uint32_t have = dev.kv_dtypes ? dev.kv_dtypes : 1u << PGD_F32;
     if (have & (1u << want)) return want;
     return (have & (1u << PGD_F16)) ? PGD_F16 : PGD_F32;
 }

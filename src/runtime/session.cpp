@@ -258,14 +258,18 @@ void Session::sync() {
     eval_pending(nullptr, 0);
 }
 
-bool Session::slide(size_t need) {
+bool Session::slide(size_t need, bool keep_last) {
     const size_t keep = static_cast<size_t>(params.n_keep), C = static_cast<size_t>(layout.n_ctx);
-    if (params.context_policy != PANGU_CONTEXT_SLIDE || need > C - keep) return false;
+    // keep_last: generation's last token was sampled but not run, and the next step runs it, so it stays too.
+    // (It was dropped with the rest in a context of one position, and the step read the token before the first:
+    // found by fuzz_api.)
+    const size_t last = keep_last ? 1 : 0;
+    if (params.context_policy != PANGU_CONTEXT_SLIDE || need + last > C - keep) return false;
     // Drop half of what follows the kept prefix (more if `need` requires it): sliding by a large step keeps
     // the re-evaluation cost per generated token small.
     const size_t movable = n_tokens - keep;
     size_t drop = std::max(movable / 2, n_tokens + need > C ? n_tokens + need - C : 0);
-    drop = std::min(drop, movable);
+    drop = std::min(drop, movable - std::min(movable, last));
     std::memmove(tokens + keep, tokens + keep + drop, sizeof(int32_t) * (n_tokens - keep - drop));
     n_tokens -= drop;
     // Positions after `keep` changed, so their keys (rotated by position) must be computed again; this

@@ -124,8 +124,9 @@ private:
     // The K/V cache of layer slot `li` of this session ([n_ctx, KVD], blocked): its own, or the target's for
     // shared layers.
     void kv_view(int li, pgd_tensor *k, pgd_tensor *v);
-    // PANGU_CONTEXT_SLIDE: drop tokens after n_keep so that `need` more fit; false if they cannot.
-    bool slide(size_t need);
+    // PANGU_CONTEXT_SLIDE: drop tokens after n_keep so that `need` more fit, keeping the last one too if
+    // `keep_last`; false if they cannot.
+    bool slide(size_t need, bool keep_last);
     void init_state(LayerSubset subset);
     void upload_rope_table();
     float *buf(size_t off) { return reinterpret_cast<float *>(block_ + off); }     // host region

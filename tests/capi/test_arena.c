@@ -99,6 +99,35 @@ static void test_estimate_every_kv_type(void **state) {
     }
 }
 
+/* npu-sim holds its cache in fp16 whatever kv_type asks (pangu.h): every type is sized as F16 and runs. */
+static void test_npusim_cache_is_f16_for_every_kv_type(void **state) {
+    (void)state;
+    pangu_model_params mp;
+    pangu_model_params_init(&mp);
+    mp.backend = "npu-sim";
+    pangu_model *npu = NULL;
+    assert_int_equal(pangu_model_load(PANGU_MODEL_DIR, &mp, &npu), PANGU_OK);
+    const int32_t types[] = {PANGU_KV_F32, PANGU_KV_F16, PANGU_KV_BF16, PANGU_KV_Q8};
+    const int32_t ids[] = {1, 100, 200, 300, 400};
+    for (size_t i = 0; i < 4; ++i) {
+        pangu_session_params p;
+        pangu_session_params_init_sized(&p, sizeof p);
+        p.n_ctx = 128;
+        p.kv_type = types[i];
+        pangu_session_memory m;
+        memset(&m, 0, sizeof m);
+        m.struct_size = sizeof m;
+        assert_int_equal(pangu_session_estimate(npu, &p, &m), PANGU_OK);
+        assert_int_equal(m.kv_cache_bytes, (size_t)128 * 6 * 2 * 64 * 2);
+        pangu_session *s = NULL;
+        assert_int_equal(pangu_session_create(npu, &p, &s), PANGU_OK);
+        assert_int_equal(pangu_session_eval(s, ids, 5, NULL), PANGU_OK);
+        assert_int_equal(pangu_session_eval(s, ids + 1, 3, NULL), PANGU_OK);
+        pangu_session_free(s);
+    }
+    pangu_model_free(npu);
+}
+
 static void test_too_small_or_misaligned_arena_is_refused_untouched(void **state) {
     (void)state;
     pangu_session_params p;
@@ -345,6 +374,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_estimate_is_exact_and_stable),
         cmocka_unit_test(test_estimate_every_kv_type),
+        cmocka_unit_test(test_npusim_cache_is_f16_for_every_kv_type),
         cmocka_unit_test(test_too_small_or_misaligned_arena_is_refused_untouched),
         cmocka_unit_test(test_greedy_256_tokens_no_allocation),
         cmocka_unit_test(test_two_threads_no_allocation),

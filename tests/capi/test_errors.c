@@ -523,6 +523,30 @@ static void test_session_n_ctx_one(void **state) {
     assert_int_equal(pangu_session_eval(s, &bos, 1, NULL), PANGU_OK);
     assert_int_equal(pangu_session_n_tokens(s), 1);
     pangu_session_free(s);
+    /* Generating in a full context of one position: nothing fits, under either policy. With PANGU_CONTEXT_SLIDE the
+     * slide used to drop the last token too, and the next step read the token before the first (found by
+     * fuzz_api under UBSan). */
+    for (int32_t policy = PANGU_CONTEXT_ERROR; policy <= PANGU_CONTEXT_SLIDE; ++policy) {
+        p.context_policy = policy;
+        assert_int_equal(pangu_session_create(g_model, &p, &s), PANGU_OK);
+        pangu_sampling_params sp;
+        pangu_sampling_params_init(&sp);
+        sp.max_new_tokens = 4;
+        pangu_generate_result r;
+        memset(&r, 0, sizeof r);
+        r.struct_size = sizeof r;
+        assert_int_equal(pangu_session_generate_tokens(s, &bos, 1, &sp, NULL, NULL, &r), PANGU_ERR_CONTEXT_FULL);
+        expect_contains(pangu_session_last_error(s),
+                        policy == PANGU_CONTEXT_SLIDE ? "too small to slide" : "would slide");
+        assert_int_equal(r.stop_reason, PANGU_STOP_CONTEXT_FULL);
+        assert_int_equal(r.n_generated, 0);
+        int32_t ids[2] = {-1, -1};
+        size_t n = 0;
+        assert_int_equal(pangu_session_get_tokens(s, ids, 2, &n), PANGU_OK);
+        assert_int_equal(n, 1);
+        assert_int_equal(ids[0], bos);
+        pangu_session_free(s);
+    }
 }
 
 static void test_invalid_sampling_params(void **state) {

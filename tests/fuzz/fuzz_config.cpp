@@ -1,11 +1,14 @@
 // Fuzzes the JSON files of a model directory from memory: the input is given, as it is, to the parsers of
-// config.json, model.safetensors.index.json and tokenizer_config.json. Each either accepts it, with values
-// inside the ranges the rest of the library relies on, or throws pangu::Error with its documented status.
+// config.json, model.safetensors.index.json, tokenizer_config.json, special_tokens_map.json,
+// generation_config.json and npu-sim's device profile. Each either accepts it, with values inside the ranges the
+// rest of the library relies on, or refuses it with its documented status (the profile: false and a message).
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <map>
 
 #include "common/common.h"
+#include "device/npusim/internal.h"
 #include "format/config.h"
 #include "fuzz_util.h"
 #include "format/safetensors.h"
@@ -58,6 +61,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(!g.temperature || *g.temperature >= 0, "accepted temperature %g", *g.temperature);
     } catch (const pangu::Error &e) {
         FUZZ_CHECK(e.status() == PANGU_ERR_CONFIG, "generation_config.json: status %d: %s", (int)e.status(), e.what());
+    }
+    pangu::npusim::Profile prof;
+    std::string err;
+    if (pangu::npusim::parse_profile(text, "profile.json", &prof, &err)) {
+        for (double v : {prof.ai_cores, prof.fp16_tflops, prof.int8_tops, prof.memory_gbps, prof.host_link_gbps})
+            FUZZ_CHECK(std::isfinite(v) && v > 0, "profile accepted %g", v);
+        FUZZ_CHECK(std::isfinite(prof.launch_us) && prof.launch_us >= 0, "profile accepted launch_us %g",
+                   prof.launch_us);
+        FUZZ_CHECK(prof.ai_cores == std::floor(prof.ai_cores), "profile accepted ai_cores %g", prof.ai_cores);
+    } else {
+        FUZZ_CHECK(err.find("profile.json") != std::string::npos, "profile refused without naming the file: %s",
+                   err.c_str());
     }
     return 0;
 }

@@ -8,12 +8,13 @@
 //   corpus/fuzz_safetensors/   tiny checkpoints, pangu-tiny's real header with its data cut short
 //   corpus/fuzz_config/        config.json variants, an index, tokenizer_config.json
 //   corpus/fuzz_tokenizer/     text from dev.jsonl, special pieces, broken UTF-8, token ids, raw bytes
-//   corpus/fuzz_api/           a few programs (all defaults on either target model; pseudo-random bytes)
+//   corpus/fuzz_api/           a few programs (all defaults on each target model; pseudo-random bytes)
 //   corpus/fuzz_train_state/   training states (save_state) of fuzz_train_state.h's shape: each trainable set at
 //                              step 0 without settings and at a later step with them; a tensor missing, one BF16,
 //                              NaN in a moment. Only these files are replaced: others in the directory stay.
-// Usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR [fuzz_train_state]
-// With a harness named, only its seeds are written (fuzz_train_state's need no tokenizer or model).
+// Usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR [fuzz_train_state|fuzz_api]
+// With a harness named, only its seeds are written (those two need no tokenizer or model). The files written
+// replace those of the same name; others in the corpus directories (seeds added by hand) stay.
 #include <json/json.h>
 #include <sentencepiece_trainer.h>
 
@@ -418,22 +419,36 @@ void write_state_seeds(const fs::path &dir) {
 
 }  // namespace
 
+// fuzz_api's programs: all defaults (zero bytes) on each of its four targets (the first byte), and pseudo-random
+// bytes.
+void write_api_seeds(const fs::path &dir) {
+    static const char *const targets[] = {"api", "api-npusim", "api-bf16", "chat"};
+    for (int t = 0; t < 4; ++t)
+        spit(dir / (std::string("defaults-") + targets[t]), std::string(1, char(t)) + std::string(127, '\0'));
+    g_rng = 777;
+    for (int i = 0; i < 6; ++i) {
+        std::string p;
+        for (int j = 0; j < 160 + 40 * i; ++j) p += char(static_cast<int>((uniform() + 1.0f) * 128.0f));
+        spit(dir / ("random-" + std::to_string(i)), p);
+    }
+}
+
 int main(int argc, char **argv) {
-    if (argc != 3 && !(argc == 4 && std::string(argv[3]) == "fuzz_train_state")) {
-        std::cerr << "usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR [fuzz_train_state]\n";
+    const std::string only = argc == 4 ? argv[3] : "";
+    if (argc != 3 && !(argc == 4 && (only == "fuzz_train_state" || only == "fuzz_api"))) {
+        std::cerr << "usage: fuzz-make-seeds TESTS_FUZZ_DIR SHARED_DIR [fuzz_train_state|fuzz_api]\n";
         return 2;
     }
     const fs::path out = argv[1], shared = argv[2];
     const fs::path tmp = fs::temp_directory_path() / "pangu_fuzz_seeds";
     try {
-        write_state_seeds(out / "corpus/fuzz_train_state");
+        if (only != "fuzz_api") write_state_seeds(out / "corpus/fuzz_train_state");
+        if (only != "fuzz_train_state") write_api_seeds(out / "corpus/fuzz_api");
         if (argc == 4) return 0;
         fs::remove_all(tmp);
         fs::create_directories(tmp);
         const std::string tokenizer = train_tokenizer(tmp, shared / "data/dev.jsonl");
         const fs::path corpus = out / "corpus";
-        for (const char *h : {"fuzz_model_dir", "fuzz_safetensors", "fuzz_config", "fuzz_tokenizer", "fuzz_api"})
-            fs::remove_all(corpus / h);
         fs::remove_all(out / "data/tiny-chat");
 
         // model directories
@@ -497,6 +512,10 @@ int main(int argc, char **argv) {
         spit(corpus / "fuzz_config/tiny-w8a16-config.json", slurp(tmp / "c/config.json"));
         spit(corpus / "fuzz_config/index.json", slurp(tmp / "d/model.safetensors.index.json"));
         spit(corpus / "fuzz_config/tokenizer_config.json", slurp(out / "data/tiny-chat/tokenizer_config.json"));
+        spit(corpus / "fuzz_config/npusim-profile.json",  // docs/porting-310p.md's example
+             "{\n  \"name\": \"Atlas 300I Pro (one 310P)\",\n  \"note\": \"free text, ignored\",\n  \"ai_cores\": 8,\n"
+             "  \"fp16_tflops\": 70,\n  \"int8_tops\": 140,\n  \"memory_gbps\": 204.8,\n  \"host_link_gbps\": 32,\n"
+             "  \"launch_us\": 5\n}\n");
 
         // tokenizer inputs: mode byte (bit 0 vocabulary, bits 1-2 mode, bit 3 add_bos, bit 4 parse_special)
         const std::string python = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1)\n";
@@ -516,14 +535,6 @@ int main(int argc, char **argv) {
         }
         spit(corpus / "fuzz_tokenizer/bytes", std::string("\x04\x03", 2) + poem + "\xf0\x9f\x98" + "\xed\xa0\x80\xf4\x90");
 
-        // API programs: all defaults, then pseudo-random bytes
-        spit(corpus / "fuzz_api/defaults", std::string(96, '\0'));  // the tiny chat model
-        spit(corpus / "fuzz_api/defaults-pangu-tiny", std::string(1, '\3') + std::string(95, '\0'));
-        for (int i = 0; i < 6; ++i) {
-            std::string p;
-            for (int j = 0; j < 160 + 40 * i; ++j) p += char(static_cast<int>((uniform() + 1.0f) * 128.0f));
-            spit(corpus / ("fuzz_api/random-" + std::to_string(i)), p);
-        }
         fs::remove_all(tmp);
     } catch (const std::exception &e) {
         std::cerr << "fuzz-make-seeds: " << e.what() << "\n";

@@ -1,4 +1,4 @@
-/* Soak test: 4 threads run sessions on one shared model for a given time, with random prompts (slices of
+/* Soak test: 8 threads run sessions on one shared model for a given time, with random prompts (slices of
  * ../shared/data/dev.jsonl and random UTF-8), random session and sampling parameters, random cancellation from
  * the token callback and the abort callback, resets, truncations, evaluations, caller arenas and draft
  * models. It fails if a call returns a status its contract does not allow, if memory (heap in use, anonymous
@@ -30,13 +30,16 @@
 #define SANITIZED 0
 #endif
 
-#define N_WORKERS 4
+/* 8 sessions on the CI machine's 2 cores: more sessions than cores, so that the scheduler stops them anywhere in a
+ * call, and several at once speculate with the one draft model (a quarter of the sessions draft with it). */
+#define N_WORKERS 8
 
 static pangu_model *g_model, *g_draft;
 static char **g_docs;
 static size_t g_n_docs;
 static double g_deadline;
 static atomic_long g_created, g_freed, g_generations, g_tokens, g_cancelled, g_errors, g_context_full;
+static atomic_long g_by_mode[4], g_drafted, g_accepted; /* generations per spec_mode; drafts over all sessions */
 
 static double now(void) {
     struct timespec t;
@@ -242,6 +245,7 @@ static void one_session(worker_state *w) {
             w->abort_at = below(r, 10) == 0 ? 1 + below(r, 40) : -1;
             st = pangu_session_generate(s, prompt, &sp, on_token, w, NULL);
             atomic_fetch_add(&g_generations, 1);
+            atomic_fetch_add(&g_by_mode[p.spec_mode & 3], 1);
             atomic_fetch_add(&g_tokens, w->tokens);
             if (st == PANGU_ERR_CANCELLED) atomic_fetch_add(&g_cancelled, 1);
             else if (st == PANGU_ERR_CONTEXT_FULL) {
@@ -274,6 +278,13 @@ static void one_session(worker_state *w) {
                 report("get_logits", st, s);
         }
         if (pangu_session_n_tokens(s) > (size_t)p.n_ctx) report("context overflow", PANGU_OK, s);
+    }
+    pangu_session_stats stats;
+    memset(&stats, 0, sizeof stats);
+    stats.struct_size = sizeof stats;
+    if (pangu_session_get_stats(s, &stats) == PANGU_OK) {
+        atomic_fetch_add(&g_drafted, (long)stats.n_drafted);
+        atomic_fetch_add(&g_accepted, (long)stats.n_accepted);
     }
     pangu_session_free(s);
     atomic_fetch_add(&g_freed, 1);
@@ -385,6 +396,12 @@ int main(int argc, char **argv) {
            "full, %ld unexpected statuses\n",
            now() - t0, atomic_load(&g_created), atomic_load(&g_freed), atomic_load(&g_generations),
            atomic_load(&g_tokens), atomic_load(&g_cancelled), atomic_load(&g_context_full), atomic_load(&g_errors));
+    printf(
+        "soak: generations by spec_mode: off %ld, pld %ld, draft model %ld, self-draft %ld; %ld tokens drafted, %ld "
+        "accepted\n",
+        atomic_load(&g_by_mode[PANGU_SPEC_OFF]), atomic_load(&g_by_mode[PANGU_SPEC_PLD]),
+        atomic_load(&g_by_mode[PANGU_SPEC_DRAFT]), atomic_load(&g_by_mode[PANGU_SPEC_SELF]), atomic_load(&g_drafted),
+        atomic_load(&g_accepted));
     if (atomic_load(&g_errors)) failed = 1;
     if (atomic_load(&g_created) != atomic_load(&g_freed) || atomic_load(&g_created) == 0) {
         fprintf(stderr, "soak: sessions created and freed differ\n");

@@ -876,6 +876,10 @@ TEST(QuantizeSchemes, BadInputIsRefusedAndLeavesNothing) {
     EXPECT_TRUE(fs::exists(out + "/keep"));
     EXPECT_EQ(run_quantize("--scheme w4a8 --group 64 --force" + io), 0) << last_stderr();
     EXPECT_FALSE(fs::exists(out + "/keep"));
+    // the old output was moved aside (not deleted before the new one took its name), then removed
+    for (const auto &e : fs::directory_iterator(fs::path(out).parent_path()))
+        EXPECT_EQ(e.path().filename().string().find(fs::path(out).filename().string() + ".old-"), std::string::npos)
+            << e.path();
 }
 
 namespace {

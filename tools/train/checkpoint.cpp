@@ -17,6 +17,7 @@
 #include "format/safetensors.h"
 #include "model/model.h"
 #include "model/tensor.h"
+#include "output_dir.h"
 #include "quantize.h"
 #include "safetensors_writer.h"
 
@@ -200,22 +201,6 @@ void check_loads(const std::string &dir, const Shape &want) {
     const std::unique_ptr<Model> back = Model::load(dir, ModelLoadOptions{});
     const std::string d = shape_diff(shape_of(*back), "written", want, "given", true);
     if (!d.empty()) fail(PANGU_ERR_INTERNAL, dir + " loads as another shape (" + d + ")");
-}
-
-// Moves tmp to out. An existing out is moved aside first rather than deleted, so that it can be put back if
-// the second rename fails.
-void replace_dir(const std::string &tmp, const std::string &out, bool force, const std::string &pid) {
-    if (!fs::exists(fs::symlink_status(out))) return fs::rename(tmp, out);
-    if (!force) fail(PANGU_ERR_INVALID_ARGUMENT, out + " exists; use --force to replace it");
-    const std::string old = out + ".old-" + pid;
-    fs::rename(out, old);
-    try {
-        fs::rename(tmp, out);
-    } catch (...) {
-        fs::rename(old, out);
-        throw;
-    }
-    fs::remove_all(old);
 }
 
 // ---- state files ----

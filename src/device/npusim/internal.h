@@ -35,6 +35,8 @@ struct Profile {
 
 // Reads a latency-model profile (JSON); false with the reason, naming the file, in *err.
 bool load_profile(const std::string &path, Profile *p, std::string *err);
+// The same from the file's text (`path` names it in messages); fields not given keep their value in *p.
+bool parse_profile(const std::string &text, const std::string &path, Profile *p, std::string *err);
 
 struct NpuStream {
     ThreadPool pool;

@@ -17,6 +17,10 @@ bool load_profile(const std::string &path, Profile *p, std::string *err) {
         *err = path + ": cannot read the npu-sim device profile: " + why;
         return false;
     }
+    return parse_profile(text, path, p, err);
+}
+
+bool parse_profile(const std::string &text, const std::string &path, Profile *p, std::string *err) {
     Json::Value root;
     std::string errs;
     if (!parse_json(text, root, errs) || !root.isObject()) {
