@@ -100,14 +100,12 @@ bool untouched_after_size(const T &v) {
 struct Callbacks {
     int stop_after = -1;              // token callback: cancel at this count (-1: never)
     int polls = 0, abort_after = -1;  // abort callback: cancel after this many polls (-1: never)
-    bool token_cancelled = false, abort_fired = false;
     std::vector<int32_t> tokens;
     std::string text;
     void start(int stop, int abort) {
         stop_after = stop;
         abort_after = abort;
         polls = 0;
-        token_cancelled = abort_fired = false;
         tokens.clear();
         text.clear();
     }
@@ -119,16 +117,12 @@ int on_token(void *user, int32_t token, const char *piece, size_t len) {
     Callbacks *c = static_cast<Callbacks *>(user);
     c->tokens.push_back(token);
     c->text.append(piece, len);
-    const bool stop = c->stop_after >= 0 && static_cast<int>(c->tokens.size()) >= c->stop_after;
-    c->token_cancelled = c->token_cancelled || stop;
-    return stop;
+    return c->stop_after >= 0 && static_cast<int>(c->tokens.size()) >= c->stop_after;
 }
 
 int on_abort(void *user) {
     Callbacks *c = static_cast<Callbacks *>(user);
-    const bool stop = c->abort_after >= 0 && ++c->polls > c->abort_after;
-    c->abort_fired = c->abort_fired || stop;
-    return stop;
+    return c->abort_after >= 0 && ++c->polls > c->abort_after;
 }
 
 // ---- the program's state: the session, its parameters, and the context as the calls so far imply it ----
@@ -151,13 +145,15 @@ std::vector<int32_t> session_tokens(const pangu_session *s) {
     return ids;
 }
 
-int64_t context_shifts(const pangu_session *s) {
+pangu_session_stats stats_of(const pangu_session *s) {
     pangu_session_stats st;
     std::memset(&st, 0, sizeof st);
     st.struct_size = sizeof st;
     check(pangu_session_get_stats(s, &st), "pangu_session_get_stats", {});
-    return st.n_context_shifts;
+    return st;
 }
+
+int64_t context_shifts(const pangu_session *s) { return stats_of(s).n_context_shifts; }
 
 // After every call: the session holds the context the calls imply (resynchronised after a context slide, which
 // drops tokens the harness does not predict), within n_ctx, and n_tokens, get_tokens and the stats agree.
@@ -166,10 +162,7 @@ void check_context(Program &pr, bool slid) {
     FUZZ_CHECK(now.size() == pangu_session_n_tokens(pr.s), "get_tokens %zu, n_tokens %zu", now.size(),
                pangu_session_n_tokens(pr.s));
     FUZZ_CHECK(now.size() <= static_cast<size_t>(pr.n_ctx), "%zu tokens in a context of %d", now.size(), pr.n_ctx);
-    pangu_session_stats st;
-    std::memset(&st, 0, sizeof st);
-    st.struct_size = sizeof st;
-    check(pangu_session_get_stats(pr.s, &st), "pangu_session_get_stats", {});
+    const pangu_session_stats st = stats_of(pr.s);
     FUZZ_CHECK(static_cast<size_t>(st.n_tokens) == now.size(), "stats.n_tokens %d, get_tokens %zu", st.n_tokens,
                now.size());
     if (!slid)
@@ -345,19 +338,19 @@ void op_generate_text(Program &pr) {
     prompt.erase(std::find(prompt.begin(), prompt.end(), '\0'), prompt.end());
     Sampling S;
     pr.cb.start(sampling(pr.in, S), pr.cb.abort_after);
-    const size_t before = pr.ctx.size();
+    const std::vector<int32_t> old = pr.ctx;
     const int64_t shifts = context_shifts(pr.s);
     const pangu_status st = pangu_session_generate(pr.s, prompt.c_str(), S.get(), on_token, &pr.cb, nullptr);
     check(st, "pangu_session_generate",
           {PANGU_ERR_CONTEXT_FULL, PANGU_ERR_INVALID_UTF8, PANGU_ERR_CANCELLED, PANGU_ERR_INVALID_ARGUMENT,
            PANGU_ERR_STRUCT_SIZE, PANGU_ERR_NUMERIC});
     // The prompt's tokens are the tokenizer's business: the context keeps what it had and ends with the stream.
-    const std::vector<int32_t> old = pr.ctx;
     const bool slid = context_shifts(pr.s) != shifts;
     check_context(pr, true);
     if (!slid) {
-        FUZZ_CHECK(pr.ctx.size() >= before + pr.cb.tokens.size() && std::equal(old.begin(), old.end(), pr.ctx.begin()),
-                   "generate from text lost tokens");
+        FUZZ_CHECK(
+            pr.ctx.size() >= old.size() + pr.cb.tokens.size() && std::equal(old.begin(), old.end(), pr.ctx.begin()),
+            "generate from text lost tokens");
         FUZZ_CHECK(std::equal(pr.cb.tokens.begin(), pr.cb.tokens.end(), pr.ctx.end() - pr.cb.tokens.size()),
                    "the context does not end with the streamed tokens");
     }

@@ -113,13 +113,14 @@ fi
 status=0
 summary=$build/fuzz-work/summary.txt
 : >"$summary"
+total=0
 for h in "${harnesses[@]}"; do
   line=$(report "$h")
   echo "$line" >>"$summary"
+  read -r _ execs _ <<<"$line"
+  total=$((total + execs))
   case $line in *FAILED*) status=1; tail -n 40 "$build/fuzz-work/$h"/run-*.log >&2 ;; esac
 done
-total=0
-for h in "${harnesses[@]}"; do total=$((total + $(report "$h" | awk '{print $2}'))); done
 echo "all harnesses: $total executions ($( [ $together = 1 ] && echo together || echo in turn), $jobs processes)" >>"$summary"
 sed 's/^/fuzz: /' "$summary"
 exit $status
